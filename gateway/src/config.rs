@@ -1,0 +1,1047 @@
+//! Configuration (DESIGN.md §9): defaults, then a TOML file, then `PULSAR_GATEWAY_*` environment
+//! variables, then CLI flags; each layer overrides the one before.
+//!
+//! Every option is described once, in [`OPTIONS`]: its TOML key, CLI flag (the environment variable
+//! is derived from the flag), help text, and how to parse and print it. The layers are merged as raw
+//! text first and parsed once at the end, so one run reports every bad value together instead of
+//! stopping at the first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Prefix of every environment variable the gateway reads.
+pub const ENV_PREFIX: &str = "PULSAR_GATEWAY_";
+/// Environment variable naming the config file (same as `--config`).
+pub const CONFIG_FILE_ENV: &str = "PULSAR_GATEWAY_CONFIG";
+
+/// The gateway's complete, validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub kafka: KafkaSettings,
+    pub admin: AdminSettings,
+    pub backend: BackendSettings,
+    pub log: LogSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// Address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// Address Metadata hands to clients; `None` means the bound listen address. A port of 0
+    /// also means "the bound port".
+    pub advertised: Option<HostPort>,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub default_tenant: String,
+    pub default_namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSettings {
+    pub kind: BackendKind,
+    /// Where the embedded backend keeps its data.
+    pub data_dir: PathBuf,
+    pub pulsar_url: Option<String>,
+    pub pulsar_admin_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// A level (`info`) or a full `tracing` filter (`info,gateway_kafka=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest Kafka request accepted; checked before the request is read into memory.
+    pub max_frame_bytes: usize,
+    /// Requests of one connection in flight at once before socket reads pause.
+    pub max_in_flight_per_connection: usize,
+    /// Open connections per listener; further ones are accepted and closed at once.
+    pub max_connections_per_listener: usize,
+    /// How long a drain waits for sessions to finish before closing them.
+    pub shutdown_grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Embedded,
+    Pulsar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A `host:port` pair whose host may be a DNS name (unlike [`SocketAddr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Without brackets, also for IPv6.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                advertised: None,
+                auto_create_topics: true,
+                default_partitions: 1,
+                default_tenant: "public".into(),
+                default_namespace: "default".into(),
+            },
+            admin: AdminSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            },
+            backend: BackendSettings {
+                kind: BackendKind::Embedded,
+                data_dir: PathBuf::from("./data"),
+                pulsar_url: None,
+                pulsar_admin_url: None,
+            },
+            log: LogSettings {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
+            limits: Limits {
+                max_frame_bytes: 100 * 1024 * 1024,
+                max_in_flight_per_connection: 16,
+                max_connections_per_listener: 10_000,
+                shutdown_grace_period: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults with every listener on `127.0.0.1:0` (a free port) and data under `data_dir`, for
+    /// tests that start gateways in-process.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
+        let mut config = Config::default();
+        config.kafka.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.backend.data_dir = data_dir.into();
+        config.limits.shutdown_grace_period = Duration::from_secs(5);
+        config
+    }
+
+    /// Loads the layered configuration: defaults < file < environment < CLI flags. `env` looks up
+    /// an environment variable (tests pass a map instead of the process environment). All errors
+    /// are collected and returned together.
+    pub fn load(
+        cli: &CliArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        // Raw values by TOML key; later layers overwrite earlier ones.
+        let mut raw: BTreeMap<&'static str, (String, Origin)> = BTreeMap::new();
+
+        let file = cli
+            .config_file
+            .clone()
+            .or_else(|| env(CONFIG_FILE_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            let (values, file_errors) = read_file_layer(&path);
+            raw.extend(values);
+            errors.extend(file_errors);
+        }
+        for spec in OPTIONS {
+            let var = spec.env_var();
+            // An empty variable counts as unset, as `FOO=` in a compose file usually means.
+            if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+                raw.insert(spec.key, (value, Origin::Env(var)));
+            }
+        }
+        for (spec, value) in &cli.overrides {
+            raw.insert(spec.key, (value.clone(), Origin::Flag(spec.flag)));
+        }
+
+        let mut config = Config::default();
+        for spec in OPTIONS {
+            if let Some((value, origin)) = raw.get(spec.key) {
+                if let Err(message) = (spec.set)(&mut config, value) {
+                    errors.push(format!("{} ({origin}): {message}", spec.key));
+                }
+            }
+        }
+        errors.extend(config.validate_combinations());
+
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { errors })
+        }
+    }
+
+    /// Checks a config that was built in code (e.g. by a test) as thoroughly as [`Config::load`].
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        // Round-trip each value through its parser, so hand-built configs meet the same rules.
+        let mut errors = Vec::new();
+        let mut scratch = self.clone();
+        for spec in OPTIONS {
+            if let Some(value) = (spec.get)(self) {
+                if let Err(message) = (spec.set)(&mut scratch, &toml_scalar_text(&value)) {
+                    errors.push(format!("{}: {message}", spec.key));
+                }
+            }
+        }
+        errors.extend(self.validate_combinations());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors { errors })
+        }
+    }
+
+    /// Rules that involve more than one option.
+    fn validate_combinations(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.backend.kind == BackendKind::Pulsar {
+            if self.backend.pulsar_url.is_none() {
+                errors.push(
+                    "backend.pulsar_url: required when backend.kind is \"pulsar\"".to_string(),
+                );
+            }
+            if self.backend.pulsar_admin_url.is_none() {
+                errors.push(
+                    "backend.pulsar_admin_url: required when backend.kind is \"pulsar\""
+                        .to_string(),
+                );
+            }
+        }
+        if self.kafka.listen == self.admin.listen && self.kafka.listen.port() != 0 {
+            errors.push(format!(
+                "kafka.listen and admin.listen: both are {}; they need different ports",
+                self.kafka.listen
+            ));
+        }
+        errors
+    }
+
+    /// The effective configuration as a TOML document (what `--check-config` prints).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let mut section = "";
+        for spec in OPTIONS {
+            let (this_section, key) = spec
+                .key
+                .split_once('.')
+                .expect("option keys are section.key");
+            if this_section != section {
+                if !section.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&format!("[{this_section}]\n"));
+                section = this_section;
+            }
+            match (spec.get)(self) {
+                Some(value) => out.push_str(&format!("{key} = {value}\n")),
+                None => out.push_str(&format!("# {key} is not set\n")),
+            }
+        }
+        out
+    }
+}
+
+/// Every configuration error found, one per line when displayed.
+#[derive(Debug, Error)]
+#[error("{}", errors.join("\n"))]
+pub struct ConfigErrors {
+    pub errors: Vec<String>,
+}
+
+/// Where a raw value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Env(String),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Env(var) => write!(f, "from environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "from flag --{flag}"),
+        }
+    }
+}
+
+/// Raw values by key from a config file.
+type RawValues = Vec<(&'static str, (String, Origin))>;
+
+/// Reads the TOML file into raw values by key, and errors for unknown sections and keys. The
+/// known values are still returned, so their errors are reported in the same run.
+fn read_file_layer(path: &Path) -> (RawValues, Vec<String>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot read config file {}: {e}", path.display())],
+            )
+        }
+    };
+    let table: toml::Table = match toml::from_str(&text) {
+        Ok(table) => table,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!(
+                    "config file {} is not valid TOML: {e}",
+                    path.display()
+                )],
+            )
+        }
+    };
+
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    for (section, content) in &table {
+        let Some(content) = content.as_table() else {
+            errors.push(format!(
+                "unknown key `{section}` in {} (options live in sections such as [kafka])",
+                path.display()
+            ));
+            continue;
+        };
+        for (key, value) in content {
+            let full = format!("{section}.{key}");
+            let Some(spec) = OPTIONS.iter().find(|s| s.key == full) else {
+                errors.push(format!("unknown key `{full}` in {}", path.display()));
+                continue;
+            };
+            match value {
+                toml::Value::Table(_) | toml::Value::Array(_) => {
+                    errors.push(format!(
+                        "{full} (in {}): expected a single value",
+                        path.display()
+                    ));
+                }
+                scalar => values.push((
+                    spec.key,
+                    (toml_scalar_text(scalar), Origin::File(path.to_path_buf())),
+                )),
+            }
+        }
+    }
+    (values, errors)
+}
+
+/// A scalar TOML value as the text a flag or environment variable would hold.
+fn toml_scalar_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One configuration option: its names in each layer and how to parse and print it.
+pub struct OptionSpec {
+    /// `section.key` in the TOML file.
+    pub key: &'static str,
+    /// CLI flag without the leading `--`; the environment variable is derived from it.
+    pub flag: &'static str,
+    pub help: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+    /// `None` when the option is unset (no default).
+    get: fn(&Config) -> Option<toml::Value>,
+}
+
+impl OptionSpec {
+    /// `PULSAR_GATEWAY_` + the flag in upper snake case, e.g. `PULSAR_GATEWAY_KAFKA_LISTEN`.
+    pub fn env_var(&self) -> String {
+        format!("{ENV_PREFIX}{}", self.flag.to_uppercase().replace('-', "_"))
+    }
+
+    /// The default value as TOML, or `None` if the option has no default.
+    pub fn default_value(&self) -> Option<String> {
+        (self.get)(&Config::default()).map(|v| v.to_string())
+    }
+}
+
+fn string(s: &str) -> Option<toml::Value> {
+    Some(toml::Value::String(s.to_string()))
+}
+
+fn integer(n: impl TryInto<i64>) -> Option<toml::Value> {
+    Some(toml::Value::Integer(n.try_into().unwrap_or(i64::MAX)))
+}
+
+/// Every option, grouped by section in the order `--check-config` prints them.
+pub static OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "kafka.listen",
+        flag: "kafka-listen",
+        help: "Address the Kafka listener binds (IP:PORT; port 0 picks a free port)",
+        set: |c, v| parse_socket_addr(v).map(|x| c.kafka.listen = x),
+        get: |c| string(&c.kafka.listen.to_string()),
+    },
+    OptionSpec {
+        key: "kafka.advertised",
+        flag: "kafka-advertised",
+        help: "HOST:PORT that Kafka clients are told to connect to [default: the bound listen address]",
+        set: |c, v| v.parse().map(|x| c.kafka.advertised = Some(x)),
+        get: |c| c.kafka.advertised.as_ref().and_then(|a| string(&a.to_string())),
+    },
+    OptionSpec {
+        key: "kafka.auto_create_topics",
+        flag: "kafka-auto-create-topics",
+        help: "Create topics on first use, like Kafka's auto.create.topics.enable (true|false)",
+        set: |c, v| parse_bool(v).map(|x| c.kafka.auto_create_topics = x),
+        get: |c| Some(toml::Value::Boolean(c.kafka.auto_create_topics)),
+    },
+    OptionSpec {
+        key: "kafka.default_partitions",
+        flag: "kafka-default-partitions",
+        help: "Partitions of auto-created topics (Kafka's num.partitions)",
+        set: |c, v| parse_number(v, 1, 100_000).map(|x| c.kafka.default_partitions = x),
+        get: |c| integer(c.kafka.default_partitions),
+    },
+    OptionSpec {
+        key: "kafka.default_tenant",
+        flag: "kafka-default-tenant",
+        help: "Pulsar tenant that short Kafka topic names resolve in",
+        set: |c, v| parse_name_part(v).map(|x| c.kafka.default_tenant = x),
+        get: |c| string(&c.kafka.default_tenant),
+    },
+    OptionSpec {
+        key: "kafka.default_namespace",
+        flag: "kafka-default-namespace",
+        help: "Pulsar namespace that short Kafka topic names resolve in",
+        set: |c, v| parse_name_part(v).map(|x| c.kafka.default_namespace = x),
+        get: |c| string(&c.kafka.default_namespace),
+    },
+    OptionSpec {
+        key: "admin.listen",
+        flag: "admin-listen",
+        help: "Address of the admin HTTP server: /livez, /readyz, /metrics (IP:PORT)",
+        set: |c, v| parse_socket_addr(v).map(|x| c.admin.listen = x),
+        get: |c| string(&c.admin.listen.to_string()),
+    },
+    OptionSpec {
+        key: "backend.kind",
+        flag: "backend",
+        help: "Where messages live: embedded (on local disk) or pulsar (an Apache Pulsar cluster)",
+        set: |c, v| {
+            c.backend.kind = match v {
+                "embedded" => BackendKind::Embedded,
+                "pulsar" => BackendKind::Pulsar,
+                _ => return Err(format!("unknown backend \"{v}\"; expected \"embedded\" or \"pulsar\"")),
+            };
+            Ok(())
+        },
+        get: |c| {
+            string(match c.backend.kind {
+                BackendKind::Embedded => "embedded",
+                BackendKind::Pulsar => "pulsar",
+            })
+        },
+    },
+    OptionSpec {
+        key: "backend.data_dir",
+        flag: "data-dir",
+        help: "Directory of the embedded backend's data",
+        set: |c, v| {
+            if v.is_empty() {
+                return Err("must not be empty".into());
+            }
+            c.backend.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+        get: |c| string(&c.backend.data_dir.display().to_string()),
+    },
+    OptionSpec {
+        key: "backend.pulsar_url",
+        flag: "pulsar-url",
+        help: "Pulsar broker service URL (pulsar://HOST:6650 or pulsar+ssl://HOST:6651)",
+        set: |c, v| parse_url(v, &["pulsar://", "pulsar+ssl://"]).map(|x| c.backend.pulsar_url = Some(x)),
+        get: |c| c.backend.pulsar_url.as_deref().and_then(string),
+    },
+    OptionSpec {
+        key: "backend.pulsar_admin_url",
+        flag: "pulsar-admin-url",
+        help: "Pulsar admin REST URL (http://HOST:8080 or https://HOST:8443)",
+        set: |c, v| parse_url(v, &["http://", "https://"]).map(|x| c.backend.pulsar_admin_url = Some(x)),
+        get: |c| c.backend.pulsar_admin_url.as_deref().and_then(string),
+    },
+    OptionSpec {
+        key: "log.level",
+        flag: "log-level",
+        help: "Log level or tracing filter, e.g. info or info,gateway_kafka=debug",
+        set: |c, v| {
+            tracing_subscriber::EnvFilter::try_new(v).map_err(|e| format!("invalid log filter \"{v}\": {e}"))?;
+            c.log.level = v.to_string();
+            Ok(())
+        },
+        get: |c| string(&c.log.level),
+    },
+    OptionSpec {
+        key: "log.format",
+        flag: "log-format",
+        help: "Log output format on stderr: text or json",
+        set: |c, v| {
+            c.log.format = match v {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(format!("unknown log format \"{v}\"; expected \"text\" or \"json\"")),
+            };
+            Ok(())
+        },
+        get: |c| {
+            string(match c.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            })
+        },
+    },
+    OptionSpec {
+        key: "limits.max_frame_bytes",
+        flag: "max-frame-bytes",
+        help: "Largest request accepted, in bytes; checked before reading it into memory",
+        // Kafka's length prefix is an i32.
+        set: |c, v| parse_number(v, 1024, i32::MAX as usize).map(|x| c.limits.max_frame_bytes = x),
+        get: |c| integer(c.limits.max_frame_bytes),
+    },
+    OptionSpec {
+        key: "limits.max_in_flight_per_connection",
+        flag: "max-in-flight-per-connection",
+        help: "Requests of one connection processed at once before its socket reads pause",
+        set: |c, v| parse_number(v, 1, 10_000).map(|x| c.limits.max_in_flight_per_connection = x),
+        get: |c| integer(c.limits.max_in_flight_per_connection),
+    },
+    OptionSpec {
+        key: "limits.max_connections_per_listener",
+        flag: "max-connections-per-listener",
+        help: "Open connections per listener; more are accepted and closed at once",
+        set: |c, v| parse_number(v, 1, 1_000_000).map(|x| c.limits.max_connections_per_listener = x),
+        get: |c| integer(c.limits.max_connections_per_listener),
+    },
+    OptionSpec {
+        key: "limits.shutdown_grace_period",
+        flag: "shutdown-grace-period",
+        help: "How long a drain waits for sessions to finish, e.g. 10s, 500ms, 1m",
+        set: |c, v| parse_duration(v).map(|x| c.limits.shutdown_grace_period = x),
+        get: |c| string(&format_duration(c.limits.shutdown_grace_period)),
+    },
+];
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid address \"{s}\"; expected HOST:PORT");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        if host.is_empty()
+            || host.contains(char::is_whitespace)
+            || (host.contains(':') && !s.starts_with('['))
+        {
+            return Err(bad());
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn parse_socket_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("invalid address \"{v}\"; expected IP:PORT such as 0.0.0.0:9092"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got \"{v}\"")),
+    }
+}
+
+fn parse_number<T>(v: &str, min: usize, max: usize) -> Result<T, String>
+where
+    T: TryFrom<usize>,
+{
+    let n: usize = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number, got \"{v}\""))?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range {min}..={max}"));
+    }
+    T::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+/// A tenant or namespace: one segment of a Pulsar topic name.
+fn parse_name_part(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '=' | ':'));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "invalid name \"{v}\"; use letters, digits and - _ . = :"
+        ))
+    }
+}
+
+fn parse_url(v: &str, schemes: &[&str]) -> Result<String, String> {
+    match schemes.iter().find(|s| v.starts_with(**s)) {
+        Some(scheme) if v.len() > scheme.len() => Ok(v.to_string()),
+        _ => Err(format!(
+            "invalid URL \"{v}\"; expected it to start with {}",
+            schemes.join(" or ")
+        )),
+    }
+}
+
+/// `500ms`, `10s` or `2m`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration \"{v}\"; expected e.g. 500ms, 10s or 2m");
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The command line: the config file, `--check-config`, and any option flags given.
+#[derive(Debug, Default)]
+pub struct CliArgs {
+    pub config_file: Option<PathBuf>,
+    pub check_config: bool,
+    /// Options given as flags, with their raw values.
+    pub overrides: Vec<(&'static OptionSpec, String)>,
+}
+
+impl fmt::Debug for OptionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key)
+    }
+}
+
+impl CliArgs {
+    /// The clap command, built from [`OPTIONS`] so flags, help and environment names cannot drift.
+    pub fn command() -> clap::Command {
+        use clap::{Arg, ArgAction};
+        let mut command = clap::Command::new("pulsar-gateway")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("Edge proxy that lets Kafka applications run on Apache Pulsar, or standalone on local disk")
+            .after_help(
+                "Every option can also be set in the config file and through an environment variable \
+                 named PULSAR_GATEWAY_<FLAG> (e.g. PULSAR_GATEWAY_KAFKA_LISTEN). Precedence: \
+                 flag > environment > file > default. See docs/configuration.md.",
+            )
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .help("TOML config file [env: PULSAR_GATEWAY_CONFIG]"),
+            )
+            .arg(
+                Arg::new("check-config")
+                    .long("check-config")
+                    .action(ArgAction::SetTrue)
+                    .help("Validate the configuration, print it (or every error) and exit"),
+            );
+        for spec in OPTIONS {
+            command = command.arg(
+                Arg::new(spec.flag)
+                    .long(spec.flag)
+                    .value_name("VALUE")
+                    .help(format!("{} [env: {}]", spec.help, spec.env_var())),
+            );
+        }
+        command
+    }
+
+    /// Parses a command line (the first item is the program name).
+    pub fn try_parse_from<I, T>(args: I) -> Result<CliArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let overrides = OPTIONS
+            .iter()
+            .filter_map(|spec| {
+                matches
+                    .get_one::<String>(spec.flag)
+                    .map(|v| (spec, v.clone()))
+            })
+            .collect();
+        Ok(CliArgs {
+            config_file: matches.get_one::<String>("config").map(PathBuf::from),
+            check_config: matches.get_flag("check-config"),
+            overrides,
+        })
+    }
+}
+
+/// What `--check-config` does: `Ok(effective config as TOML)` or every error.
+pub fn check_config(
+    cli: &CliArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigErrors> {
+    Config::load(cli, env).map(|config| config.to_toml())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cli(args: &[&str]) -> CliArgs {
+        let mut full = vec!["pulsar-gateway"];
+        full.extend_from_slice(args);
+        CliArgs::try_parse_from(full).expect("valid command line")
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write_file(dir: &tempfile::TempDir, text: &str) -> String {
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn defaults_without_any_layer() {
+        let config = Config::load(&cli(&[]), &env_of(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9400");
+        assert_eq!(config.backend.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.limits.shutdown_grace_period, Duration::from_secs(10));
+        assert_eq!(config.limits.max_frame_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn layers_apply_file_then_env_then_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(
+            &dir,
+            r#"
+            [kafka]
+            listen = "127.0.0.1:1001"
+            default_partitions = 3
+            default_tenant = "from-file"
+            [admin]
+            listen = "127.0.0.1:2001"
+            [log]
+            level = "warn"
+            "#,
+        );
+        let env = env_of(&[
+            ("PULSAR_GATEWAY_KAFKA_LISTEN", "127.0.0.1:1002"),
+            ("PULSAR_GATEWAY_KAFKA_DEFAULT_PARTITIONS", "4"),
+            ("PULSAR_GATEWAY_LOG_FORMAT", "json"),
+        ]);
+        let config = Config::load(
+            &cli(&["--config", &file, "--kafka-listen", "127.0.0.1:1003"]),
+            &env,
+        )
+        .unwrap();
+
+        assert_eq!(
+            config.kafka.listen.to_string(),
+            "127.0.0.1:1003",
+            "CLI beats env and file"
+        );
+        assert_eq!(config.kafka.default_partitions, 4, "env beats file");
+        assert_eq!(
+            config.kafka.default_tenant, "from-file",
+            "file beats default"
+        );
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:2001");
+        assert_eq!(config.log.level, "warn");
+        assert_eq!(config.log.format, LogFormat::Json, "env beats default");
+        assert_eq!(
+            config.kafka.default_namespace, "default",
+            "untouched options keep defaults"
+        );
+    }
+
+    #[test]
+    fn config_file_can_come_from_env_and_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let from_env = write_file(&dir, "[kafka]\ndefault_partitions = 7\n");
+        let flag_path = dir.path().join("other.toml");
+        std::fs::write(&flag_path, "[kafka]\ndefault_partitions = 9\n").unwrap();
+
+        let env = env_of(&[(CONFIG_FILE_ENV, from_env.as_str())]);
+        assert_eq!(
+            Config::load(&cli(&[]), &env)
+                .unwrap()
+                .kafka
+                .default_partitions,
+            7
+        );
+        let flagged = cli(&["--config", flag_path.to_str().unwrap()]);
+        assert_eq!(
+            Config::load(&flagged, &env)
+                .unwrap()
+                .kafka
+                .default_partitions,
+            9
+        );
+    }
+
+    #[test]
+    fn empty_env_var_counts_as_unset() {
+        let env = env_of(&[("PULSAR_GATEWAY_KAFKA_LISTEN", "")]);
+        assert_eq!(
+            Config::load(&cli(&[]), &env).unwrap().kafka.listen.port(),
+            9092
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(
+            &dir,
+            r#"
+            [kafka]
+            listen = "not-an-address"
+            lisen = "typo"
+            [limits]
+            shutdown_grace_period = "soon"
+            [tls]
+            cert = "x"
+            "#,
+        );
+        let env = env_of(&[("PULSAR_GATEWAY_KAFKA_DEFAULT_PARTITIONS", "0")]);
+        let args = cli(&[
+            "--config",
+            &file,
+            "--backend",
+            "pulsar",
+            "--log-format",
+            "xml",
+        ]);
+        let err = Config::load(&args, &env).unwrap_err();
+        let text = err.to_string();
+
+        for expected in [
+            "unknown key `kafka.lisen`",
+            "unknown key `tls.cert`",
+            "kafka.listen (in ",
+            "limits.shutdown_grace_period (in ",
+            "kafka.default_partitions (from environment variable PULSAR_GATEWAY_KAFKA_DEFAULT_PARTITIONS)",
+            "log.format (from flag --log-format)",
+            "backend.pulsar_url: required",
+            "backend.pulsar_admin_url: required",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(err.errors.len(), 8, "{text}");
+    }
+
+    #[test]
+    fn bad_values_in_the_file_are_all_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(
+            &dir,
+            r#"
+            [kafka]
+            listen = "not-an-address"
+            auto_create_topics = "maybe"
+            [limits]
+            shutdown_grace_period = "soon"
+            max_frame_bytes = 10
+            "#,
+        );
+        let err = Config::load(&cli(&["--config", &file]), &env_of(&[])).unwrap_err();
+        assert_eq!(err.errors.len(), 4, "{err}");
+        assert!(
+            err.errors.iter().all(|e| e.contains("gateway.toml")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_invalid_file_is_an_error() {
+        let err = Config::load(
+            &cli(&["--config", "/nonexistent/gateway.toml"]),
+            &env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot read config file"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(&dir, "[kafka\n");
+        let err = Config::load(&cli(&["--config", &file]), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn check_config_prints_effective_config_that_loads_back() {
+        let args = cli(&[
+            "--kafka-advertised",
+            "gw.example.com:19092",
+            "--shutdown-grace-period",
+            "1500ms",
+        ]);
+        assert!(!args.check_config);
+        let printed = check_config(&args, &env_of(&[])).unwrap();
+        assert!(printed.contains("[kafka]\n"), "{printed}");
+        assert!(
+            printed.contains("advertised = \"gw.example.com:19092\""),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("shutdown_grace_period = \"1500ms\""),
+            "{printed}"
+        );
+
+        // The printout is itself a valid config file describing the same settings.
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(&dir, &printed);
+        let reloaded = Config::load(&cli(&["--config", &file]), &env_of(&[])).unwrap();
+        assert_eq!(reloaded, Config::load(&args, &env_of(&[])).unwrap());
+    }
+
+    #[test]
+    fn check_config_reports_errors() {
+        let args = cli(&[
+            "--check-config",
+            "--kafka-listen",
+            "nope",
+            "--admin-listen",
+            "nope",
+            "--log-level",
+            "info,gateway_kafka=loud",
+        ]);
+        assert!(args.check_config);
+        let err = check_config(&args, &env_of(&[])).unwrap_err();
+        assert_eq!(err.errors.len(), 3, "{err}");
+        assert!(err.to_string().contains("invalid log filter"), "{err}");
+    }
+
+    #[test]
+    fn pulsar_backend_with_urls_is_valid() {
+        let args = cli(&[
+            "--backend",
+            "pulsar",
+            "--pulsar-url",
+            "pulsar://localhost:6650",
+            "--pulsar-admin-url",
+            "http://localhost:8080",
+        ]);
+        let config = Config::load(&args, &env_of(&[])).unwrap();
+        assert_eq!(config.backend.kind, BackendKind::Pulsar);
+        let err = Config::load(&cli(&["--pulsar-url", "http://x"]), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("pulsar://"), "{err}");
+    }
+
+    #[test]
+    fn validate_checks_hand_built_configs() {
+        assert!(Config::for_tests("/tmp/x").validate().is_ok());
+        let mut config = Config::default();
+        config.kafka.default_partitions = 0;
+        config.admin.listen = config.kafka.listen;
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.errors.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            "example.com:9092".parse::<HostPort>().unwrap().to_string(),
+            "example.com:9092"
+        );
+        let v6: HostPort = "[::1]:9092".parse().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9092));
+        assert_eq!(v6.to_string(), "[::1]:9092");
+        for bad in ["example.com", ":9092", "host:99999", "::1:9092"] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        for bad in ["", "10", "s", "1.5s", "10h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_and_env_names_are_unique_and_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .expect("docs/configuration.md exists");
+        let mut seen = std::collections::HashSet::new();
+        for spec in OPTIONS {
+            assert!(seen.insert(spec.flag), "duplicate flag {}", spec.flag);
+            for name in [
+                spec.key.to_string(),
+                spec.env_var(),
+                format!("--{}", spec.flag),
+            ] {
+                assert!(
+                    doc.contains(&format!("`{name}`")),
+                    "docs/configuration.md does not mention `{name}`"
+                );
+            }
+        }
+    }
+}

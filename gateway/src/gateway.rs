@@ -1,0 +1,663 @@
+//! Starting a gateway in-process and stopping it: opens the backend, binds the listeners, and runs
+//! a supervisor task that carries out the drain when the shutdown signal comes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_core::BackendRef;
+use gateway_embedded::EmbeddedBackend;
+use gateway_kafka::{KafkaConfig, KafkaFrontend};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{BackendKind, BackendSettings, Config, ConfigErrors, HostPort};
+use crate::listener::{Handler, Listener, Sessions};
+use crate::shutdown::{Phase, ShutdownReport, ShutdownTrigger};
+use crate::telemetry;
+
+/// Admin traffic is a few probes and scrapes; a small cap keeps it from eating descriptors.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Admin requests are short; after the drain they get this long to finish.
+const ADMIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a gateway could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(
+        "the pulsar backend is not built yet (it lands in a later release); \
+         use --backend embedded to run standalone"
+    )]
+    PulsarBackendNotBuilt,
+    #[error("cannot create data directory {path}: {cause}")]
+    DataDir { path: PathBuf, cause: io::Error },
+    #[error("cannot open the {kind} backend: {cause}")]
+    Backend {
+        kind: &'static str,
+        cause: gateway_core::BackendError,
+    },
+    #[error("cannot bind the {listener} listener to {addr}: {cause}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        cause: io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// A gateway running in this process. Dropping it starts a drain in the background; call
+/// [`RunningGateway::shutdown`] to drain and wait.
+pub struct RunningGateway {
+    kafka_addr: SocketAddr,
+    kafka_advertised: HostPort,
+    admin_addr: SocketAddr,
+    backend: BackendRef,
+    trigger: ShutdownTrigger,
+    phase: watch::Receiver<Phase>,
+    supervisor: Option<JoinHandle<ShutdownReport>>,
+}
+
+impl RunningGateway {
+    /// The bound Kafka listener address (the real port when configured with port 0).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+    }
+
+    /// The address Kafka clients are told to connect to.
+    pub fn kafka_advertised(&self) -> &HostPort {
+        &self.kafka_advertised
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
+    }
+
+    /// A handle that starts the drain, e.g. from a signal task.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Starts the drain and returns once the protocol listeners are closed: new connections are
+    /// refused from then on, while open sessions finish. Admin stays up and says "not ready".
+    pub async fn stop_accepting(&self) {
+        self.trigger.trigger();
+        // Err only if the supervisor is gone, which means it already stopped everything.
+        let _ = self
+            .phase
+            .clone()
+            .wait_for(|phase| *phase >= Phase::ListenersClosed)
+            .await;
+    }
+
+    /// Drains (see [`crate::shutdown`]) and waits until everything has stopped: at most the
+    /// shutdown grace period plus a moment.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.trigger.trigger();
+        self.wait().await
+    }
+
+    /// Waits until someone triggers the drain and it completes.
+    pub async fn wait(mut self) -> ShutdownReport {
+        let supervisor = self
+            .supervisor
+            .take()
+            .expect("the supervisor is only taken here");
+        supervisor.await.expect("gateway supervisor task panicked")
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        if self.supervisor.is_some() {
+            self.trigger.trigger();
+        }
+    }
+}
+
+/// Starts a gateway with the backend its config names. Binding to port 0 works; the advertised
+/// Kafka address then carries the real port.
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    config.validate()?;
+    let backend = open_backend(&config.backend)?;
+    start_with_backend(config, backend).await
+}
+
+/// Starts a gateway on a backend built by the caller (e.g. a test double); the config's
+/// `[backend]` section is ignored.
+pub async fn start_with_backend(
+    config: Config,
+    backend: BackendRef,
+) -> Result<RunningGateway, StartError> {
+    let frontend_backend = backend.clone();
+    let limits = config.limits.clone();
+    let kafka = config.kafka.clone();
+    start_with_handler(config, backend, move |advertised| {
+        let kafka_config = KafkaConfig {
+            advertised_host: advertised.host.clone(),
+            advertised_port: advertised.port,
+            default_tenant: kafka.default_tenant,
+            default_namespace: kafka.default_namespace,
+            auto_create_topics: kafka.auto_create_topics,
+            default_partitions: kafka.default_partitions,
+            max_frame_bytes: limits.max_frame_bytes,
+            max_in_flight: limits.max_in_flight_per_connection,
+            ..KafkaConfig::default()
+        };
+        let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
+        Arc::new(move |stream, drain| Box::pin(frontend.clone().serve_connection(stream, drain)))
+    })
+    .await
+}
+
+fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {
+    match settings.kind {
+        BackendKind::Pulsar => Err(StartError::PulsarBackendNotBuilt),
+        BackendKind::Embedded => {
+            let path = settings.data_dir.clone();
+            std::fs::create_dir_all(&path).map_err(|cause| StartError::DataDir {
+                path: path.clone(),
+                cause,
+            })?;
+            // Opening reads the store from disk; it happens once, before anything is served.
+            let backend = EmbeddedBackend::open(&path).map_err(|cause| StartError::Backend {
+                kind: "embedded",
+                cause,
+            })?;
+            Ok(backend)
+        }
+    }
+}
+
+/// Starts the listeners and the supervisor. `kafka_handler` builds the Kafka connection handler
+/// once the advertised address is known; tests pass their own.
+pub(crate) async fn start_with_handler(
+    config: Config,
+    backend: BackendRef,
+    kafka_handler: impl FnOnce(&HostPort) -> Handler,
+) -> Result<RunningGateway, StartError> {
+    config.validate()?;
+    let metrics = telemetry::metrics_handle();
+
+    let bind = |listener: &'static str, addr: SocketAddr, max: usize| async move {
+        Listener::bind(listener, addr, max)
+            .await
+            .map_err(|cause| StartError::Bind {
+                listener,
+                addr,
+                cause,
+            })
+    };
+    let kafka = bind(
+        "kafka",
+        config.kafka.listen,
+        config.limits.max_connections_per_listener,
+    )
+    .await?;
+    let admin = bind("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
+    let kafka_addr = kafka.local_addr();
+    let admin_addr = admin.local_addr();
+    let advertised = advertised_address(config.kafka.advertised.as_ref(), kafka_addr);
+    if kafka_addr.ip().is_unspecified() && config.kafka.advertised.is_none() {
+        warn!(%advertised, "advertising an unspecified address; set kafka.advertised to a name clients can reach");
+    }
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let sessions = Sessions::default();
+    let admin_sessions = Sessions::default();
+    let state = Arc::new(AdminState::new(backend.clone(), drain_rx.clone(), metrics));
+
+    let kafka_task = tokio::spawn(kafka.run(
+        kafka_handler(&advertised),
+        drain_rx.clone(),
+        sessions.clone(),
+    ));
+    let admin_task = tokio::spawn(admin.run(
+        admin::handler(state.clone()),
+        admin_stop_rx,
+        admin_sessions.clone(),
+    ));
+    state.set_listeners_bound();
+    info!(addr = %kafka_addr, %advertised, "kafka listening");
+    info!(addr = %admin_addr, "admin listening");
+    info!(backend = backend.kind(), "gateway started");
+
+    let supervisor = tokio::spawn(supervise(Supervised {
+        drain: drain_rx,
+        grace: config.limits.shutdown_grace_period,
+        kafka_task,
+        sessions,
+        admin_stop: admin_stop_tx,
+        admin_task,
+        admin_sessions,
+        phase: phase_tx,
+    }));
+
+    Ok(RunningGateway {
+        kafka_addr,
+        kafka_advertised: advertised,
+        admin_addr,
+        backend,
+        trigger: ShutdownTrigger(Arc::new(drain_tx)),
+        phase: phase_rx,
+        supervisor: Some(supervisor),
+    })
+}
+
+/// The configured advertised address; where it is unset or has port 0, the bound one.
+fn advertised_address(configured: Option<&HostPort>, bound: SocketAddr) -> HostPort {
+    match configured {
+        Some(HostPort { host, port: 0 }) => HostPort {
+            host: host.clone(),
+            port: bound.port(),
+        },
+        Some(configured) => configured.clone(),
+        None => HostPort {
+            host: bound.ip().to_string(),
+            port: bound.port(),
+        },
+    }
+}
+
+/// Everything the supervisor needs to carry out the drain.
+struct Supervised {
+    drain: watch::Receiver<bool>,
+    grace: Duration,
+    kafka_task: JoinHandle<()>,
+    sessions: Sessions,
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
+    admin_sessions: Sessions,
+    phase: watch::Sender<Phase>,
+}
+
+async fn supervise(mut s: Supervised) -> ShutdownReport {
+    // Err means every trigger was dropped, which also means "stop".
+    let _ = s.drain.wait_for(|draining| *draining).await;
+    let started = Instant::now();
+    info!(
+        grace_ms = s.grace.as_millis() as u64,
+        "draining: no new connections, sessions finishing"
+    );
+
+    // The accept loop sees the same signal; once it has returned, its socket is closed.
+    let _ = (&mut s.kafka_task).await;
+    s.phase.send_replace(Phase::ListenersClosed);
+
+    let aborted_sessions = wait_or_abort(&s.sessions, s.grace).await;
+    if aborted_sessions > 0 {
+        warn!(
+            aborted_sessions,
+            "shutdown grace period ran out; closed the remaining sessions"
+        );
+    }
+
+    // Admin goes last so that /readyz answers 503 throughout the drain.
+    s.admin_stop.send_replace(true);
+    let _ = (&mut s.admin_task).await;
+    wait_or_abort(&s.admin_sessions, ADMIN_GRACE).await;
+
+    s.phase.send_replace(Phase::Stopped);
+    let report = ShutdownReport {
+        aborted_sessions,
+        drain_time: started.elapsed(),
+    };
+    info!(
+        drain_ms = report.drain_time.as_millis() as u64,
+        "gateway stopped"
+    );
+    report
+}
+
+/// Waits up to `grace` for the sessions to end, then cuts off the rest; returns how many were cut.
+async fn wait_or_abort(sessions: &Sessions, grace: Duration) -> usize {
+    sessions.tracker.close();
+    if tokio::time::timeout(grace, sessions.tracker.wait())
+        .await
+        .is_ok()
+    {
+        return 0;
+    }
+    let remaining = sessions.tracker.len();
+    sessions.abort.cancel();
+    sessions.tracker.wait().await;
+    remaining
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{http_get, http_request, FakeBackend};
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn test_config(grace: Duration) -> Config {
+        let mut config = Config::for_tests("/nonexistent/unused");
+        config.limits.shutdown_grace_period = grace;
+        config
+    }
+
+    /// A session with one request in flight when the drain starts: it greets, waits for the
+    /// drain, then still reads and answers one more line before closing.
+    fn finishes_after_drain() -> Handler {
+        Arc::new(|stream, mut drain| {
+            Box::pin(async move {
+                let mut stream = BufReader::new(stream);
+                stream.write_all(b"hello\n").await?;
+                let _ = drain.wait_for(|draining| *draining).await;
+                let mut line = String::new();
+                stream.read_line(&mut line).await?;
+                stream.write_all(format!("done {line}").as_bytes()).await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// A session that ignores the drain and waits for the client forever.
+    fn ignores_drain() -> Handler {
+        Arc::new(|mut stream, _drain| {
+            Box::pin(async move {
+                stream.write_all(b"hello\n").await?;
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).await?;
+                Ok(())
+            })
+        })
+    }
+
+    async fn read_line(stream: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(PATIENCE, stream.read_line(&mut line))
+            .await
+            .expect("line in time")
+            .expect("read");
+        line
+    }
+
+    #[tokio::test]
+    async fn admin_endpoints() {
+        let backend = FakeBackend::new(false);
+        let gateway =
+            start_with_handler(test_config(PATIENCE), backend.clone(), |_| ignores_drain())
+                .await
+                .unwrap();
+        let admin = gateway.admin_addr();
+
+        assert_eq!(http_get(admin, "/livez").await, (200, "ok\n".to_string()));
+        let (status, body) = http_get(admin, "/readyz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: backend not ready\n")
+        );
+        backend.ready.store(true, Ordering::SeqCst);
+        assert_eq!(http_get(admin, "/readyz").await.0, 200);
+
+        // One Kafka connection, so its counters exist in the scrape.
+        let mut client = BufReader::new(TcpStream::connect(gateway.kafka_addr()).await.unwrap());
+        assert_eq!(read_line(&mut client).await, "hello\n");
+        let (status, metrics) = http_get(admin, "/metrics").await;
+        assert_eq!(status, 200);
+        for expected in [
+            "pulsar_gateway_build_info{version=\"",
+            "pulsar_gateway_connections_accepted_total{listener=\"kafka\"}",
+            "pulsar_gateway_connections_active{listener=\"kafka\"}",
+            "pulsar_gateway_connections_refused_total{listener=\"kafka\",reason=\"limit\"}",
+        ] {
+            assert!(
+                metrics.contains(expected),
+                "missing {expected} in:\n{metrics}"
+            );
+        }
+
+        assert_eq!(http_get(admin, "/nope").await.0, 404);
+        assert_eq!(http_request(admin, "POST", "/livez").await.0, 405);
+
+        drop(client);
+        let report = tokio::time::timeout(PATIENCE, gateway.shutdown())
+            .await
+            .expect("shutdown in time");
+        assert_eq!(report.aborted_sessions, 0);
+    }
+
+    #[tokio::test]
+    async fn drain_lets_sessions_finish_and_refuses_new_connections() {
+        let grace = Duration::from_secs(5);
+        let gateway = start_with_handler(test_config(grace), FakeBackend::new(true), |_| {
+            finishes_after_drain()
+        })
+        .await
+        .unwrap();
+        let (kafka, admin) = (gateway.kafka_addr(), gateway.admin_addr());
+        assert_eq!(http_get(admin, "/readyz").await.0, 200);
+
+        let mut session = BufReader::new(TcpStream::connect(kafka).await.unwrap());
+        assert_eq!(read_line(&mut session).await, "hello\n");
+
+        tokio::time::timeout(PATIENCE, gateway.stop_accepting())
+            .await
+            .expect("listeners close in time");
+        assert!(
+            TcpStream::connect(kafka).await.is_err(),
+            "new connections are refused while draining"
+        );
+        let (status, body) = http_get(admin, "/readyz").await;
+        assert_eq!((status, body.as_str()), (503, "not ready: draining\n"));
+        assert_eq!(
+            http_get(admin, "/livez").await.0,
+            200,
+            "still alive while draining"
+        );
+
+        // The open session still gets its answer.
+        session.write_all(b"last request\n").await.unwrap();
+        assert_eq!(read_line(&mut session).await, "done last request\n");
+        assert_eq!(
+            read_line(&mut session).await,
+            "",
+            "then the server closes it"
+        );
+
+        let started = Instant::now();
+        let report = tokio::time::timeout(PATIENCE, gateway.shutdown())
+            .await
+            .expect("shutdown in time");
+        assert_eq!(report.aborted_sessions, 0);
+        assert!(
+            started.elapsed() < grace,
+            "no waiting for a grace period nobody needs"
+        );
+        assert!(
+            TcpStream::connect(admin).await.is_err(),
+            "admin is closed once stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_still_open_after_the_grace_period_are_closed() {
+        let grace = Duration::from_millis(200);
+        let gateway = start_with_handler(test_config(grace), FakeBackend::new(true), |_| {
+            ignores_drain()
+        })
+        .await
+        .unwrap();
+        let mut stuck = BufReader::new(TcpStream::connect(gateway.kafka_addr()).await.unwrap());
+        assert_eq!(read_line(&mut stuck).await, "hello\n");
+
+        let started = Instant::now();
+        let report = tokio::time::timeout(PATIENCE, gateway.shutdown())
+            .await
+            .expect("shutdown in time");
+        let took = started.elapsed();
+        assert_eq!(report.aborted_sessions, 1);
+        assert!(
+            took >= grace,
+            "waited for the grace period first ({took:?})"
+        );
+        assert!(
+            took < grace + ADMIN_GRACE + Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert_eq!(
+            read_line(&mut stuck).await,
+            "",
+            "the stuck session was closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_stops_the_gateway() {
+        let gateway = start_with_handler(test_config(PATIENCE), FakeBackend::new(true), |_| {
+            ignores_drain()
+        })
+        .await
+        .unwrap();
+        let mut phase = gateway.phase.clone();
+        drop(gateway);
+        tokio::time::timeout(PATIENCE, phase.wait_for(|p| *p == Phase::Stopped))
+            .await
+            .expect("stops in time")
+            .ok();
+        assert_eq!(*phase.borrow(), Phase::Stopped);
+    }
+
+    #[tokio::test]
+    async fn advertises_the_bound_port() {
+        let mut config = test_config(PATIENCE);
+        let gateway =
+            start_with_handler(config.clone(), FakeBackend::new(true), |_| ignores_drain())
+                .await
+                .unwrap();
+        let advertised = gateway.kafka_advertised().clone();
+        assert_eq!(advertised.host, "127.0.0.1");
+        assert_eq!(advertised.port, gateway.kafka_addr().port());
+        assert_ne!(advertised.port, 0);
+        gateway.shutdown().await;
+
+        config.kafka.advertised = Some("gw.example.com:0".parse().unwrap());
+        let gateway = start_with_handler(config, FakeBackend::new(true), |_| ignores_drain())
+            .await
+            .unwrap();
+        assert_eq!(
+            gateway.kafka_advertised().to_string(),
+            format!("gw.example.com:{}", gateway.kafka_addr().port())
+        );
+        gateway.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn pulsar_backend_reports_that_it_is_not_built() {
+        let mut config = test_config(PATIENCE);
+        config.backend.kind = BackendKind::Pulsar;
+        config.backend.pulsar_url = Some("pulsar://localhost:6650".into());
+        config.backend.pulsar_admin_url = Some("http://localhost:8080".into());
+        let err = start(config)
+            .await
+            .err()
+            .expect("pulsar backend is refused");
+        assert!(matches!(err, StartError::PulsarBackendNotBuilt), "{err}");
+        assert!(err.to_string().contains("not built yet"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn invalid_config_and_busy_ports_are_start_errors() {
+        let mut config = test_config(PATIENCE);
+        config.kafka.default_partitions = 0;
+        assert!(matches!(start(config).await, Err(StartError::Config(_))));
+
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = test_config(PATIENCE);
+        config.admin.listen = taken.local_addr().unwrap();
+        let err = start_with_backend(config, FakeBackend::new(true))
+            .await
+            .err()
+            .expect("port is taken");
+        assert!(
+            matches!(
+                err,
+                StartError::Bind {
+                    listener: "admin",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn kafka_sessions_end_on_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path());
+        config.limits.shutdown_grace_period = PATIENCE;
+        let gateway = start(config).await.unwrap();
+        let mut client = TcpStream::connect(gateway.kafka_addr()).await.unwrap();
+
+        // One ApiVersions v0 request (key 18, correlation id 1, null client id), so the session is
+        // surely accepted and serving before the drain starts.
+        client
+            .write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+            .await
+            .unwrap();
+        let mut size = [0; 4];
+        tokio::time::timeout(PATIENCE, client.read_exact(&mut size))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        let mut response = vec![0; u32::from_be_bytes(size) as usize];
+        client.read_exact(&mut response).await.unwrap();
+        assert_eq!(&response[..4], &[0, 0, 0, 1], "correlation id echoed");
+
+        let report = tokio::time::timeout(PATIENCE, gateway.shutdown())
+            .await
+            .expect("shutdown in time");
+        assert_eq!(
+            report.aborted_sessions, 0,
+            "the idle Kafka session honoured the drain signal"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(
+            client.read_to_end(&mut rest).await.unwrap(),
+            0,
+            "closed without more data"
+        );
+    }
+
+    #[tokio::test]
+    async fn starts_on_the_embedded_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = start(Config::for_tests(dir.path().join("data")))
+            .await
+            .unwrap();
+        assert_eq!(gateway.backend().kind(), "embedded");
+        assert!(dir.path().join("data").is_dir());
+        let admin = gateway.admin_addr();
+        // Readiness is the backend's call; it must become ready promptly.
+        tokio::time::timeout(PATIENCE, async {
+            while http_get(admin, "/readyz").await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("embedded backend becomes ready");
+        let report = tokio::time::timeout(PATIENCE, gateway.shutdown())
+            .await
+            .expect("shutdown in time");
+        assert_eq!(report.aborted_sessions, 0);
+    }
+}

@@ -1,0 +1,104 @@
+//! Shared helpers for the end-to-end tests: start a gateway (in-process or as a child process on
+//! the embedded backend) and reach it with real clients.
+
+pub mod backends;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pulsar_gateway::{Config, RunningGateway};
+
+/// A gateway running in this process with its own data directory.
+pub struct InProcessGateway {
+    pub gateway: RunningGateway,
+    pub data: tempfile::TempDir,
+}
+
+impl InProcessGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_tests(data.path());
+        adjust(&mut config);
+        let gateway = pulsar_gateway::start(config).await.expect("gateway starts");
+        InProcessGateway { gateway, data }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.gateway.kafka_addr().to_string()
+    }
+}
+
+/// A free loopback port (bound then released), for child processes that must keep a fixed port
+/// across restarts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The gateway as a separate process, so a test can SIGKILL it.
+pub struct GatewayProcess {
+    child: Child,
+    pub kafka: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway binary (tests pass `env!("CARGO_BIN_EXE_gateway-under-test")`, which
+    /// Cargo only defines for test targets) and waits until `/readyz` says ready.
+    pub fn start(binary: &str, data_dir: &Path, kafka: SocketAddr, admin: SocketAddr) -> Self {
+        let child = Command::new(binary)
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--kafka-listen", &kafka.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn gateway");
+        let process = GatewayProcess { child, kafka, admin };
+        process.wait_ready(Duration::from_secs(30));
+        process
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if http_status(self.admin, "/readyz") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway on {} not ready within {limit:?}", self.kafka);
+    }
+
+    /// SIGKILL: no drain, no flush; what was acknowledged must already be durable.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill gateway");
+        self.child.wait().expect("reap gateway");
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status code of a plain HTTP GET, or `None` if the server does not answer.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,151 @@
+//! The backend contract (DESIGN.md §4): the operations a translator may ask of Pulsar, in Pulsar's
+//! terms. The embedded backend and the Pulsar backend implement the same semantics, checked by one
+//! conformance suite (`tests/backend_conformance.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::message::{EntryId, EntryToSend, MessageId, ReceivedMessage, StoredEntry};
+use crate::topic::TopicName;
+
+pub type BackendRef = Arc<dyn Backend>;
+
+/// Pulsar's subscription types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriptionType {
+    /// One consumer at a time; a second one is refused.
+    Exclusive,
+    /// Many consumers, messages spread across them in any order.
+    Shared,
+    /// Many consumers, one active; the others take over when it leaves.
+    Failover,
+    /// Many consumers; all messages with the same key go to the same consumer.
+    KeyShared,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    Latest,
+    Earliest,
+}
+
+/// Where to move a subscription or reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTarget {
+    /// The next message delivered is this one (inclusive).
+    Message(MessageId),
+    /// The next message delivered is the first published at or after this time (ms since epoch).
+    PublishTime(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// 0 for a non-partitioned topic.
+    pub partitions: u32,
+}
+
+/// Result of writing one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendReceipt {
+    Persisted(EntryId),
+    /// Dropped by deduplication: the producer already wrote this sequence id.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and metrics ("embedded", "pulsar").
+    fn kind(&self) -> &'static str;
+
+    /// Whether the backend can serve requests now (used by `/readyz`).
+    async fn is_ready(&self) -> bool;
+
+    /// Creates a topic. `partitions == 0` makes a non-partitioned topic, otherwise a partitioned
+    /// topic whose partitions are `topic.partition(i)`.
+    async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()>;
+
+    /// Deletes a topic (all partitions), its data and its subscriptions.
+    async fn delete_topic(&self, topic: &TopicName) -> Result<()>;
+
+    /// Raises the partition count of a partitioned topic.
+    async fn update_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()>;
+
+    /// `None` when the topic does not exist.
+    async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>>;
+
+    /// Every topic in a namespace (partitioned topics once, not per partition).
+    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<(TopicName, TopicInfo)>>;
+
+    /// Appends entries to one topic or partition, in order, and returns when they are persisted.
+    /// Entries of one call get consecutive entry ids when they fit the current ledger.
+    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>>;
+
+    /// The id of the last message written, or `None` for an empty topic.
+    async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>>;
+
+    /// The first entry still stored, or `None` for an empty topic.
+    async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>>;
+
+    /// The first entry published at or after `publish_time`, or `None` if there is none.
+    async fn find_entry_by_publish_time(&self, topic: &TopicName, publish_time: u64) -> Result<Option<EntryId>>;
+
+    /// A non-durable reader starting at `start` (inclusive).
+    async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>>;
+
+    /// Attaches a consumer to a durable subscription, creating the subscription if needed.
+    async fn subscribe(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        sub_type: SubscriptionType,
+        initial: InitialPosition,
+    ) -> Result<Box<dyn Consumer>>;
+
+    /// Deletes a durable subscription. Fails while it has connected consumers.
+    async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()>;
+
+    /// The durable subscriptions of a topic or partition.
+    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>>;
+
+    /// Messages not yet acknowledged on a subscription (Pulsar's `msgBacklog`).
+    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64>;
+}
+
+/// A Pulsar reader: reads entries in order from a position, with no durable state.
+#[async_trait]
+pub trait Reader: Send {
+    /// Up to `max_entries` entries and roughly `max_bytes` (always at least one entry when one is
+    /// available), waiting up to `wait` for the first to arrive.
+    async fn read(&mut self, max_entries: usize, max_bytes: usize, wait: Duration) -> Result<Vec<StoredEntry>>;
+
+    /// The entry the next `read` starts at, or after.
+    fn position(&self) -> EntryId;
+
+    async fn seek(&mut self, start: EntryId) -> Result<()>;
+}
+
+/// A consumer on a durable subscription.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` messages, waiting up to `wait` for the first.
+    async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
+
+    /// Individual acknowledgement, at batch-index granularity.
+    async fn ack(&mut self, ids: &[MessageId]) -> Result<()>;
+
+    /// Acknowledges everything up to and including `id`.
+    async fn ack_cumulative(&mut self, id: MessageId) -> Result<()>;
+
+    /// Negative acknowledgement: the messages are redelivered with a higher redelivery count.
+    async fn nack(&mut self, ids: &[MessageId]) -> Result<()>;
+
+    /// Moves the subscription: messages from the target on are delivered again.
+    async fn seek(&mut self, target: SeekTarget) -> Result<()>;
+
+    /// Detaches; unacknowledged messages go back to the subscription for redelivery.
+    async fn close(self: Box<Self>);
+}

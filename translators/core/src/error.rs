@@ -1,0 +1,62 @@
+//! Backend errors carry where the fault lies and whether a retry can help, so each translator can
+//! map them to its own protocol's error codes without string matching.
+
+use thiserror::Error;
+
+/// Whose fault an error is; translators use it to pick a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The request itself is wrong (unknown topic, bad argument).
+    Client,
+    /// The backend failed or is unavailable.
+    Backend,
+    /// A bug or broken invariant inside the gateway.
+    Internal,
+}
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("topic not found: {0}")]
+    TopicNotFound(String),
+    #[error("topic already exists: {0}")]
+    TopicAlreadyExists(String),
+    #[error("subscription not found: {0}")]
+    SubscriptionNotFound(String),
+    #[error("consumer busy: subscription {0} is exclusive and already has a consumer")]
+    ConsumerBusy(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("message id out of range: {0}")]
+    OutOfRange(String),
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("backend is shutting down")]
+    Closed,
+}
+
+impl BackendError {
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            BackendError::TopicNotFound(_)
+            | BackendError::TopicAlreadyExists(_)
+            | BackendError::SubscriptionNotFound(_)
+            | BackendError::ConsumerBusy(_)
+            | BackendError::InvalidArgument(_)
+            | BackendError::OutOfRange(_) => ErrorSource::Client,
+            BackendError::Unavailable(_) | BackendError::Closed => ErrorSource::Backend,
+            BackendError::Storage(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if the client retries it.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Unavailable(_) | BackendError::ConsumerBusy(_)
+        )
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! Shared types for pulsar-gateway.
+//!
+//! Everything here is expressed in Apache Pulsar's terms (see `PulsarApi.proto`): message ids are
+//! `(ledger, entry, batch index)`, an entry is a batch of messages written at once, and subscriptions
+//! have Pulsar's types and acknowledgement modes. Protocol translators only talk to a [`Backend`], so
+//! their logic is the same on the embedded backend and on a real Pulsar cluster.
+
+pub mod backend;
+pub mod error;
+pub mod message;
+pub mod table;
+pub mod topic;
+
+pub use backend::{
+    Backend, BackendRef, Consumer, InitialPosition, Reader, SeekTarget, SendReceipt, SubscriptionType,
+    TopicInfo,
+};
+pub use error::{BackendError, ErrorSource, Result};
+pub use message::{EntryId, EntryToSend, Message, MessageId, ReceivedMessage, StoredEntry};
+pub use topic::TopicName;

@@ -1,0 +1,52 @@
+//! A compacted "table" topic: a key-value map kept as a topic where the latest message for a key
+//! wins and a null value deletes it (Pulsar's topic compaction and TableView semantics). Gateway
+//! metadata (topology, group state) is stored this way so that every instance can rebuild it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::message::{EntryId, EntryToSend, Message};
+use crate::topic::TopicName;
+
+/// Writes `key = value` (or deletes `key` when `value` is `None`) to a table topic.
+pub async fn put(backend: &dyn Backend, topic: &TopicName, key: &str, value: Option<Bytes>) -> Result<()> {
+    let message = Message {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        value,
+        ..Message::default()
+    };
+    backend
+        .send(topic, vec![EntryToSend { messages: vec![message], dedup: None }])
+        .await?;
+    Ok(())
+}
+
+/// Reads a table topic from the start and folds it into its current state.
+pub async fn load(backend: &dyn Backend, topic: &TopicName) -> Result<BTreeMap<String, Bytes>> {
+    let mut table = BTreeMap::new();
+    let Some(last) = backend.last_message_id(topic).await? else {
+        return Ok(table);
+    };
+    let mut reader = backend.open_reader(topic, EntryId::EARLIEST).await?;
+    loop {
+        let entries = reader.read(1024, 4 << 20, Duration::ZERO).await?;
+        let done = entries.is_empty() || entries.last().is_some_and(|e| e.id >= last.entry_id());
+        for entry in entries {
+            for m in entry.messages {
+                let Some(key) = m.key else { continue };
+                let key = String::from_utf8_lossy(&key).into_owned();
+                match m.value {
+                    Some(v) => table.insert(key, v),
+                    None => table.remove(&key),
+                };
+            }
+        }
+        if done {
+            return Ok(table);
+        }
+    }
+}

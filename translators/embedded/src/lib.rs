@@ -1,0 +1,164 @@
+//! The embedded backend (DESIGN.md §4): Pulsar's topic, message-id and subscription semantics
+//! in-process, durable under a data directory. It backs standalone mode and the fast test suite.
+//!
+//! Writes go through one writer thread that commits everything queued in one transaction (group
+//! commit), so concurrent producers share each fsync; a send returns only after its commit.
+
+mod reader;
+mod store;
+mod subscription;
+mod topics;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gateway_core::backend::{InitialPosition, SendReceipt, SubscriptionType, TopicInfo};
+use gateway_core::{Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, Reader, Result, TopicName};
+use redb::ReadableDatabase;
+
+use crate::store::{storage_error, PUBLISH_TIMES};
+use crate::topics::Topics;
+
+pub struct EmbeddedBackend {
+    topics: Arc<Topics>,
+    writer: writer::WriterHandle,
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<EmbeddedBackend>> {
+        let db = Arc::new(store::open_database(dir)?);
+        let topics = Arc::new(Topics::new(db));
+        let writer = writer::spawn(topics.clone())?;
+        Ok(Arc::new(EmbeddedBackend { topics, writer }))
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.writer.is_running()
+    }
+
+    async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        let (topics, topic) = (self.topics.clone(), topic.clone());
+        blocking(move || topics.create(&topic, partitions)).await
+    }
+
+    async fn delete_topic(&self, topic: &TopicName) -> Result<()> {
+        let (topics, topic) = (self.topics.clone(), topic.clone());
+        blocking(move || topics.delete(&topic)).await
+    }
+
+    async fn update_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        let (topics, topic) = (self.topics.clone(), topic.clone());
+        blocking(move || topics.update_partitions(&topic, partitions)).await
+    }
+
+    async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
+        let (topics, topic) = (self.topics.clone(), topic.clone());
+        blocking(move || topics.info(&topic)).await
+    }
+
+    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<(TopicName, TopicInfo)>> {
+        let (topics, tenant, namespace) = (self.topics.clone(), tenant.to_owned(), namespace.to_owned());
+        blocking(move || topics.list(&tenant, &namespace)).await
+    }
+
+    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        self.writer.send(state, entries).await
+    }
+
+    async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let last = state.runtime.lock().expect("topic lock").last;
+        Ok(last)
+    }
+
+    async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let topics = self.topics.clone();
+        blocking(move || {
+            Ok(store::read_entries(&topics.db, state.id, EntryId::EARLIEST, 1, 0)?
+                .first()
+                .map(|e| e.id))
+        })
+        .await
+    }
+
+    async fn find_entry_by_publish_time(&self, topic: &TopicName, publish_time: u64) -> Result<Option<EntryId>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let topics = self.topics.clone();
+        blocking(move || {
+            let txn = topics.db.begin_read().map_err(storage_error)?;
+            let index = txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
+            let mut range = index
+                .range((state.id, publish_time, 0, 0)..=(state.id, u64::MAX, u64::MAX, u64::MAX))
+                .map_err(storage_error)?;
+            match range.next() {
+                Some(item) => {
+                    let (key, _) = item.map_err(storage_error)?;
+                    let (_, _, ledger, entry) = key.value();
+                    Ok(Some(EntryId { ledger, entry }))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        Ok(Box::new(reader::EmbeddedReader::new(self.topics.clone(), state, start)))
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        sub_type: SubscriptionType,
+        initial: InitialPosition,
+    ) -> Result<Box<dyn Consumer>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        blocking(move || subscription::attach(topics, state, &name, sub_type, initial)).await
+    }
+
+    async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        blocking(move || subscription::delete(&topics, &state, &name)).await
+    }
+
+    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let topics = self.topics.clone();
+        blocking(move || subscription::list(&topics, &state)).await
+    }
+
+    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        blocking(move || subscription::backlog(&topics, &state, &name)).await
+    }
+}
+
+/// Runs storage work off the async threads; redb calls block on disk.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackendError::Storage(format!("storage task failed: {e}")))?
+}
+
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

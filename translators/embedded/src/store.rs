@@ -1,0 +1,150 @@
+//! On-disk layout of the embedded backend, on redb (an embedded, transactional, pure-Rust B-tree
+//! store), so that we write no file format of our own.
+//!
+//! Tables:
+//! - `topics`: logical topic name -> partition count (0 = non-partitioned);
+//! - `storage`: concrete topic (a partition or a non-partitioned topic) -> its numeric id;
+//! - `entries`: (topic id, ledger, entry) -> encoded entry;
+//! - `publish_times`: (topic id, publish time, ledger, entry) -> (), to seek by time;
+//! - `dedup`: (topic id, producer name) -> last persisted sequence id;
+//! - `cursors`: (topic id, subscription) -> encoded cursor (what is acknowledged);
+//! - `counters`: named counters (next topic id, next ledger id).
+//!
+//! Like BookKeeper, ledger ids come from one global counter, and each topic starts a new ledger
+//! when the backend opens and after `MAX_ENTRIES_PER_LEDGER` entries, as a Pulsar broker rolls
+//! ledgers. Entry ids restart at 0 in each ledger.
+
+use std::path::Path;
+
+use gateway_core::{BackendError, EntryId, Message, Result, StoredEntry};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
+pub const STORAGE: TableDefinition<&str, u64> = TableDefinition::new("storage");
+pub const ENTRIES: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("entries");
+pub const PUBLISH_TIMES: TableDefinition<(u64, u64, u64, u64), ()> = TableDefinition::new("publish_times");
+pub const DEDUP: TableDefinition<(u64, &str), u64> = TableDefinition::new("dedup");
+pub const CURSORS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("cursors");
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Pulsar's default `managedLedgerMaxEntriesPerLedger`; also keeps entry ids inside the 20 bits
+/// the Kafka offset encoding gives them.
+pub const MAX_ENTRIES_PER_LEDGER: u64 = 50_000;
+
+pub fn storage_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Storage(e.to_string())
+}
+
+pub fn open_database(dir: &Path) -> Result<Database> {
+    std::fs::create_dir_all(dir).map_err(storage_error)?;
+    let db = Database::create(dir.join("embedded.redb")).map_err(storage_error)?;
+    // Create every table up front so read transactions never meet a missing table.
+    let txn = db.begin_write().map_err(storage_error)?;
+    {
+        txn.open_table(TOPICS).map_err(storage_error)?;
+        txn.open_table(STORAGE).map_err(storage_error)?;
+        txn.open_table(ENTRIES).map_err(storage_error)?;
+        txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
+        txn.open_table(DEDUP).map_err(storage_error)?;
+        txn.open_table(CURSORS).map_err(storage_error)?;
+        txn.open_table(COUNTERS).map_err(storage_error)?;
+    }
+    txn.commit().map_err(storage_error)?;
+    Ok(db)
+}
+
+/// Stored entry value: message count and publish time in a fixed header, so that backlog counts
+/// and scans need not decode the messages, then the messages.
+#[derive(Serialize, Deserialize)]
+struct EncodedMessages<'a> {
+    #[serde(borrow)]
+    messages: std::borrow::Cow<'a, [Message]>,
+}
+
+pub fn encode_entry(publish_time: u64, messages: &[Message]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(12 + messages.iter().map(Message::approximate_size).sum::<usize>());
+    out.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+    out.extend_from_slice(&publish_time.to_le_bytes());
+    let body = postcard::to_extend(
+        &EncodedMessages {
+            messages: std::borrow::Cow::Borrowed(messages),
+        },
+        out,
+    )
+    .map_err(storage_error)?;
+    Ok(body)
+}
+
+pub fn entry_message_count(value: &[u8]) -> u32 {
+    u32::from_le_bytes(value[0..4].try_into().expect("entry header is 12 bytes"))
+}
+
+pub fn decode_entry(id: EntryId, value: &[u8]) -> Result<StoredEntry> {
+    if value.len() < 12 {
+        return Err(storage_error(format!("entry {id:?} is truncated")));
+    }
+    let publish_time = u64::from_le_bytes(value[4..12].try_into().expect("checked length"));
+    let decoded: EncodedMessages<'_> = postcard::from_bytes(&value[12..]).map_err(storage_error)?;
+    Ok(StoredEntry {
+        id,
+        publish_time,
+        messages: decoded.messages.into_owned(),
+    })
+}
+
+/// What a subscription has acknowledged: everything before `read_from`, plus individually
+/// acknowledged messages after it (whole entries, or batch indexes of partly acknowledged ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub read_from: EntryId,
+    pub acked: std::collections::BTreeMap<EntryId, AckedPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckedPart {
+    Whole,
+    /// Acknowledged batch indexes of an entry holding `of` messages.
+    Indexes { of: u32, acked: std::collections::BTreeSet<u32> },
+}
+
+pub fn encode_cursor(cursor: &Cursor) -> Result<Vec<u8>> {
+    postcard::to_stdvec(cursor).map_err(storage_error)
+}
+
+pub fn decode_cursor(value: &[u8]) -> Result<Cursor> {
+    postcard::from_bytes(value).map_err(storage_error)
+}
+
+/// Reads a named counter's next value and stores the one after it.
+pub fn next_counter(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
+    let mut counters = txn.open_table(COUNTERS).map_err(storage_error)?;
+    let next = counters.get(name).map_err(storage_error)?.map_or(1, |v| v.value());
+    counters.insert(name, next + 1).map_err(storage_error)?;
+    Ok(next)
+}
+
+/// The entries of a topic from `start` on, bounded by count and (after the first) bytes.
+pub fn read_entries(db: &Database, topic_id: u64, start: EntryId, max_entries: usize, max_bytes: usize) -> Result<Vec<StoredEntry>> {
+    let txn = db.begin_read().map_err(storage_error)?;
+    let table = txn.open_table(ENTRIES).map_err(storage_error)?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let range = table
+        .range((topic_id, start.ledger, start.entry)..=(topic_id, u64::MAX, u64::MAX))
+        .map_err(storage_error)?;
+    for item in range {
+        let (key, value) = item.map_err(storage_error)?;
+        let (_, ledger, entry) = key.value();
+        let value = value.value();
+        if !out.is_empty() && bytes + value.len() > max_bytes {
+            break;
+        }
+        bytes += value.len();
+        out.push(decode_entry(EntryId { ledger, entry }, value)?);
+        if out.len() >= max_entries {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,47 @@
+//! The one table of what this gateway implements: ApiVersions advertises exactly this, and requests
+//! outside it are refused.
+//!
+//! Checklist when adding an API or raising a version:
+//! 1. read the version's changes in the Kafka protocol guide (new fields, changed semantics);
+//! 2. make the handler fill every field that the new version adds;
+//! 3. drive it with a real client that negotiates that version (rdkafka, Java, kafka-python);
+//! 4. update the row in `docs/kafka.md`.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API, lowest version, highest version) served.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 1, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported version range of an API, if it is served at all.
+pub fn range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    range(key).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_decodable_by_the_protocol_crate() {
+        for (key, min, max) in SUPPORTED {
+            let valid = key.valid_versions();
+            assert!(valid.min <= *min && *max <= valid.max, "{key:?} {min}..={max} outside {valid:?}");
+        }
+    }
+}

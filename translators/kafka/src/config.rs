@@ -1,0 +1,41 @@
+//! Settings of the Kafka front end, filled in by the gateway's configuration.
+
+/// How the Kafka front end presents itself and maps names.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Host and port that Metadata advertises as the leader of every partition.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Broker id reported for this gateway.
+    pub node_id: i32,
+    /// Cluster id reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+    /// Tenant and namespace that short topic names resolve in.
+    pub default_tenant: String,
+    pub default_namespace: String,
+    /// Create topics on first produce or metadata request, as Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+    /// Largest request accepted, checked before the request is read into memory.
+    pub max_frame_bytes: usize,
+    /// Requests of one connection that may be in flight at once before reads pause.
+    pub max_in_flight: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            node_id: 0,
+            cluster_id: "pulsar-gateway".into(),
+            default_tenant: "public".into(),
+            default_namespace: "default".into(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_in_flight: 16,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! State shared by every Kafka connection of a gateway instance.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use gateway_core::{BackendError, BackendRef, TopicName};
+use kafka_protocol::error::ResponseError;
+
+use crate::config::KafkaConfig;
+
+/// The Kafka front end shared by all connections of a listener.
+pub struct KafkaFrontend {
+    pub config: KafkaConfig,
+    pub backend: BackendRef,
+    /// Idempotent producers' sequence state, per (producer id, topic, partition).
+    pub(crate) sequences: DashMap<(i64, String, i32), crate::handlers::produce::SequenceState>,
+}
+
+impl KafkaFrontend {
+    pub fn new(config: KafkaConfig, backend: BackendRef) -> Arc<Self> {
+        Arc::new(KafkaFrontend {
+            config,
+            backend,
+            sequences: DashMap::new(),
+        })
+    }
+
+    /// The Pulsar topic a Kafka topic name maps to: short names live in the default namespace;
+    /// `tenant/ns/topic` and `persistent://...` are taken as they are.
+    pub(crate) fn pulsar_topic(&self, kafka_name: &str) -> Option<TopicName> {
+        if kafka_name.is_empty() || kafka_name.len() > 249 {
+            return None;
+        }
+        TopicName::parse(kafka_name, &self.config.default_tenant, &self.config.default_namespace)
+    }
+
+    /// The Kafka name of a Pulsar topic: short inside the default namespace.
+    pub(crate) fn kafka_name(&self, topic: &TopicName) -> String {
+        if topic.persistent && topic.tenant == self.config.default_tenant && topic.namespace == self.config.default_namespace {
+            topic.local.clone()
+        } else {
+            topic.to_string()
+        }
+    }
+
+    /// The concrete Pulsar topic holding Kafka partition `partition` of `topic`, or the Kafka error
+    /// for a topic or partition that does not exist.
+    pub(crate) async fn partition_topic(&self, kafka_name: &str, partition: i32) -> Result<TopicName, ResponseError> {
+        let topic = self.pulsar_topic(kafka_name).ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let info = self
+            .backend
+            .topic_info(&topic)
+            .await
+            .map_err(backend_error)?
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match info.partitions {
+            // A non-partitioned Pulsar topic is Kafka partition 0.
+            0 if partition == 0 => Ok(topic),
+            n if partition >= 0 && (partition as u32) < n => Ok(topic.partition(partition as u32)),
+            _ => Err(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+}
+
+/// The Kafka error code for a backend failure.
+pub(crate) fn backend_error(e: BackendError) -> ResponseError {
+    match e {
+        BackendError::TopicNotFound(_) => ResponseError::UnknownTopicOrPartition,
+        BackendError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        BackendError::InvalidArgument(_) => ResponseError::InvalidRequest,
+        BackendError::OutOfRange(_) => ResponseError::OffsetOutOfRange,
+        BackendError::Unavailable(_) | BackendError::Closed | BackendError::ConsumerBusy(_) => ResponseError::NotLeaderOrFollower,
+        BackendError::SubscriptionNotFound(_) => ResponseError::UnknownServerError,
+        BackendError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,88 @@
+//! Metadata (key 3): the gateway advertises itself as the leader and only replica of every
+//! partition, so clients send everything here.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName};
+
+use super::str_bytes;
+use crate::frontend::{backend_error, KafkaFrontend};
+
+impl KafkaFrontend {
+    pub(crate) async fn handle_metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+        let config = &self.config;
+        let node = BrokerId(config.node_id);
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = node;
+        broker.host = str_bytes(config.advertised_host.clone());
+        broker.port = config.advertised_port as i32;
+        response.brokers = vec![broker];
+        response.cluster_id = Some(str_bytes(config.cluster_id.clone()));
+        response.controller_id = node;
+
+        // v1+: null means every topic; auto-creation is a request flag from v4 on.
+        let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        let names: Vec<String> = match request.topics {
+            Some(topics) => topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+            None => match self
+                .backend
+                .list_topics(&config.default_tenant, &config.default_namespace)
+                .await
+            {
+                Ok(list) => list.iter().map(|(t, _)| self.kafka_name(t)).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing topics failed");
+                    Vec::new()
+                }
+            },
+        };
+        for name in names {
+            response.topics.push(self.describe_topic(&name, allow_create).await);
+        }
+        response
+    }
+
+    async fn describe_topic(&self, name: &str, allow_create: bool) -> MetadataResponseTopic {
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(KafkaTopicName(str_bytes(name)));
+        let Some(pulsar) = self.pulsar_topic(name) else {
+            topic.error_code = ResponseError::InvalidTopicException.code();
+            return topic;
+        };
+        let mut info = self.backend.topic_info(&pulsar).await;
+        if matches!(info, Ok(None)) && allow_create {
+            let partitions = self.config.default_partitions;
+            match self.backend.create_topic(&pulsar, partitions).await {
+                Ok(()) => tracing::info!(topic = %pulsar, partitions, "auto-created topic"),
+                Err(e) => tracing::debug!(topic = %pulsar, error = %e, "auto-create raced or failed"),
+            }
+            info = self.backend.topic_info(&pulsar).await;
+        }
+        let count = match info {
+            Ok(Some(info)) => info.partitions.max(1),
+            Ok(None) => {
+                topic.error_code = ResponseError::UnknownTopicOrPartition.code();
+                return topic;
+            }
+            Err(e) => {
+                topic.error_code = backend_error(e).code();
+                return topic;
+            }
+        };
+        let node = BrokerId(self.config.node_id);
+        topic.partitions = (0..count as i32)
+            .map(|index| {
+                let mut p = MetadataResponsePartition::default();
+                p.partition_index = index;
+                p.leader_id = node;
+                // No leader epochs: clients then skip epoch validation (OffsetsForLeaderEpoch).
+                p.leader_epoch = -1;
+                p.replica_nodes = vec![node];
+                p.isr_nodes = vec![node];
+                p
+            })
+            .collect();
+        topic
+    }
+}

@@ -1,0 +1,16 @@
+//! Kafka wire protocol front end (DESIGN.md §5): decodes Kafka requests, turns them into
+//! [`gateway_core::Backend`] operations and encodes Kafka responses.
+
+pub mod api_versions;
+pub mod config;
+mod frontend;
+mod handlers;
+pub mod mapping;
+pub mod offsets;
+pub mod record_batch;
+mod session;
+
+pub use config::KafkaConfig;
+pub use frontend::KafkaFrontend;
+pub use handlers::fetch::encode_entries;
+pub use handlers::produce::batch_to_entries;

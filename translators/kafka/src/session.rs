@@ -1,0 +1,207 @@
+//! One Kafka client connection: a reader task that frames requests, and this task answering them
+//! in order (as a Kafka broker does), joined by a bounded queue so that a slow backend stops
+//! socket reads instead of growing memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, watch};
+
+use crate::api_versions;
+use crate::frontend::KafkaFrontend;
+use crate::handlers::api_versions as api_versions_handler;
+use crate::handlers::fetch::FetchState;
+
+/// Smallest request: api key, api version, correlation id and client id length.
+const MIN_REQUEST: usize = 10;
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("request size {0} is outside 10..={1}")]
+    BadLength(i64, usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{0:?} v{1} is not supported")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed {0:?} request: {1}")]
+    Malformed(ApiKey, String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one length-prefixed frame. The length is checked against the limit before any buffer is
+/// allocated, and the buffer grows only as bytes arrive, so a false length costs nothing.
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Bytes>, Refusal> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = i32::from_be_bytes(len) as i64;
+    if len < MIN_REQUEST as i64 || len > max as i64 {
+        return Err(Refusal::BadLength(len, max));
+    }
+    let len = len as usize;
+    let mut frame = BytesMut::with_capacity(len.min(64 * 1024));
+    while frame.len() < len {
+        if frame.capacity() == frame.len() {
+            frame.reserve((len - frame.len()).min(1 << 20));
+        }
+        let want = len - frame.len();
+        let n = (&mut *reader).take(want as u64).read_buf(&mut frame).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(Some(frame.freeze()))
+}
+
+impl KafkaFrontend {
+    /// Serves one connection until the client closes it, it fails, or `shutdown` turns true; on
+    /// shutdown, requests already read are answered before the connection closes.
+    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut read_half, write_half) = tokio::io::split(stream);
+        let (frames, mut queue) = mpsc::channel::<Result<Bytes, Refusal>>(self.config.max_in_flight.max(1));
+        let max_frame = self.config.max_frame_bytes;
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    frame = read_frame(&mut read_half, max_frame) => frame,
+                };
+                let stop = !matches!(frame, Ok(Some(_)));
+                let item = match frame {
+                    Ok(Some(f)) => Ok(f),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                if frames.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+
+        let mut writer = BufWriter::new(write_half);
+        let mut fetch_state = FetchState::default();
+        let mut result = Ok(());
+        while let Some(item) = queue.recv().await {
+            let outcome = match item {
+                Ok(frame) => self.answer(&mut fetch_state, frame).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Some(response)) => {
+                    if let Err(e) = writer.write_all(&response).await {
+                        result = Err(e);
+                        break;
+                    }
+                    // Flush only when no further request is waiting, to batch small responses.
+                    if queue.is_empty() {
+                        if let Err(e) = writer.flush().await {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(Refusal::Io(e)) => {
+                    tracing::debug!(error = %e, "connection read failed");
+                    break;
+                }
+                Err(refusal) => {
+                    metrics::counter!("kafka_connections_refused_requests_total").increment(1);
+                    tracing::warn!(reason = %refusal, "closing Kafka connection");
+                    break;
+                }
+            }
+        }
+        reader.abort();
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+        result
+    }
+
+    /// Decodes, handles and encodes one request; `None` when no response is due (acks=0).
+    async fn answer(&self, fetch_state: &mut FetchState, mut frame: Bytes) -> Result<Option<BytesMut>, Refusal> {
+        let started = Instant::now();
+        let raw_key = frame.clone().get_i16();
+        let version = frame.clone().advance_then_i16();
+        let key = ApiKey::try_from(raw_key).map_err(|_| Refusal::UnknownApi(raw_key))?;
+        if !api_versions::is_supported(key, version) && key != ApiKey::ApiVersions {
+            return Err(Refusal::UnsupportedVersion(key, version));
+        }
+        if key == ApiKey::ApiVersions && !api_versions::is_supported(key, version) {
+            // Kafka's rule: answer an unknown ApiVersions version with a v0 response, so the
+            // client can pick a version both sides know.
+            let correlation_id = frame.clone().advance_then_correlation();
+            let response = ResponseKind::ApiVersions(api_versions_handler::unsupported());
+            return encode(correlation_id, key, 0, &response).map(Some);
+        }
+        let header = RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        let request = RequestKind::decode(key, &mut frame, version).map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        let response = match request {
+            RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_handler::handle())),
+            RequestKind::Metadata(r) => Some(ResponseKind::Metadata(self.handle_metadata(r, version).await)),
+            RequestKind::Produce(r) => self.handle_produce(r).await.map(ResponseKind::Produce),
+            RequestKind::Fetch(r) => Some(ResponseKind::Fetch(self.handle_fetch(fetch_state, r).await)),
+            RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await)),
+            RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(self.handle_init_producer_id(r))),
+            RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(self.handle_create_topics(r).await)),
+            RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(self.handle_delete_topics(r, version).await)),
+            RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(self.handle_create_partitions(r).await)),
+            RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(self.handle_describe_configs(r).await)),
+            RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(self.handle_describe_cluster())),
+            // The table and this match must agree; a row without a handler is a bug.
+            _ => return Err(Refusal::UnsupportedVersion(key, version)),
+        };
+        let api = format!("{key:?}");
+        metrics::counter!("kafka_requests_total", "api" => api.clone()).increment(1);
+        metrics::histogram!("kafka_request_seconds", "api" => api).record(started.elapsed().as_secs_f64());
+        match response {
+            Some(r) => encode(header.correlation_id, key, version, &r).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Small helpers to peek at fixed header fields before the header is decoded.
+trait PeekHeader {
+    fn advance_then_i16(self) -> i16;
+    fn advance_then_correlation(self) -> i32;
+}
+
+impl PeekHeader for Bytes {
+    fn advance_then_i16(mut self) -> i16 {
+        self.advance(2);
+        self.get_i16()
+    }
+    fn advance_then_correlation(mut self) -> i32 {
+        self.advance(4);
+        self.get_i32()
+    }
+}
+
+/// Length prefix, response header, body.
+fn encode(correlation_id: i32, key: ApiKey, version: i16, response: &ResponseKind) -> Result<BytesMut, Refusal> {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut out, key.response_header_version(version))
+        .and_then(|_| response.encode(&mut out, version))
+        .map_err(|e| Refusal::Malformed(key, format!("encoding the response failed: {e}")))?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
