@@ -103,16 +103,16 @@ async fn hostile_frames_are_closed_and_others_keep_working() {
         s.write_all(&frame).unwrap();
         assert_closed(&mut s);
 
-        // A body that does not decode: Metadata v1 whose topic array claims 1,000 entries and
-        // ends after the count. (Counts near 2^31 are a known gap: the protocol crate reserves
-        // the claimed capacity before decoding; see docs/kafka.md.)
+        // A body that does not decode: Metadata v1 whose topic array claims 2^31-1 entries and
+        // ends after the count. The protocol crate reserves the claimed capacity first; the
+        // gateway's allocator makes that a reservation of address space only (see lib.rs).
         let mut s = connect(addr);
         let mut body = Vec::new();
         body.extend_from_slice(&3i16.to_be_bytes());
         body.extend_from_slice(&1i16.to_be_bytes());
         body.extend_from_slice(&4i32.to_be_bytes());
         body.extend_from_slice(&(-1i16).to_be_bytes());
-        body.extend_from_slice(&1_000i32.to_be_bytes());
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend(body);
         s.write_all(&frame).unwrap();
