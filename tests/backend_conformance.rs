@@ -10,7 +10,11 @@ use gateway_core::backend::{InitialPosition, SeekTarget, SendReceipt, Subscripti
 use gateway_core::{table, Backend, EntryId, EntryToSend, Message, TopicName};
 
 fn topic(name: &str) -> TopicName {
-    TopicName::new("public", "default", &format!("{name}-{}", rand::random::<u32>()))
+    TopicName::new(
+        "public",
+        "default",
+        &format!("{name}-{}", rand::random::<u32>()),
+    )
 }
 
 fn message(value: &str) -> Message {
@@ -29,7 +33,11 @@ fn entry(values: &[&str]) -> EntryToSend {
     }
 }
 
-async fn persisted(backend: &dyn Backend, topic: &TopicName, entries: Vec<EntryToSend>) -> Vec<EntryId> {
+async fn persisted(
+    backend: &dyn Backend,
+    topic: &TopicName,
+    entries: Vec<EntryToSend>,
+) -> Vec<EntryId> {
     backend
         .send(topic, entries)
         .await
@@ -58,11 +66,25 @@ async fn topic_lifecycle(f: &dyn BackendFixture) {
     assert_eq!(b.topic_info(&t).await.unwrap(), None);
     b.create_topic(&t, 3).await.unwrap();
     assert_eq!(b.topic_info(&t).await.unwrap().unwrap().partitions, 3);
-    assert!(b.create_topic(&t, 3).await.is_err(), "creating twice must fail");
-    assert!(b.list_topics("public", "default").await.unwrap().iter().any(|(n, i)| n == &t && i.partitions == 3));
+    assert!(
+        b.create_topic(&t, 3).await.is_err(),
+        "creating twice must fail"
+    );
+    assert!(b
+        .list_topics("public", "default")
+        .await
+        .unwrap()
+        .iter()
+        .any(|(n, i)| n == &t && i.partitions == 3));
     persisted(b.as_ref(), &t.partition(2), vec![entry(&["a"])]).await;
-    assert!(b.send(&t.partition(3), vec![entry(&["x"])]).await.is_err(), "partition 3 of 3 does not exist");
-    assert!(b.update_partitions(&t, 2).await.is_err(), "partition count cannot shrink");
+    assert!(
+        b.send(&t.partition(3), vec![entry(&["x"])]).await.is_err(),
+        "partition 3 of 3 does not exist"
+    );
+    assert!(
+        b.update_partitions(&t, 2).await.is_err(),
+        "partition count cannot shrink"
+    );
     b.update_partitions(&t, 5).await.unwrap();
     persisted(b.as_ref(), &t.partition(4), vec![entry(&["b"])]).await;
     b.delete_topic(&t).await.unwrap();
@@ -72,7 +94,10 @@ async fn topic_lifecycle(f: &dyn BackendFixture) {
     let plain = topic("plain");
     b.create_topic(&plain, 0).await.unwrap();
     persisted(b.as_ref(), &plain, vec![entry(&["a"])]).await;
-    assert!(b.send(&plain.partition(0), vec![entry(&["a"])]).await.is_err());
+    assert!(b
+        .send(&plain.partition(0), vec![entry(&["a"])])
+        .await
+        .is_err());
 }
 
 async fn send_and_read(f: &dyn BackendFixture) {
@@ -81,20 +106,38 @@ async fn send_and_read(f: &dyn BackendFixture) {
     b.create_topic(&t, 0).await.unwrap();
     assert_eq!(b.last_message_id(&t).await.unwrap(), None);
     assert_eq!(b.first_entry_id(&t).await.unwrap(), None);
-    let ids = persisted(b.as_ref(), &t, vec![entry(&["a", "b"]), entry(&["c"]), entry(&["d", "e", "f"])]).await;
+    let ids = persisted(
+        b.as_ref(),
+        &t,
+        vec![entry(&["a", "b"]), entry(&["c"]), entry(&["d", "e", "f"])],
+    )
+    .await;
     // One call's entries are consecutive in one ledger.
     assert_eq!(ids[1].ledger, ids[0].ledger);
     assert_eq!(ids[1].entry, ids[0].entry + 1);
     assert_eq!(ids[2].entry, ids[0].entry + 2);
-    assert_eq!(b.last_message_id(&t).await.unwrap(), Some(ids[2].message(2)));
+    assert_eq!(
+        b.last_message_id(&t).await.unwrap(),
+        Some(ids[2].message(2))
+    );
     assert_eq!(b.first_entry_id(&t).await.unwrap(), Some(ids[0]));
 
     let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
     let entries = reader.read(10, usize::MAX, NO_WAIT).await.unwrap();
     assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
-    assert_eq!(entries[0].messages, vec![message("a"), message("b")], "messages come back exactly");
-    assert!(entries.windows(2).all(|w| w[0].publish_time <= w[1].publish_time));
-    assert!(reader.read(10, usize::MAX, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(
+        entries[0].messages,
+        vec![message("a"), message("b")],
+        "messages come back exactly"
+    );
+    assert!(entries
+        .windows(2)
+        .all(|w| w[0].publish_time <= w[1].publish_time));
+    assert!(reader
+        .read(10, usize::MAX, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
 
     // A reader started mid-topic, and byte budgets that still return at least one entry.
     let mut reader = b.open_reader(&t, ids[1]).await.unwrap();
@@ -102,19 +145,33 @@ async fn send_and_read(f: &dyn BackendFixture) {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].id, ids[1]);
     reader.seek(ids[0]).await.unwrap();
-    assert_eq!(reader.read(1, usize::MAX, NO_WAIT).await.unwrap()[0].id, ids[0]);
+    assert_eq!(
+        reader.read(1, usize::MAX, NO_WAIT).await.unwrap()[0].id,
+        ids[0]
+    );
 
     // Long poll: a waiting read wakes when data arrives.
     let mut reader = b.open_reader(&t, reader_after(ids[2])).await.unwrap();
-    let waiting = tokio::spawn(async move { reader.read(10, usize::MAX, Duration::from_secs(10)).await.unwrap() });
+    let waiting = tokio::spawn(async move {
+        reader
+            .read(10, usize::MAX, Duration::from_secs(10))
+            .await
+            .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let late = persisted(b.as_ref(), &t, vec![entry(&["late"])]).await;
-    let woke = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("reader must wake").unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("reader must wake")
+        .unwrap();
     assert_eq!(woke[0].id, late[0]);
 }
 
 fn reader_after(id: EntryId) -> EntryId {
-    EntryId { ledger: id.ledger, entry: id.entry + 1 }
+    EntryId {
+        ledger: id.ledger,
+        entry: id.entry + 1,
+    }
 }
 
 async fn seek_by_publish_time(f: &dyn BackendFixture) {
@@ -123,11 +180,22 @@ async fn seek_by_publish_time(f: &dyn BackendFixture) {
     b.create_topic(&t, 0).await.unwrap();
     persisted(b.as_ref(), &t, vec![entry(&["early"])]).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let middle = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let middle = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let later = persisted(b.as_ref(), &t, vec![entry(&["later"])]).await;
-    assert_eq!(b.find_entry_by_publish_time(&t, middle).await.unwrap(), Some(later[0]));
-    assert_eq!(b.find_entry_by_publish_time(&t, middle + 3_600_000).await.unwrap(), None);
+    assert_eq!(
+        b.find_entry_by_publish_time(&t, middle).await.unwrap(),
+        Some(later[0])
+    );
+    assert_eq!(
+        b.find_entry_by_publish_time(&t, middle + 3_600_000)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn deduplication(f: &dyn BackendFixture) {
@@ -139,9 +207,15 @@ async fn deduplication(f: &dyn BackendFixture) {
         dedup: Some(("producer-1".into(), seq)),
     };
     let first = b.send(&t, vec![with_seq(1), with_seq(2)]).await.unwrap();
-    assert!(matches!(first[..], [SendReceipt::Persisted(_), SendReceipt::Persisted(_)]));
+    assert!(matches!(
+        first[..],
+        [SendReceipt::Persisted(_), SendReceipt::Persisted(_)]
+    ));
     let again = b.send(&t, vec![with_seq(2), with_seq(3)]).await.unwrap();
-    assert!(matches!(again[..], [SendReceipt::Duplicate, SendReceipt::Persisted(_)]));
+    assert!(matches!(
+        again[..],
+        [SendReceipt::Duplicate, SendReceipt::Persisted(_)]
+    ));
 }
 
 async fn exclusive_subscription(f: &dyn BackendFixture) {
@@ -149,11 +223,40 @@ async fn exclusive_subscription(f: &dyn BackendFixture) {
     let t = topic("exclusive");
     b.create_topic(&t, 0).await.unwrap();
     persisted(b.as_ref(), &t, vec![entry(&["before"])]).await;
-    let mut latest = b.subscribe(&t, "from-latest", SubscriptionType::Exclusive, InitialPosition::Latest).await.unwrap();
-    let mut c = b.subscribe(&t, "sub", SubscriptionType::Exclusive, InitialPosition::Earliest).await.unwrap();
-    assert!(b.subscribe(&t, "sub", SubscriptionType::Exclusive, InitialPosition::Earliest).await.is_err(), "second exclusive consumer must be refused");
+    let mut latest = b
+        .subscribe(
+            &t,
+            "from-latest",
+            SubscriptionType::Exclusive,
+            InitialPosition::Latest,
+        )
+        .await
+        .unwrap();
+    let mut c = b
+        .subscribe(
+            &t,
+            "sub",
+            SubscriptionType::Exclusive,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
+    assert!(
+        b.subscribe(
+            &t,
+            "sub",
+            SubscriptionType::Exclusive,
+            InitialPosition::Earliest
+        )
+        .await
+        .is_err(),
+        "second exclusive consumer must be refused"
+    );
     persisted(b.as_ref(), &t, vec![entry(&["a", "b"]), entry(&["c"])]).await;
-    assert_eq!(values(&latest.receive(10, SHORT).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(
+        values(&latest.receive(10, SHORT).await.unwrap()),
+        ["a", "b", "c"]
+    );
     let got = c.receive(10, SHORT).await.unwrap();
     assert_eq!(values(&got), ["before", "a", "b", "c"]);
     assert_eq!(b.backlog(&t, "sub").await.unwrap(), 4);
@@ -162,32 +265,58 @@ async fn exclusive_subscription(f: &dyn BackendFixture) {
     assert_eq!(b.backlog(&t, "sub").await.unwrap(), 2);
     c.ack_cumulative(got[3].id).await.unwrap();
     assert_eq!(b.backlog(&t, "sub").await.unwrap(), 0);
-    assert!(b.subscriptions(&t).await.unwrap().contains(&"sub".to_owned()));
-    assert!(b.unsubscribe(&t, "sub").await.is_err(), "a subscription with consumers cannot be deleted");
+    assert!(b
+        .subscriptions(&t)
+        .await
+        .unwrap()
+        .contains(&"sub".to_owned()));
+    assert!(
+        b.unsubscribe(&t, "sub").await.is_err(),
+        "a subscription with consumers cannot be deleted"
+    );
     c.close().await;
     latest.close().await;
     b.unsubscribe(&t, "sub").await.unwrap();
-    assert!(!b.subscriptions(&t).await.unwrap().contains(&"sub".to_owned()));
+    assert!(!b
+        .subscriptions(&t)
+        .await
+        .unwrap()
+        .contains(&"sub".to_owned()));
 }
 
 async fn shared_subscription_redelivery(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("shared");
     b.create_topic(&t, 0).await.unwrap();
-    let mut one = b.subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest).await.unwrap();
-    let mut two = b.subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest).await.unwrap();
+    let mut one = b
+        .subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest)
+        .await
+        .unwrap();
+    let mut two = b
+        .subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest)
+        .await
+        .unwrap();
     persisted(b.as_ref(), &t, vec![entry(&["a", "b", "c", "d"])]).await;
     let first = one.receive(2, SHORT).await.unwrap();
     let second = two.receive(10, SHORT).await.unwrap();
-    assert_eq!(values(&first).len() + values(&second).len(), 4, "each message goes to one consumer");
-    assert!(one.ack_cumulative(first[0].id).await.is_err(), "no cumulative acks on Shared");
+    assert_eq!(
+        values(&first).len() + values(&second).len(),
+        4,
+        "each message goes to one consumer"
+    );
+    assert!(
+        one.ack_cumulative(first[0].id).await.is_err(),
+        "no cumulative acks on Shared"
+    );
     // Negative ack: redelivered with a higher count.
     two.nack(&[second[0].id]).await.unwrap();
     let again = two.receive(10, SHORT).await.unwrap();
     assert_eq!(again[0].id, second[0].id);
     assert_eq!(again[0].redelivery_count, 1);
     two.ack(&[again[0].id]).await.unwrap();
-    two.ack(&second[1..].iter().map(|m| m.id).collect::<Vec<_>>()).await.unwrap();
+    two.ack(&second[1..].iter().map(|m| m.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
     // A consumer that leaves with unacked messages hands them back.
     one.close().await;
     let handed = two.receive(10, SHORT).await.unwrap();
@@ -199,46 +328,115 @@ async fn failover_and_key_shared(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("failover");
     b.create_topic(&t, 0).await.unwrap();
-    let mut active = b.subscribe(&t, "f", SubscriptionType::Failover, InitialPosition::Earliest).await.unwrap();
-    let mut standby = b.subscribe(&t, "f", SubscriptionType::Failover, InitialPosition::Earliest).await.unwrap();
+    let mut active = b
+        .subscribe(
+            &t,
+            "f",
+            SubscriptionType::Failover,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
+    let mut standby = b
+        .subscribe(
+            &t,
+            "f",
+            SubscriptionType::Failover,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
     persisted(b.as_ref(), &t, vec![entry(&["a"])]).await;
-    assert!(standby.receive(10, SHORT).await.unwrap().is_empty(), "standby gets nothing while the active one is there");
+    assert!(
+        standby.receive(10, SHORT).await.unwrap().is_empty(),
+        "standby gets nothing while the active one is there"
+    );
     assert_eq!(values(&active.receive(10, SHORT).await.unwrap()), ["a"]);
     active.close().await;
-    assert_eq!(values(&standby.receive(10, SHORT).await.unwrap()), ["a"], "unacked message moves to the new active consumer");
+    assert_eq!(
+        values(&standby.receive(10, SHORT).await.unwrap()),
+        ["a"],
+        "unacked message moves to the new active consumer"
+    );
 
     let k = topic("keyshared");
     b.create_topic(&k, 0).await.unwrap();
-    let mut x = b.subscribe(&k, "k", SubscriptionType::KeyShared, InitialPosition::Earliest).await.unwrap();
-    let mut y = b.subscribe(&k, "k", SubscriptionType::KeyShared, InitialPosition::Earliest).await.unwrap();
+    let mut x = b
+        .subscribe(
+            &k,
+            "k",
+            SubscriptionType::KeyShared,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
+    let mut y = b
+        .subscribe(
+            &k,
+            "k",
+            SubscriptionType::KeyShared,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
     let keyed = |key: &str, value: &str| Message {
         key: Some(Bytes::from(key.to_owned())),
         value: Some(Bytes::from(value.to_owned())),
         ..Message::default()
     };
-    let messages: Vec<Message> = (0..40).map(|i| keyed(&format!("k{}", i % 8), &i.to_string())).collect();
-    b.send(&k, vec![EntryToSend { messages, dedup: None }]).await.unwrap();
+    let messages: Vec<Message> = (0..40)
+        .map(|i| keyed(&format!("k{}", i % 8), &i.to_string()))
+        .collect();
+    b.send(
+        &k,
+        vec![EntryToSend {
+            messages,
+            dedup: None,
+        }],
+    )
+    .await
+    .unwrap();
     let mut got_x = x.receive(100, SHORT).await.unwrap();
     got_x.extend(x.receive(100, SHORT).await.unwrap());
     let mut got_y = y.receive(100, SHORT).await.unwrap();
     got_y.extend(y.receive(100, SHORT).await.unwrap());
     assert_eq!(got_x.len() + got_y.len(), 40);
-    let keys = |m: &[gateway_core::ReceivedMessage]| m.iter().map(|m| m.message.key.clone()).collect::<std::collections::HashSet<_>>();
-    assert!(keys(&got_x).is_disjoint(&keys(&got_y)), "a key belongs to one consumer");
+    let keys = |m: &[gateway_core::ReceivedMessage]| {
+        m.iter()
+            .map(|m| m.message.key.clone())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    assert!(
+        keys(&got_x).is_disjoint(&keys(&got_y)),
+        "a key belongs to one consumer"
+    );
 }
 
 async fn seek_subscription(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("seek");
     b.create_topic(&t, 0).await.unwrap();
-    let mut c = b.subscribe(&t, "s", SubscriptionType::Exclusive, InitialPosition::Earliest).await.unwrap();
+    let mut c = b
+        .subscribe(
+            &t,
+            "s",
+            SubscriptionType::Exclusive,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
     let ids = persisted(b.as_ref(), &t, vec![entry(&["a", "b"]), entry(&["c"])]).await;
     let all = c.receive(10, SHORT).await.unwrap();
     c.ack_cumulative(all[2].id).await.unwrap();
-    c.seek(SeekTarget::Message(ids[0].message(1))).await.unwrap();
+    c.seek(SeekTarget::Message(ids[0].message(1)))
+        .await
+        .unwrap();
     assert_eq!(values(&c.receive(10, SHORT).await.unwrap()), ["b", "c"]);
     c.seek(SeekTarget::PublishTime(0)).await.unwrap();
-    assert_eq!(values(&c.receive(10, SHORT).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(
+        values(&c.receive(10, SHORT).await.unwrap()),
+        ["a", "b", "c"]
+    );
     c.seek(SeekTarget::PublishTime(u64::MAX / 2)).await.unwrap();
     assert!(c.receive(10, SHORT).await.unwrap().is_empty());
 }
@@ -248,9 +446,15 @@ async fn table_topic(f: &dyn BackendFixture) {
     let t = topic("table");
     b.create_topic(&t, 0).await.unwrap();
     assert!(table::load(b.as_ref(), &t).await.unwrap().is_empty());
-    table::put(b.as_ref(), &t, "a", Some(Bytes::from_static(b"1"))).await.unwrap();
-    table::put(b.as_ref(), &t, "b", Some(Bytes::from_static(b"2"))).await.unwrap();
-    table::put(b.as_ref(), &t, "a", Some(Bytes::from_static(b"3"))).await.unwrap();
+    table::put(b.as_ref(), &t, "a", Some(Bytes::from_static(b"1")))
+        .await
+        .unwrap();
+    table::put(b.as_ref(), &t, "b", Some(Bytes::from_static(b"2")))
+        .await
+        .unwrap();
+    table::put(b.as_ref(), &t, "a", Some(Bytes::from_static(b"3")))
+        .await
+        .unwrap();
     table::put(b.as_ref(), &t, "b", None).await.unwrap();
     let state = table::load(b.as_ref(), &t).await.unwrap();
     assert_eq!(state.len(), 1);
@@ -264,7 +468,15 @@ async fn survives_restart(f: &mut dyn BackendFixture) {
         b.create_topic(&t, 2).await.unwrap();
         let p = t.partition(1);
         let ids = persisted(b.as_ref(), &p, vec![entry(&["a"]), entry(&["b"])]).await;
-        let mut c = b.subscribe(&p, "durable", SubscriptionType::Exclusive, InitialPosition::Earliest).await.unwrap();
+        let mut c = b
+            .subscribe(
+                &p,
+                "durable",
+                SubscriptionType::Exclusive,
+                InitialPosition::Earliest,
+            )
+            .await
+            .unwrap();
         let got = c.receive(10, SHORT).await.unwrap();
         c.ack(&[got[0].id]).await.unwrap();
         c.close().await;
@@ -274,12 +486,26 @@ async fn survives_restart(f: &mut dyn BackendFixture) {
     let b = f.backend();
     let p = t.partition(1);
     assert_eq!(b.topic_info(&t).await.unwrap().unwrap().partitions, 2);
-    assert_eq!(b.last_message_id(&p).await.unwrap(), Some(ids[1].message(0)));
+    assert_eq!(
+        b.last_message_id(&p).await.unwrap(),
+        Some(ids[1].message(0))
+    );
     let after = persisted(b.as_ref(), &p, vec![entry(&["c"])]).await;
     assert!(after[0] > ids[1], "ids keep growing across restarts");
-    let mut c = b.subscribe(&p, "durable", SubscriptionType::Exclusive, InitialPosition::Earliest).await.unwrap();
+    let mut c = b
+        .subscribe(
+            &p,
+            "durable",
+            SubscriptionType::Exclusive,
+            InitialPosition::Earliest,
+        )
+        .await
+        .unwrap();
     let got = c.receive(10, SHORT).await.unwrap();
-    assert!(got.iter().all(|m| m.id != acked), "acknowledged messages stay acknowledged");
+    assert!(
+        got.iter().all(|m| m.id != acked),
+        "acknowledged messages stay acknowledged"
+    );
     assert_eq!(values(&got), ["b", "c"]);
 }
 

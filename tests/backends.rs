@@ -48,9 +48,16 @@ impl BackendFixture for EmbeddedFixture {
         Box::pin(async move {
             let old = self.backend.take().expect("backend is open");
             // Dropping the last handle closes the store; it must be the last one.
-            assert_eq!(Arc::strong_count(&old), 1, "a handle to the old backend is still alive");
-            tokio::task::spawn_blocking(move || drop(old)).await.expect("close");
-            self.backend = Some(EmbeddedBackend::open(self.dir.path()).expect("reopen embedded backend"));
+            assert_eq!(
+                Arc::strong_count(&old),
+                1,
+                "a handle to the old backend is still alive"
+            );
+            tokio::task::spawn_blocking(move || drop(old))
+                .await
+                .expect("close");
+            self.backend =
+                Some(EmbeddedBackend::open(self.dir.path()).expect("reopen embedded backend"));
         })
     }
 }

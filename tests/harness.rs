@@ -62,7 +62,11 @@ impl GatewayProcess {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn gateway");
-        let process = GatewayProcess { child, kafka, admin };
+        let process = GatewayProcess {
+            child,
+            kafka,
+            admin,
+        };
         process.wait_ready(Duration::from_secs(30));
         process
     }
@@ -95,9 +99,14 @@ impl Drop for GatewayProcess {
 /// The status code of a plain HTTP GET, or `None` if the server does not answer.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()

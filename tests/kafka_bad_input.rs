@@ -32,7 +32,10 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<(i32, Vec<u8>)> {
     s.read_exact(&mut len)?;
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
     s.read_exact(&mut body)?;
-    Ok((i32::from_be_bytes(body[..4].try_into().unwrap()), body[4..].to_vec()))
+    Ok((
+        i32::from_be_bytes(body[..4].try_into().unwrap()),
+        body[4..].to_vec(),
+    ))
 }
 
 /// The server closed the connection (EOF or reset), rather than hanging.
@@ -49,15 +52,25 @@ fn assert_closed(s: &mut TcpStream) {
 fn assert_still_served(addr: SocketAddr) {
     let mut s = connect(addr);
     s.write_all(&api_versions_request(0, 77)).unwrap();
-    let (correlation, body) = read_response(&mut s).expect("healthy connections are still answered");
+    let (correlation, body) =
+        read_response(&mut s).expect("healthy connections are still answered");
     assert_eq!(correlation, 77);
-    assert_eq!(i16::from_be_bytes(body[..2].try_into().unwrap()), 0, "no error");
+    assert_eq!(
+        i16::from_be_bytes(body[..2].try_into().unwrap()),
+        0,
+        "no error"
+    );
 }
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +137,11 @@ async fn hostile_frames_are_closed_and_others_keep_working() {
         s.write_all(&api_versions_request(99, 9)).unwrap();
         let (correlation, body) = read_response(&mut s).unwrap();
         assert_eq!(correlation, 9);
-        assert_eq!(i16::from_be_bytes(body[..2].try_into().unwrap()), 35, "UNSUPPORTED_VERSION");
+        assert_eq!(
+            i16::from_be_bytes(body[..2].try_into().unwrap()),
+            35,
+            "UNSUPPORTED_VERSION"
+        );
         let entries = i32::from_be_bytes(body[2..6].try_into().unwrap());
         assert!(entries > 0, "the v0 answer still lists the supported APIs");
     })
@@ -143,14 +160,18 @@ async fn claimed_sizes_are_not_allocated_up_front() {
         let mut held = Vec::new();
         for _ in 0..20 {
             let mut s = connect(addr);
-            s.write_all(&(100 * 1024 * 1024 - 1i32).to_be_bytes()).unwrap();
+            s.write_all(&(100 * 1024 * 1024 - 1i32).to_be_bytes())
+                .unwrap();
             s.write_all(&[0u8; 10]).unwrap();
             held.push(s);
         }
         std::thread::sleep(Duration::from_millis(300));
         assert_still_served(addr);
         let grown = rss_bytes().saturating_sub(before);
-        assert!(grown < 200 * 1024 * 1024, "memory grew by {grown} bytes for 20 unfinished frames");
+        assert!(
+            grown < 200 * 1024 * 1024,
+            "memory grew by {grown} bytes for 20 unfinished frames"
+        );
     })
     .await
     .unwrap();

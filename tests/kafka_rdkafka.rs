@@ -27,8 +27,9 @@ struct Expected {
 }
 
 fn record(i: usize, base_ts: i64) -> Expected {
-    let key = (i % 7 != 0).then(|| format!("key-{}", i % 100).into_bytes());
-    let value = (i % 11 != 0).then(|| (0..(i * 37) % 300).map(|j| (i + j) as u8).collect());
+    let key = (!i.is_multiple_of(7)).then(|| format!("key-{}", i % 100).into_bytes());
+    let value =
+        (!i.is_multiple_of(11)).then(|| (0..(i * 37) % 300).map(|j| (i + j) as u8).collect());
     let headers = match i % 3 {
         0 => vec![
             ("h".to_owned(), Some(b"first".to_vec())),
@@ -38,12 +39,20 @@ fn record(i: usize, base_ts: i64) -> Expected {
         1 => vec![],
         _ => vec![("only".to_owned(), Some(Vec::new()))],
     };
-    Expected { key, value, headers, timestamp: base_ts + i as i64 }
+    Expected {
+        key,
+        value,
+        headers,
+        timestamp: base_ts + i as i64,
+    }
 }
 
 fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap).set("linger.ms", "5").set("acks", "all");
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("acks", "all");
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -62,9 +71,15 @@ fn consumer(bootstrap: &str) -> BaseConsumer {
 }
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
     let results = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .expect("create topics");
     for r in results {
@@ -73,12 +88,23 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 }
 
 /// Queues one record (librdkafka copies it), waiting while the local queue is full.
-async fn enqueue(producer: &FutureProducer, topic: &str, partition: i32, r: &Expected) -> rdkafka::producer::DeliveryFuture {
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    r: &Expected,
+) -> rdkafka::producer::DeliveryFuture {
     let mut headers = OwnedHeaders::new();
     for (k, v) in &r.headers {
-        headers = headers.insert(Header { key: k, value: v.as_deref() });
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
     }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(partition).timestamp(r.timestamp).headers(headers);
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        .partition(partition)
+        .timestamp(r.timestamp)
+        .headers(headers);
     if let Some(k) = &r.key {
         record = record.key(k.as_slice());
     }
@@ -88,7 +114,12 @@ async fn enqueue(producer: &FutureProducer, topic: &str, partition: i32, r: &Exp
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return delivery,
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
                 record = back;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -98,27 +129,48 @@ async fn enqueue(producer: &FutureProducer, topic: &str, partition: i32, r: &Exp
 }
 
 /// Sends records `range` round-robin over the partitions; returns (partition, offset) -> index.
-async fn produce(producer: &FutureProducer, topic: &str, range: std::ops::Range<usize>, base_ts: i64) -> HashMap<(i32, i64), usize> {
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    base_ts: i64,
+) -> HashMap<(i32, i64), usize> {
     let mut delivered = HashMap::new();
     for chunk in range.collect::<Vec<_>>().chunks(2_000) {
         let mut pending = Vec::with_capacity(chunk.len());
         for &i in chunk {
-            pending.push((i, enqueue(producer, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await));
+            pending.push((
+                i,
+                enqueue(producer, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
+            ));
         }
         for (i, delivery) in pending {
-            let d = delivery.await.expect("delivery channel").unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
-            assert!(delivered.insert((d.partition, d.offset), i).is_none(), "offset {} reported twice", d.offset);
+            let d = delivery
+                .await
+                .expect("delivery channel")
+                .unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
+            assert!(
+                delivered.insert((d.partition, d.offset), i).is_none(),
+                "offset {} reported twice",
+                d.offset
+            );
         }
     }
     delivered
 }
 
 /// Reads every partition from the beginning until `expected` records arrived.
-fn consume_all(bootstrap: &str, topic: &str, expected: usize, limit: Duration) -> Vec<(i32, i64, Expected)> {
+fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    limit: Duration,
+) -> Vec<(i32, i64, Expected)> {
     let consumer = consumer(bootstrap);
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + limit;
@@ -134,7 +186,11 @@ fn consume_all(bootstrap: &str, topic: &str, expected: usize, limit: Duration) -
         };
         let headers = m
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(|v| v.to_vec()))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(|v| v.to_vec())))
+                    .collect()
+            })
             .unwrap_or_default();
         got.push((
             m.partition(),
@@ -150,7 +206,11 @@ fn consume_all(bootstrap: &str, topic: &str, expected: usize, limit: Duration) -
     got
 }
 
-fn assert_round_trip(delivered: &HashMap<(i32, i64), usize>, got: &[(i32, i64, Expected)], base_ts: i64) {
+fn assert_round_trip(
+    delivered: &HashMap<(i32, i64), usize>,
+    got: &[(i32, i64, Expected)],
+    base_ts: i64,
+) {
     assert_eq!(got.len(), delivered.len(), "every record comes back once");
     let mut last_per_partition: BTreeMap<i32, (i64, usize)> = BTreeMap::new();
     for (partition, offset, record_got) in got {
@@ -159,7 +219,10 @@ fn assert_round_trip(delivered: &HashMap<(i32, i64), usize>, got: &[(i32, i64, E
             .unwrap_or_else(|| panic!("consumed offset {offset} on partition {partition} was never reported by the producer"));
         assert_eq!(record_got, &record(i, base_ts), "record {i} differs");
         if let Some((prev_offset, prev_i)) = last_per_partition.insert(*partition, (*offset, i)) {
-            assert!(prev_offset < *offset && prev_i < i, "partition {partition} out of order");
+            assert!(
+                prev_offset < *offset && prev_i < i,
+                "partition {partition} out of order"
+            );
         }
     }
 }
@@ -174,13 +237,24 @@ async fn round_trip_with_every_codec() {
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("codec-{codec}");
         create_topic(&bootstrap, &topic, PARTITIONS).await;
-        let p = producer(&bootstrap, &[("compression.type", codec), ("batch.num.messages", "10000")]);
+        // zstd also runs with the idempotent producer (InitProducerId and sequence numbers).
+        let idempotent = if codec == "zstd" { "true" } else { "false" };
+        let p = producer(
+            &bootstrap,
+            &[
+                ("compression.type", codec),
+                ("batch.num.messages", "10000"),
+                ("enable.idempotence", idempotent),
+            ],
+        );
         let delivered = produce(&p, &topic, 0..per_codec, base_ts).await;
         assert_eq!(delivered.len(), per_codec);
         let bootstrap = bootstrap.clone();
-        let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, &topic, per_codec, Duration::from_secs(120)))
-            .await
-            .unwrap();
+        let got = tokio::task::spawn_blocking(move || {
+            consume_all(&bootstrap, &topic, per_codec, Duration::from_secs(120))
+        })
+        .await
+        .unwrap();
         assert_round_trip(&delivered, &got, base_ts);
     }
 }
@@ -194,17 +268,25 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
     let send = |v: String| {
         let p = p.clone();
         async move {
-            p.send(FutureRecord::<(), _>::to("by-time").partition(0).payload(&v), Timeout::After(Duration::from_secs(10)))
-                .await
-                .expect("delivered")
-                .offset
+            p.send(
+                FutureRecord::<(), _>::to("by-time")
+                    .partition(0)
+                    .payload(&v),
+                Timeout::After(Duration::from_secs(10)),
+            )
+            .await
+            .expect("delivered")
+            .offset
         }
     };
     for i in 0..10 {
         send(format!("early-{i}")).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let first_late = send("late-0".into()).await;
     for i in 1..10 {
@@ -214,22 +296,39 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
     let (found, low, high) = tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap2);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("by-time", 0, Offset::Offset(t)).unwrap();
-        let found = c.offsets_for_times(tpl, Duration::from_secs(10)).expect("offsets_for_times");
-        let (low, high) = c.fetch_watermarks("by-time", 0, Duration::from_secs(10)).expect("watermarks");
-        (found.find_partition("by-time", 0).unwrap().offset(), low, high)
+        tpl.add_partition_offset("by-time", 0, Offset::Offset(t))
+            .unwrap();
+        let found = c
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .expect("offsets_for_times");
+        let (low, high) = c
+            .fetch_watermarks("by-time", 0, Duration::from_secs(10))
+            .expect("watermarks");
+        (
+            found.find_partition("by-time", 0).unwrap().offset(),
+            low,
+            high,
+        )
     })
     .await
     .unwrap();
     assert_eq!(found, Offset::Offset(first_late));
-    assert!(low < first_late && first_late < high, "watermarks {low}..{high} must surround {first_late}");
+    assert!(
+        low < first_late && first_late < high,
+        "watermarks {low}..{high} must surround {first_late}"
+    );
     // A time after everything has no answer: Kafka's -1 (rdkafka's End).
     let bootstrap3 = bootstrap.clone();
     let none = tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap3);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("by-time", 0, Offset::Offset(t + 3_600_000)).unwrap();
-        c.offsets_for_times(tpl, Duration::from_secs(10)).unwrap().find_partition("by-time", 0).unwrap().offset()
+        tpl.add_partition_offset("by-time", 0, Offset::Offset(t + 3_600_000))
+            .unwrap();
+        c.offsets_for_times(tpl, Duration::from_secs(10))
+            .unwrap()
+            .find_partition("by-time", 0)
+            .unwrap()
+            .offset()
     })
     .await
     .unwrap();
@@ -245,7 +344,13 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
     let bootstrap = kafka.to_string();
     create_topic(&bootstrap, "crash", PARTITIONS).await;
     let base_ts = 1_700_000_000_000;
-    let p = producer(&bootstrap, &[("message.timeout.ms", "60000"), ("reconnect.backoff.max.ms", "500")]);
+    let p = producer(
+        &bootstrap,
+        &[
+            ("message.timeout.ms", "60000"),
+            ("reconnect.backoff.max.ms", "500"),
+        ],
+    );
 
     // Keep producing while the gateway is killed and restarted; keep what was acknowledged.
     let total = 6_000;
@@ -259,7 +364,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
             for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
                 let mut pending = Vec::new();
                 for &i in chunk {
-                    pending.push((i, enqueue(&p, "crash", i as i32 % PARTITIONS, &record(i, base_ts)).await));
+                    pending.push((
+                        i,
+                        enqueue(&p, "crash", i as i32 % PARTITIONS, &record(i, base_ts)).await,
+                    ));
                 }
                 for (i, d) in pending {
                     match d.await.expect("delivery channel") {
@@ -282,17 +390,32 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
     gateway.kill();
     let gateway = GatewayProcess::start(GATEWAY_BIN, data.path(), kafka, admin);
     let (acked, failed) = producing.await.unwrap();
-    assert!(acked.len() > 2_000, "production continued after the restart");
-    eprintln!("acknowledged {} records, {} failed around the crash", acked.len(), failed);
+    assert!(
+        acked.len() > 2_000,
+        "production continued after the restart"
+    );
+    eprintln!(
+        "acknowledged {} records, {} failed around the crash",
+        acked.len(),
+        failed
+    );
 
     // Every acknowledged record is there, at the offset its acknowledgement gave. Records that
     // were retried around the crash may appear twice; nothing else may.
     let bootstrap2 = bootstrap.clone();
     let expected = acked.len();
-    let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap2, "crash", expected + 1_000, Duration::from_secs(20)))
-        .await
-        .unwrap();
-    let by_offset: HashMap<(i32, i64), &Expected> = got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
+    let got = tokio::task::spawn_blocking(move || {
+        consume_all(
+            &bootstrap2,
+            "crash",
+            expected + 1_000,
+            Duration::from_secs(20),
+        )
+    })
+    .await
+    .unwrap();
+    let by_offset: HashMap<(i32, i64), &Expected> =
+        got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
     for ((partition, offset), i) in &acked {
         let found = by_offset
             .get(&(*partition, *offset))
@@ -300,4 +423,86 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
         assert_eq!(*found, &record(*i, base_ts));
     }
     drop(gateway);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_records_arrive() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.bootstrap();
+    create_topic(&bootstrap, "fire-and-forget", PARTITIONS).await;
+    let p = producer(&bootstrap, &[("acks", "0")]);
+    let mut pending = Vec::new();
+    for i in 0..600 {
+        pending.push(
+            enqueue(
+                &p,
+                "fire-and-forget",
+                i as i32 % PARTITIONS,
+                &record(i, 1_700_000_000_000),
+            )
+            .await,
+        );
+    }
+    for d in pending {
+        // With acks=0 the delivery report comes from the client alone, with no offset.
+        d.await.expect("delivery channel").expect("sent");
+    }
+    let got = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fire-and-forget", 600, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_when_data_arrives() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.bootstrap();
+    create_topic(&bootstrap, "long-poll", 1).await;
+    let waiting = {
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "rdkafka-e2e")
+                .set("enable.auto.commit", "false")
+                // The fetch waits up to 20 s for data; it must return as soon as data arrives.
+                .set("fetch.wait.max.ms", "20000")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("long-poll", 0, Offset::Beginning)
+                .unwrap();
+            c.assign(&tpl).unwrap();
+            let started = Instant::now();
+            loop {
+                match c.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => return (m.payload().map(|p| p.to_vec()), started.elapsed()),
+                    Some(Err(rdkafka::error::KafkaError::Subscription(_))) | None => {}
+                    Some(Err(e)) => panic!("{e}"),
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "nothing arrived"
+                );
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = producer(&bootstrap, &[]);
+    p.send(
+        FutureRecord::<(), _>::to("long-poll")
+            .partition(0)
+            .payload("wake up"),
+        Timeout::After(Duration::from_secs(10)),
+    )
+    .await
+    .expect("delivered");
+    let (payload, waited) = waiting.await.unwrap();
+    assert_eq!(payload.as_deref(), Some(&b"wake up"[..]));
+    assert!(
+        waited < Duration::from_secs(15),
+        "the fetch waited {waited:?}: it must end when data arrives, not at max wait"
+    );
 }

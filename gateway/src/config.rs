@@ -696,7 +696,14 @@ impl CliArgs {
                 Arg::new(spec.flag)
                     .long(spec.flag)
                     .value_name("VALUE")
-                    .help(format!("{} [env: {}]", spec.help, spec.env_var())),
+                    .help(match spec.default_value() {
+                        Some(default) => format!(
+                            "{} [default: {default}] [env: {}]",
+                            spec.help,
+                            spec.env_var()
+                        ),
+                        None => format!("{} [env: {}]", spec.help, spec.env_var()),
+                    }),
             );
         }
         command

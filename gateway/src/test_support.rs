@@ -1,93 +1,11 @@
-//! Test doubles: a backend whose readiness the test controls, and a minimal HTTP client.
+//! Test helpers: a minimal HTTP/1.1 client for the admin server. Tests run against the real
+//! embedded backend, never a fake (DESIGN.md §10).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, InitialPosition, MessageId, Reader,
-    Result, SendReceipt, SubscriptionType, TopicInfo, TopicName,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A backend that only answers readiness; everything else is "unavailable".
-#[derive(Default)]
-pub struct FakeBackend {
-    pub ready: AtomicBool,
-}
-
-impl FakeBackend {
-    pub fn new(ready: bool) -> Arc<FakeBackend> {
-        Arc::new(FakeBackend {
-            ready: AtomicBool::new(ready),
-        })
-    }
-}
-
-fn unavailable<T>() -> Result<T> {
-    Err(BackendError::Unavailable("fake backend".into()))
-}
-
-#[async_trait]
-impl Backend for FakeBackend {
-    fn kind(&self) -> &'static str {
-        "fake"
-    }
-    async fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-    async fn create_topic(&self, _: &TopicName, _: u32) -> Result<()> {
-        unavailable()
-    }
-    async fn delete_topic(&self, _: &TopicName) -> Result<()> {
-        unavailable()
-    }
-    async fn update_partitions(&self, _: &TopicName, _: u32) -> Result<()> {
-        unavailable()
-    }
-    async fn topic_info(&self, _: &TopicName) -> Result<Option<TopicInfo>> {
-        unavailable()
-    }
-    async fn list_topics(&self, _: &str, _: &str) -> Result<Vec<(TopicName, TopicInfo)>> {
-        unavailable()
-    }
-    async fn send(&self, _: &TopicName, _: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
-        unavailable()
-    }
-    async fn last_message_id(&self, _: &TopicName) -> Result<Option<MessageId>> {
-        unavailable()
-    }
-    async fn first_entry_id(&self, _: &TopicName) -> Result<Option<EntryId>> {
-        unavailable()
-    }
-    async fn find_entry_by_publish_time(&self, _: &TopicName, _: u64) -> Result<Option<EntryId>> {
-        unavailable()
-    }
-    async fn open_reader(&self, _: &TopicName, _: EntryId) -> Result<Box<dyn Reader>> {
-        unavailable()
-    }
-    async fn subscribe(
-        &self,
-        _: &TopicName,
-        _: &str,
-        _: SubscriptionType,
-        _: InitialPosition,
-    ) -> Result<Box<dyn Consumer>> {
-        unavailable()
-    }
-    async fn unsubscribe(&self, _: &TopicName, _: &str) -> Result<()> {
-        unavailable()
-    }
-    async fn subscriptions(&self, _: &TopicName) -> Result<Vec<String>> {
-        unavailable()
-    }
-    async fn backlog(&self, _: &TopicName, _: &str) -> Result<u64> {
-        unavailable()
-    }
-}
 
 /// `GET path` over a fresh connection; returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {

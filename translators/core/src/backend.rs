@@ -78,7 +78,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>>;
 
     /// Every topic in a namespace (partitioned topics once, not per partition).
-    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<(TopicName, TopicInfo)>>;
+    async fn list_topics(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Vec<(TopicName, TopicInfo)>>;
 
     /// Appends entries to one topic or partition, in order, and returns when they are persisted.
     /// Entries of one call get consecutive entry ids when they fit the current ledger.
@@ -91,7 +95,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>>;
 
     /// The first entry published at or after `publish_time`, or `None` if there is none.
-    async fn find_entry_by_publish_time(&self, topic: &TopicName, publish_time: u64) -> Result<Option<EntryId>>;
+    async fn find_entry_by_publish_time(
+        &self,
+        topic: &TopicName,
+        publish_time: u64,
+    ) -> Result<Option<EntryId>>;
 
     /// A non-durable reader starting at `start` (inclusive).
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>>;
@@ -120,7 +128,12 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Reader: Send {
     /// Up to `max_entries` entries and roughly `max_bytes` (always at least one entry when one is
     /// available), waiting up to `wait` for the first to arrive.
-    async fn read(&mut self, max_entries: usize, max_bytes: usize, wait: Duration) -> Result<Vec<StoredEntry>>;
+    async fn read(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredEntry>>;
 
     /// The entry the next `read` starts at, or after.
     fn position(&self) -> EntryId;

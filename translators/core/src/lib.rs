@@ -12,8 +12,8 @@ pub mod table;
 pub mod topic;
 
 pub use backend::{
-    Backend, BackendRef, Consumer, InitialPosition, Reader, SeekTarget, SendReceipt, SubscriptionType,
-    TopicInfo,
+    Backend, BackendRef, Consumer, InitialPosition, Reader, SeekTarget, SendReceipt,
+    SubscriptionType, TopicInfo,
 };
 pub use error::{BackendError, ErrorSource, Result};
 pub use message::{EntryId, EntryToSend, Message, MessageId, ReceivedMessage, StoredEntry};

@@ -4,7 +4,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The position of one entry (one write, possibly a batch) in a topic: Pulsar's ledger and entry ids.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct EntryId {
     pub ledger: u64,
     pub entry: u64,
@@ -67,7 +69,10 @@ impl Message {
     /// Bytes this message costs, roughly as the wire would count them; used for size budgets.
     pub fn approximate_size(&self) -> usize {
         let props: usize = self.properties.iter().map(|(k, v)| k.len() + v.len()).sum();
-        self.key.as_ref().map_or(0, |k| k.len()) + self.value.as_ref().map_or(0, |v| v.len()) + props + 16
+        self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + props
+            + 16
     }
 }
 
@@ -91,7 +96,11 @@ pub struct StoredEntry {
 
 impl StoredEntry {
     pub fn approximate_size(&self) -> usize {
-        self.messages.iter().map(Message::approximate_size).sum::<usize>() + 24
+        self.messages
+            .iter()
+            .map(Message::approximate_size)
+            .sum::<usize>()
+            + 24
     }
 }
 

@@ -13,14 +13,25 @@ use crate::message::{EntryId, EntryToSend, Message};
 use crate::topic::TopicName;
 
 /// Writes `key = value` (or deletes `key` when `value` is `None`) to a table topic.
-pub async fn put(backend: &dyn Backend, topic: &TopicName, key: &str, value: Option<Bytes>) -> Result<()> {
+pub async fn put(
+    backend: &dyn Backend,
+    topic: &TopicName,
+    key: &str,
+    value: Option<Bytes>,
+) -> Result<()> {
     let message = Message {
         key: Some(Bytes::copy_from_slice(key.as_bytes())),
         value,
         ..Message::default()
     };
     backend
-        .send(topic, vec![EntryToSend { messages: vec![message], dedup: None }])
+        .send(
+            topic,
+            vec![EntryToSend {
+                messages: vec![message],
+                dedup: None,
+            }],
+        )
         .await?;
     Ok(())
 }

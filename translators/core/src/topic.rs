@@ -36,15 +36,24 @@ impl TopicName {
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let topic = match parts.as_slice() {
-            [local] if !name.contains("://") => TopicName::new(default_tenant, default_namespace, local),
+            [local] if !name.contains("://") => {
+                TopicName::new(default_tenant, default_namespace, local)
+            }
             [tenant, ns, local] => TopicName::new(tenant, ns, local),
             _ => return None,
         };
-        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.=:".contains(c));
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.=:".contains(c))
+        };
         if !(valid(&topic.tenant) && valid(&topic.namespace) && valid(&topic.local)) {
             return None;
         }
-        Some(TopicName { persistent, ..topic })
+        Some(TopicName {
+            persistent,
+            ..topic
+        })
     }
 
     pub fn namespace_path(&self) -> String {
@@ -73,8 +82,16 @@ impl TopicName {
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.persistent { "persistent" } else { "non-persistent" };
-        write!(f, "{scheme}://{}/{}/{}", self.tenant, self.namespace, self.local)
+        let scheme = if self.persistent {
+            "persistent"
+        } else {
+            "non-persistent"
+        };
+        write!(
+            f,
+            "{scheme}://{}/{}/{}",
+            self.tenant, self.namespace, self.local
+        )
     }
 }
 

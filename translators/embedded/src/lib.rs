@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gateway_core::backend::{InitialPosition, SendReceipt, SubscriptionType, TopicInfo};
-use gateway_core::{Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, Reader, Result, TopicName};
+use gateway_core::{
+    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, Reader, Result, TopicName,
+};
 use redb::ReadableDatabase;
 
 use crate::store::{storage_error, PUBLISH_TIMES};
@@ -66,8 +68,13 @@ impl Backend for EmbeddedBackend {
         blocking(move || topics.info(&topic)).await
     }
 
-    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<(TopicName, TopicInfo)>> {
-        let (topics, tenant, namespace) = (self.topics.clone(), tenant.to_owned(), namespace.to_owned());
+    async fn list_topics(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Vec<(TopicName, TopicInfo)>> {
+        let (topics, tenant, namespace) =
+            (self.topics.clone(), tenant.to_owned(), namespace.to_owned());
         blocking(move || topics.list(&tenant, &namespace)).await
     }
 
@@ -86,14 +93,20 @@ impl Backend for EmbeddedBackend {
         let state = self.topics.clone().resolve_async(topic).await?;
         let topics = self.topics.clone();
         blocking(move || {
-            Ok(store::read_entries(&topics.db, state.id, EntryId::EARLIEST, 1, 0)?
-                .first()
-                .map(|e| e.id))
+            Ok(
+                store::read_entries(&topics.db, state.id, EntryId::EARLIEST, 1, 0)?
+                    .first()
+                    .map(|e| e.id),
+            )
         })
         .await
     }
 
-    async fn find_entry_by_publish_time(&self, topic: &TopicName, publish_time: u64) -> Result<Option<EntryId>> {
+    async fn find_entry_by_publish_time(
+        &self,
+        topic: &TopicName,
+        publish_time: u64,
+    ) -> Result<Option<EntryId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let topics = self.topics.clone();
         blocking(move || {
@@ -116,7 +129,11 @@ impl Backend for EmbeddedBackend {
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
         let state = self.topics.clone().resolve_async(topic).await?;
-        Ok(Box::new(reader::EmbeddedReader::new(self.topics.clone(), state, start)))
+        Ok(Box::new(reader::EmbeddedReader::new(
+            self.topics.clone(),
+            state,
+            start,
+        )))
     }
 
     async fn subscribe(
@@ -151,7 +168,9 @@ impl Backend for EmbeddedBackend {
 }
 
 /// Runs storage work off the async threads; redb calls block on disk.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| BackendError::Storage(format!("storage task failed: {e}")))?

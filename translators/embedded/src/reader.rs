@@ -30,13 +30,21 @@ impl EmbeddedReader {
 
 #[async_trait]
 impl Reader for EmbeddedReader {
-    async fn read(&mut self, max_entries: usize, max_bytes: usize, wait: Duration) -> Result<Vec<StoredEntry>> {
+    async fn read(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredEntry>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Mark the current version seen before reading, so a write racing with the read wakes us.
             self.changed.borrow_and_update();
             let (topics, id, start) = (self.topics.clone(), self.topic.id, self.position);
-            let entries = crate::blocking(move || crate::store::read_entries(&topics.db, id, start, max_entries.max(1), max_bytes)).await?;
+            let entries = crate::blocking(move || {
+                crate::store::read_entries(&topics.db, id, start, max_entries.max(1), max_bytes)
+            })
+            .await?;
             if let Some(last) = entries.last() {
                 self.position = EntryId {
                     ledger: last.id.ledger,
@@ -44,7 +52,10 @@ impl Reader for EmbeddedReader {
                 };
                 return Ok(entries);
             }
-            if tokio::time::timeout_at(deadline, self.changed.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, self.changed.changed())
+                .await
+                .is_err()
+            {
                 return Ok(Vec::new());
             }
         }

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 pub const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
 pub const STORAGE: TableDefinition<&str, u64> = TableDefinition::new("storage");
 pub const ENTRIES: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("entries");
-pub const PUBLISH_TIMES: TableDefinition<(u64, u64, u64, u64), ()> = TableDefinition::new("publish_times");
+pub const PUBLISH_TIMES: TableDefinition<(u64, u64, u64, u64), ()> =
+    TableDefinition::new("publish_times");
 pub const DEDUP: TableDefinition<(u64, &str), u64> = TableDefinition::new("dedup");
 pub const CURSORS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("cursors");
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -63,7 +64,12 @@ struct EncodedMessages<'a> {
 }
 
 pub fn encode_entry(publish_time: u64, messages: &[Message]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(12 + messages.iter().map(Message::approximate_size).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        12 + messages
+            .iter()
+            .map(Message::approximate_size)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(&(messages.len() as u32).to_le_bytes());
     out.extend_from_slice(&publish_time.to_le_bytes());
     let body = postcard::to_extend(
@@ -105,7 +111,10 @@ pub struct Cursor {
 pub enum AckedPart {
     Whole,
     /// Acknowledged batch indexes of an entry holding `of` messages.
-    Indexes { of: u32, acked: std::collections::BTreeSet<u32> },
+    Indexes {
+        of: u32,
+        acked: std::collections::BTreeSet<u32>,
+    },
 }
 
 pub fn encode_cursor(cursor: &Cursor) -> Result<Vec<u8>> {
@@ -119,13 +128,22 @@ pub fn decode_cursor(value: &[u8]) -> Result<Cursor> {
 /// Reads a named counter's next value and stores the one after it.
 pub fn next_counter(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
     let mut counters = txn.open_table(COUNTERS).map_err(storage_error)?;
-    let next = counters.get(name).map_err(storage_error)?.map_or(1, |v| v.value());
+    let next = counters
+        .get(name)
+        .map_err(storage_error)?
+        .map_or(1, |v| v.value());
     counters.insert(name, next + 1).map_err(storage_error)?;
     Ok(next)
 }
 
 /// The entries of a topic from `start` on, bounded by count and (after the first) bytes.
-pub fn read_entries(db: &Database, topic_id: u64, start: EntryId, max_entries: usize, max_bytes: usize) -> Result<Vec<StoredEntry>> {
+pub fn read_entries(
+    db: &Database,
+    topic_id: u64,
+    start: EntryId,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Result<Vec<StoredEntry>> {
     let txn = db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
     let mut out = Vec::new();

@@ -62,7 +62,11 @@ fn after(id: EntryId) -> EntryId {
 }
 
 /// The first stored entry at or after `from`, with its message count.
-fn next_stored_entry(topics: &Topics, topic: &TopicState, from: EntryId) -> Result<Option<(EntryId, u32)>> {
+fn next_stored_entry(
+    topics: &Topics,
+    topic: &TopicState,
+    from: EntryId,
+) -> Result<Option<(EntryId, u32)>> {
     let txn = topics.db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
     let mut range = table
@@ -72,7 +76,10 @@ fn next_stored_entry(topics: &Topics, topic: &TopicState, from: EntryId) -> Resu
         Some(item) => {
             let (key, value) = item.map_err(storage_error)?;
             let (_, ledger, entry) = key.value();
-            Ok(Some((EntryId { ledger, entry }, store::entry_message_count(value.value()))))
+            Ok(Some((
+                EntryId { ledger, entry },
+                store::entry_message_count(value.value()),
+            )))
         }
         None => Ok(None),
     }
@@ -126,7 +133,9 @@ pub fn attach(
     };
     let id = {
         let mut state = shared.lock().expect("subscription lock");
-        if !state.consumers.is_empty() && (state.sub_type != sub_type || sub_type == SubscriptionType::Exclusive) {
+        if !state.consumers.is_empty()
+            && (state.sub_type != sub_type || sub_type == SubscriptionType::Exclusive)
+        {
             return Err(BackendError::ConsumerBusy(name.to_owned()));
         }
         state.sub_type = sub_type;
@@ -152,7 +161,12 @@ pub fn attach(
 pub fn delete(topics: &Topics, topic: &TopicState, name: &str) -> Result<()> {
     let mut subs = topic.subscriptions.lock().expect("subscriptions lock");
     if let Some(state) = subs.get(name) {
-        if !state.lock().expect("subscription lock").consumers.is_empty() {
+        if !state
+            .lock()
+            .expect("subscription lock")
+            .consumers
+            .is_empty()
+        {
             return Err(BackendError::ConsumerBusy(name.to_owned()));
         }
     }
@@ -188,9 +202,15 @@ pub fn list(topics: &Topics, topic: &TopicState) -> Result<Vec<String>> {
 }
 
 pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
-    let cursor = match topic.subscriptions.lock().expect("subscriptions lock").get(name) {
+    let cursor = match topic
+        .subscriptions
+        .lock()
+        .expect("subscriptions lock")
+        .get(name)
+    {
         Some(state) => state.lock().expect("subscription lock").cursor.clone(),
-        None => load_cursor(topics, topic, name)?.ok_or_else(|| BackendError::SubscriptionNotFound(name.to_owned()))?,
+        None => load_cursor(topics, topic, name)?
+            .ok_or_else(|| BackendError::SubscriptionNotFound(name.to_owned()))?,
     };
     let txn = topics.db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
@@ -241,7 +261,9 @@ impl SubscriptionState {
 
     fn is_active(&self, consumer: u64) -> bool {
         match self.sub_type {
-            SubscriptionType::Exclusive | SubscriptionType::Failover => self.consumers.first() == Some(&consumer),
+            SubscriptionType::Exclusive | SubscriptionType::Failover => {
+                self.consumers.first() == Some(&consumer)
+            }
             SubscriptionType::Shared | SubscriptionType::KeyShared => true,
         }
     }
@@ -315,7 +337,10 @@ struct ConsumerCore {
 
 impl EmbeddedConsumer {
     /// Runs storage work for this consumer on a blocking thread.
-    async fn with_core<T: Send + 'static>(&self, work: impl FnOnce(&ConsumerCore) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn with_core<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ConsumerCore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let core = self.core.clone();
         crate::blocking(move || work(&core)).await
     }
@@ -353,7 +378,13 @@ impl ConsumerCore {
             }
         }
         while out.len() < max {
-            let entries = store::read_entries(&self.topics.db, self.topic.id, state.dispatch_from, DISPATCH_ENTRIES, 4 << 20)?;
+            let entries = store::read_entries(
+                &self.topics.db,
+                self.topic.id,
+                state.dispatch_from,
+                DISPATCH_ENTRIES,
+                4 << 20,
+            )?;
             let Some(last) = entries.last() else { break };
             state.dispatch_from = after(last.id);
             for entry in entries {
@@ -410,11 +441,16 @@ impl Consumer for EmbeddedConsumer {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             self.changed.borrow_and_update();
-            let got = self.with_core(move |core| core.dispatch(max.max(1))).await?;
+            let got = self
+                .with_core(move |core| core.dispatch(max.max(1)))
+                .await?;
             if !got.is_empty() {
                 return Ok(got);
             }
-            if tokio::time::timeout_at(deadline, self.changed.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, self.changed.changed())
+                .await
+                .is_err()
+            {
                 return Ok(Vec::new());
             }
         }
@@ -427,9 +463,13 @@ impl Consumer for EmbeddedConsumer {
 
     async fn ack_cumulative(&mut self, id: MessageId) -> Result<()> {
         let sub_type = self.core.state.lock().expect("subscription lock").sub_type;
-        if matches!(sub_type, SubscriptionType::Shared | SubscriptionType::KeyShared) {
+        if matches!(
+            sub_type,
+            SubscriptionType::Shared | SubscriptionType::KeyShared
+        ) {
             return Err(BackendError::InvalidArgument(
-                "cumulative acknowledgement is not allowed on Shared or Key_Shared subscriptions".into(),
+                "cumulative acknowledgement is not allowed on Shared or Key_Shared subscriptions"
+                    .into(),
             ));
         }
         self.with_core(move |core| {
@@ -439,7 +479,11 @@ impl Consumer for EmbeddedConsumer {
                 if entry > id.entry_id() {
                     break;
                 }
-                let last_index = if entry == id.entry_id() { id.batch_index } else { count.saturating_sub(1) };
+                let last_index = if entry == id.entry_id() {
+                    id.batch_index
+                } else {
+                    count.saturating_sub(1)
+                };
                 for index in 0..=last_index.min(count.saturating_sub(1)) {
                     state.pending.remove(&entry.message(index));
                     state.mark_acked(entry.message(index), count);
@@ -474,7 +518,9 @@ impl Consumer for EmbeddedConsumer {
                 let topic_id = self.core.topic.id;
                 let found = crate::blocking(move || {
                     let txn = topics.db.begin_read().map_err(storage_error)?;
-                    let index = txn.open_table(crate::store::PUBLISH_TIMES).map_err(storage_error)?;
+                    let index = txn
+                        .open_table(crate::store::PUBLISH_TIMES)
+                        .map_err(storage_error)?;
                     let mut range = index
                         .range((topic_id, time, 0, 0)..=(topic_id, u64::MAX, u64::MAX, u64::MAX))
                         .map_err(storage_error)?;
@@ -503,7 +549,9 @@ impl Consumer for EmbeddedConsumer {
                 acked: BTreeMap::new(),
             };
             if start.batch_index > 0 {
-                if let Some((entry, count)) = next_stored_entry(&core.topics, &core.topic, start.entry_id())? {
+                if let Some((entry, count)) =
+                    next_stored_entry(&core.topics, &core.topic, start.entry_id())?
+                {
                     if entry == start.entry_id() {
                         for index in 0..start.batch_index.min(count) {
                             state.mark_acked(entry.message(index), count);

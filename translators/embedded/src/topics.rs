@@ -50,8 +50,15 @@ impl Topics {
     }
 
     pub fn create(&self, topic: &TopicName, partitions: u32) -> Result<()> {
-        if topic.partition_of().is_some_and(|(base, _)| self.info(&base).ok().flatten().is_some_and(|i| i.partitions > 0)) {
-            return Err(BackendError::InvalidArgument(format!("{topic} names a partition")));
+        if topic.partition_of().is_some_and(|(base, _)| {
+            self.info(&base)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.partitions > 0)
+        }) {
+            return Err(BackendError::InvalidArgument(format!(
+                "{topic} names a partition"
+            )));
         }
         let name = topic.to_string();
         let txn = self.db.begin_write().map_err(storage_error)?;
@@ -60,7 +67,9 @@ impl Topics {
             if table.get(name.as_str()).map_err(storage_error)?.is_some() {
                 return Err(BackendError::TopicAlreadyExists(name));
             }
-            table.insert(name.as_str(), partitions).map_err(storage_error)?;
+            table
+                .insert(name.as_str(), partitions)
+                .map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
@@ -76,14 +85,18 @@ impl Topics {
                 .map(|v| v.value())
                 .ok_or_else(|| BackendError::TopicNotFound(name.clone()))?;
             if current == 0 {
-                return Err(BackendError::InvalidArgument(format!("{name} is not partitioned")));
+                return Err(BackendError::InvalidArgument(format!(
+                    "{name} is not partitioned"
+                )));
             }
             if partitions <= current {
                 return Err(BackendError::InvalidArgument(format!(
                     "{name} has {current} partitions; the count can only grow"
                 )));
             }
-            table.insert(name.as_str(), partitions).map_err(storage_error)?;
+            table
+                .insert(name.as_str(), partitions)
+                .map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
@@ -91,7 +104,10 @@ impl Topics {
     pub fn info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
         let txn = self.db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(TOPICS).map_err(storage_error)?;
-        let partitions = table.get(topic.to_string().as_str()).map_err(storage_error)?.map(|v| v.value());
+        let partitions = table
+            .get(topic.to_string().as_str())
+            .map_err(storage_error)?
+            .map(|v| v.value());
         Ok(partitions.map(|partitions| TopicInfo { partitions }))
     }
 
@@ -107,7 +123,12 @@ impl Topics {
                 break;
             }
             if let Some(topic) = TopicName::parse(name, tenant, namespace) {
-                out.push((topic, TopicInfo { partitions: partitions.value() }));
+                out.push((
+                    topic,
+                    TopicInfo {
+                        partitions: partitions.value(),
+                    },
+                ));
             }
         }
         Ok(out)
@@ -115,11 +136,15 @@ impl Topics {
 
     /// Deletes a topic, its partitions, their entries, cursors and dedup state.
     pub fn delete(&self, topic: &TopicName) -> Result<()> {
-        let info = self.info(topic)?.ok_or_else(|| BackendError::TopicNotFound(topic.to_string()))?;
+        let info = self
+            .info(topic)?
+            .ok_or_else(|| BackendError::TopicNotFound(topic.to_string()))?;
         let concrete: Vec<String> = if info.partitions == 0 {
             vec![topic.to_string()]
         } else {
-            (0..info.partitions).map(|i| topic.partition(i).to_string()).collect()
+            (0..info.partitions)
+                .map(|i| topic.partition(i).to_string())
+                .collect()
         };
         let txn = self.db.begin_write().map_err(storage_error)?;
         {
@@ -129,7 +154,11 @@ impl Topics {
                 .map_err(storage_error)?;
             let mut storage = txn.open_table(STORAGE).map_err(storage_error)?;
             for name in &concrete {
-                let Some(id) = storage.remove(name.as_str()).map_err(storage_error)?.map(|v| v.value()) else {
+                let Some(id) = storage
+                    .remove(name.as_str())
+                    .map_err(storage_error)?
+                    .map(|v| v.value())
+                else {
                     continue;
                 };
                 txn.open_table(ENTRIES)
@@ -138,7 +167,10 @@ impl Topics {
                     .map_err(storage_error)?;
                 txn.open_table(PUBLISH_TIMES)
                     .map_err(storage_error)?
-                    .retain_in((id, 0, 0, 0)..=(id, u64::MAX, u64::MAX, u64::MAX), |_, _| false)
+                    .retain_in(
+                        (id, 0, 0, 0)..=(id, u64::MAX, u64::MAX, u64::MAX),
+                        |_, _| false,
+                    )
                     .map_err(storage_error)?;
                 txn.open_table(CURSORS)
                     .map_err(storage_error)?
@@ -161,7 +193,12 @@ impl Topics {
     }
 
     pub async fn resolve_async(self: Arc<Self>, topic: &TopicName) -> Result<Arc<TopicState>> {
-        if let Some(state) = self.loaded.lock().expect("topics lock").get(&topic.to_string()) {
+        if let Some(state) = self
+            .loaded
+            .lock()
+            .expect("topics lock")
+            .get(&topic.to_string())
+        {
             return Ok(state.clone());
         }
         let topic = topic.clone();

@@ -40,12 +40,20 @@ impl Drop for WriterHandle {
 }
 
 impl WriterHandle {
-    pub async fn send(&self, topic: Arc<TopicState>, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+    pub async fn send(
+        &self,
+        topic: Arc<TopicState>,
+        entries: Vec<EntryToSend>,
+    ) -> Result<Vec<SendReceipt>> {
         let (reply, receipt) = oneshot::channel();
         self.queue
             .as_ref()
             .ok_or(BackendError::Closed)?
-            .send(Job { topic, entries, reply })
+            .send(Job {
+                topic,
+                entries,
+                reply,
+            })
             .await
             .map_err(|_| BackendError::Closed)?;
         receipt.await.map_err(|_| BackendError::Closed)?
@@ -129,7 +137,11 @@ impl PendingUpdate {
     }
 }
 
-fn append(txn: &redb::WriteTransaction, topic: &TopicState, entries: &[EntryToSend]) -> Result<(Vec<SendReceipt>, PendingUpdate)> {
+fn append(
+    txn: &redb::WriteTransaction,
+    topic: &TopicState,
+    entries: &[EntryToSend],
+) -> Result<(Vec<SendReceipt>, PendingUpdate)> {
     let mut rt = topic.runtime.lock().expect("topic lock");
     let mut entries_table = txn.open_table(ENTRIES).map_err(storage_error)?;
     let mut times = txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
@@ -147,15 +159,22 @@ fn append(txn: &redb::WriteTransaction, topic: &TopicState, entries: &[EntryToSe
     let mut last = None;
     for entry in entries {
         if entry.messages.is_empty() {
-            return Err(BackendError::InvalidArgument("an entry needs at least one message".into()));
+            return Err(BackendError::InvalidArgument(
+                "an entry needs at least one message".into(),
+            ));
         }
         if let Some((producer, sequence)) = &entry.dedup {
-            let previous = dedup.get((topic.id, producer.as_str())).map_err(storage_error)?.map(|v| v.value());
+            let previous = dedup
+                .get((topic.id, producer.as_str()))
+                .map_err(storage_error)?
+                .map(|v| v.value());
             if previous.is_some_and(|p| *sequence <= p) {
                 receipts.push(SendReceipt::Duplicate);
                 continue;
             }
-            dedup.insert((topic.id, producer.as_str()), *sequence).map_err(storage_error)?;
+            dedup
+                .insert((topic.id, producer.as_str()), *sequence)
+                .map_err(storage_error)?;
         }
         let id = EntryId {
             ledger,
@@ -172,5 +191,11 @@ fn append(txn: &redb::WriteTransaction, topic: &TopicState, entries: &[EntryToSe
         last = Some(id.message(entry.messages.len() as u32 - 1));
         receipts.push(SendReceipt::Persisted(id));
     }
-    Ok((receipts, PendingUpdate { last, last_publish_time: publish_time }))
+    Ok((
+        receipts,
+        PendingUpdate {
+            last,
+            last_publish_time: publish_time,
+        },
+    ))
 }

@@ -17,7 +17,10 @@ fn records(value_size: usize) -> Vec<Record> {
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key-{}", i % 64))),
             value: Some(Bytes::from(vec![(i % 251) as u8; value_size])),
-            headers: vec![(Bytes::from_static(b"trace"), Some(Bytes::from_static(b"abc123")))],
+            headers: vec![(
+                Bytes::from_static(b"trace"),
+                Some(Bytes::from_static(b"abc123")),
+            )],
         })
         .collect()
 }
@@ -53,7 +56,10 @@ fn fetch_path(c: &mut Criterion) {
         record_batch::encode(&mut wire, 0, &records(size));
         let batch = record_batch::decode(wire.clone().freeze(), 64 << 20).unwrap();
         let entry = StoredEntry {
-            id: EntryId { ledger: 7, entry: 3 },
+            id: EntryId {
+                ledger: 7,
+                entry: 3,
+            },
             publish_time: 1_700_000_000_000,
             messages: batch_to_entries(&batch, None).unwrap().remove(0).messages,
         };

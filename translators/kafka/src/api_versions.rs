@@ -26,7 +26,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The supported version range of an API, if it is served at all.
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
 }
 
 pub fn is_supported(key: ApiKey, version: i16) -> bool {
@@ -41,7 +44,10 @@ mod tests {
     fn every_row_is_decodable_by_the_protocol_crate() {
         for (key, min, max) in SUPPORTED {
             let valid = key.valid_versions();
-            assert!(valid.min <= *min && *max <= valid.max, "{key:?} {min}..={max} outside {valid:?}");
+            assert!(
+                valid.min <= *min && *max <= valid.max,
+                "{key:?} {min}..={max} outside {valid:?}"
+            );
         }
     }
 }

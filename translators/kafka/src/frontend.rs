@@ -31,12 +31,19 @@ impl KafkaFrontend {
         if kafka_name.is_empty() || kafka_name.len() > 249 {
             return None;
         }
-        TopicName::parse(kafka_name, &self.config.default_tenant, &self.config.default_namespace)
+        TopicName::parse(
+            kafka_name,
+            &self.config.default_tenant,
+            &self.config.default_namespace,
+        )
     }
 
     /// The Kafka name of a Pulsar topic: short inside the default namespace.
     pub(crate) fn kafka_name(&self, topic: &TopicName) -> String {
-        if topic.persistent && topic.tenant == self.config.default_tenant && topic.namespace == self.config.default_namespace {
+        if topic.persistent
+            && topic.tenant == self.config.default_tenant
+            && topic.namespace == self.config.default_namespace
+        {
             topic.local.clone()
         } else {
             topic.to_string()
@@ -45,8 +52,14 @@ impl KafkaFrontend {
 
     /// The concrete Pulsar topic holding Kafka partition `partition` of `topic`, or the Kafka error
     /// for a topic or partition that does not exist.
-    pub(crate) async fn partition_topic(&self, kafka_name: &str, partition: i32) -> Result<TopicName, ResponseError> {
-        let topic = self.pulsar_topic(kafka_name).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    pub(crate) async fn partition_topic(
+        &self,
+        kafka_name: &str,
+        partition: i32,
+    ) -> Result<TopicName, ResponseError> {
+        let topic = self
+            .pulsar_topic(kafka_name)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let info = self
             .backend
             .topic_info(&topic)
@@ -69,7 +82,9 @@ pub(crate) fn backend_error(e: BackendError) -> ResponseError {
         BackendError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         BackendError::InvalidArgument(_) => ResponseError::InvalidRequest,
         BackendError::OutOfRange(_) => ResponseError::OffsetOutOfRange,
-        BackendError::Unavailable(_) | BackendError::Closed | BackendError::ConsumerBusy(_) => ResponseError::NotLeaderOrFollower,
+        BackendError::Unavailable(_) | BackendError::Closed | BackendError::ConsumerBusy(_) => {
+            ResponseError::NotLeaderOrFollower
+        }
         BackendError::SubscriptionNotFound(_) => ResponseError::UnknownServerError,
         BackendError::Storage(_) => ResponseError::KafkaStorageError,
     }

@@ -62,7 +62,12 @@ pub fn message_to_record(message: &Message, offset_delta: i32, publish_time: u64
         .map(|(i, (k, v))| {
             let value = match encoding.and_then(|e| e.get(i)) {
                 Some(b'n') => None,
-                Some(b'b') => Some(b64().decode(v).map(Bytes::from).unwrap_or_else(|_| Bytes::from(v.clone()))),
+                Some(b'b') => Some(
+                    b64()
+                        .decode(v)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|_| Bytes::from(v.clone())),
+                ),
                 _ => Some(Bytes::from(v.clone())),
             };
             (Bytes::from(k.clone()), value)
@@ -90,13 +95,19 @@ mod tests {
             value: None,
             headers: vec![
                 (Bytes::from_static(b"a"), Some(Bytes::from_static(b"text"))),
-                (Bytes::from_static(b"a"), Some(Bytes::from_static(b"\xff\xfe"))),
+                (
+                    Bytes::from_static(b"a"),
+                    Some(Bytes::from_static(b"\xff\xfe")),
+                ),
                 (Bytes::from_static(b"b"), None),
                 (Bytes::from_static(b"c"), Some(Bytes::new())),
             ],
         };
         let message = record_to_message(&record).unwrap();
-        assert_eq!(message.properties.last().unwrap(), &(HEADER_ENCODING.to_owned(), "sbns".to_owned()));
+        assert_eq!(
+            message.properties.last().unwrap(),
+            &(HEADER_ENCODING.to_owned(), "sbns".to_owned())
+        );
         assert_eq!(message_to_record(&message, 3, 0), record);
     }
 
@@ -109,6 +120,9 @@ mod tests {
         };
         let record = message_to_record(&message, 0, 42);
         assert_eq!(record.timestamp, 42);
-        assert_eq!(record.headers, vec![(Bytes::from_static(b"k"), Some(Bytes::from_static(b"v")))]);
+        assert_eq!(
+            record.headers,
+            vec![(Bytes::from_static(b"k"), Some(Bytes::from_static(b"v")))]
+        );
     }
 }

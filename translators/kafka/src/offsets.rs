@@ -18,7 +18,10 @@ pub const MAX_BATCH_MESSAGES: usize = 1 << BATCH_BITS;
 pub struct OffsetOutOfRange(pub MessageId);
 
 pub fn to_offset(id: MessageId) -> Result<i64, OffsetOutOfRange> {
-    if id.ledger >= 1 << LEDGER_BITS || id.entry >= 1 << ENTRY_BITS || id.batch_index >= 1 << BATCH_BITS {
+    if id.ledger >= 1 << LEDGER_BITS
+        || id.entry >= 1 << ENTRY_BITS
+        || id.batch_index >= 1 << BATCH_BITS
+    {
         metrics::counter!("kafka_offset_out_of_range_total").increment(1);
         return Err(OffsetOutOfRange(id));
     }
@@ -62,9 +65,31 @@ mod tests {
 
     #[test]
     fn out_of_range_is_an_error() {
-        assert!(to_offset(MessageId { ledger: 1 << 31, entry: 0, batch_index: 0 }).is_err());
-        assert!(to_offset(MessageId { ledger: 0, entry: 1 << 20, batch_index: 0 }).is_err());
-        assert!(to_offset(MessageId { ledger: 0, entry: 0, batch_index: 1 << 12 }).is_err());
-        assert_eq!(to_offset(MessageId { ledger: 1, entry: 2, batch_index: 3 }), Ok((1 << 32) | (2 << 12) | 3));
+        assert!(to_offset(MessageId {
+            ledger: 1 << 31,
+            entry: 0,
+            batch_index: 0
+        })
+        .is_err());
+        assert!(to_offset(MessageId {
+            ledger: 0,
+            entry: 1 << 20,
+            batch_index: 0
+        })
+        .is_err());
+        assert!(to_offset(MessageId {
+            ledger: 0,
+            entry: 0,
+            batch_index: 1 << 12
+        })
+        .is_err());
+        assert_eq!(
+            to_offset(MessageId {
+                ledger: 1,
+                entry: 2,
+                batch_index: 3
+            }),
+            Ok((1 << 32) | (2 << 12) | 3)
+        );
     }
 }

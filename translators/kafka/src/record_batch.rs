@@ -162,8 +162,14 @@ fn decompress(codec: Codec, data: Bytes, limit: usize) -> Result<Bytes, BatchErr
     match codec {
         Codec::None => Ok(data),
         Codec::Gzip => capped(&mut flate2::read::GzDecoder::new(&data[..])),
-        Codec::Lz4 => capped(&mut lz4::Decoder::new(&data[..]).map_err(|e| BatchError::Decompression(e.to_string()))?),
-        Codec::Zstd => capped(&mut zstd::stream::read::Decoder::new(&data[..]).map_err(|e| BatchError::Decompression(e.to_string()))?),
+        Codec::Lz4 => capped(
+            &mut lz4::Decoder::new(&data[..])
+                .map_err(|e| BatchError::Decompression(e.to_string()))?,
+        ),
+        Codec::Zstd => capped(
+            &mut zstd::stream::read::Decoder::new(&data[..])
+                .map_err(|e| BatchError::Decompression(e.to_string()))?,
+        ),
         Codec::Snappy => snappy_decompress(&data, limit),
     }
 }
@@ -173,7 +179,8 @@ fn decompress(codec: Codec, data: Bytes, limit: usize) -> Result<Bytes, BatchErr
 fn snappy_decompress(data: &[u8], limit: usize) -> Result<Bytes, BatchError> {
     const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
     let raw = |block: &[u8], out: &mut Vec<u8>| -> Result<(), BatchError> {
-        let len = snap::raw::decompress_len(block).map_err(|e| BatchError::Decompression(e.to_string()))?;
+        let len = snap::raw::decompress_len(block)
+            .map_err(|e| BatchError::Decompression(e.to_string()))?;
         if out.len() + len > limit {
             return Err(BatchError::TooLarge(limit));
         }
@@ -343,13 +350,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_record() -> impl Strategy<Value = Record> {
-        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from));
+        let bytes = || {
+            proptest::option::of(
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+            )
+        };
         (
             0i32..4096,
             any::<i64>(),
             bytes(),
             bytes(),
-            proptest::collection::vec(("[a-z]{0,4}".prop_map(|s| Bytes::from(s.into_bytes())), bytes()), 0..4),
+            proptest::collection::vec(
+                (
+                    "[a-z]{0,4}".prop_map(|s| Bytes::from(s.into_bytes())),
+                    bytes(),
+                ),
+                0..4,
+            ),
         )
             .prop_map(|(offset_delta, timestamp, key, value, headers)| Record {
                 offset_delta,
@@ -386,13 +403,19 @@ mod tests {
             value: Some(Bytes::from_static(b"v")),
             headers: vec![
                 (Bytes::from_static(b"h"), Some(Bytes::from_static(b"1"))),
-                (Bytes::from_static(b"h"), Some(Bytes::from_static(b"\xff\x00"))),
+                (
+                    Bytes::from_static(b"h"),
+                    Some(Bytes::from_static(b"\xff\x00")),
+                ),
                 (Bytes::from_static(b"h"), None),
             ],
         };
         let mut buf = BytesMut::new();
         encode(&mut buf, 7, std::slice::from_ref(&record));
-        assert_eq!(decode_all(buf.freeze(), 1 << 20).unwrap()[0].records[0], record);
+        assert_eq!(
+            decode_all(buf.freeze(), 1 << 20).unwrap()[0].records[0],
+            record
+        );
     }
 
     #[test]
@@ -412,9 +435,22 @@ mod tests {
     #[test]
     fn bad_checksum_is_refused() {
         let mut buf = BytesMut::new();
-        encode(&mut buf, 0, &[Record { offset_delta: 0, timestamp: 1, key: None, value: None, headers: vec![] }]);
+        encode(
+            &mut buf,
+            0,
+            &[Record {
+                offset_delta: 0,
+                timestamp: 1,
+                key: None,
+                value: None,
+                headers: vec![],
+            }],
+        );
         let last = buf.len() - 1;
         buf[last] ^= 0xff;
-        assert_eq!(decode_all(buf.freeze(), 1 << 20), Err(BatchError::BadChecksum));
+        assert_eq!(
+            decode_all(buf.freeze(), 1 << 20),
+            Err(BatchError::BadChecksum)
+        );
     }
 }

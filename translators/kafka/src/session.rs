@@ -36,7 +36,10 @@ pub enum Refusal {
 
 /// Reads one length-prefixed frame. The length is checked against the limit before any buffer is
 /// allocated, and the buffer grows only as bytes arrive, so a false length costs nothing.
-async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Bytes>, Refusal> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, Refusal> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -54,7 +57,10 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<
             frame.reserve((len - frame.len()).min(1 << 20));
         }
         let want = len - frame.len();
-        let n = (&mut *reader).take(want as u64).read_buf(&mut frame).await?;
+        let n = (&mut *reader)
+            .take(want as u64)
+            .read_buf(&mut frame)
+            .await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
@@ -65,12 +71,17 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<
 impl KafkaFrontend {
     /// Serves one connection until the client closes it, it fails, or `shutdown` turns true; on
     /// shutdown, requests already read are answered before the connection closes.
-    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()>
+    pub async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (mut read_half, write_half) = tokio::io::split(stream);
-        let (frames, mut queue) = mpsc::channel::<Result<Bytes, Refusal>>(self.config.max_in_flight.max(1));
+        let (frames, mut queue) =
+            mpsc::channel::<Result<Bytes, Refusal>>(self.config.max_in_flight.max(1));
         let max_frame = self.config.max_frame_bytes;
         let reader = tokio::spawn(async move {
             loop {
@@ -132,7 +143,11 @@ impl KafkaFrontend {
     }
 
     /// Decodes, handles and encodes one request; `None` when no response is due (acks=0).
-    async fn answer(&self, fetch_state: &mut FetchState, mut frame: Bytes) -> Result<Option<BytesMut>, Refusal> {
+    async fn answer(
+        &self,
+        fetch_state: &mut FetchState,
+        mut frame: Bytes,
+    ) -> Result<Option<BytesMut>, Refusal> {
         let started = Instant::now();
         let raw_key = frame.clone().get_i16();
         let version = frame.clone().advance_then_i16();
@@ -147,26 +162,49 @@ impl KafkaFrontend {
             let response = ResponseKind::ApiVersions(api_versions_handler::unsupported());
             return encode(correlation_id, key, 0, &response).map(Some);
         }
-        let header = RequestHeader::decode(&mut frame, key.request_header_version(version)).map_err(|e| Refusal::Malformed(key, e.to_string()))?;
-        let request = RequestKind::decode(key, &mut frame, version).map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+            .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        let request = RequestKind::decode(key, &mut frame, version)
+            .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
         let response = match request {
-            RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_handler::handle())),
-            RequestKind::Metadata(r) => Some(ResponseKind::Metadata(self.handle_metadata(r, version).await)),
+            RequestKind::ApiVersions(_) => {
+                Some(ResponseKind::ApiVersions(api_versions_handler::handle()))
+            }
+            RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
+                self.handle_metadata(r, version).await,
+            )),
             RequestKind::Produce(r) => self.handle_produce(r).await.map(ResponseKind::Produce),
-            RequestKind::Fetch(r) => Some(ResponseKind::Fetch(self.handle_fetch(fetch_state, r).await)),
-            RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await)),
-            RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(self.handle_init_producer_id(r))),
-            RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(self.handle_create_topics(r).await)),
-            RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(self.handle_delete_topics(r, version).await)),
-            RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(self.handle_create_partitions(r).await)),
-            RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(self.handle_describe_configs(r).await)),
-            RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(self.handle_describe_cluster())),
+            RequestKind::Fetch(r) => {
+                Some(ResponseKind::Fetch(self.handle_fetch(fetch_state, r).await))
+            }
+            RequestKind::ListOffsets(r) => {
+                Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await))
+            }
+            RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
+                self.handle_init_producer_id(r),
+            )),
+            RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
+                self.handle_create_topics(r).await,
+            )),
+            RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
+                self.handle_delete_topics(r, version).await,
+            )),
+            RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
+                self.handle_create_partitions(r).await,
+            )),
+            RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
+                self.handle_describe_configs(r).await,
+            )),
+            RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
+                self.handle_describe_cluster(),
+            )),
             // The table and this match must agree; a row without a handler is a bug.
             _ => return Err(Refusal::UnsupportedVersion(key, version)),
         };
         let api = format!("{key:?}");
         metrics::counter!("kafka_requests_total", "api" => api.clone()).increment(1);
-        metrics::histogram!("kafka_request_seconds", "api" => api).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("kafka_request_seconds", "api" => api)
+            .record(started.elapsed().as_secs_f64());
         match response {
             Some(r) => encode(header.correlation_id, key, version, &r).map(Some),
             None => Ok(None),
@@ -192,7 +230,12 @@ impl PeekHeader for Bytes {
 }
 
 /// Length prefix, response header, body.
-fn encode(correlation_id: i32, key: ApiKey, version: i16, response: &ResponseKind) -> Result<BytesMut, Refusal> {
+fn encode(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<BytesMut, Refusal> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     let mut header = ResponseHeader::default();

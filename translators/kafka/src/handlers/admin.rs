@@ -7,10 +7,13 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, TopicName as KafkaTopicName,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, TopicName as KafkaTopicName,
 };
 
 use super::str_bytes;
@@ -26,7 +29,10 @@ const SOURCE_DEFAULT: i8 = 5;
 const REPORTED_REPLICATION: i16 = 1;
 
 impl KafkaFrontend {
-    pub(crate) async fn handle_create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    pub(crate) async fn handle_create_topics(
+        &self,
+        request: CreateTopicsRequest,
+    ) -> CreateTopicsResponse {
         let mut response = CreateTopicsResponse::default();
         for topic in request.topics {
             let mut result = CreatableTopicResult::default();
@@ -34,17 +40,31 @@ impl KafkaFrontend {
             result.name = topic.name;
             result.num_partitions = -1;
             result.replication_factor = -1;
-            let partitions = if topic.num_partitions == -1 { self.config.default_partitions as i32 } else { topic.num_partitions };
+            let partitions = if topic.num_partitions == -1 {
+                self.config.default_partitions as i32
+            } else {
+                topic.num_partitions
+            };
             let outcome = match self.pulsar_topic(&name) {
-                None => Err((ResponseError::InvalidTopicException, format!("invalid topic name '{name}'"))),
-                Some(_) if partitions < 1 => Err((ResponseError::InvalidPartitions, "partition count must be at least 1".into())),
-                Some(_) if topic.replication_factor == 0 || topic.replication_factor < -1 => {
-                    Err((ResponseError::InvalidReplicationFactor, "replication factor must be positive or -1".into()))
-                }
+                None => Err((
+                    ResponseError::InvalidTopicException,
+                    format!("invalid topic name '{name}'"),
+                )),
+                Some(_) if partitions < 1 => Err((
+                    ResponseError::InvalidPartitions,
+                    "partition count must be at least 1".into(),
+                )),
+                Some(_) if topic.replication_factor == 0 || topic.replication_factor < -1 => Err((
+                    ResponseError::InvalidReplicationFactor,
+                    "replication factor must be positive or -1".into(),
+                )),
                 Some(pulsar) => {
                     let exists = self.backend.topic_info(&pulsar).await.map(|i| i.is_some());
                     match exists {
-                        Ok(true) => Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists"))),
+                        Ok(true) => Err((
+                            ResponseError::TopicAlreadyExists,
+                            format!("topic '{name}' already exists"),
+                        )),
                         Ok(false) if request.validate_only => Ok(()),
                         Ok(false) => self
                             .backend
@@ -71,7 +91,11 @@ impl KafkaFrontend {
         response
     }
 
-    pub(crate) async fn handle_delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    pub(crate) async fn handle_delete_topics(
+        &self,
+        request: DeleteTopicsRequest,
+        version: i16,
+    ) -> DeleteTopicsResponse {
         let names: Vec<KafkaTopicName> = if version >= 6 {
             request.topics.into_iter().filter_map(|t| t.name).collect()
         } else {
@@ -84,7 +108,11 @@ impl KafkaFrontend {
             result.name = Some(name);
             let outcome = match self.pulsar_topic(&text) {
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(topic) => self.backend.delete_topic(&topic).await.map_err(backend_error),
+                Some(topic) => self
+                    .backend
+                    .delete_topic(&topic)
+                    .await
+                    .map_err(backend_error),
             };
             if let Err(code) = outcome {
                 result.error_code = code.code();
@@ -94,14 +122,19 @@ impl KafkaFrontend {
         response
     }
 
-    pub(crate) async fn handle_create_partitions(&self, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    pub(crate) async fn handle_create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
         let mut response = CreatePartitionsResponse::default();
         for topic in request.topics {
             let mut result = CreatePartitionsTopicResult::default();
             let name = topic.name.0.to_string();
             result.name = topic.name;
             let outcome = async {
-                let pulsar = self.pulsar_topic(&name).ok_or(ResponseError::UnknownTopicOrPartition)?;
+                let pulsar = self
+                    .pulsar_topic(&name)
+                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
                 let info = self
                     .backend
                     .topic_info(&pulsar)
@@ -132,7 +165,10 @@ impl KafkaFrontend {
         response
     }
 
-    pub(crate) async fn handle_describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    pub(crate) async fn handle_describe_configs(
+        &self,
+        request: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
         let mut response = DescribeConfigsResponse::default();
         for resource in request.resources {
             let mut result = DescribeConfigsResult::default();
@@ -155,14 +191,20 @@ impl KafkaFrontend {
                 RESOURCE_BROKER => self.broker_configs(),
                 _ => {
                     result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message = Some(str_bytes("only topic and broker configs can be described"));
+                    result.error_message =
+                        Some(str_bytes("only topic and broker configs can be described"));
                     response.results.push(result);
                     continue;
                 }
             };
-            let wanted = resource.configuration_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+            let wanted = resource
+                .configuration_keys
+                .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
             for (name, value) in defaults {
-                if wanted.as_ref().is_some_and(|w| !w.iter().any(|k| k == name)) {
+                if wanted
+                    .as_ref()
+                    .is_some_and(|w| !w.iter().any(|k| k == name))
+                {
                     continue;
                 }
                 let mut config = DescribeConfigsResourceResult::default();
@@ -191,7 +233,10 @@ impl KafkaFrontend {
 
     fn broker_configs(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("auto.create.topics.enable", self.config.auto_create_topics.to_string()),
+            (
+                "auto.create.topics.enable",
+                self.config.auto_create_topics.to_string(),
+            ),
             ("default.replication.factor", "1".into()),
             ("message.max.bytes", self.config.max_frame_bytes.to_string()),
             ("min.insync.replicas", "1".into()),

@@ -58,16 +58,28 @@ struct PartitionFetch {
 
 /// Encodes entries as Kafka batches (one per entry), skipping messages before `from_offset`.
 /// Returns the offset after the last record written.
-pub fn encode_entries(out: &mut BytesMut, entries: &[StoredEntry], from_offset: i64) -> Result<Option<i64>, offsets::OffsetOutOfRange> {
+pub fn encode_entries(
+    out: &mut BytesMut,
+    entries: &[StoredEntry],
+    from_offset: i64,
+) -> Result<Option<i64>, offsets::OffsetOutOfRange> {
     let mut next = None;
     let mut records = Vec::new();
     for entry in entries {
         let base = entry_offset(entry.id)?;
-        let skip = if from_offset > base { (from_offset - base) as usize } else { 0 };
+        let skip = if from_offset > base {
+            (from_offset - base) as usize
+        } else {
+            0
+        };
         records.clear();
         for (index, message) in entry.messages.iter().enumerate().skip(skip) {
             offsets::to_offset(entry.id.message(index as u32))?;
-            records.push(message_to_record(message, (index - skip) as i32, entry.publish_time));
+            records.push(message_to_record(
+                message,
+                (index - skip) as i32,
+                entry.publish_time,
+            ));
         }
         if records.is_empty() {
             continue;
@@ -80,11 +92,19 @@ pub fn encode_entries(out: &mut BytesMut, entries: &[StoredEntry], from_offset: 
 }
 
 impl KafkaFrontend {
-    pub(crate) async fn handle_fetch(&self, state: &mut FetchState, request: FetchRequest) -> FetchResponse {
+    pub(crate) async fn handle_fetch(
+        &self,
+        state: &mut FetchState,
+        request: FetchRequest,
+    ) -> FetchResponse {
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
         let deadline = tokio::time::Instant::now() + wait;
         let min_bytes = request.min_bytes.max(0) as usize;
-        let mut total_budget = if request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+        let mut total_budget = if request.max_bytes > 0 {
+            request.max_bytes as usize
+        } else {
+            usize::MAX
+        };
 
         let mut parts = Vec::new();
         let mut shape: Vec<(kafka_protocol::messages::TopicName, usize)> = Vec::new();
@@ -92,7 +112,15 @@ impl KafkaFrontend {
             let name = topic.topic.0.to_string();
             shape.push((topic.topic.clone(), topic.partitions.len()));
             for p in topic.partitions {
-                parts.push(self.prepare_partition(&name, p.partition, p.fetch_offset, p.partition_max_bytes).await);
+                parts.push(
+                    self.prepare_partition(
+                        &name,
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                    )
+                    .await,
+                );
             }
         }
 
@@ -102,15 +130,22 @@ impl KafkaFrontend {
                 if total_budget == 0 || part.budget == 0 {
                     continue;
                 }
-                let entries = self.read_partition(state, part, total_budget, Duration::ZERO).await;
+                let entries = self
+                    .read_partition(state, part, total_budget, Duration::ZERO)
+                    .await;
                 gathered += self.append(state, part, &entries, &mut total_budget);
             }
             let now = tokio::time::Instant::now();
-            if gathered >= min_bytes.max(1) || now >= deadline || parts.iter().all(|p| p.error.is_some()) {
+            if gathered >= min_bytes.max(1)
+                || now >= deadline
+                || parts.iter().all(|p| p.error.is_some())
+            {
                 break;
             }
             // Nothing (or not enough) yet: wait until any partition has new data.
-            gathered += self.wait_for_data(state, &mut parts, deadline, &mut total_budget).await;
+            gathered += self
+                .wait_for_data(state, &mut parts, deadline, &mut total_budget)
+                .await;
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -137,7 +172,13 @@ impl KafkaFrontend {
         response
     }
 
-    async fn prepare_partition(&self, name: &str, partition: i32, offset: i64, max_bytes: i32) -> PartitionFetch {
+    async fn prepare_partition(
+        &self,
+        name: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+    ) -> PartitionFetch {
         let mut part = PartitionFetch {
             name: name.to_owned(),
             partition,
@@ -173,12 +214,20 @@ impl KafkaFrontend {
 
     /// (high watermark, log start offset) of a concrete topic.
     pub(crate) async fn watermarks(&self, topic: &TopicName) -> Result<(i64, i64), ResponseError> {
-        let last = self.backend.last_message_id(topic).await.map_err(backend_error)?;
+        let last = self
+            .backend
+            .last_message_id(topic)
+            .await
+            .map_err(backend_error)?;
         let high_watermark = match last {
             Some(id) => offsets::to_offset(id).map_err(|_| ResponseError::UnknownServerError)? + 1,
             None => 0,
         };
-        let first = self.backend.first_entry_id(topic).await.map_err(backend_error)?;
+        let first = self
+            .backend
+            .first_entry_id(topic)
+            .await
+            .map_err(backend_error)?;
         let log_start = match first {
             Some(id) => entry_offset(id).map_err(|_| ResponseError::UnknownServerError)?,
             None => high_watermark,
@@ -187,17 +236,27 @@ impl KafkaFrontend {
     }
 
     /// Takes this partition's cached reader, or opens one at the requested offset.
-    async fn take_reader(&self, state: &mut FetchState, part: &PartitionFetch) -> Result<Box<dyn Reader>, ResponseError> {
+    async fn take_reader(
+        &self,
+        state: &mut FetchState,
+        part: &PartitionFetch,
+    ) -> Result<Box<dyn Reader>, ResponseError> {
         let key = (part.name.clone(), part.partition);
         if let Some(cached) = state.readers.remove(&key) {
             if cached.next_offset == part.offset {
                 return Ok(cached.reader);
             }
             let mut reader = cached.reader;
-            reader.seek(start_entry(part.offset)).await.map_err(backend_error)?;
+            reader
+                .seek(start_entry(part.offset))
+                .await
+                .map_err(backend_error)?;
             return Ok(reader);
         }
-        let topic = part.topic.as_ref().ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let topic = part
+            .topic
+            .as_ref()
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
         metrics::counter!("kafka_fetch_readers_opened_total").increment(1);
         self.backend
             .open_reader(topic, start_entry(part.offset))
@@ -208,7 +267,12 @@ impl KafkaFrontend {
     fn put_reader(&self, state: &mut FetchState, part: &PartitionFetch, reader: Box<dyn Reader>) {
         state.clock += 1;
         if state.readers.len() >= READER_CACHE_CAP {
-            if let Some(oldest) = state.readers.iter().min_by_key(|(_, r)| r.last_used).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = state
+                .readers
+                .iter()
+                .min_by_key(|(_, r)| r.last_used)
+                .map(|(k, _)| k.clone())
+            {
                 state.readers.remove(&oldest);
             }
         }
@@ -223,7 +287,13 @@ impl KafkaFrontend {
         metrics::gauge!("kafka_fetch_reader_cache_size").set(state.readers.len() as f64);
     }
 
-    async fn read_partition(&self, state: &mut FetchState, part: &mut PartitionFetch, total_budget: usize, wait: Duration) -> Vec<StoredEntry> {
+    async fn read_partition(
+        &self,
+        state: &mut FetchState,
+        part: &mut PartitionFetch,
+        total_budget: usize,
+        wait: Duration,
+    ) -> Vec<StoredEntry> {
         let mut reader = match self.take_reader(state, part).await {
             Ok(r) => r,
             Err(e) => {
@@ -245,7 +315,13 @@ impl KafkaFrontend {
 
     /// Encodes entries into the partition's records and advances its offset; returns the bytes
     /// added. The reader's cached position moves with the offset.
-    fn append(&self, state: &mut FetchState, part: &mut PartitionFetch, entries: &[StoredEntry], total_budget: &mut usize) -> usize {
+    fn append(
+        &self,
+        state: &mut FetchState,
+        part: &mut PartitionFetch,
+        entries: &[StoredEntry],
+        total_budget: &mut usize,
+    ) -> usize {
         let before = part.records.len();
         match encode_entries(&mut part.records, entries, part.offset) {
             Ok(Some(next)) => part.offset = next,
@@ -256,7 +332,10 @@ impl KafkaFrontend {
             }
         }
         if let Some(last) = entries.last() {
-            if let Ok(high) = offsets::to_offset(last.id.message(last.messages.len().saturating_sub(1) as u32)) {
+            if let Ok(high) = offsets::to_offset(
+                last.id
+                    .message(last.messages.len().saturating_sub(1) as u32),
+            ) {
                 part.high_watermark = part.high_watermark.max(high + 1);
             }
         }
@@ -270,7 +349,13 @@ impl KafkaFrontend {
     }
 
     /// Waits until any partition yields data or the deadline passes; returns the bytes added.
-    async fn wait_for_data(&self, state: &mut FetchState, parts: &mut [PartitionFetch], deadline: tokio::time::Instant, total_budget: &mut usize) -> usize {
+    async fn wait_for_data(
+        &self,
+        state: &mut FetchState,
+        parts: &mut [PartitionFetch],
+        deadline: tokio::time::Instant,
+        total_budget: &mut usize,
+    ) -> usize {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         // A watch, not a Notify: a waiter polled after the first result still sees the stop.
         let (stop, stopped) = watch::channel(false);

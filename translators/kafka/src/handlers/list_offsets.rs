@@ -2,7 +2,9 @@
 //! seeks by Pulsar publish time.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::frontend::{backend_error, KafkaFrontend};
@@ -13,7 +15,10 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 impl KafkaFrontend {
-    pub(crate) async fn handle_list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    pub(crate) async fn handle_list_offsets(
+        &self,
+        request: ListOffsetsRequest,
+    ) -> ListOffsetsResponse {
         let mut response = ListOffsetsResponse::default();
         for topic in request.topics {
             let name = topic.name.0.to_string();
@@ -23,7 +28,10 @@ impl KafkaFrontend {
                 let mut r = ListOffsetsPartitionResponse::default();
                 r.partition_index = p.partition_index;
                 r.leader_epoch = -1;
-                match self.list_offset(&name, p.partition_index, p.timestamp).await {
+                match self
+                    .list_offset(&name, p.partition_index, p.timestamp)
+                    .await
+                {
                     Ok((offset, timestamp)) => {
                         r.offset = offset;
                         r.timestamp = timestamp;
@@ -42,7 +50,12 @@ impl KafkaFrontend {
     }
 
     /// (offset, timestamp) answering one partition's query.
-    async fn list_offset(&self, name: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ResponseError> {
+    async fn list_offset(
+        &self,
+        name: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ResponseError> {
         let topic = self.partition_topic(name, partition).await?;
         let (high_watermark, log_start) = self.watermarks(&topic).await?;
         match timestamp {
@@ -59,15 +72,24 @@ impl KafkaFrontend {
                     // Kafka's answer when no record is that recent.
                     return Ok((-1, -1));
                 };
-                let offset = offsets::entry_offset(entry).map_err(|_| ResponseError::UnknownServerError)?;
-                let mut reader = self.backend.open_reader(&topic, entry).await.map_err(backend_error)?;
+                let offset =
+                    offsets::entry_offset(entry).map_err(|_| ResponseError::UnknownServerError)?;
+                let mut reader = self
+                    .backend
+                    .open_reader(&topic, entry)
+                    .await
+                    .map_err(backend_error)?;
                 let entries = reader
                     .read(1, 1, std::time::Duration::ZERO)
                     .await
                     .map_err(backend_error)?;
                 let stamp = entries
                     .first()
-                    .and_then(|e| e.messages.first().map(|m| m.event_time.unwrap_or(e.publish_time)))
+                    .and_then(|e| {
+                        e.messages
+                            .first()
+                            .map(|m| m.event_time.unwrap_or(e.publish_time))
+                    })
                     .map_or(-1, |t| t as i64);
                 Ok((offset, stamp))
             }

@@ -2,14 +2,22 @@
 //! partition, so clients send everything here.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName,
+};
 
 use super::str_bytes;
 use crate::frontend::{backend_error, KafkaFrontend};
 
 impl KafkaFrontend {
-    pub(crate) async fn handle_metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+    pub(crate) async fn handle_metadata(
+        &self,
+        request: MetadataRequest,
+        version: i16,
+    ) -> MetadataResponse {
         let config = &self.config;
         let node = BrokerId(config.node_id);
         let mut response = MetadataResponse::default();
@@ -22,9 +30,13 @@ impl KafkaFrontend {
         response.controller_id = node;
 
         // v1+: null means every topic; auto-creation is a request flag from v4 on.
-        let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        let allow_create =
+            config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
         let names: Vec<String> = match request.topics {
-            Some(topics) => topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+            Some(topics) => topics
+                .into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
             None => match self
                 .backend
                 .list_topics(&config.default_tenant, &config.default_namespace)
@@ -38,7 +50,9 @@ impl KafkaFrontend {
             },
         };
         for name in names {
-            response.topics.push(self.describe_topic(&name, allow_create).await);
+            response
+                .topics
+                .push(self.describe_topic(&name, allow_create).await);
         }
         response
     }
@@ -55,7 +69,9 @@ impl KafkaFrontend {
             let partitions = self.config.default_partitions;
             match self.backend.create_topic(&pulsar, partitions).await {
                 Ok(()) => tracing::info!(topic = %pulsar, partitions, "auto-created topic"),
-                Err(e) => tracing::debug!(topic = %pulsar, error = %e, "auto-create raced or failed"),
+                Err(e) => {
+                    tracing::debug!(topic = %pulsar, error = %e, "auto-create raced or failed")
+                }
             }
             info = self.backend.topic_info(&pulsar).await;
         }

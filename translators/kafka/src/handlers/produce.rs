@@ -12,7 +12,9 @@ use gateway_core::EntryToSend;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 
 use crate::frontend::{backend_error, KafkaFrontend};
 use crate::mapping::record_to_message;
@@ -33,15 +35,25 @@ pub struct SequenceState {
 }
 
 /// Splits a Kafka batch into Pulsar entries of at most 4096 messages each.
-pub fn batch_to_entries(batch: &Batch, producer: Option<&str>) -> Result<Vec<EntryToSend>, &'static str> {
+pub fn batch_to_entries(
+    batch: &Batch,
+    producer: Option<&str>,
+) -> Result<Vec<EntryToSend>, &'static str> {
     let mut entries = Vec::with_capacity(batch.records.len().div_ceil(MAX_BATCH_MESSAGES));
     for (chunk_index, chunk) in batch.records.chunks(MAX_BATCH_MESSAGES).enumerate() {
-        let messages = chunk.iter().map(record_to_message).collect::<Result<Vec<_>, _>>()?;
+        let messages = chunk
+            .iter()
+            .map(record_to_message)
+            .collect::<Result<Vec<_>, _>>()?;
         // Pulsar deduplication needs a growing sequence id per producer name: the epoch in the
         // high bits, then the Kafka sequence of the chunk's first record.
         let dedup = producer.map(|name| {
-            let sequence = batch.header.base_sequence as u64 + (chunk_index * MAX_BATCH_MESSAGES) as u64;
-            (name.to_owned(), ((batch.header.producer_epoch as u16 as u64) << 32) | sequence)
+            let sequence =
+                batch.header.base_sequence as u64 + (chunk_index * MAX_BATCH_MESSAGES) as u64;
+            (
+                name.to_owned(),
+                ((batch.header.producer_epoch as u16 as u64) << 32) | sequence,
+            )
         });
         entries.push(EntryToSend { messages, dedup });
     }
@@ -73,33 +85,49 @@ impl KafkaFrontend {
         (request.acks != 0).then_some(response)
     }
 
-    async fn produce_partition(&self, name: &str, data: PartitionProduceData, transactional: bool) -> PartitionProduceResponse {
+    async fn produce_partition(
+        &self,
+        name: &str,
+        data: PartitionProduceData,
+        transactional: bool,
+    ) -> PartitionProduceResponse {
         let mut response = PartitionProduceResponse::default();
         response.index = data.index;
         response.base_offset = -1;
         response.log_append_time_ms = -1;
         response.log_start_offset = -1;
-        if let Err(error) = self.try_produce(name, data, transactional).await.map(|o| response.base_offset = o) {
+        if let Err(error) = self
+            .try_produce(name, data, transactional)
+            .await
+            .map(|o| response.base_offset = o)
+        {
             response.error_code = error.code();
-            metrics::counter!("kafka_produce_errors_total", "error" => format!("{error:?}")).increment(1);
+            metrics::counter!("kafka_produce_errors_total", "error" => format!("{error:?}"))
+                .increment(1);
         }
         response
     }
 
-    async fn try_produce(&self, name: &str, data: PartitionProduceData, transactional: bool) -> Result<i64, ResponseError> {
+    async fn try_produce(
+        &self,
+        name: &str,
+        data: PartitionProduceData,
+        transactional: bool,
+    ) -> Result<i64, ResponseError> {
         if transactional {
             return Err(ResponseError::TransactionalIdAuthorizationFailed);
         }
         let topic = self.partition_topic(name, data.index).await?;
         let records = data.records.ok_or(ResponseError::InvalidRecord)?;
-        let batches = record_batch::decode_all(records, self.config.max_frame_bytes).map_err(|e| {
-            tracing::debug!(topic = name, error = %e, "refused record batch");
-            match e {
-                BatchError::BadChecksum => ResponseError::CorruptMessage,
-                BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-                _ => ResponseError::InvalidRecord,
-            }
-        })?;
+        let batches =
+            record_batch::decode_all(records, self.config.max_frame_bytes).map_err(|e| {
+                tracing::debug!(topic = name, error = %e, "refused record batch");
+                match e {
+                    BatchError::BadChecksum => ResponseError::CorruptMessage,
+                    BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+                    _ => ResponseError::InvalidRecord,
+                }
+            })?;
         // Kafka accepts exactly one batch per partition in v3+ produce requests.
         let [batch] = batches.as_slice() else {
             return Err(ResponseError::InvalidRecord);
@@ -120,7 +148,11 @@ impl KafkaFrontend {
             tracing::debug!(topic = name, error = e, "refused record");
             ResponseError::InvalidRecord
         })?;
-        let receipts = self.backend.send(&topic, entries).await.map_err(backend_error)?;
+        let receipts = self
+            .backend
+            .send(&topic, entries)
+            .await
+            .map_err(backend_error)?;
         let persisted: Vec<_> = receipts
             .iter()
             .filter_map(|r| match r {
@@ -151,7 +183,11 @@ impl KafkaFrontend {
 
     /// `Some(offset)` when the batch repeats a recent one (a retry), `None` when it is next in
     /// sequence, an error when it is out of order or from an old epoch.
-    fn check_sequence(&self, key: &(i64, String, i32), batch: &Batch) -> Result<Option<i64>, ResponseError> {
+    fn check_sequence(
+        &self,
+        key: &(i64, String, i32),
+        batch: &Batch,
+    ) -> Result<Option<i64>, ResponseError> {
         let Some(state) = self.sequences.get(key) else {
             // Unknown here (new producer, or state lost with a restart): accept and learn it.
             return Ok(None);
@@ -161,12 +197,20 @@ impl KafkaFrontend {
             return Err(ResponseError::InvalidProducerEpoch);
         }
         if epoch > state.epoch {
-            return if sequence == 0 { Ok(None) } else { Err(ResponseError::OutOfOrderSequenceNumber) };
+            return if sequence == 0 {
+                Ok(None)
+            } else {
+                Err(ResponseError::OutOfOrderSequenceNumber)
+            };
         }
         if let Some((_, offset)) = state.recent.iter().find(|(first, _)| *first == sequence) {
             return Ok(Some(*offset));
         }
-        let expected = if state.last_sequence == i32::MAX { 0 } else { state.last_sequence + 1 };
+        let expected = if state.last_sequence == i32::MAX {
+            0
+        } else {
+            state.last_sequence + 1
+        };
         if sequence != expected {
             return Err(ResponseError::OutOfOrderSequenceNumber);
         }
@@ -195,7 +239,10 @@ impl KafkaFrontend {
 
     /// Gives an idempotent producer an id. Ids are random 62-bit numbers, so instances of a fleet
     /// hand out distinct ids without coordinating. Transactions are not supported yet.
-    pub(crate) fn handle_init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    pub(crate) fn handle_init_producer_id(
+        &self,
+        request: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
         let mut response = InitProducerIdResponse::default();
         if request.transactional_id.is_some() {
             response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
