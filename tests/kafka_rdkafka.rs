@@ -506,3 +506,81 @@ async fn long_poll_wakes_when_data_arrives() {
         "the fetch waited {waited:?}: it must end when data arrives, not at max wait"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_apis_with_the_rdkafka_admin_client() {
+    use rdkafka::admin::{NewPartitions, ResourceSpecifier};
+    let gw = InProcessGateway::start_with(|c| c.kafka.auto_create_topics = false).await;
+    let bootstrap = gw.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new();
+    create_topic(&bootstrap, "admin-t", 3).await;
+    let again = admin
+        .create_topics(
+            &[NewTopic::new("admin-t", 3, TopicReplication::Fixed(1))],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0].as_ref().unwrap_err().1,
+        rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+    );
+
+    let grown = admin
+        .create_partitions(&[NewPartitions::new("admin-t", 5)], &opts)
+        .await
+        .unwrap();
+    grown[0].as_ref().expect("partitions added");
+    let shrunk = admin
+        .create_partitions(&[NewPartitions::new("admin-t", 2)], &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        shrunk[0].as_ref().unwrap_err().1,
+        rdkafka::types::RDKafkaErrorCode::InvalidPartitions
+    );
+    assert_eq!(partition_count(&bootstrap, "admin-t").await, Ok(5));
+
+    let configs = admin
+        .describe_configs(&[ResourceSpecifier::Topic("admin-t")], &opts)
+        .await
+        .unwrap();
+    let config = configs[0].as_ref().expect("topic configs");
+    assert_eq!(
+        config
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref()),
+        Some("delete")
+    );
+
+    let deleted = admin.delete_topics(&["admin-t"], &opts).await.unwrap();
+    deleted[0].as_ref().expect("deleted");
+    assert_eq!(
+        partition_count(&bootstrap, "admin-t").await,
+        Err(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+    );
+}
+
+/// The partition count Metadata reports for a topic, or its error.
+async fn partition_count(
+    bootstrap: &str,
+    topic: &'static str,
+) -> Result<usize, rdkafka::types::RDKafkaRespErr> {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let md = consumer(&bootstrap)
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let t = &md.topics()[0];
+        match t.error() {
+            Some(e) => Err(e),
+            None => Ok(t.partitions().len()),
+        }
+    })
+    .await
+    .unwrap()
+}

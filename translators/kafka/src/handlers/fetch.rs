@@ -143,9 +143,13 @@ impl KafkaFrontend {
                 break;
             }
             // Nothing (or not enough) yet: wait until any partition has new data.
-            gathered += self
+            match self
                 .wait_for_data(state, &mut parts, deadline, &mut total_budget)
-                .await;
+                .await
+            {
+                Some(added) => gathered += added,
+                None => break, // no partition can take more data
+            }
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -348,14 +352,18 @@ impl KafkaFrontend {
         added
     }
 
-    /// Waits until any partition yields data or the deadline passes; returns the bytes added.
+    /// Waits until any partition yields data or the deadline passes; returns the bytes added, or
+    /// `None` when no partition has budget left to wait for.
     async fn wait_for_data(
         &self,
         state: &mut FetchState,
         parts: &mut [PartitionFetch],
         deadline: tokio::time::Instant,
         total_budget: &mut usize,
-    ) -> usize {
+    ) -> Option<usize> {
+        if *total_budget == 0 {
+            return None;
+        }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         // A watch, not a Notify: a waiter polled after the first result still sees the stop.
         let (stop, stopped) = watch::channel(false);
@@ -381,6 +389,9 @@ impl KafkaFrontend {
                 (index, reader, result)
             });
         }
+        if waiting.is_empty() {
+            return None;
+        }
         let mut results = Vec::new();
         while let Some((index, reader, result)) = waiting.next().await {
             let got_data = matches!(&result, Ok(e) if !e.is_empty());
@@ -398,7 +409,7 @@ impl KafkaFrontend {
                 Err(e) => part.error = Some(backend_error(e)),
             }
         }
-        added
+        Some(added)
     }
 }
 
