@@ -57,6 +57,19 @@ fn values(messages: &[gateway_core::ReceivedMessage]) -> Vec<String> {
         .collect()
 }
 
+/// A consumer on a subscription that must be granted.
+async fn attach(
+    b: &dyn Backend,
+    topic: &TopicName,
+    subscription: &str,
+    sub_type: SubscriptionType,
+    initial: InitialPosition,
+) -> Box<dyn gateway_core::Consumer> {
+    b.subscribe(topic, subscription, sub_type, initial)
+        .await
+        .unwrap_or_else(|e| panic!("subscribe {subscription}: {e}"))
+}
+
 const NO_WAIT: Duration = Duration::ZERO;
 const SHORT: Duration = Duration::from_millis(300);
 
@@ -223,24 +236,22 @@ async fn exclusive_subscription(f: &dyn BackendFixture) {
     let t = topic("exclusive");
     b.create_topic(&t, 0).await.unwrap();
     persisted(b.as_ref(), &t, vec![entry(&["before"])]).await;
-    let mut latest = b
-        .subscribe(
-            &t,
-            "from-latest",
-            SubscriptionType::Exclusive,
-            InitialPosition::Latest,
-        )
-        .await
-        .unwrap();
-    let mut c = b
-        .subscribe(
-            &t,
-            "sub",
-            SubscriptionType::Exclusive,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
+    let mut latest = attach(
+        b.as_ref(),
+        &t,
+        "from-latest",
+        SubscriptionType::Exclusive,
+        InitialPosition::Latest,
+    )
+    .await;
+    let mut c = attach(
+        b.as_ref(),
+        &t,
+        "sub",
+        SubscriptionType::Exclusive,
+        InitialPosition::Earliest,
+    )
+    .await;
     assert!(
         b.subscribe(
             &t,
@@ -288,14 +299,22 @@ async fn shared_subscription_redelivery(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("shared");
     b.create_topic(&t, 0).await.unwrap();
-    let mut one = b
-        .subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest)
-        .await
-        .unwrap();
-    let mut two = b
-        .subscribe(&t, "s", SubscriptionType::Shared, InitialPosition::Earliest)
-        .await
-        .unwrap();
+    let mut one = attach(
+        b.as_ref(),
+        &t,
+        "s",
+        SubscriptionType::Shared,
+        InitialPosition::Earliest,
+    )
+    .await;
+    let mut two = attach(
+        b.as_ref(),
+        &t,
+        "s",
+        SubscriptionType::Shared,
+        InitialPosition::Earliest,
+    )
+    .await;
     persisted(b.as_ref(), &t, vec![entry(&["a", "b", "c", "d"])]).await;
     let first = one.receive(2, SHORT).await.unwrap();
     let second = two.receive(10, SHORT).await.unwrap();
@@ -328,24 +347,22 @@ async fn failover_and_key_shared(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("failover");
     b.create_topic(&t, 0).await.unwrap();
-    let mut active = b
-        .subscribe(
-            &t,
-            "f",
-            SubscriptionType::Failover,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
-    let mut standby = b
-        .subscribe(
-            &t,
-            "f",
-            SubscriptionType::Failover,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
+    let mut active = attach(
+        b.as_ref(),
+        &t,
+        "f",
+        SubscriptionType::Failover,
+        InitialPosition::Earliest,
+    )
+    .await;
+    let mut standby = attach(
+        b.as_ref(),
+        &t,
+        "f",
+        SubscriptionType::Failover,
+        InitialPosition::Earliest,
+    )
+    .await;
     persisted(b.as_ref(), &t, vec![entry(&["a"])]).await;
     assert!(
         standby.receive(10, SHORT).await.unwrap().is_empty(),
@@ -361,24 +378,22 @@ async fn failover_and_key_shared(f: &dyn BackendFixture) {
 
     let k = topic("keyshared");
     b.create_topic(&k, 0).await.unwrap();
-    let mut x = b
-        .subscribe(
-            &k,
-            "k",
-            SubscriptionType::KeyShared,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
-    let mut y = b
-        .subscribe(
-            &k,
-            "k",
-            SubscriptionType::KeyShared,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
+    let mut x = attach(
+        b.as_ref(),
+        &k,
+        "k",
+        SubscriptionType::KeyShared,
+        InitialPosition::Earliest,
+    )
+    .await;
+    let mut y = attach(
+        b.as_ref(),
+        &k,
+        "k",
+        SubscriptionType::KeyShared,
+        InitialPosition::Earliest,
+    )
+    .await;
     let keyed = |key: &str, value: &str| Message {
         key: Some(Bytes::from(key.to_owned())),
         value: Some(Bytes::from(value.to_owned())),
@@ -416,15 +431,14 @@ async fn seek_subscription(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("seek");
     b.create_topic(&t, 0).await.unwrap();
-    let mut c = b
-        .subscribe(
-            &t,
-            "s",
-            SubscriptionType::Exclusive,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
+    let mut c = attach(
+        b.as_ref(),
+        &t,
+        "s",
+        SubscriptionType::Exclusive,
+        InitialPosition::Earliest,
+    )
+    .await;
     let ids = persisted(b.as_ref(), &t, vec![entry(&["a", "b"]), entry(&["c"])]).await;
     let all = c.receive(10, SHORT).await.unwrap();
     c.ack_cumulative(all[2].id).await.unwrap();
@@ -468,15 +482,14 @@ async fn survives_restart(f: &mut dyn BackendFixture) {
         b.create_topic(&t, 2).await.unwrap();
         let p = t.partition(1);
         let ids = persisted(b.as_ref(), &p, vec![entry(&["a"]), entry(&["b"])]).await;
-        let mut c = b
-            .subscribe(
-                &p,
-                "durable",
-                SubscriptionType::Exclusive,
-                InitialPosition::Earliest,
-            )
-            .await
-            .unwrap();
+        let mut c = attach(
+            b.as_ref(),
+            &p,
+            "durable",
+            SubscriptionType::Exclusive,
+            InitialPosition::Earliest,
+        )
+        .await;
         let got = c.receive(10, SHORT).await.unwrap();
         c.ack(&[got[0].id]).await.unwrap();
         c.close().await;
@@ -492,15 +505,14 @@ async fn survives_restart(f: &mut dyn BackendFixture) {
     );
     let after = persisted(b.as_ref(), &p, vec![entry(&["c"])]).await;
     assert!(after[0] > ids[1], "ids keep growing across restarts");
-    let mut c = b
-        .subscribe(
-            &p,
-            "durable",
-            SubscriptionType::Exclusive,
-            InitialPosition::Earliest,
-        )
-        .await
-        .unwrap();
+    let mut c = attach(
+        b.as_ref(),
+        &p,
+        "durable",
+        SubscriptionType::Exclusive,
+        InitialPosition::Earliest,
+    )
+    .await;
     let got = c.receive(10, SHORT).await.unwrap();
     assert!(
         got.iter().all(|m| m.id != acked),
