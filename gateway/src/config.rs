@@ -525,7 +525,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "limits.max_in_flight_per_connection",
         flag: "max-in-flight-per-connection",
-        help: "Requests of one connection processed at once before its socket reads pause",
+        help: "Requests of one connection read ahead and waiting (answered in order) before its socket reads pause",
         set: |c, v| parse_number(v, 1, 10_000).map(|x| c.limits.max_in_flight_per_connection = x),
         get: |c| integer(c.limits.max_in_flight_per_connection),
     },
