@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait_free::BoxFuture;
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
+use gateway_pulsar::{PulsarBackend, PulsarConfig};
 
 /// Local stand-in for `async fn` in a dyn-compatible trait.
 mod async_trait_free {
@@ -58,6 +59,42 @@ impl BackendFixture for EmbeddedFixture {
                 .expect("close");
             self.backend =
                 Some(EmbeddedBackend::open(self.dir.path()).expect("reopen embedded backend"));
+        })
+    }
+}
+
+/// The real Pulsar named by `PULSAR_URL` and `PULSAR_ADMIN_URL` (as printed by
+/// `compat-suites/pulsar/start`), or `None` when they are not set.
+pub fn pulsar_config() -> Option<PulsarConfig> {
+    Some(PulsarConfig {
+        service_url: std::env::var("PULSAR_URL").ok()?,
+        admin_url: std::env::var("PULSAR_ADMIN_URL").ok()?,
+        token: std::env::var("PULSAR_ADMIN_TOKEN").ok(),
+        compression: gateway_pulsar::proto::compression::LZ4,
+    })
+}
+
+/// A real Pulsar; restarting it means a new gateway-side backend (new connections, no state).
+pub struct PulsarFixture {
+    config: PulsarConfig,
+    backend: Arc<PulsarBackend>,
+}
+
+impl PulsarFixture {
+    pub fn new(config: PulsarConfig) -> Self {
+        let backend = PulsarBackend::new(config.clone()).expect("pulsar backend");
+        PulsarFixture { config, backend }
+    }
+}
+
+impl BackendFixture for PulsarFixture {
+    fn backend(&self) -> BackendRef {
+        self.backend.clone()
+    }
+
+    fn restart(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.backend = PulsarBackend::new(self.config.clone()).expect("pulsar backend");
         })
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::{KafkaConfig, KafkaFrontend};
+use gateway_pulsar::{PulsarBackend, PulsarConfig};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,11 +32,6 @@ const ADMIN_GRACE: Duration = Duration::from_secs(1);
 pub enum StartError {
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigErrors),
-    #[error(
-        "the pulsar backend is not built yet (it lands in a later release); \
-         use --backend embedded to run standalone"
-    )]
-    PulsarBackendNotBuilt,
     #[error("cannot create data directory {path}: {cause}")]
     DataDir { path: PathBuf, cause: io::Error },
     #[error("cannot open the {kind} backend: {cause}")]
@@ -164,7 +160,20 @@ pub async fn start_with_backend(
 
 fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {
     match settings.kind {
-        BackendKind::Pulsar => Err(StartError::PulsarBackendNotBuilt),
+        BackendKind::Pulsar => {
+            // Validation guarantees both URLs. Nothing connects yet: /readyz says when Pulsar answers.
+            let config = PulsarConfig {
+                service_url: settings.pulsar_url.clone().unwrap_or_default(),
+                admin_url: settings.pulsar_admin_url.clone().unwrap_or_default(),
+                token: None,
+                compression: gateway_pulsar::proto::compression::LZ4,
+            };
+            let backend = PulsarBackend::new(config).map_err(|cause| StartError::Backend {
+                kind: "pulsar",
+                cause,
+            })?;
+            Ok(backend)
+        }
         BackendKind::Embedded => {
             let path = settings.data_dir.clone();
             std::fs::create_dir_all(&path).map_err(|cause| StartError::DataDir {
@@ -565,17 +574,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pulsar_backend_reports_that_it_is_not_built() {
+    async fn unreachable_pulsar_is_not_ready() {
         let mut config = test_config(PATIENCE);
         config.backend.kind = BackendKind::Pulsar;
-        config.backend.pulsar_url = Some("pulsar://localhost:6650".into());
-        config.backend.pulsar_admin_url = Some("http://localhost:8080".into());
-        let err = start(config)
-            .await
-            .err()
-            .expect("pulsar backend is refused");
-        assert!(matches!(err, StartError::PulsarBackendNotBuilt), "{err}");
-        assert!(err.to_string().contains("not built yet"), "{err}");
+        // A closed loopback port: Pulsar is "down".
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        config.backend.pulsar_url = Some(format!("pulsar://127.0.0.1:{closed}"));
+        config.backend.pulsar_admin_url = Some(format!("http://127.0.0.1:{closed}"));
+        let gateway = start(config).await.expect("starts without Pulsar");
+        let (status, body) = http_get(gateway.admin_addr(), "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(http_get(gateway.admin_addr(), "/livez").await.0, 200);
+        gateway.shutdown().await;
     }
 
     #[tokio::test]

@@ -67,32 +67,6 @@ fn check_config_lists_every_error_and_fails() {
     }
 }
 
-#[test]
-fn pulsar_backend_fails_at_startup_with_a_clear_message() {
-    let output = gateway()
-        .args([
-            "--backend",
-            "pulsar",
-            "--pulsar-url",
-            "pulsar://localhost:6650",
-        ])
-        .args(["--pulsar-admin-url", "http://localhost:8080"])
-        .args([
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("the pulsar backend is not built yet"),
-        "{stderr}"
-    );
-}
-
 #[cfg(unix)]
 #[test]
 fn sigterm_drains_and_exits_zero() {

@@ -119,7 +119,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The durable subscriptions of a topic or partition.
     async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>>;
 
-    /// Messages not yet acknowledged on a subscription (Pulsar's `msgBacklog`).
+    /// Entries not yet fully acknowledged on a subscription: Pulsar's `msgBacklog`, which counts
+    /// a batch entry once however many messages it holds, until all of them are acknowledged.
     async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64>;
 }
 
@@ -127,7 +128,9 @@ pub trait Backend: Send + Sync + 'static {
 #[async_trait]
 pub trait Reader: Send {
     /// Up to `max_entries` entries and roughly `max_bytes` (always at least one entry when one is
-    /// available), waiting up to `wait` for the first to arrive.
+    /// available), waiting up to `wait` for the first to arrive. With `wait` zero it returns what
+    /// has already reached the gateway, which on Pulsar may be nothing yet although the topic
+    /// holds more: callers that need everything wait, or read up to a known last id.
     async fn read(
         &mut self,
         max_entries: usize,

@@ -12,6 +12,9 @@ use crate::error::Result;
 use crate::message::{EntryId, EntryToSend, Message};
 use crate::topic::TopicName;
 
+/// How long to wait for entries known to exist before giving up on a table load.
+const LOAD_WAIT: Duration = Duration::from_secs(10);
+
 /// Writes `key = value` (or deletes `key` when `value` is `None`) to a table topic.
 pub async fn put(
     backend: &dyn Backend,
@@ -44,7 +47,8 @@ pub async fn load(backend: &dyn Backend, topic: &TopicName) -> Result<BTreeMap<S
     };
     let mut reader = backend.open_reader(topic, EntryId::EARLIEST).await?;
     loop {
-        let entries = reader.read(1024, 4 << 20, Duration::ZERO).await?;
+        // Entries up to `last` exist, so waiting only covers their way to us.
+        let entries = reader.read(1024, 4 << 20, LOAD_WAIT).await?;
         let done = entries.is_empty() || entries.last().is_some_and(|e| e.id >= last.entry_id());
         for entry in entries {
             for m in entry.messages {

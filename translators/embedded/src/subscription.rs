@@ -220,13 +220,12 @@ pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
         .range((topic.id, start.ledger, start.entry)..=(topic.id, u64::MAX, u64::MAX))
         .map_err(storage_error)?
     {
-        let (key, value) = item.map_err(storage_error)?;
+        let (key, _) = item.map_err(storage_error)?;
         let (_, ledger, entry) = key.value();
-        let count = store::entry_message_count(value.value()) as u64;
+        // Like Pulsar's msgBacklog: an entry counts once until all its messages are acknowledged.
         backlog += match cursor.acked.get(&EntryId { ledger, entry }) {
             Some(AckedPart::Whole) => 0,
-            Some(AckedPart::Indexes { acked, .. }) => count - acked.len() as u64,
-            None => count,
+            _ => 1,
         };
     }
     Ok(backlog)
@@ -309,9 +308,10 @@ impl SubscriptionState {
             .filter(|(_, (owner, _))| *owner == consumer)
             .map(|(id, _)| *id)
             .collect();
+        // As in Pulsar, messages handed back by a leaving consumer keep their redelivery count;
+        // only negative acknowledgements raise it.
         for id in mine {
-            if let Some((_, mut m)) = self.pending.remove(&id) {
-                m.redelivery_count += 1;
+            if let Some((_, m)) = self.pending.remove(&id) {
                 self.redeliver.insert(id, m);
             }
         }

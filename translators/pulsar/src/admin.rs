@@ -1,0 +1,921 @@
+//! A client for Pulsar's admin REST API v2 (`/admin/v2/...`, see
+//! <https://pulsar.apache.org/admin-rest-api/>), for what the binary protocol lacks: creating,
+//! resizing, listing and deleting topics, and reading topic stats (subscriptions, backlog, ledgers).
+//!
+//! Plain HTTP/1.1 only. Brokers answer topic operations they do not own with a 307 to the owner,
+//! so redirects are followed. Pulsar's error bodies are `{"reason": "..."}`; the reason is kept in
+//! the error text.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use gateway_core::{BackendError, EntryId, MessageId, Result, TopicInfo, TopicName};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// `/readyz` must answer quickly even when the broker hangs.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// One hop to the owning broker is normal; more means the cluster is moving the bundle around.
+const MAX_REDIRECTS: usize = 3;
+/// Partition-count lookups `list_topics` runs at once.
+const LIST_CONCURRENCY: usize = 16;
+
+pub struct AdminClient {
+    base: String,
+    auth: Option<HeaderValue>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A broker's answer to one request.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl AdminClient {
+    /// `base_url` like `http://127.0.0.1:8080`; `token` is sent as `Authorization: Bearer <token>`.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<AdminClient> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| BackendError::InvalidArgument(format!("admin URL {base_url:?}: {e}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(BackendError::InvalidArgument(format!(
+                "admin URL {base_url:?}: expected http://host:port (https is not supported)"
+            )));
+        }
+        let auth = token
+            .map(|t| {
+                HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                    BackendError::InvalidArgument("admin token is not a valid header value".into())
+                })
+            })
+            .transpose()?
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Ok(AdminClient { base, auth, http })
+    }
+
+    /// Whether the broker answers an authenticated request. Listing clusters is cheap and needs no
+    /// superuser role, unlike `brokers/health`, which also produces and consumes a message.
+    pub async fn is_ready(&self) -> bool {
+        let url = format!("{}/admin/v2/clusters", self.base);
+        match self.send(Method::GET, &url, None, READY_TIMEOUT).await {
+            Ok(reply) if reply.status.is_success() => true,
+            Ok(reply) => {
+                tracing::debug!(status = %reply.status, reason = %reply.reason(), "Pulsar admin API not ready");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Pulsar admin API not ready");
+                false
+            }
+        }
+    }
+
+    pub async fn create_partitioned_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        if partitions == 0 {
+            return Err(BackendError::InvalidArgument(format!(
+                "{topic}: a partitioned topic needs at least one partition"
+            )));
+        }
+        let url = self.topic_url(topic, "/partitions");
+        let reply = self.call(Method::PUT, &url, Some(partitions)).await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT => Err(BackendError::TopicAlreadyExists(topic.to_string())),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    pub async fn create_non_partitioned_topic(&self, topic: &TopicName) -> Result<()> {
+        let reply = self
+            .call(Method::PUT, &self.topic_url(topic, ""), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT => Err(BackendError::TopicAlreadyExists(topic.to_string())),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// Deletes a topic with its data and subscriptions, even while clients are connected.
+    pub async fn delete_topic(&self, topic: &TopicName) -> Result<()> {
+        // The two kinds have different endpoints, and each refuses the other kind with a 409.
+        let suffix = match self.partition_count(topic).await? {
+            None => return Err(BackendError::TopicNotFound(topic.to_string())),
+            Some(0) => "?force=true",
+            Some(_) => "/partitions?force=true",
+        };
+        let reply = self
+            .call(Method::DELETE, &self.topic_url(topic, suffix), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// Raises the partition count of a partitioned topic.
+    pub async fn update_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        // Pulsar accepts an unchanged count and calls a missing topic "not partitioned" (409);
+        // the backend contract wants growth and TopicNotFound.
+        match self.partition_count(topic).await? {
+            None => return Err(BackendError::TopicNotFound(topic.to_string())),
+            Some(0) => {
+                return Err(BackendError::InvalidArgument(format!(
+                    "{topic} is not partitioned"
+                )))
+            }
+            Some(current) if partitions <= current => {
+                return Err(BackendError::InvalidArgument(format!(
+                    "{topic} has {current} partitions; the count can only grow"
+                )))
+            }
+            Some(_) => {}
+        }
+        let url = self.topic_url(topic, "/partitions");
+        let reply = self.call(Method::POST, &url, Some(partitions)).await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => Err(
+                BackendError::InvalidArgument(format!("{topic}: {}", reply.reason())),
+            ),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// `Some{partitions: N}` for a partitioned topic, `Some{0}` for a non-partitioned topic (or one
+    /// partition), `None` when the topic does not exist.
+    pub async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
+        match self.partition_count(topic).await? {
+            None => return Ok(None),
+            Some(0) => {}
+            Some(partitions) => return Ok(Some(TopicInfo { partitions })),
+        }
+        // Brokers before Pulsar 3.3 also answer 0 for missing topics; stats tells the two apart
+        // without auto-creating the topic.
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/stats"), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Some(TopicInfo { partitions: 0 })),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// Partitioned topics once each, then non-partitioned persistent topics, without the
+    /// partitions of partitioned topics and without Pulsar's own system topics. A namespace that
+    /// does not exist has no topics.
+    pub async fn list_topics(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Vec<(TopicName, TopicInfo)>> {
+        let ns = format!(
+            "{}/admin/v2/persistent/{}/{}",
+            self.base,
+            encode(tenant),
+            encode(namespace)
+        );
+        let subject = format!("{tenant}/{namespace}");
+        let Some(partitioned) = self.names(&format!("{ns}/partitioned"), &subject).await? else {
+            return Ok(Vec::new());
+        };
+        let all = self.names(&ns, &subject).await?.unwrap_or_default();
+        let (partitioned, plain) = split_listing(&partitioned, &all, tenant, namespace);
+
+        let counted: Vec<(TopicName, TopicInfo)> = futures::stream::iter(partitioned)
+            .map(|topic| async move {
+                let partitions = self.partition_count(&topic).await?.unwrap_or(0);
+                Ok::<_, BackendError>((topic, TopicInfo { partitions }))
+            })
+            .buffered(LIST_CONCURRENCY)
+            // Deleted between the two calls.
+            .try_filter(|(_, info)| std::future::ready(info.partitions > 0))
+            .try_collect()
+            .await?;
+        let mut out = counted;
+        out.extend(plain.into_iter().map(|t| (t, TopicInfo { partitions: 0 })));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The durable subscriptions of a topic (of all partitions, for a partitioned topic).
+    pub async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/subscriptions"), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => reply.json(topic),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// Pulsar's `msgBacklog` of one subscription of a topic or partition. Pulsar counts it in
+    /// entries, so a batch counts once.
+    pub async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/stats"), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        let stats: TopicStats = reply.json(topic)?;
+        stats
+            .subscriptions
+            .get(subscription)
+            .map(|s| s.msg_backlog)
+            .ok_or_else(|| BackendError::SubscriptionNotFound(subscription.to_owned()))
+    }
+
+    pub async fn delete_subscription(&self, topic: &TopicName, subscription: &str) -> Result<()> {
+        let url = self.topic_url(topic, &format!("/subscription/{}", encode(subscription)));
+        let reply = self.call(Method::DELETE, &url, None).await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::PRECONDITION_FAILED => {
+                Err(BackendError::ConsumerBusy(subscription.to_owned()))
+            }
+            StatusCode::NOT_FOUND => {
+                Err(BackendError::SubscriptionNotFound(subscription.to_owned()))
+            }
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// The id of the last message of a topic or partition, `None` when it is empty.
+    pub async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/lastMessageId"), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        Ok(reply.json::<LastMessageId>(topic)?.to_message_id())
+    }
+
+    /// The first entry still stored in a topic or partition, `None` when it holds no entries.
+    pub async fn first_entry(&self, topic: &TopicName) -> Result<Option<EntryId>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/internalStats"), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        Ok(reply.json::<InternalStats>(topic)?.first_entry())
+    }
+
+    /// The first entry of a topic or partition published at or after `publish_time` (ms), `None`
+    /// if there is none.
+    pub async fn entry_by_publish_time(
+        &self,
+        topic: &TopicName,
+        publish_time: u64,
+    ) -> Result<Option<EntryId>> {
+        let url = self.topic_url(topic, &format!("/messageid/{publish_time}"));
+        let reply = self.call(Method::GET, &url, None).await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        let Some(found) = reply.json::<LastMessageId>(topic)?.to_message_id() else {
+            return Ok(None);
+        };
+        // When no entry is that recent, Pulsar answers the position after the last entry (or
+        // entry 0 of the current ledger), which holds nothing yet.
+        let last = self.last_message_id(topic).await?;
+        Ok(last
+            .filter(|last| found.entry_id() <= last.entry_id())
+            .map(|_| found.entry_id()))
+    }
+
+    /// The partition count from the topic's metadata: 0 for a non-partitioned topic, `None` for a
+    /// missing one (before Pulsar 3.3, 0 for a missing one too).
+    async fn partition_count(&self, topic: &TopicName) -> Result<Option<u32>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/partitions"), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Some(reply.json::<PartitionedMetadata>(topic)?.partitions)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// A JSON list of topic names, or `None` when the namespace does not exist.
+    async fn names(&self, url: &str, subject: &str) -> Result<Option<Vec<String>>> {
+        let reply = self.call(Method::GET, url, None).await?;
+        match reply.status {
+            s if s.is_success() => reply.json(subject).map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(reply.error(subject)),
+        }
+    }
+
+    fn topic_url(&self, topic: &TopicName, suffix: &str) -> String {
+        topic_url(&self.base, topic, suffix)
+    }
+
+    async fn call(&self, method: Method, url: &str, body: Option<u32>) -> Result<Reply> {
+        let body = body.map(|n| Bytes::from(n.to_string()));
+        self.send(method, url, body, REQUEST_TIMEOUT).await
+    }
+
+    /// One request, following redirects, under one timeout for the whole exchange.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let exchange = async {
+            let mut url = url.to_owned();
+            for _ in 0..=MAX_REDIRECTS {
+                let mut request = Request::builder()
+                    .method(method.clone())
+                    .uri(&url)
+                    .header(ACCEPT, "application/json");
+                if let Some(auth) = &self.auth {
+                    request = request.header(AUTHORIZATION, auth.clone());
+                }
+                if body.is_some() {
+                    request = request.header(CONTENT_TYPE, "application/json");
+                }
+                let request = request
+                    .body(Full::new(body.clone().unwrap_or_default()))
+                    .map_err(|e| BackendError::InvalidArgument(format!("{method} {url}: {e}")))?;
+                let response = self.http.request(request).await.map_err(|e| {
+                    BackendError::Unavailable(format!("Pulsar admin API {method} {url}: {e}"))
+                })?;
+                let status = response.status();
+                let location = response.headers().get(LOCATION).cloned();
+                let body = response.into_body().collect().await.map_err(|e| {
+                    BackendError::Unavailable(format!("Pulsar admin API {method} {url}: {e}"))
+                })?;
+                match (status, location) {
+                    (StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT, Some(to)) => {
+                        url = to
+                            .to_str()
+                            .map_err(|_| {
+                                BackendError::Unavailable(format!("{url}: bad redirect location"))
+                            })?
+                            .to_owned();
+                    }
+                    _ => {
+                        return Ok(Reply {
+                            status,
+                            body: body.to_bytes(),
+                        })
+                    }
+                }
+            }
+            Err(BackendError::Unavailable(format!(
+                "Pulsar admin API {method} {url}: more than {MAX_REDIRECTS} redirects"
+            )))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Unavailable(format!(
+                    "Pulsar admin API {method} {url}: no answer within {timeout:?}"
+                )))
+            })
+    }
+}
+
+impl Reply {
+    /// Pulsar's `{"reason": ...}`, else the raw body.
+    fn reason(&self) -> String {
+        #[derive(Deserialize)]
+        struct Failure {
+            reason: String,
+        }
+        match serde_json::from_slice::<Failure>(&self.body) {
+            Ok(f) => f.reason,
+            Err(_) => String::from_utf8_lossy(&self.body).trim().to_owned(),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, subject: impl std::fmt::Display) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            BackendError::Storage(format!(
+                "unexpected answer from the Pulsar admin API for {subject}: {e}: {}",
+                String::from_utf8_lossy(&self.body)
+            ))
+        })
+    }
+
+    /// The error for a status the caller has no special meaning for.
+    fn error(&self, subject: impl std::fmt::Display) -> BackendError {
+        let (status, reason) = (self.status, self.reason());
+        match status.as_u16() {
+            401 | 403 => BackendError::Unavailable(format!(
+                "not authorized by the Pulsar admin API for {subject} ({status}): {reason}"
+            )),
+            404 => BackendError::TopicNotFound(subject.to_string()),
+            409 => BackendError::TopicAlreadyExists(subject.to_string()),
+            400 | 405 | 406 | 412 | 422 => {
+                BackendError::InvalidArgument(format!("{subject} ({status}): {reason}"))
+            }
+            _ => BackendError::Unavailable(format!(
+                "Pulsar admin API for {subject} ({status}): {reason}"
+            )),
+        }
+    }
+}
+
+fn topic_url(base: &str, topic: &TopicName, suffix: &str) -> String {
+    let domain = if topic.persistent {
+        "persistent"
+    } else {
+        "non-persistent"
+    };
+    format!(
+        "{base}/admin/v2/{domain}/{}/{}/{}{suffix}",
+        encode(&topic.tenant),
+        encode(&topic.namespace),
+        encode(&topic.local)
+    )
+}
+
+/// Percent-encodes one path segment (RFC 3986: everything but the unreserved characters).
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Splits a namespace's listings into partitioned topics and the non-partitioned topics that are
+/// neither partitions of those nor Pulsar system topics.
+fn split_listing(
+    partitioned: &[String],
+    all: &[String],
+    tenant: &str,
+    namespace: &str,
+) -> (Vec<TopicName>, Vec<TopicName>) {
+    let parse = |name: &String| TopicName::parse(name, tenant, namespace).filter(|t| t.persistent);
+    let partitioned: Vec<TopicName> = partitioned
+        .iter()
+        .filter_map(parse)
+        .filter(|t| !is_system_topic(t))
+        .collect();
+    let parents: HashSet<&TopicName> = partitioned.iter().collect();
+    let plain = all
+        .iter()
+        .filter_map(parse)
+        .filter(|t| !is_system_topic(t))
+        .filter(|t| {
+            !t.partition_of()
+                .is_some_and(|(base, _)| parents.contains(&base))
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .filter(|t| !parents.contains(t))
+        .collect();
+    (partitioned, plain)
+}
+
+/// Topics Pulsar creates for itself (topic policies, transactions). Other `__` names may be the
+/// gateway's own, so only Pulsar's names are hidden.
+fn is_system_topic(topic: &TopicName) -> bool {
+    let local = match topic.partition_of() {
+        Some((base, _)) => base.local,
+        None => topic.local.clone(),
+    };
+    local == "__change_events"
+        || local.starts_with("__transaction_buffer_snapshot")
+        || local.starts_with("__transaction_log_")
+        || local.ends_with("__transaction_pending_ack")
+}
+
+#[derive(Deserialize)]
+struct PartitionedMetadata {
+    partitions: u32,
+}
+
+#[derive(Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    subscriptions: HashMap<String, SubscriptionStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionStats {
+    msg_backlog: u64,
+}
+
+/// Pulsar's `MessageIdImpl`, or `BatchMessageIdImpl` when the last entry is a batch.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LastMessageId {
+    ledger_id: i64,
+    entry_id: i64,
+    batch_index: Option<i32>,
+}
+
+impl LastMessageId {
+    fn to_message_id(&self) -> Option<MessageId> {
+        // An empty topic answers its current ledger with entry -1 (or -1:-1, "earliest").
+        if self.ledger_id < 0 || self.entry_id < 0 {
+            return None;
+        }
+        Some(MessageId {
+            ledger: self.ledger_id as u64,
+            entry: self.entry_id as u64,
+            // Pulsar's -1 (not a batch) is 0 in the gateway's ids.
+            batch_index: self.batch_index.unwrap_or(0).max(0) as u32,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InternalStats {
+    #[serde(default)]
+    ledgers: Vec<LedgerStats>,
+    #[serde(default)]
+    current_ledger_entries: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LedgerStats {
+    ledger_id: u64,
+    #[serde(default)]
+    entries: u64,
+}
+
+impl InternalStats {
+    fn first_entry(&self) -> Option<EntryId> {
+        let last = self.ledgers.len().checked_sub(1)?;
+        self.ledgers
+            .iter()
+            .enumerate()
+            .find(|(i, l)| {
+                // The ledger being written reports 0 entries until it is closed; its count is
+                // `currentLedgerEntries`.
+                let entries = if *i == last {
+                    l.entries.max(self.current_ledger_entries)
+                } else {
+                    l.entries
+                };
+                entries > 0
+            })
+            .map(|(_, l)| EntryId {
+                ledger: l.ledger_id,
+                entry: 0,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(local: &str) -> TopicName {
+        TopicName::new("public", "default", local)
+    }
+
+    #[test]
+    fn urls_encode_each_segment() {
+        let t = TopicName::parse("persistent://acme/sales/or:ders=1", "x", "y").unwrap();
+        assert_eq!(
+            topic_url("http://h:8080", &t, "/partitions"),
+            "http://h:8080/admin/v2/persistent/acme/sales/or%3Aders%3D1/partitions"
+        );
+        let t = TopicName::parse("non-persistent://a/b/c", "x", "y").unwrap();
+        assert_eq!(
+            topic_url("http://h", &t, ""),
+            "http://h/admin/v2/non-persistent/a/b/c"
+        );
+        assert_eq!(encode("my sub/1"), "my%20sub%2F1");
+    }
+
+    #[test]
+    fn new_accepts_only_http_urls() {
+        assert!(AdminClient::new("http://127.0.0.1:8080/", None).is_ok());
+        assert!(AdminClient::new("https://127.0.0.1:8443", None).is_err());
+        assert!(AdminClient::new("127.0.0.1:8080", None).is_err());
+        assert!(AdminClient::new("http://h:1", Some("bad\ntoken".into())).is_err());
+    }
+
+    #[test]
+    fn last_message_id_maps_empty_and_batches() {
+        let parse = |s: &str| {
+            serde_json::from_str::<LastMessageId>(s)
+                .unwrap()
+                .to_message_id()
+        };
+        assert_eq!(
+            parse(r#"{"ledgerId":12,"entryId":-1,"partitionIndex":-1}"#),
+            None
+        );
+        assert_eq!(
+            parse(r#"{"ledgerId":-1,"entryId":-1,"partitionIndex":-1}"#),
+            None
+        );
+        let plain = parse(r#"{"ledgerId":12,"entryId":3,"partitionIndex":-1}"#);
+        assert_eq!(
+            plain,
+            Some(
+                EntryId {
+                    ledger: 12,
+                    entry: 3
+                }
+                .message(0)
+            )
+        );
+        let batch = parse(
+            r#"{"ledgerId":12,"entryId":4,"partitionIndex":-1,"batchIndex":9,"batchSize":0}"#,
+        );
+        assert_eq!(
+            batch,
+            Some(
+                EntryId {
+                    ledger: 12,
+                    entry: 4
+                }
+                .message(9)
+            )
+        );
+        let unbatched = parse(r#"{"ledgerId":12,"entryId":4,"batchIndex":-1}"#);
+        assert_eq!(
+            unbatched,
+            Some(
+                EntryId {
+                    ledger: 12,
+                    entry: 4
+                }
+                .message(0)
+            )
+        );
+    }
+
+    #[test]
+    fn first_entry_skips_empty_ledgers_and_counts_the_open_one() {
+        let stats = |s: &str| {
+            serde_json::from_str::<InternalStats>(s)
+                .unwrap()
+                .first_entry()
+        };
+        assert_eq!(stats(r#"{"ledgers":[],"currentLedgerEntries":0}"#), None);
+        assert_eq!(
+            stats(r#"{"ledgers":[{"ledgerId":7,"entries":0,"size":0}],"currentLedgerEntries":0}"#),
+            None
+        );
+        // Open ledger: entries 0 in the list, the real count in currentLedgerEntries.
+        assert_eq!(
+            stats(r#"{"ledgers":[{"ledgerId":7,"entries":0}],"currentLedgerEntries":5}"#),
+            Some(EntryId {
+                ledger: 7,
+                entry: 0
+            })
+        );
+        assert_eq!(
+            stats(
+                r#"{"entriesAddedCounter":9,"ledgers":[{"ledgerId":5,"entries":0},
+                {"ledgerId":6,"entries":4,"size":100,"offloaded":false},
+                {"ledgerId":8,"entries":0}],"currentLedgerEntries":5,"lastConfirmedEntry":"8:4"}"#
+            ),
+            Some(EntryId {
+                ledger: 6,
+                entry: 0
+            })
+        );
+    }
+
+    #[test]
+    fn backlog_stats_parse() {
+        let stats: TopicStats = serde_json::from_str(
+            r#"{"msgRateIn":0.0,"subscriptions":{"s1":{"msgBacklog":42,"type":"Exclusive","consumers":[]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(stats.subscriptions["s1"].msg_backlog, 42);
+    }
+
+    #[test]
+    fn listing_hides_partitions_and_system_topics() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (partitioned, plain) = split_listing(
+            &s(&[
+                "persistent://public/default/orders",
+                "persistent://public/default/__change_events",
+            ]),
+            &s(&[
+                "persistent://public/default/orders-partition-0",
+                "persistent://public/default/orders-partition-1",
+                "persistent://public/default/plain",
+                "persistent://public/default/lonely-partition-0",
+                "persistent://public/default/__change_events-partition-0",
+                "persistent://public/default/__transaction_buffer_snapshot",
+                "persistent://public/default/plain-sub__transaction_pending_ack",
+                "persistent://public/default/__gateway_offsets",
+            ]),
+            "public",
+            "default",
+        );
+        assert_eq!(partitioned, vec![topic("orders")]);
+        let mut plain: Vec<String> = plain.into_iter().map(|t| t.local).collect();
+        plain.sort();
+        assert_eq!(plain, ["__gateway_offsets", "lonely-partition-0", "plain"]);
+    }
+
+    #[test]
+    fn statuses_map_to_backend_errors() {
+        let reply = |status: u16, body: &str| Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: Bytes::from(body.to_owned()),
+        };
+        let t = topic("t");
+        let e = reply(401, r#"{"reason":"Authentication required"}"#).error(&t);
+        assert!(
+            matches!(&e, BackendError::Unavailable(m) if m.contains("not authorized") && m.contains("Authentication required")),
+            "{e}"
+        );
+        assert!(
+            matches!(reply(403, "").error(&t), BackendError::Unavailable(m) if m.contains("not authorized"))
+        );
+        assert!(matches!(
+            reply(404, "").error(&t),
+            BackendError::TopicNotFound(_)
+        ));
+        assert!(matches!(
+            reply(409, "").error(&t),
+            BackendError::TopicAlreadyExists(_)
+        ));
+        assert!(matches!(
+            reply(412, "").error(&t),
+            BackendError::InvalidArgument(_)
+        ));
+        assert!(
+            matches!(reply(503, "busy").error(&t), BackendError::Unavailable(m) if m.contains("busy"))
+        );
+        let bad: Result<PartitionedMetadata> = reply(200, "<html>").json(&t);
+        assert!(matches!(bad, Err(BackendError::Storage(_))));
+    }
+
+    /// A stand-in broker: checks the request line and token, redirects once, then answers.
+    mod fake {
+        use super::*;
+        use hyper::body::Incoming;
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        use hyper::Response;
+        use hyper_util::rt::TokioIo;
+        use std::sync::{Arc, Mutex};
+
+        pub type Seen = Arc<Mutex<Vec<String>>>;
+
+        /// Serves `answer(method, path)`; records "METHOD path auth body" for each request.
+        pub async fn serve(answer: fn(&Method, &str) -> (u16, &'static str)) -> (String, Seen) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let seen: Seen = Arc::default();
+            let (seen2, base2) = (seen.clone(), base.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let (seen, base) = (seen2.clone(), base2.clone());
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let (seen, base) = (seen.clone(), base.clone());
+                            async move {
+                                let (method, path) = (req.method().clone(), req.uri().to_string());
+                                let auth = req
+                                    .headers()
+                                    .get(AUTHORIZATION)
+                                    .map(|v| v.to_str().unwrap().to_owned())
+                                    .unwrap_or_default();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                seen.lock().unwrap().push(format!(
+                                    "{method} {path} {auth} {}",
+                                    String::from_utf8_lossy(&body)
+                                ));
+                                let mut response = Response::builder();
+                                let (status, text) = if let Some(rest) =
+                                    path.strip_prefix("/redirect")
+                                {
+                                    response = response.header(LOCATION, format!("{base}{rest}"));
+                                    (307, "")
+                                } else {
+                                    answer(&method, &path)
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    response
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(text.as_bytes())))
+                                        .unwrap(),
+                                )
+                            }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            (base, seen)
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_carry_token_body_and_follow_redirects() {
+        let (base, seen) = fake::serve(|method, path| match (method.as_str(), path) {
+            ("PUT", "/admin/v2/persistent/public/default/exists/partitions") => {
+                (409, r#"{"reason":"This topic already exists"}"#)
+            }
+            ("PUT", _) => (204, ""),
+            ("GET", "/admin/v2/persistent/public/default/t/partitions") => {
+                (200, r#"{"partitions":3}"#)
+            }
+            ("GET", "/admin/v2/clusters") => (401, ""),
+            _ => (500, "unexpected"),
+        })
+        .await;
+        let admin = AdminClient::new(&base, Some("tok".into())).unwrap();
+        admin
+            .create_partitioned_topic(&topic("t"), 3)
+            .await
+            .unwrap();
+        assert!(matches!(
+            admin.create_partitioned_topic(&topic("exists"), 1).await,
+            Err(BackendError::TopicAlreadyExists(_))
+        ));
+        assert!(!admin.is_ready().await);
+
+        // A redirect to the owning broker is followed with the same method, token and body.
+        let redirected = AdminClient {
+            base: format!("{base}/redirect"),
+            ..admin
+        };
+        assert_eq!(
+            redirected.topic_info(&topic("t")).await.unwrap(),
+            Some(TopicInfo { partitions: 3 })
+        );
+        redirected
+            .update_partitions(&topic("t"), 4)
+            .await
+            .unwrap_err();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen[..4],
+            [
+                "PUT /admin/v2/persistent/public/default/t/partitions Bearer tok 3",
+                "PUT /admin/v2/persistent/public/default/exists/partitions Bearer tok 1",
+                "GET /admin/v2/clusters Bearer tok ",
+                "GET /redirect/admin/v2/persistent/public/default/t/partitions Bearer tok ",
+            ]
+        );
+        assert_eq!(
+            seen[4],
+            "GET /admin/v2/persistent/public/default/t/partitions Bearer tok "
+        );
+        assert_eq!(
+            seen[5],
+            "POST /redirect/admin/v2/persistent/public/default/t/partitions Bearer tok 4"
+        );
+        assert_eq!(
+            seen[6],
+            "POST /admin/v2/persistent/public/default/t/partitions Bearer tok 4"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_is_unavailable() {
+        // Bind and drop to find a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let admin = AdminClient::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        assert!(!admin.is_ready().await);
+        assert!(matches!(
+            admin.topic_info(&topic("t")).await,
+            Err(BackendError::Unavailable(_))
+        ));
+    }
+}

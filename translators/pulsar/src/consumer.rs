@@ -1,0 +1,553 @@
+//! Readers (non-durable subscriptions) and consumers on durable subscriptions, over one
+//! subscription handle that subscribes, grants flow permits, and resubscribes when the broker
+//! closes it (topic moved, seek) or the connection drops.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gateway_core::backend::{InitialPosition, SeekTarget, SubscriptionType};
+use gateway_core::{
+    BackendError, Consumer, EntryId, MessageId, Reader, ReceivedMessage, Result, StoredEntry,
+};
+use tokio::sync::mpsc;
+
+use crate::batch;
+use crate::connection::{unavailable, Connection, ConsumerEvent};
+use crate::pool::Pool;
+use crate::proto::{
+    ack_type, command_type as t, sub_type, BaseCommand, CommandAck, CommandCloseConsumer,
+    CommandFlow, CommandRedeliverUnacknowledgedMessages, CommandSeek, CommandSubscribe,
+    KeySharedMeta, MessageIdData, MessageMetadata,
+};
+
+/// Messages the broker may push ahead of what was taken; refilled when half is used.
+const PERMITS: u32 = 1000;
+
+fn message_id(ledger: u64, entry: u64) -> MessageIdData {
+    MessageIdData {
+        ledger_id: ledger,
+        entry_id: entry,
+        ..Default::default()
+    }
+}
+
+/// An entry as the broker pushed it.
+struct RawEntry {
+    id: EntryId,
+    redelivery_count: u32,
+    metadata: Box<MessageMetadata>,
+    payload: bytes::Bytes,
+}
+
+struct Subscription {
+    pool: Arc<Pool>,
+    topic: String,
+    name: String,
+    sub_type: i32,
+    durable: bool,
+    initial: i32,
+    connection: Arc<Connection>,
+    consumer_id: u64,
+    events: mpsc::UnboundedReceiver<ConsumerEvent>,
+    used_permits: u32,
+}
+
+impl Subscription {
+    async fn open(
+        pool: Arc<Pool>,
+        topic: &str,
+        name: &str,
+        sub_type: i32,
+        durable: bool,
+        initial: i32,
+        start: Option<MessageIdData>,
+    ) -> Result<Subscription> {
+        let (connection, consumer_id, events) =
+            subscribe(&pool, topic, name, sub_type, durable, initial, start).await?;
+        Ok(Subscription {
+            pool,
+            topic: topic.to_owned(),
+            name: name.to_owned(),
+            sub_type,
+            durable,
+            initial,
+            connection,
+            consumer_id,
+            events,
+            used_permits: 0,
+        })
+    }
+
+    /// The next entry, waiting up to `wait`. `Ok(None)` on time-out; a closed subscription is
+    /// reopened (`reopen_at` gives a non-durable one its position back).
+    async fn next(
+        &mut self,
+        wait: Duration,
+        reopen_at: Option<MessageIdData>,
+    ) -> Result<Option<RawEntry>> {
+        let event = match tokio::time::timeout(wait, self.events.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(event) => event,
+        };
+        match event {
+            Some(ConsumerEvent::Message {
+                id,
+                redelivery_count,
+                metadata,
+                payload,
+            }) => {
+                self.used_permits += metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
+                if self.used_permits >= PERMITS / 2 {
+                    let permits = std::mem::take(&mut self.used_permits);
+                    self.flow(permits);
+                }
+                Ok(Some(RawEntry {
+                    id: EntryId {
+                        ledger: id.ledger_id,
+                        entry: id.entry_id,
+                    },
+                    redelivery_count,
+                    metadata,
+                    payload,
+                }))
+            }
+            Some(ConsumerEvent::Closed) | None => {
+                self.reopen(reopen_at).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn reopen(&mut self, start: Option<MessageIdData>) -> Result<()> {
+        self.connection.forget_consumer(self.consumer_id);
+        let (connection, consumer_id, events) = subscribe(
+            &self.pool,
+            &self.topic,
+            &self.name,
+            self.sub_type,
+            self.durable,
+            self.initial,
+            start,
+        )
+        .await?;
+        self.connection = connection;
+        self.consumer_id = consumer_id;
+        self.events = events;
+        self.used_permits = 0;
+        Ok(())
+    }
+
+    fn flow(&self, permits: u32) {
+        self.connection.fire(BaseCommand {
+            r#type: t::FLOW,
+            flow: Some(CommandFlow {
+                consumer_id: self.consumer_id,
+                message_permits: permits,
+            }),
+            ..Default::default()
+        });
+    }
+
+    fn close(&self) {
+        let request_id = self.connection.next_id();
+        self.connection.forget_consumer(self.consumer_id);
+        self.connection.fire(BaseCommand {
+            r#type: t::CLOSE_CONSUMER,
+            close_consumer: Some(CommandCloseConsumer {
+                consumer_id: self.consumer_id,
+                request_id,
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+async fn subscribe(
+    pool: &Pool,
+    topic: &str,
+    name: &str,
+    sub_type: i32,
+    durable: bool,
+    initial: i32,
+    start: Option<MessageIdData>,
+) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
+    let connection = pool.owner_of(topic).await?;
+    let (consumer_id, request_id) = (connection.next_id(), connection.next_id());
+    let events = connection.register_consumer(consumer_id);
+    let command = BaseCommand {
+        r#type: t::SUBSCRIBE,
+        subscribe: Some(CommandSubscribe {
+            topic: topic.to_owned(),
+            subscription: name.to_owned(),
+            sub_type,
+            consumer_id,
+            request_id,
+            consumer_name: Some(consumer_name()),
+            durable: Some(durable),
+            start_message_id: start,
+            initial_position: Some(initial),
+            force_topic_creation: Some(false),
+            key_shared_meta: (sub_type == sub_type::KEY_SHARED)
+                .then_some(KeySharedMeta { key_shared_mode: 0 }),
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = connection.request(request_id, command).await {
+        connection.forget_consumer(consumer_id);
+        return Err(e);
+    }
+    let handle_flow = BaseCommand {
+        r#type: t::FLOW,
+        flow: Some(CommandFlow {
+            consumer_id,
+            message_permits: PERMITS,
+        }),
+        ..Default::default()
+    };
+    connection.fire(handle_flow);
+    Ok((connection, consumer_id, events))
+}
+
+/// A name that sorts in creation order: Pulsar makes the first consumer by name the active one
+/// of a Failover subscription, and the gateway's contract is "first attached is active".
+fn consumer_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("pulsar-gateway-{:x}-{n:016}", std::process::id())
+}
+
+/// Where a non-durable subscription must start for `entry` to be the first one delivered: the
+/// broker starts after the given position, so give the one before (entry -1 of a ledger is
+/// "before its first entry", as Pulsar positions are; (-1, -1) is the earliest position).
+fn start_before(entry: EntryId) -> MessageIdData {
+    if entry == EntryId::EARLIEST {
+        return message_id(u64::MAX, u64::MAX);
+    }
+    match entry.entry {
+        0 => message_id(entry.ledger, u64::MAX),
+        e => message_id(entry.ledger, e - 1),
+    }
+}
+
+pub struct PulsarReader {
+    subscription: Subscription,
+    position: EntryId,
+}
+
+impl PulsarReader {
+    pub async fn open(pool: Arc<Pool>, topic: &str, start: EntryId) -> Result<PulsarReader> {
+        let name = format!("pulsar-gateway-reader-{:016x}", rand::random::<u64>());
+        let subscription = Subscription::open(
+            pool,
+            topic,
+            &name,
+            sub_type::EXCLUSIVE,
+            false,
+            1,
+            Some(start_before(start)),
+        )
+        .await?;
+        Ok(PulsarReader {
+            subscription,
+            position: start,
+        })
+    }
+}
+
+#[async_trait]
+impl Reader for PulsarReader {
+    async fn read(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredEntry>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out: Vec<StoredEntry> = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max_entries.max(1) {
+            // After the first entry, take only what has already arrived.
+            let wait = if out.is_empty() {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let reopen_at = Some(start_before(self.position));
+            let Some(raw) = self.subscription.next(wait, reopen_at).await? else {
+                if out.is_empty() && tokio::time::Instant::now() < deadline {
+                    continue; // reopened after a close: keep waiting
+                }
+                break;
+            };
+            if raw.id < self.position {
+                continue; // before the requested start (the broker may start one entry early)
+            }
+            let entry = StoredEntry {
+                id: raw.id,
+                publish_time: raw.metadata.publish_time,
+                messages: batch::decode_entry(&raw.metadata, raw.payload)?,
+            };
+            self.position = EntryId {
+                ledger: raw.id.ledger,
+                entry: raw.id.entry + 1,
+            };
+            bytes += entry.approximate_size();
+            out.push(entry);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn position(&self) -> EntryId {
+        self.position
+    }
+
+    async fn seek(&mut self, start: EntryId) -> Result<()> {
+        self.subscription.close();
+        self.subscription.reopen(Some(start_before(start))).await?;
+        self.position = start;
+        Ok(())
+    }
+}
+
+/// A consumer on a durable subscription. Pulsar brokers only acknowledge batch indexes when
+/// configured to, so acknowledgements of single messages in a batch are kept here until the whole
+/// entry is acknowledged, as Pulsar's own clients do; a restart redelivers a partly acknowledged
+/// batch (at-least-once).
+pub struct PulsarConsumer {
+    subscription: Subscription,
+    sub_type: SubscriptionType,
+    /// Delivered entries: message count and the batch indexes acknowledged so far.
+    delivered: BTreeMap<EntryId, (u32, BTreeSet<u32>)>,
+    ready: VecDeque<ReceivedMessage>,
+    /// After a seek into a batch, its messages before the target are not delivered (the broker
+    /// seeks to whole entries).
+    seek_skip: Option<MessageId>,
+}
+
+impl PulsarConsumer {
+    pub async fn open(
+        pool: Arc<Pool>,
+        topic: &str,
+        name: &str,
+        sub_type: SubscriptionType,
+        initial: InitialPosition,
+    ) -> Result<PulsarConsumer> {
+        let wire_type = match sub_type {
+            SubscriptionType::Exclusive => sub_type::EXCLUSIVE,
+            SubscriptionType::Shared => sub_type::SHARED,
+            SubscriptionType::Failover => sub_type::FAILOVER,
+            SubscriptionType::KeyShared => sub_type::KEY_SHARED,
+        };
+        let initial = match initial {
+            InitialPosition::Latest => 0,
+            InitialPosition::Earliest => 1,
+        };
+        let subscription =
+            Subscription::open(pool, topic, name, wire_type, true, initial, None).await?;
+        Ok(PulsarConsumer {
+            subscription,
+            sub_type,
+            delivered: BTreeMap::new(),
+            ready: VecDeque::new(),
+            seek_skip: None,
+        })
+    }
+
+    fn send_ack(&self, kind: i32, entry: EntryId) {
+        self.subscription.connection.fire(BaseCommand {
+            r#type: t::ACK,
+            ack: Some(CommandAck {
+                consumer_id: self.subscription.consumer_id,
+                ack_type: kind,
+                message_id: vec![message_id(entry.ledger, entry.entry)],
+                request_id: None,
+            }),
+            ..Default::default()
+        });
+    }
+
+    fn mark(&mut self, id: MessageId) {
+        let entry = id.entry_id();
+        let complete = match self.delivered.get_mut(&entry) {
+            Some((count, acked)) => {
+                acked.insert(id.batch_index);
+                acked.len() as u32 >= *count
+            }
+            // Not delivered through this consumer: acknowledge the entry as Pulsar clients do.
+            None => true,
+        };
+        if complete {
+            self.delivered.remove(&entry);
+            self.send_ack(ack_type::INDIVIDUAL, entry);
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for PulsarConsumer {
+    async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.ready.len() < max.max(1) {
+            let wait = if self.ready.is_empty() {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let Some(raw) = self.subscription.next(wait, None).await? else {
+                if self.ready.is_empty() && tokio::time::Instant::now() < deadline {
+                    continue;
+                }
+                break;
+            };
+            let messages = batch::decode_entry(&raw.metadata, raw.payload)?;
+            let (_, acked) = self
+                .delivered
+                .entry(raw.id)
+                .or_insert_with(|| (messages.len() as u32, BTreeSet::new()))
+                .clone();
+            let skip_below = match self.seek_skip.take() {
+                Some(target) if target.entry_id() == raw.id => target.batch_index,
+                Some(target) if raw.id < target.entry_id() => {
+                    self.seek_skip = Some(target);
+                    u32::MAX
+                }
+                _ => 0,
+            };
+            if skip_below > 0 {
+                // Sought past: those messages count as acknowledged, so the entry can complete.
+                let count = messages.len() as u32;
+                if let Some((_, acked)) = self.delivered.get_mut(&raw.id) {
+                    acked.extend(0..skip_below.min(count));
+                }
+            }
+            for (index, message) in messages.into_iter().enumerate() {
+                // A redelivered batch also carries the messages already acknowledged here.
+                if acked.contains(&(index as u32)) || (index as u32) < skip_below {
+                    continue;
+                }
+                self.ready.push_back(ReceivedMessage {
+                    id: raw.id.message(index as u32),
+                    publish_time: raw.metadata.publish_time,
+                    message,
+                    redelivery_count: raw.redelivery_count,
+                });
+            }
+        }
+        let take = self.ready.len().min(max.max(1));
+        Ok(self.ready.drain(..take).collect())
+    }
+
+    async fn ack(&mut self, ids: &[MessageId]) -> Result<()> {
+        for id in ids {
+            self.mark(*id);
+        }
+        Ok(())
+    }
+
+    async fn ack_cumulative(&mut self, id: MessageId) -> Result<()> {
+        if matches!(
+            self.sub_type,
+            SubscriptionType::Shared | SubscriptionType::KeyShared
+        ) {
+            return Err(BackendError::InvalidArgument(
+                "cumulative acknowledgement is not allowed on Shared or Key_Shared subscriptions"
+                    .into(),
+            ));
+        }
+        let entry = id.entry_id();
+        let whole = self
+            .delivered
+            .get(&entry)
+            .is_none_or(|(count, _)| id.batch_index + 1 >= *count);
+        if whole {
+            self.send_ack(ack_type::CUMULATIVE, entry);
+            self.delivered = self.delivered.split_off(&EntryId {
+                ledger: entry.ledger,
+                entry: entry.entry + 1,
+            });
+        } else {
+            // Everything before this entry cumulatively, then this entry's prefix one by one.
+            if let Some(previous) = self.delivered.range(..entry).next_back().map(|(e, _)| *e) {
+                self.send_ack(ack_type::CUMULATIVE, previous);
+            }
+            self.delivered = self.delivered.split_off(&entry);
+            for index in 0..=id.batch_index {
+                self.mark(entry.message(index));
+            }
+        }
+        Ok(())
+    }
+
+    async fn nack(&mut self, ids: &[MessageId]) -> Result<()> {
+        let entries: BTreeSet<EntryId> = ids.iter().map(|id| id.entry_id()).collect();
+        self.subscription.connection.fire(BaseCommand {
+            r#type: t::REDELIVER_UNACKNOWLEDGED_MESSAGES,
+            redeliver_unacknowledged_messages: Some(CommandRedeliverUnacknowledgedMessages {
+                consumer_id: self.subscription.consumer_id,
+                message_ids: entries
+                    .iter()
+                    .map(|e| message_id(e.ledger, e.entry))
+                    .collect(),
+            }),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    async fn seek(&mut self, target: SeekTarget) -> Result<()> {
+        let request_id = self.subscription.connection.next_id();
+        let (message, publish_time) = match target {
+            SeekTarget::Message(id) => (Some(message_id(id.ledger, id.entry)), None),
+            SeekTarget::PublishTime(time) => (None, Some(time)),
+        };
+        self.subscription
+            .connection
+            .request(
+                request_id,
+                BaseCommand {
+                    r#type: t::SEEK,
+                    seek: Some(CommandSeek {
+                        consumer_id: self.subscription.consumer_id,
+                        request_id,
+                        message_id: message,
+                        message_publish_time: publish_time,
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable(format!("seek failed: {e}")))?;
+        self.delivered.clear();
+        self.ready.clear();
+        self.seek_skip = match target {
+            SeekTarget::Message(id) if id.batch_index > 0 => Some(id),
+            _ => None,
+        };
+        // The broker disconnects the consumer after a seek; wait for that (dropping what was
+        // pushed before it), then resubscribe, which picks up the new position.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(event)) =
+            tokio::time::timeout_at(deadline, self.subscription.events.recv()).await
+        {
+            if matches!(event, ConsumerEvent::Closed) {
+                break;
+            }
+        }
+        self.subscription.reopen(None).await
+    }
+
+    async fn close(self: Box<Self>) {
+        drop(self);
+    }
+}
