@@ -13,6 +13,8 @@ use crate::offsets;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// How long to wait for an entry known to exist.
+const ENTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl KafkaFrontend {
     pub(crate) async fn handle_list_offsets(
@@ -79,8 +81,9 @@ impl KafkaFrontend {
                     .open_reader(&topic, entry)
                     .await
                     .map_err(backend_error)?;
+                // The entry exists; on Pulsar it still has to reach the reader.
                 let entries = reader
-                    .read(1, 1, std::time::Duration::ZERO)
+                    .read(1, 1, ENTRY_WAIT)
                     .await
                     .map_err(backend_error)?;
                 let stamp = entries
