@@ -82,10 +82,7 @@ impl KafkaFrontend {
                     .await
                     .map_err(backend_error)?;
                 // The entry exists; on Pulsar it still has to reach the reader.
-                let entries = reader
-                    .read(1, 1, ENTRY_WAIT)
-                    .await
-                    .map_err(backend_error)?;
+                let entries = reader.read(1, 1, ENTRY_WAIT).await.map_err(backend_error)?;
                 let stamp = entries
                     .first()
                     .and_then(|e| {
