@@ -240,6 +240,9 @@ fn start_before(entry: EntryId) -> MessageIdData {
 pub struct PulsarReader {
     subscription: Subscription,
     position: EntryId,
+    /// Entries taken from the subscription and not yet returned. Kept here, not in a local, so
+    /// that `read` is cancel-safe: a fetch that stops waiting drops the future, not the entries.
+    taken: VecDeque<StoredEntry>,
 }
 
 impl PulsarReader {
@@ -258,7 +261,30 @@ impl PulsarReader {
         Ok(PulsarReader {
             subscription,
             position: start,
+            taken: VecDeque::new(),
         })
+    }
+
+    /// Takes one entry from the subscription into `taken`; false on time-out.
+    async fn take(&mut self, wait: Duration) -> Result<bool> {
+        let reopen_at = Some(start_before(self.position));
+        let Some(raw) = self.subscription.next(wait, reopen_at).await? else {
+            return Ok(false);
+        };
+        if raw.id < self.position {
+            return Ok(true); // before the requested start (the broker may start one entry early)
+        }
+        let entry = StoredEntry {
+            id: raw.id,
+            publish_time: raw.metadata.publish_time,
+            messages: batch::decode_entry(&raw.metadata, raw.payload)?,
+        };
+        self.position = EntryId {
+            ledger: raw.id.ledger,
+            entry: raw.id.entry + 1,
+        };
+        self.taken.push_back(entry);
+        Ok(true)
     }
 }
 
@@ -271,48 +297,35 @@ impl Reader for PulsarReader {
         wait: Duration,
     ) -> Result<Vec<StoredEntry>> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut out: Vec<StoredEntry> = Vec::new();
+        let max_entries = max_entries.max(1);
+        // Wait for the first entry; after it, take only what has already arrived.
+        while self.taken.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.take(left).await? && tokio::time::Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+        while self.taken.len() < max_entries && self.take(Duration::ZERO).await? {}
+        let mut out = Vec::new();
         let mut bytes = 0usize;
-        while out.len() < max_entries.max(1) {
-            // After the first entry, take only what has already arrived.
-            let wait = if out.is_empty() {
-                deadline.saturating_duration_since(tokio::time::Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            let reopen_at = Some(start_before(self.position));
-            let Some(raw) = self.subscription.next(wait, reopen_at).await? else {
-                if out.is_empty() && tokio::time::Instant::now() < deadline {
-                    continue; // reopened after a close: keep waiting
-                }
+        while let Some(entry) = self.taken.front() {
+            if out.len() >= max_entries
+                || (!out.is_empty() && bytes + entry.approximate_size() > max_bytes)
+            {
                 break;
-            };
-            if raw.id < self.position {
-                continue; // before the requested start (the broker may start one entry early)
             }
-            let entry = StoredEntry {
-                id: raw.id,
-                publish_time: raw.metadata.publish_time,
-                messages: batch::decode_entry(&raw.metadata, raw.payload)?,
-            };
-            self.position = EntryId {
-                ledger: raw.id.ledger,
-                entry: raw.id.entry + 1,
-            };
             bytes += entry.approximate_size();
-            out.push(entry);
-            if bytes >= max_bytes {
-                break;
-            }
+            out.push(self.taken.pop_front().expect("front exists"));
         }
         Ok(out)
     }
 
     fn position(&self) -> EntryId {
-        self.position
+        self.taken.front().map_or(self.position, |e| e.id)
     }
 
     async fn seek(&mut self, start: EntryId) -> Result<()> {
+        self.taken.clear();
         self.subscription.close();
         self.subscription.reopen(Some(start_before(start))).await?;
         self.position = start;
