@@ -1,5 +1,7 @@
-//! Shared helpers for the end-to-end tests: start a gateway (in-process or as a child process on
-//! the embedded backend) and reach it with real clients.
+//! Shared helpers for the end-to-end tests: start a gateway (in-process or as a child process)
+//! and reach it with real clients. Gateways run on the embedded backend, or on the real Pulsar
+//! named by `PULSAR_URL`/`PULSAR_ADMIN_URL` when `GATEWAY_TEST_BACKEND=pulsar` (as `.ci/run`
+//! does after `compat-suites/pulsar/start`).
 
 pub mod backends;
 
@@ -8,7 +10,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use pulsar_gateway::config::BackendKind;
 use pulsar_gateway::{Config, RunningGateway};
+
+/// `Some((service URL, admin URL))` when the tests must run against a real Pulsar.
+pub fn test_pulsar() -> Option<(String, String)> {
+    if std::env::var("GATEWAY_TEST_BACKEND").as_deref() != Ok("pulsar") {
+        return None;
+    }
+    let url = std::env::var("PULSAR_URL").expect("GATEWAY_TEST_BACKEND=pulsar needs PULSAR_URL");
+    let admin = std::env::var("PULSAR_ADMIN_URL")
+        .expect("GATEWAY_TEST_BACKEND=pulsar needs PULSAR_ADMIN_URL");
+    Some((url, admin))
+}
 
 /// A gateway running in this process with its own data directory.
 pub struct InProcessGateway {
@@ -24,6 +38,11 @@ impl InProcessGateway {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests(data.path());
+        if let Some((url, admin)) = test_pulsar() {
+            config.backend.kind = BackendKind::Pulsar;
+            config.backend.pulsar_url = Some(url);
+            config.backend.pulsar_admin_url = Some(admin);
+        }
         adjust(&mut config);
         let gateway = pulsar_gateway::start(config).await.expect("gateway starts");
         InProcessGateway { gateway, data }
@@ -59,6 +78,17 @@ impl GatewayProcess {
             .args(["--kafka-listen", &kafka.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--log-level", "warn"])
+            .args(match test_pulsar() {
+                Some((url, admin)) => vec![
+                    "--backend".into(),
+                    "pulsar".into(),
+                    "--pulsar-url".into(),
+                    url,
+                    "--pulsar-admin-url".into(),
+                    admin,
+                ],
+                None => vec![],
+            })
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn gateway");

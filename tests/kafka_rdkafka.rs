@@ -14,6 +14,11 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
+
+/// A topic name no earlier run used (a real Pulsar outlives test runs).
+fn unique(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
 /// What record `i` of a run looks like: keys (some null), values of many sizes (some null,
@@ -235,7 +240,7 @@ async fn round_trip_with_every_codec() {
     // 100,000 records in all, 20,000 per codec.
     let per_codec = 20_000;
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        let topic = format!("codec-{codec}");
+        let topic = unique(&format!("codec-{codec}"));
         create_topic(&bootstrap, &topic, PARTITIONS).await;
         // zstd also runs with the idempotent producer (InitProducerId and sequence numbers).
         let idempotent = if codec == "zstd" { "true" } else { "false" };
@@ -263,15 +268,14 @@ async fn round_trip_with_every_codec() {
 async fn list_offsets_by_timestamp_finds_the_first_later_record() {
     let gw = InProcessGateway::start().await;
     let bootstrap = gw.bootstrap();
-    create_topic(&bootstrap, "by-time", 1).await;
+    let topic: &'static str = unique("by-time").leak();
+    create_topic(&bootstrap, topic, 1).await;
     let p = producer(&bootstrap, &[]);
     let send = |v: String| {
         let p = p.clone();
         async move {
             p.send(
-                FutureRecord::<(), _>::to("by-time")
-                    .partition(0)
-                    .payload(&v),
+                FutureRecord::<(), _>::to(topic).partition(0).payload(&v),
                 Timeout::After(Duration::from_secs(10)),
             )
             .await
@@ -296,19 +300,15 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
     let (found, low, high) = tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap2);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("by-time", 0, Offset::Offset(t))
+        tpl.add_partition_offset(topic, 0, Offset::Offset(t))
             .unwrap();
         let found = c
             .offsets_for_times(tpl, Duration::from_secs(10))
             .expect("offsets_for_times");
         let (low, high) = c
-            .fetch_watermarks("by-time", 0, Duration::from_secs(10))
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
             .expect("watermarks");
-        (
-            found.find_partition("by-time", 0).unwrap().offset(),
-            low,
-            high,
-        )
+        (found.find_partition(topic, 0).unwrap().offset(), low, high)
     })
     .await
     .unwrap();
@@ -322,11 +322,11 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
     let none = tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap3);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("by-time", 0, Offset::Offset(t + 3_600_000))
+        tpl.add_partition_offset(topic, 0, Offset::Offset(t + 3_600_000))
             .unwrap();
         c.offsets_for_times(tpl, Duration::from_secs(10))
             .unwrap()
-            .find_partition("by-time", 0)
+            .find_partition(topic, 0)
             .unwrap()
             .offset()
     })
@@ -342,7 +342,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
     let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gateway = GatewayProcess::start(GATEWAY_BIN, data.path(), kafka, admin);
     let bootstrap = kafka.to_string();
-    create_topic(&bootstrap, "crash", PARTITIONS).await;
+    let topic: &'static str = unique("crash").leak();
+    create_topic(&bootstrap, topic, PARTITIONS).await;
     let base_ts = 1_700_000_000_000;
     let p = producer(
         &bootstrap,
@@ -366,7 +367,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
                 for &i in chunk {
                     pending.push((
                         i,
-                        enqueue(&p, "crash", i as i32 % PARTITIONS, &record(i, base_ts)).await,
+                        enqueue(&p, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
                     ));
                 }
                 for (i, d) in pending {
@@ -407,7 +408,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
     let got = tokio::task::spawn_blocking(move || {
         consume_all(
             &bootstrap2,
-            "crash",
+            topic,
             expected + 1_000,
             Duration::from_secs(20),
         )
@@ -429,14 +430,15 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
 async fn acks_zero_records_arrive() {
     let gw = InProcessGateway::start().await;
     let bootstrap = gw.bootstrap();
-    create_topic(&bootstrap, "fire-and-forget", PARTITIONS).await;
+    let topic: &'static str = unique("fire-and-forget").leak();
+    create_topic(&bootstrap, topic, PARTITIONS).await;
     let p = producer(&bootstrap, &[("acks", "0")]);
     let mut pending = Vec::new();
     for i in 0..600 {
         pending.push(
             enqueue(
                 &p,
-                "fire-and-forget",
+                topic,
                 i as i32 % PARTITIONS,
                 &record(i, 1_700_000_000_000),
             )
@@ -448,7 +450,7 @@ async fn acks_zero_records_arrive() {
         d.await.expect("delivery channel").expect("sent");
     }
     let got = tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap, "fire-and-forget", 600, Duration::from_secs(30))
+        consume_all(&bootstrap, topic, 600, Duration::from_secs(30))
     })
     .await
     .unwrap();
@@ -459,7 +461,8 @@ async fn acks_zero_records_arrive() {
 async fn long_poll_wakes_when_data_arrives() {
     let gw = InProcessGateway::start().await;
     let bootstrap = gw.bootstrap();
-    create_topic(&bootstrap, "long-poll", 1).await;
+    let topic: &'static str = unique("long-poll").leak();
+    create_topic(&bootstrap, topic, 1).await;
     let waiting = {
         let bootstrap = bootstrap.clone();
         tokio::task::spawn_blocking(move || {
@@ -472,7 +475,7 @@ async fn long_poll_wakes_when_data_arrives() {
                 .create()
                 .unwrap();
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset("long-poll", 0, Offset::Beginning)
+            tpl.add_partition_offset(topic, 0, Offset::Beginning)
                 .unwrap();
             c.assign(&tpl).unwrap();
             let started = Instant::now();
@@ -492,7 +495,7 @@ async fn long_poll_wakes_when_data_arrives() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let p = producer(&bootstrap, &[]);
     p.send(
-        FutureRecord::<(), _>::to("long-poll")
+        FutureRecord::<(), _>::to(topic)
             .partition(0)
             .payload("wake up"),
         Timeout::After(Duration::from_secs(10)),
@@ -517,10 +520,11 @@ async fn admin_apis_with_the_rdkafka_admin_client() {
         .create()
         .unwrap();
     let opts = AdminOptions::new();
-    create_topic(&bootstrap, "admin-t", 3).await;
+    let topic: &'static str = unique("admin-t").leak();
+    create_topic(&bootstrap, topic, 3).await;
     let again = admin
         .create_topics(
-            &[NewTopic::new("admin-t", 3, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
             &opts,
         )
         .await
@@ -531,22 +535,22 @@ async fn admin_apis_with_the_rdkafka_admin_client() {
     );
 
     let grown = admin
-        .create_partitions(&[NewPartitions::new("admin-t", 5)], &opts)
+        .create_partitions(&[NewPartitions::new(topic, 5)], &opts)
         .await
         .unwrap();
     grown[0].as_ref().expect("partitions added");
     let shrunk = admin
-        .create_partitions(&[NewPartitions::new("admin-t", 2)], &opts)
+        .create_partitions(&[NewPartitions::new(topic, 2)], &opts)
         .await
         .unwrap();
     assert_eq!(
         shrunk[0].as_ref().unwrap_err().1,
         rdkafka::types::RDKafkaErrorCode::InvalidPartitions
     );
-    assert_eq!(partition_count(&bootstrap, "admin-t").await, Ok(5));
+    assert_eq!(partition_count(&bootstrap, topic).await, Ok(5));
 
     let configs = admin
-        .describe_configs(&[ResourceSpecifier::Topic("admin-t")], &opts)
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
         .await
         .unwrap();
     let config = configs[0].as_ref().expect("topic configs");
@@ -557,10 +561,10 @@ async fn admin_apis_with_the_rdkafka_admin_client() {
         Some("delete")
     );
 
-    let deleted = admin.delete_topics(&["admin-t"], &opts).await.unwrap();
+    let deleted = admin.delete_topics(&[topic], &opts).await.unwrap();
     deleted[0].as_ref().expect("deleted");
     assert_eq!(
-        partition_count(&bootstrap, "admin-t").await,
+        partition_count(&bootstrap, topic).await,
         Err(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
     );
 }
