@@ -27,6 +27,10 @@ pub use connection::Auth;
 use crate::pool::Pool;
 use crate::producer::Producer;
 
+/// Producers kept before idle ones are looked for, and how long unused makes one idle.
+const PRODUCERS_BEFORE_SWEEP: usize = 1024;
+const PRODUCER_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How long to wait for an entry known to exist to reach a reader.
 const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -67,6 +71,9 @@ impl PulsarBackend {
     }
 
     async fn producer(&self, topic: &str, name: Option<&str>) -> Result<Arc<Producer>> {
+        if self.producers.len() > PRODUCERS_BEFORE_SWEEP {
+            self.close_idle_producers();
+        }
         let slot = self
             .producers
             .entry((topic.to_owned(), name.map(str::to_owned)))
@@ -79,6 +86,20 @@ impl PulsarBackend {
         let p = Arc::new(Producer::create(&self.pool, topic, name, self.compression).await?);
         *slot = Some(p.clone());
         Ok(p)
+    }
+}
+
+impl PulsarBackend {
+    /// Drops producers no send used for a while (each Kafka idempotent producer gets its own
+    /// Pulsar producer per partition, so they would pile up on the brokers otherwise).
+    fn close_idle_producers(&self) {
+        let cutoff = batch::now_millis().saturating_sub(PRODUCER_IDLE.as_millis() as u64);
+        self.producers.retain(|_, slot| match slot.try_lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .is_some_and(|p| p.last_used.load(std::sync::atomic::Ordering::Relaxed) >= cutoff),
+            Err(_) => true, // being created or used right now
+        });
     }
 }
 

@@ -11,7 +11,9 @@ use crate::batch;
 use crate::connection::{unavailable, Connection};
 use crate::frame;
 use crate::pool::Pool;
-use crate::proto::{command_type as t, BaseCommand, CommandProducer, CommandSend};
+use crate::proto::{
+    command_type as t, BaseCommand, CommandCloseProducer, CommandProducer, CommandSend,
+};
 
 pub struct Producer {
     connection: Arc<Connection>,
@@ -20,6 +22,23 @@ pub struct Producer {
     /// Next sequence id for entries without their own (deduplication) sequence.
     next_sequence: AtomicU64,
     codec: i32,
+    /// When a send last used it (ms since epoch), for closing idle producers.
+    pub last_used: AtomicU64,
+}
+
+impl Drop for Producer {
+    /// Closing tells the broker to forget this producer (Pulsar counts producers per topic).
+    fn drop(&mut self) {
+        let request_id = self.connection.next_id();
+        self.connection.fire(BaseCommand {
+            r#type: t::CLOSE_PRODUCER,
+            close_producer: Some(CommandCloseProducer {
+                producer_id: self.producer_id,
+                request_id,
+            }),
+            ..Default::default()
+        });
+    }
 }
 
 impl Producer {
@@ -60,6 +79,7 @@ impl Producer {
             name: success.producer_name,
             next_sequence: AtomicU64::new((last + 1).max(0) as u64),
             codec,
+            last_used: AtomicU64::new(batch::now_millis()),
         })
     }
 
@@ -70,6 +90,7 @@ impl Producer {
 
     /// Writes the entries in order, pipelined, and waits for every receipt.
     pub async fn send(&self, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+        self.last_used.store(batch::now_millis(), Ordering::Relaxed);
         let mut waiting = Vec::with_capacity(entries.len());
         for entry in &entries {
             let sequence_id = match &entry.dedup {
