@@ -41,13 +41,20 @@ struct RawEntry {
     payload: bytes::Bytes,
 }
 
-struct Subscription {
-    pool: Arc<Pool>,
+/// What a subscription is: kept so it can be reopened the same way.
+#[derive(Clone)]
+struct Spec {
     topic: String,
     name: String,
     sub_type: i32,
     durable: bool,
+    /// 0 = latest, 1 = earliest (for a new durable subscription).
     initial: i32,
+}
+
+struct Subscription {
+    pool: Arc<Pool>,
+    spec: Spec,
     connection: Arc<Connection>,
     consumer_id: u64,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
@@ -57,22 +64,13 @@ struct Subscription {
 impl Subscription {
     async fn open(
         pool: Arc<Pool>,
-        topic: &str,
-        name: &str,
-        sub_type: i32,
-        durable: bool,
-        initial: i32,
+        spec: Spec,
         start: Option<MessageIdData>,
     ) -> Result<Subscription> {
-        let (connection, consumer_id, events) =
-            subscribe(&pool, topic, name, sub_type, durable, initial, start).await?;
+        let (connection, consumer_id, events) = subscribe(&pool, &spec, start).await?;
         Ok(Subscription {
             pool,
-            topic: topic.to_owned(),
-            name: name.to_owned(),
-            sub_type,
-            durable,
-            initial,
+            spec,
             connection,
             consumer_id,
             events,
@@ -122,16 +120,7 @@ impl Subscription {
 
     async fn reopen(&mut self, start: Option<MessageIdData>) -> Result<()> {
         self.connection.forget_consumer(self.consumer_id);
-        let (connection, consumer_id, events) = subscribe(
-            &self.pool,
-            &self.topic,
-            &self.name,
-            self.sub_type,
-            self.durable,
-            self.initial,
-            start,
-        )
-        .await?;
+        let (connection, consumer_id, events) = subscribe(&self.pool, &self.spec, start).await?;
         self.connection = connection;
         self.consumer_id = consumer_id;
         self.events = events;
@@ -172,30 +161,26 @@ impl Drop for Subscription {
 
 async fn subscribe(
     pool: &Pool,
-    topic: &str,
-    name: &str,
-    sub_type: i32,
-    durable: bool,
-    initial: i32,
+    spec: &Spec,
     start: Option<MessageIdData>,
 ) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
-    let connection = pool.owner_of(topic).await?;
+    let connection = pool.owner_of(&spec.topic).await?;
     let (consumer_id, request_id) = (connection.next_id(), connection.next_id());
     let events = connection.register_consumer(consumer_id);
     let command = BaseCommand {
         r#type: t::SUBSCRIBE,
         subscribe: Some(CommandSubscribe {
-            topic: topic.to_owned(),
-            subscription: name.to_owned(),
-            sub_type,
+            topic: spec.topic.clone(),
+            subscription: spec.name.clone(),
+            sub_type: spec.sub_type,
             consumer_id,
             request_id,
             consumer_name: Some(consumer_name()),
-            durable: Some(durable),
+            durable: Some(spec.durable),
             start_message_id: start,
-            initial_position: Some(initial),
+            initial_position: Some(spec.initial),
             force_topic_creation: Some(false),
-            key_shared_meta: (sub_type == sub_type::KEY_SHARED)
+            key_shared_meta: (spec.sub_type == sub_type::KEY_SHARED)
                 .then_some(KeySharedMeta { key_shared_mode: 0 }),
         }),
         ..Default::default()
@@ -247,17 +232,14 @@ pub struct PulsarReader {
 
 impl PulsarReader {
     pub async fn open(pool: Arc<Pool>, topic: &str, start: EntryId) -> Result<PulsarReader> {
-        let name = format!("pulsar-gateway-reader-{:016x}", rand::random::<u64>());
-        let subscription = Subscription::open(
-            pool,
-            topic,
-            &name,
-            sub_type::EXCLUSIVE,
-            false,
-            1,
-            Some(start_before(start)),
-        )
-        .await?;
+        let spec = Spec {
+            topic: topic.to_owned(),
+            name: format!("pulsar-gateway-reader-{:016x}", rand::random::<u64>()),
+            sub_type: sub_type::EXCLUSIVE,
+            durable: false,
+            initial: 1,
+        };
+        let subscription = Subscription::open(pool, spec, Some(start_before(start))).await?;
         Ok(PulsarReader {
             subscription,
             position: start,
@@ -366,8 +348,18 @@ impl PulsarConsumer {
             InitialPosition::Latest => 0,
             InitialPosition::Earliest => 1,
         };
-        let subscription =
-            Subscription::open(pool, topic, name, wire_type, true, initial, None).await?;
+        let subscription = Subscription::open(
+            pool,
+            Spec {
+                topic: topic.to_owned(),
+                name: name.to_owned(),
+                sub_type: wire_type,
+                durable: true,
+                initial,
+            },
+            None,
+        )
+        .await?;
         Ok(PulsarConsumer {
             subscription,
             sub_type,
