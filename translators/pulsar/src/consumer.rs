@@ -59,6 +59,8 @@ struct Subscription {
     consumer_id: u64,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
     used_permits: u32,
+    /// Set once the broker confirmed the close; Drop then has nothing left to do.
+    closed: bool,
 }
 
 impl Subscription {
@@ -75,7 +77,27 @@ impl Subscription {
             consumer_id,
             events,
             used_permits: 0,
+            closed: false,
         })
+    }
+
+    /// Closes and waits for the broker's confirmation, so what follows (deleting the
+    /// subscription, another Exclusive consumer) does not race with the close.
+    async fn close_and_wait(&mut self) {
+        let request_id = self.connection.next_id();
+        self.connection.forget_consumer(self.consumer_id);
+        let close = BaseCommand {
+            r#type: t::CLOSE_CONSUMER,
+            close_consumer: Some(CommandCloseConsumer {
+                consumer_id: self.consumer_id,
+                request_id,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.connection.request(request_id, close).await {
+            tracing::debug!(error = %e, "closing a Pulsar consumer");
+        }
+        self.closed = true;
     }
 
     /// The next entry, waiting up to `wait`. `Ok(None)` on time-out; a closed subscription is
@@ -125,6 +147,7 @@ impl Subscription {
         self.consumer_id = consumer_id;
         self.events = events;
         self.used_permits = 0;
+        self.closed = false;
         Ok(())
     }
 
@@ -155,7 +178,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.close();
+        if !self.closed {
+            self.close();
+        }
     }
 }
 
@@ -552,7 +577,7 @@ impl Consumer for PulsarConsumer {
         self.subscription.reopen(None).await
     }
 
-    async fn close(self: Box<Self>) {
-        drop(self);
+    async fn close(mut self: Box<Self>) {
+        self.subscription.close_and_wait().await;
     }
 }

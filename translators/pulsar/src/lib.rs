@@ -31,6 +31,9 @@ use crate::producer::Producer;
 const PRODUCERS_BEFORE_SWEEP: usize = 1024;
 const PRODUCER_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long a topic's first entry is taken from the cache.
+const FIRST_ENTRY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long to wait for an entry known to exist to reach a reader.
 const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -55,6 +58,8 @@ pub struct PulsarBackend {
     compression: i32,
     /// Producers by (topic, producer name); a lock per slot so one producer is created at a time.
     producers: DashMap<(String, Option<String>), ProducerSlot>,
+    /// First stored entry per topic, and when it was asked.
+    first_entries: DashMap<String, (std::time::Instant, EntryId)>,
 }
 
 impl PulsarBackend {
@@ -67,6 +72,7 @@ impl PulsarBackend {
             admin: AdminClient::new(&config.admin_url, config.token)?,
             compression: config.compression,
             producers: DashMap::new(),
+            first_entries: DashMap::new(),
         }))
     }
 
@@ -122,6 +128,9 @@ impl Backend for PulsarBackend {
     }
 
     async fn delete_topic(&self, topic: &TopicName) -> Result<()> {
+        let (name, partitions) = (topic.to_string(), format!("{topic}-partition-"));
+        self.first_entries
+            .retain(|k, _| k != &name && !k.starts_with(&partitions));
         self.admin.delete_topic(topic).await
     }
 
@@ -162,7 +171,22 @@ impl Backend for PulsarBackend {
     }
 
     async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>> {
-        self.admin.first_entry(topic).await
+        // Kafka fetches ask for the log start every time; it only moves when retention drops
+        // ledgers, and a stale (lower) answer is harmless, so a short cache saves a REST call.
+        let key = topic.to_string();
+        if let Some(hit) = self
+            .first_entries
+            .get(&key)
+            .filter(|h| h.0.elapsed() < FIRST_ENTRY_TTL)
+        {
+            return Ok(Some(hit.1));
+        }
+        let first = self.admin.first_entry(topic).await?;
+        if let Some(id) = first {
+            self.first_entries
+                .insert(key, (std::time::Instant::now(), id));
+        }
+        Ok(first)
     }
 
     async fn find_entry_by_publish_time(
