@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{free_port, GatewayProcess, InProcessGateway};
+use e2e_tests::{free_port, http_empty_request, test_pulsar, GatewayProcess, InProcessGateway};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -587,4 +587,76 @@ async fn partition_count(
     })
     .await
     .unwrap()
+}
+
+/// Pulsar moves topics between brokers (bundle unloads, rebalancing): the broker closes the
+/// gateway's producers and consumers. Production must go on, and nothing acknowledged may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn topic_unload_mid_stream_loses_no_acknowledged_record() {
+    let (_, admin_url) =
+        test_pulsar().expect("GATEWAY_TEST_BACKEND=pulsar names the Pulsar to unload topics on");
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.bootstrap();
+    let topic: &'static str = unique("unload").leak();
+    create_topic(&bootstrap, topic, PARTITIONS).await;
+    let base_ts = 1_700_000_000_000;
+    let p = producer(&bootstrap, &[("message.timeout.ms", "60000")]);
+    let total = 3_000;
+    let (half_tx, half_rx) = tokio::sync::oneshot::channel();
+    let producing = tokio::spawn(async move {
+        let mut acked = HashMap::new();
+        let mut half_tx = Some(half_tx);
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+            let mut pending = Vec::new();
+            for &i in chunk {
+                pending.push((
+                    i,
+                    enqueue(&p, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
+                ));
+            }
+            for (i, d) in pending {
+                if let Ok(d) = d.await.expect("delivery channel") {
+                    acked.insert((d.partition, d.offset), i);
+                }
+            }
+            if acked.len() >= total / 3 {
+                if let Some(tx) = half_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        acked
+    });
+    half_rx.await.expect("a third was acknowledged");
+    for partition in 0..PARTITIONS {
+        let url = format!(
+            "{admin_url}/admin/v2/persistent/public/default/{topic}-partition-{partition}/unload"
+        );
+        let status = tokio::task::spawn_blocking(move || http_empty_request("PUT", &url))
+            .await
+            .unwrap();
+        assert_eq!(status, Some(204), "unloading partition {partition}");
+    }
+    let acked = producing.await.unwrap();
+    assert!(
+        acked.len() > total / 3,
+        "production went on after the unload ({} acknowledged)",
+        acked.len()
+    );
+    let expected = acked.len();
+    let bootstrap2 = bootstrap.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap2, topic, expected, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let by_offset: HashMap<(i32, i64), &Expected> =
+        got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
+    for ((partition, offset), i) in &acked {
+        let found = by_offset
+            .get(&(*partition, *offset))
+            .unwrap_or_else(|| panic!("acknowledged record {i} at {partition}/{offset} was lost"));
+        assert_eq!(*found, &record(*i, base_ts));
+    }
 }
