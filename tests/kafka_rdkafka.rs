@@ -232,6 +232,78 @@ fn assert_round_trip(
     }
 }
 
+/// Records acknowledged by (partition, offset), and how many sends failed.
+type Acknowledged = (HashMap<(i32, i64), usize>, usize);
+
+/// Produces records `0..total` in chunks while the test disturbs the gateway or Pulsar; the
+/// receiver fires once `signal_after` records are acknowledged.
+fn produce_in_background(
+    producer: FutureProducer,
+    topic: &'static str,
+    total: usize,
+    chunk: usize,
+    signal_after: usize,
+    base_ts: i64,
+) -> (
+    tokio::task::JoinHandle<Acknowledged>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (signal, reached) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut acked = HashMap::new();
+        let mut failed = 0usize;
+        let mut signal = Some(signal);
+        for records in (0..total).collect::<Vec<_>>().chunks(chunk) {
+            let mut pending = Vec::new();
+            for &i in records {
+                pending.push((
+                    i,
+                    enqueue(&producer, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
+                ));
+            }
+            for (i, d) in pending {
+                match d.await.expect("delivery channel") {
+                    Ok(d) => {
+                        acked.insert((d.partition, d.offset), i);
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            if acked.len() >= signal_after {
+                if let Some(tx) = signal.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        (acked, failed)
+    });
+    (task, reached)
+}
+
+/// Every acknowledged record is there, at the offset its acknowledgement gave. `want` may exceed
+/// the acknowledged count when retried records may appear twice.
+async fn assert_acknowledged_present(
+    bootstrap: &str,
+    topic: &'static str,
+    acked: &HashMap<(i32, i64), usize>,
+    want: usize,
+    limit: Duration,
+    base_ts: i64,
+) {
+    let bootstrap = bootstrap.to_owned();
+    let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, topic, want, limit))
+        .await
+        .unwrap();
+    let by_offset: HashMap<(i32, i64), &Expected> =
+        got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
+    for ((partition, offset), i) in acked {
+        let found = by_offset
+            .get(&(*partition, *offset))
+            .unwrap_or_else(|| panic!("acknowledged record {i} at {partition}/{offset} was lost"));
+        assert_eq!(*found, &record(*i, base_ts));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_with_every_codec() {
     let gw = InProcessGateway::start().await;
@@ -355,38 +427,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
 
     // Keep producing while the gateway is killed and restarted; keep what was acknowledged.
     let total = 6_000;
-    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel();
-    let producing = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            let mut acked = HashMap::new();
-            let mut failed = 0usize;
-            let mut killed_tx = Some(killed_tx);
-            for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
-                let mut pending = Vec::new();
-                for &i in chunk {
-                    pending.push((
-                        i,
-                        enqueue(&p, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
-                    ));
-                }
-                for (i, d) in pending {
-                    match d.await.expect("delivery channel") {
-                        Ok(d) => {
-                            acked.insert((d.partition, d.offset), i);
-                        }
-                        Err(_) => failed += 1,
-                    }
-                }
-                if acked.len() >= 2_000 {
-                    if let Some(tx) = killed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-            (acked, failed)
-        })
-    };
+    let (producing, killed_rx) =
+        produce_in_background(p.clone(), topic, total, 200, 2_000, base_ts);
     killed_rx.await.expect("producer reached 2,000 acks");
     gateway.kill();
     let gateway = GatewayProcess::start(GATEWAY_BIN, data.path(), kafka, admin);
@@ -403,26 +445,16 @@ async fn sigkill_mid_stream_loses_no_acknowledged_record() {
 
     // Every acknowledged record is there, at the offset its acknowledgement gave. Records that
     // were retried around the crash may appear twice; nothing else may.
-    let bootstrap2 = bootstrap.clone();
     let expected = acked.len();
-    let got = tokio::task::spawn_blocking(move || {
-        consume_all(
-            &bootstrap2,
-            topic,
-            expected + 1_000,
-            Duration::from_secs(20),
-        )
-    })
-    .await
-    .unwrap();
-    let by_offset: HashMap<(i32, i64), &Expected> =
-        got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
-    for ((partition, offset), i) in &acked {
-        let found = by_offset
-            .get(&(*partition, *offset))
-            .unwrap_or_else(|| panic!("acknowledged record {i} at {partition}/{offset} was lost"));
-        assert_eq!(*found, &record(*i, base_ts));
-    }
+    assert_acknowledged_present(
+        &bootstrap,
+        topic,
+        &acked,
+        expected + 1_000,
+        Duration::from_secs(20),
+        base_ts,
+    )
+    .await;
     drop(gateway);
 }
 
@@ -603,31 +635,7 @@ async fn topic_unload_mid_stream_loses_no_acknowledged_record() {
     let base_ts = 1_700_000_000_000;
     let p = producer(&bootstrap, &[("message.timeout.ms", "60000")]);
     let total = 3_000;
-    let (half_tx, half_rx) = tokio::sync::oneshot::channel();
-    let producing = tokio::spawn(async move {
-        let mut acked = HashMap::new();
-        let mut half_tx = Some(half_tx);
-        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
-            let mut pending = Vec::new();
-            for &i in chunk {
-                pending.push((
-                    i,
-                    enqueue(&p, topic, i as i32 % PARTITIONS, &record(i, base_ts)).await,
-                ));
-            }
-            for (i, d) in pending {
-                if let Ok(d) = d.await.expect("delivery channel") {
-                    acked.insert((d.partition, d.offset), i);
-                }
-            }
-            if acked.len() >= total / 3 {
-                if let Some(tx) = half_tx.take() {
-                    let _ = tx.send(());
-                }
-            }
-        }
-        acked
-    });
+    let (producing, half_rx) = produce_in_background(p, topic, total, 100, total / 3, base_ts);
     half_rx.await.expect("a third was acknowledged");
     for partition in 0..PARTITIONS {
         let url = format!(
@@ -638,25 +646,20 @@ async fn topic_unload_mid_stream_loses_no_acknowledged_record() {
             .unwrap();
         assert_eq!(status, Some(204), "unloading partition {partition}");
     }
-    let acked = producing.await.unwrap();
+    let (acked, _) = producing.await.unwrap();
     assert!(
         acked.len() > total / 3,
         "production went on after the unload ({} acknowledged)",
         acked.len()
     );
     let expected = acked.len();
-    let bootstrap2 = bootstrap.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap2, topic, expected, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    let by_offset: HashMap<(i32, i64), &Expected> =
-        got.iter().map(|(p, o, e)| ((*p, *o), e)).collect();
-    for ((partition, offset), i) in &acked {
-        let found = by_offset
-            .get(&(*partition, *offset))
-            .unwrap_or_else(|| panic!("acknowledged record {i} at {partition}/{offset} was lost"));
-        assert_eq!(*found, &record(*i, base_ts));
-    }
+    assert_acknowledged_present(
+        &bootstrap,
+        topic,
+        &acked,
+        expected,
+        Duration::from_secs(60),
+        base_ts,
+    )
+    .await;
 }
