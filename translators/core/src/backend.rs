@@ -48,6 +48,9 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
+/// Entries handed to a writer, resolving when they are persisted (or failed).
+pub type PendingSend = futures::future::BoxFuture<'static, Result<Vec<SendReceipt>>>;
+
 /// Result of writing one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendReceipt {
@@ -84,9 +87,17 @@ pub trait Backend: Send + Sync + 'static {
         namespace: &str,
     ) -> Result<Vec<(TopicName, TopicInfo)>>;
 
-    /// Appends entries to one topic or partition, in order, and returns when they are persisted.
+    /// Hands entries for one topic or partition to its writer and returns once they are queued, in
+    /// call order: entries of a later call land after those of an earlier one. The returned
+    /// future resolves when they are persisted. This lets a front end pipeline writes (Pulsar's
+    /// round trip is longer than a Kafka broker's) without reordering them.
     /// Entries of one call get consecutive entry ids when they fit the current ledger.
-    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>>;
+    async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend>;
+
+    /// Appends entries and returns when they are persisted.
+    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+        self.submit(topic, entries).await?.await
+    }
 
     /// The id of the last message written, or `None` for an empty topic.
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>>;

@@ -12,7 +12,7 @@ pub mod table;
 pub mod topic;
 
 pub use backend::{
-    Backend, BackendRef, Consumer, InitialPosition, Reader, SeekTarget, SendReceipt,
+    Backend, BackendRef, Consumer, InitialPosition, PendingSend, Reader, SeekTarget, SendReceipt,
     SubscriptionType, TopicInfo,
 };
 pub use error::{BackendError, ErrorSource, Result};

@@ -14,9 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use gateway_core::backend::{InitialPosition, SendReceipt, SubscriptionType, TopicInfo};
+use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, Reader, Result, TopicName,
+    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, PendingSend, Reader, Result,
+    TopicName,
 };
 use redb::ReadableDatabase;
 
@@ -78,9 +79,9 @@ impl Backend for EmbeddedBackend {
         blocking(move || topics.list(&tenant, &namespace)).await
     }
 
-    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+    async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         let state = self.topics.clone().resolve_async(topic).await?;
-        self.writer.send(state, entries).await
+        self.writer.submit(state, entries).await
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use gateway_core::backend::SendReceipt;
-use gateway_core::{BackendError, EntryId, EntryToSend, Result};
+use gateway_core::{BackendError, EntryId, EntryToSend, PendingSend, Result};
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,11 +40,12 @@ impl Drop for WriterHandle {
 }
 
 impl WriterHandle {
-    pub async fn send(
+    /// Queues the entries (jobs are written in queue order) and returns their pending receipts.
+    pub async fn submit(
         &self,
         topic: Arc<TopicState>,
         entries: Vec<EntryToSend>,
-    ) -> Result<Vec<SendReceipt>> {
+    ) -> Result<PendingSend> {
         let (reply, receipt) = oneshot::channel();
         self.queue
             .as_ref()
@@ -56,7 +57,9 @@ impl WriterHandle {
             })
             .await
             .map_err(|_| BackendError::Closed)?;
-        receipt.await.map_err(|_| BackendError::Closed)?
+        Ok(Box::pin(async move {
+            receipt.await.map_err(|_| BackendError::Closed)?
+        }))
     }
 
     pub fn is_running(&self) -> bool {

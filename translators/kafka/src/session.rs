@@ -1,11 +1,17 @@
 //! One Kafka client connection: a reader task that frames requests, and this task answering them
 //! in order (as a Kafka broker does), joined by a bounded queue so that a slow backend stops
 //! socket reads instead of growing memory.
+//!
+//! Consecutive produce requests are pipelined: each is handed to the backend in order and its
+//! response written once persisted, while the next one is read. Any other request first waits
+//! for the produce requests before it, so it sees their effects, as on a Kafka broker.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -104,50 +110,80 @@ impl KafkaFrontend {
 
         let mut writer = BufWriter::new(write_half);
         let mut fetch_state = FetchState::default();
-        let mut result = Ok(());
-        while let Some(item) = queue.recv().await {
-            let outcome = match item {
+        // Produce responses still waiting for the backend, oldest first.
+        let mut in_flight: VecDeque<Later> = VecDeque::new();
+        let cap = self.config.max_in_flight.max(1);
+        let mut reading = true;
+        let result = loop {
+            let (waiting, room) = (!in_flight.is_empty(), reading && in_flight.len() < cap);
+            if !waiting && !reading {
+                break Ok(());
+            }
+            // Responses are batched while requests keep coming, and flushed before any wait.
+            if !writer.buffer().is_empty() && (queue.is_empty() || !room) {
+                if let Err(e) = writer.flush().await {
+                    break Err(e);
+                }
+            }
+            let step = tokio::select! {
+                biased;
+                outcome = async { in_flight.front_mut().expect("checked").await }, if waiting => {
+                    in_flight.pop_front();
+                    Step::Finished(outcome)
+                }
+                item = queue.recv(), if room => Step::Arrived(item),
+            };
+            let frame = match step {
+                Step::Finished(outcome) => match deliver(&mut writer, outcome, false).await {
+                    Ok(()) => continue,
+                    Err(end) => break end,
+                },
+                Step::Arrived(None) => {
+                    reading = false;
+                    continue;
+                }
+                Step::Arrived(Some(item)) => item,
+            };
+            let is_produce =
+                matches!(&frame, Ok(f) if f.clone().get_i16() == ApiKey::Produce as i16);
+            if !is_produce {
+                // Everything but produce waits for the responses before it.
+                if let Err(end) = drain(&mut writer, &mut in_flight).await {
+                    break end;
+                }
+            }
+            let outcome = match frame {
                 Ok(frame) => self.answer(&mut fetch_state, frame).await,
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(Some(response)) => {
-                    if let Err(e) = writer.write_all(&response).await {
-                        result = Err(e);
-                        break;
+                Ok(Answer::Later(later)) => in_flight.push_back(later),
+                Ok(Answer::Now(response)) => {
+                    if let Err(end) = deliver(&mut writer, Ok(response), false).await {
+                        break end;
                     }
-                    // Flush only when no further request is waiting, to batch small responses.
-                    if queue.is_empty() {
-                        if let Err(e) = writer.flush().await {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(Refusal::Io(e)) => {
-                    tracing::debug!(error = %e, "connection read failed");
-                    break;
                 }
                 Err(refusal) => {
-                    metrics::counter!("kafka_connections_refused_requests_total").increment(1);
-                    tracing::warn!(reason = %refusal, "closing Kafka connection");
-                    break;
+                    // Requests read before the bad one are still answered.
+                    let _ = drain(&mut writer, &mut in_flight).await;
+                    let _ = deliver(&mut writer, Err(refusal), true).await;
+                    break Ok(());
                 }
             }
-        }
+        };
         reader.abort();
         let _ = writer.flush().await;
         let _ = writer.shutdown().await;
         result
     }
 
-    /// Decodes, handles and encodes one request; `None` when no response is due (acks=0).
+    /// Decodes, handles and encodes one request. A produce request is answered `Later`; `None`
+    /// means no response is due (acks=0).
     async fn answer(
-        &self,
+        self: &Arc<Self>,
         fetch_state: &mut FetchState,
         mut frame: Bytes,
-    ) -> Result<Option<BytesMut>, Refusal> {
+    ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let raw_key = frame.clone().get_i16();
         let version = frame.clone().advance_then_i16();
@@ -160,7 +196,7 @@ impl KafkaFrontend {
             // client can pick a version both sides know.
             let correlation_id = frame.clone().advance_then_correlation();
             let response = ResponseKind::ApiVersions(api_versions_handler::unsupported());
-            return encode(correlation_id, key, 0, &response).map(Some);
+            return encode(correlation_id, key, 0, &response).map(|r| Answer::Now(Some(r)));
         }
         let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
@@ -173,7 +209,19 @@ impl KafkaFrontend {
             RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
                 self.handle_metadata(r, version).await,
             )),
-            RequestKind::Produce(r) => self.handle_produce(r).await.map(ResponseKind::Produce),
+            RequestKind::Produce(r) => {
+                let pending = self.dispatch_produce(r).await;
+                let correlation_id = header.correlation_id;
+                return Ok(Answer::Later(Box::pin(async move {
+                    let response = pending.await;
+                    record_request_metrics(key, started);
+                    match response {
+                        Some(r) => encode(correlation_id, key, version, &ResponseKind::Produce(r))
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                })));
+            }
             RequestKind::Fetch(r) => {
                 Some(ResponseKind::Fetch(self.handle_fetch(fetch_state, r).await))
             }
@@ -201,15 +249,76 @@ impl KafkaFrontend {
             // The table and this match must agree; a row without a handler is a bug.
             _ => return Err(Refusal::UnsupportedVersion(key, version)),
         };
-        let api = format!("{key:?}");
-        metrics::counter!("kafka_requests_total", "api" => api.clone()).increment(1);
-        metrics::histogram!("kafka_request_seconds", "api" => api)
-            .record(started.elapsed().as_secs_f64());
+        record_request_metrics(key, started);
         match response {
-            Some(r) => encode(header.correlation_id, key, version, &r).map(Some),
-            None => Ok(None),
+            Some(r) => {
+                encode(header.correlation_id, key, version, &r).map(|r| Answer::Now(Some(r)))
+            }
+            None => Ok(Answer::Now(None)),
         }
     }
+}
+
+/// A response that is ready, or one that waits for the backend.
+enum Answer {
+    Now(Option<BytesMut>),
+    Later(Later),
+}
+
+/// An encoded response, once its writes are persisted; `None` when no response is due.
+type Later = BoxFuture<'static, Result<Option<BytesMut>, Refusal>>;
+
+/// What the connection loop woke up for.
+enum Step {
+    Finished(Result<Option<BytesMut>, Refusal>),
+    Arrived(Option<Result<Bytes, Refusal>>),
+}
+
+/// Writes a response (flushed when asked), or ends the connection: `Err` carries the
+/// connection's result.
+async fn deliver<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    outcome: Result<Option<BytesMut>, Refusal>,
+    flush: bool,
+) -> Result<(), std::io::Result<()>> {
+    match outcome {
+        Ok(Some(response)) => {
+            writer.write_all(&response).await.map_err(Err)?;
+            if flush {
+                writer.flush().await.map_err(Err)?;
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(Refusal::Io(e)) => {
+            tracing::debug!(error = %e, "connection read failed");
+            Err(Ok(()))
+        }
+        Err(refusal) => {
+            metrics::counter!("kafka_connections_refused_requests_total").increment(1);
+            tracing::warn!(reason = %refusal, "closing Kafka connection");
+            Err(Ok(()))
+        }
+    }
+}
+
+/// Writes every pending produce response, in order.
+async fn drain<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    in_flight: &mut VecDeque<Later>,
+) -> Result<(), std::io::Result<()>> {
+    while let Some(later) = in_flight.pop_front() {
+        let outcome = later.await;
+        deliver(writer, outcome, true).await?;
+    }
+    Ok(())
+}
+
+fn record_request_metrics(key: ApiKey, started: Instant) {
+    let api = format!("{key:?}");
+    metrics::counter!("kafka_requests_total", "api" => api.clone()).increment(1);
+    metrics::histogram!("kafka_request_seconds", "api" => api)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Small helpers to peek at fixed header fields before the header is decoded.

@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use gateway_core::backend::{InitialPosition, SendReceipt, SubscriptionType, TopicInfo};
+use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, Reader, Result, TopicName,
+    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, PendingSend, Reader, Result,
+    TopicName,
 };
 use tokio::sync::Mutex;
 
@@ -33,6 +34,12 @@ const PRODUCER_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How long a topic's first entry is taken from the cache.
 const FIRST_ENTRY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an existing topic's partition count is taken from the cache. Every Kafka produce
+/// and fetch names partitions, and asking the admin REST API each time costs a round trip. The
+/// count only grows, so a stale answer at worst refuses a brand-new partition for this long
+/// (a retriable error); this gateway's own create, delete and update drop the entry at once.
+const TOPIC_INFO_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long to wait for an entry known to exist to reach a reader.
 const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -60,6 +67,8 @@ pub struct PulsarBackend {
     producers: DashMap<(String, Option<String>), ProducerSlot>,
     /// First stored entry per topic, and when it was asked.
     first_entries: DashMap<String, (std::time::Instant, EntryId)>,
+    /// Partition counts of existing topics, and when they were asked.
+    topic_infos: DashMap<String, (std::time::Instant, TopicInfo)>,
 }
 
 impl PulsarBackend {
@@ -73,10 +82,16 @@ impl PulsarBackend {
             compression: config.compression,
             producers: DashMap::new(),
             first_entries: DashMap::new(),
+            topic_infos: DashMap::new(),
         }))
     }
 
-    async fn producer(&self, topic: &str, name: Option<&str>) -> Result<Arc<Producer>> {
+    async fn producer(
+        &self,
+        topic: &str,
+        name: Option<&str>,
+        first_sequence: Option<u64>,
+    ) -> Result<Arc<Producer>> {
         if self.producers.len() > PRODUCERS_BEFORE_SWEEP {
             self.close_idle_producers();
         }
@@ -86,8 +101,11 @@ impl PulsarBackend {
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
-        if let Some(p) = slot.as_ref().filter(|p| p.is_usable()) {
-            return Ok(p.clone());
+        if let Some(p) = slot.as_ref() {
+            if p.is_usable() {
+                return Ok(p.clone());
+            }
+            p.may_replace(first_sequence)?;
         }
         let p = Arc::new(Producer::create(&self.pool, topic, name, self.compression).await?);
         *slot = Some(p.clone());
@@ -120,6 +138,7 @@ impl Backend for PulsarBackend {
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        self.topic_infos.remove(&topic.to_string());
         if partitions == 0 {
             self.admin.create_non_partitioned_topic(topic).await
         } else {
@@ -131,15 +150,35 @@ impl Backend for PulsarBackend {
         let (name, partitions) = (topic.to_string(), format!("{topic}-partition-"));
         self.first_entries
             .retain(|k, _| k != &name && !k.starts_with(&partitions));
-        self.admin.delete_topic(topic).await
+        self.topic_infos.remove(&name);
+        let deleted = self.admin.delete_topic(topic).await;
+        // Again: a produce or fetch may have cached it while the delete was under way.
+        self.topic_infos.remove(&name);
+        deleted
     }
 
     async fn update_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()> {
-        self.admin.update_partitions(topic, partitions).await
+        let updated = self.admin.update_partitions(topic, partitions).await;
+        self.topic_infos.remove(&topic.to_string());
+        updated
     }
 
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
-        self.admin.topic_info(topic).await
+        let key = topic.to_string();
+        if let Some(hit) = self
+            .topic_infos
+            .get(&key)
+            .filter(|h| h.0.elapsed() < TOPIC_INFO_TTL)
+        {
+            return Ok(Some(hit.1));
+        }
+        // Only existing topics are cached, so a topic created elsewhere shows up at once.
+        let info = self.admin.topic_info(topic).await?;
+        if let Some(info) = info {
+            self.topic_infos
+                .insert(key, (std::time::Instant::now(), info));
+        }
+        Ok(info)
     }
 
     async fn list_topics(
@@ -150,7 +189,7 @@ impl Backend for PulsarBackend {
         self.admin.list_topics(tenant, namespace).await
     }
 
-    async fn send(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+    async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         let name = entries
             .first()
             .and_then(|e| e.dedup.as_ref().map(|(n, _)| n.clone()));
@@ -162,8 +201,13 @@ impl Backend for PulsarBackend {
                 "entries of one send need one producer name".into(),
             ));
         }
-        let producer = self.producer(&topic.to_string(), name.as_deref()).await?;
-        producer.send(entries).await
+        let first_sequence = entries
+            .first()
+            .and_then(|e| e.dedup.as_ref().map(|(_, s)| *s));
+        let producer = self
+            .producer(&topic.to_string(), name.as_deref(), first_sequence)
+            .await?;
+        producer.submit(entries).await
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

@@ -1,14 +1,16 @@
 //! Producers: one per (topic, producer name), sending pre-built batch entries and returning each
 //! entry's id from the broker's receipt.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gateway_core::backend::SendReceipt;
-use gateway_core::{BackendError, EntryId, EntryToSend, Result};
+use gateway_core::{BackendError, EntryId, EntryToSend, PendingSend, Result};
+use tokio::sync::oneshot;
 
 use crate::batch;
-use crate::connection::{unavailable, Connection};
+use crate::connection::{unavailable, Connection, Receipt};
 use crate::frame;
 use crate::pool::Pool;
 use crate::proto::{
@@ -24,6 +26,7 @@ pub struct Producer {
     codec: i32,
     /// When a send last used it (ms since epoch), for closing idle producers.
     pub last_used: AtomicU64,
+    unsettled: Arc<Mutex<Unsettled>>,
 }
 
 impl Drop for Producer {
@@ -80,6 +83,7 @@ impl Producer {
             next_sequence: AtomicU64::new((last + 1).max(0) as u64),
             codec,
             last_used: AtomicU64::new(batch::now_millis()),
+            unsettled: Arc::default(),
         })
     }
 
@@ -88,10 +92,13 @@ impl Producer {
         !self.connection.producer_closed(self.producer_id)
     }
 
-    /// Writes the entries in order, pipelined, and waits for every receipt.
-    pub async fn send(&self, entries: Vec<EntryToSend>) -> Result<Vec<SendReceipt>> {
+    /// Writes the entries in order and returns once they are on the connection; the returned
+    /// future resolves with their receipts. Receipts are collected by a task of their own, so
+    /// `may_replace` knows which sends settled even when nobody polls that future yet.
+    pub async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         self.last_used.store(batch::now_millis(), Ordering::Relaxed);
         let mut waiting = Vec::with_capacity(entries.len());
+        let mut written = Ok(());
         for entry in &entries {
             let sequence_id = match &entry.dedup {
                 Some((_, sequence)) => *sequence,
@@ -100,11 +107,12 @@ impl Producer {
             let (metadata, payload) =
                 batch::encode_entry(&entry.messages, &self.name, sequence_id, self.codec)?;
             if payload.len() > self.connection.max_message_size {
-                return Err(BackendError::InvalidArgument(format!(
+                written = Err(BackendError::InvalidArgument(format!(
                     "an entry of {} bytes exceeds the broker's maxMessageSize of {}",
                     payload.len(),
                     self.connection.max_message_size
                 )));
+                break;
             }
             let command = BaseCommand {
                 r#type: t::SEND,
@@ -119,24 +127,97 @@ impl Producer {
             let receipt = self
                 .connection
                 .expect_receipt(self.producer_id, sequence_id);
-            self.connection
+            self.unsettled
+                .lock()
+                .expect("unsettled lock")
+                .pending
+                .insert(sequence_id);
+            waiting.push((sequence_id, receipt));
+            if let Err(e) = self
+                .connection
                 .send_frame(frame::encode_with_payload(&command, &metadata, &payload))
-                .await?;
-            waiting.push(receipt);
-        }
-        let mut receipts = Vec::with_capacity(waiting.len());
-        for w in waiting {
-            let id = w
                 .await
-                .map_err(|_| unavailable("Pulsar connection closed"))??;
-            receipts.push(match id {
-                Some(m) => SendReceipt::Persisted(EntryId {
-                    ledger: m.ledger_id,
-                    entry: m.entry_id,
-                }),
-                None => SendReceipt::Duplicate,
-            });
+            {
+                written = Err(e);
+                break;
+            }
         }
-        Ok(receipts)
+        // Even after a failed write, the entries already handed over must settle.
+        let receipts = settle(waiting, self.unsettled.clone());
+        written?;
+        Ok(Box::pin(async move {
+            receipts
+                .await
+                .map_err(|_| unavailable("receipt collector stopped"))?
+        }))
     }
+
+    /// Whether a new producer with this one's name may take over from it for a send starting at
+    /// `first_sequence` (a deduplication sequence; `None` for unnamed producers, which promise
+    /// no order across producers). A named producer's sends persist in order, so a failed send
+    /// is resent by the client before any later one. A replacement must not persist a later
+    /// sequence first: Pulsar's deduplication would then drop the resend as a duplicate, and an
+    /// acknowledged-looking record would be lost. So it waits until the old sends settle, and
+    /// then serves only the resend of the first failed one (or a newer producer epoch).
+    pub fn may_replace(&self, first_sequence: Option<u64>) -> Result<()> {
+        let unsettled = self.unsettled.lock().expect("unsettled lock");
+        if !unsettled.pending.is_empty() {
+            return Err(unavailable(
+                "the previous producer still has sends in flight; retry",
+            ));
+        }
+        let (Some(&failed), Some(next)) = (unsettled.failed.first(), first_sequence) else {
+            return Ok(());
+        };
+        if next <= failed || next >> 32 > failed >> 32 {
+            Ok(())
+        } else {
+            Err(unavailable(format!(
+                "sequence {failed} failed on the previous producer and must be resent before {next}"
+            )))
+        }
+    }
+}
+
+/// Sends handed to the broker that have no receipt yet, and those that failed.
+#[derive(Default)]
+struct Unsettled {
+    pending: BTreeSet<u64>,
+    failed: BTreeSet<u64>,
+}
+
+/// Collects the receipts of one submit in a task of its own, recording each outcome.
+fn settle(
+    waiting: Vec<(u64, oneshot::Receiver<Receipt>)>,
+    unsettled: Arc<Mutex<Unsettled>>,
+) -> oneshot::Receiver<Result<Vec<SendReceipt>>> {
+    let (done, result) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut receipts = Ok(Vec::with_capacity(waiting.len()));
+        for (sequence_id, receipt) in waiting {
+            let outcome = receipt
+                .await
+                .unwrap_or_else(|_| Err(unavailable("Pulsar connection closed")));
+            let mut state = unsettled.lock().expect("unsettled lock");
+            state.pending.remove(&sequence_id);
+            match (outcome, &mut receipts) {
+                (Ok(id), Ok(list)) => list.push(match id {
+                    Some(m) => SendReceipt::Persisted(EntryId {
+                        ledger: m.ledger_id,
+                        entry: m.entry_id,
+                    }),
+                    None => SendReceipt::Duplicate,
+                }),
+                (Ok(_), Err(_)) => {}
+                (Err(e), _) => {
+                    state.failed.insert(sequence_id);
+                    if receipts.is_ok() {
+                        receipts = Err(e);
+                    }
+                }
+            }
+        }
+        let _ = done.send(receipts);
+    });
+    result
 }

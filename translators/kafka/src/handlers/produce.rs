@@ -4,10 +4,17 @@
 //! bits in offset encoding v1), appended in one backend call so their entry ids are consecutive
 //! and the records' offsets are contiguous, as the producer assumes (`base_offset + i`). A response
 //! is sent only after the backend has persisted the entries.
+//!
+//! A request is handled in two steps so that one connection can have several produce requests in
+//! flight (a Pulsar write takes milliseconds, and a Kafka producer sends one batch per partition
+//! per request): `dispatch_produce` runs in request order and hands the batches to the backend,
+//! which keeps that order; the future it returns waits for persistence and builds the response.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use gateway_core::backend::SendReceipt;
+use futures::future::{join_all, BoxFuture};
+use gateway_core::backend::{PendingSend, SendReceipt};
 use gateway_core::EntryToSend;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
@@ -29,9 +36,31 @@ const RECENT_BATCHES: usize = 5;
 #[derive(Debug, Clone)]
 pub struct SequenceState {
     epoch: i16,
+    /// Last sequence handed to the backend.
     last_sequence: i32,
-    /// (first sequence, base offset) of recent batches.
+    /// First sequences of batches handed to the backend and not settled yet, oldest first.
+    in_flight: VecDeque<i32>,
+    /// (first sequence, base offset) of recent persisted batches.
     recent: VecDeque<(i32, i64)>,
+}
+
+/// Identifies an idempotent producer's batch in the sequence state.
+struct BatchSequence {
+    key: (i64, String, i32),
+    epoch: i16,
+    first: i32,
+}
+
+/// One partition of a produce request after dispatch.
+enum Dispatched {
+    /// Answered without a write: an error, or the original offset of a retried batch.
+    Answered(Result<i64, ResponseError>),
+    /// Handed to the backend, to be persisted.
+    Written {
+        pending: PendingSend,
+        topic: String,
+        sequence: Option<BatchSequence>,
+    },
 }
 
 /// Splits a Kafka batch into Pulsar entries of at most 4096 messages each.
@@ -60,64 +89,174 @@ pub fn batch_to_entries(
     Ok(entries)
 }
 
+/// The Kafka base offset of a written batch, from its entries' receipts.
+fn base_offset_of(
+    topic: &str,
+    receipts: gateway_core::Result<Vec<SendReceipt>>,
+) -> Result<i64, ResponseError> {
+    let receipts = receipts.map_err(backend_error)?;
+    let persisted: Vec<_> = receipts
+        .iter()
+        .filter_map(|r| match r {
+            SendReceipt::Persisted(id) => Some(*id),
+            SendReceipt::Duplicate => None,
+        })
+        .collect();
+    let Some(first) = persisted.first() else {
+        // Pulsar deduplication dropped it: written before, and its offset is not known here.
+        return Err(ResponseError::DuplicateSequenceNumber);
+    };
+    let contiguous = persisted
+        .windows(2)
+        .all(|w| w[1].ledger == w[0].ledger && w[1].entry == w[0].entry + 1);
+    if !contiguous || persisted.len() != receipts.len() {
+        metrics::counter!("kafka_produce_noncontiguous_total").increment(1);
+        tracing::error!(topic, "entries of one batch are not consecutive; record offsets after the first entry differ from base_offset + i");
+    }
+    offsets::entry_offset(*first).map_err(|e| {
+        tracing::error!(error = %e, "offset out of range");
+        ResponseError::UnknownServerError
+    })
+}
+
 impl KafkaFrontend {
-    /// `None` for acks=0, which gets no response at all.
-    pub(crate) async fn handle_produce(&self, request: ProduceRequest) -> Option<ProduceResponse> {
+    /// Hands the request's batches to the backend, in request order, and returns the future
+    /// response, complete once they are persisted. It yields `None` for acks=0, which gets no
+    /// response at all.
+    pub(crate) async fn dispatch_produce(
+        self: &Arc<Self>,
+        request: ProduceRequest,
+    ) -> BoxFuture<'static, Option<ProduceResponse>> {
         if request.transactional_id.is_some() {
             tracing::debug!("transactional produce refused: transactions are not supported");
         }
         let transactional = request.transactional_id.is_some();
-        let mut response = ProduceResponse::default();
+        let mut topics = Vec::with_capacity(request.topic_data.len());
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
-            let partitions = futures::future::join_all(
-                topic
-                    .partition_data
-                    .into_iter()
-                    .map(|p| self.produce_partition(&name, p, transactional)),
-            )
+            let partitions = join_all(topic.partition_data.into_iter().map(|p| async {
+                let index = p.index;
+                (
+                    index,
+                    self.dispatch_partition(&name, p, transactional).await,
+                )
+            }))
             .await;
-            let mut t = TopicProduceResponse::default();
-            t.name = topic.name;
-            t.partition_responses = partitions;
-            response.responses.push(t);
+            topics.push((topic.name, partitions));
         }
-        (request.acks != 0).then_some(response)
+        let frontend = self.clone();
+        Box::pin(async move {
+            let mut response = ProduceResponse::default();
+            for (name, partitions) in topics {
+                let mut t = TopicProduceResponse::default();
+                t.name = name;
+                t.partition_responses = join_all(
+                    partitions
+                        .into_iter()
+                        .map(|(index, d)| frontend.complete_partition(index, d)),
+                )
+                .await;
+                response.responses.push(t);
+            }
+            (request.acks != 0).then_some(response)
+        })
     }
 
-    async fn produce_partition(
+    async fn complete_partition(
         &self,
-        name: &str,
-        data: PartitionProduceData,
-        transactional: bool,
+        index: i32,
+        dispatched: Dispatched,
     ) -> PartitionProduceResponse {
         let mut response = PartitionProduceResponse::default();
-        response.index = data.index;
+        response.index = index;
         response.base_offset = -1;
         response.log_append_time_ms = -1;
         response.log_start_offset = -1;
-        if let Err(error) = self
-            .try_produce(name, data, transactional)
-            .await
-            .map(|o| response.base_offset = o)
-        {
-            response.error_code = error.code();
-            metrics::counter!("kafka_produce_errors_total", "error" => format!("{error:?}"))
-                .increment(1);
+        let outcome = match dispatched {
+            Dispatched::Answered(outcome) => outcome,
+            Dispatched::Written {
+                pending,
+                topic,
+                sequence,
+            } => {
+                let outcome = base_offset_of(&topic, pending.await);
+                if let Some(sequence) = sequence {
+                    self.settle_sequence(sequence, &outcome);
+                }
+                outcome
+            }
+        };
+        match outcome {
+            Ok(offset) => response.base_offset = offset,
+            Err(error) => {
+                response.error_code = error.code();
+                metrics::counter!("kafka_produce_errors_total", "error" => format!("{error:?}"))
+                    .increment(1);
+            }
         }
         response
     }
 
-    async fn try_produce(
+    async fn dispatch_partition(
         &self,
         name: &str,
         data: PartitionProduceData,
         transactional: bool,
-    ) -> Result<i64, ResponseError> {
+    ) -> Dispatched {
         if transactional {
-            return Err(ResponseError::TransactionalIdAuthorizationFailed);
+            return Dispatched::Answered(Err(ResponseError::TransactionalIdAuthorizationFailed));
         }
-        let topic = self.partition_topic(name, data.index).await?;
+        let topic = match self.partition_topic(name, data.index).await {
+            Ok(topic) => topic,
+            Err(e) => return Dispatched::Answered(Err(e)),
+        };
+        let index = data.index;
+        let batch = match self.decode_batch(name, data) {
+            Ok(batch) => batch,
+            Err(e) => return Dispatched::Answered(Err(e)),
+        };
+        let header = &batch.header;
+        let idempotent = header.producer_id >= 0;
+        let key = (header.producer_id, name.to_owned(), index);
+        let producer_name = idempotent.then(|| format!("kafka-{}", header.producer_id));
+        let entries = match batch_to_entries(&batch, producer_name.as_deref()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::debug!(topic = name, error = e, "refused record");
+                return Dispatched::Answered(Err(ResponseError::InvalidRecord));
+            }
+        };
+        let sequence = if idempotent {
+            match self.accept_sequence(&key, &batch) {
+                Ok(Some(known)) => return Dispatched::Answered(Ok(known)),
+                Ok(None) => Some(BatchSequence {
+                    key,
+                    epoch: header.producer_epoch,
+                    first: header.base_sequence,
+                }),
+                Err(e) => return Dispatched::Answered(Err(e)),
+            }
+        } else {
+            None
+        };
+        match self.backend.submit(&topic, entries).await {
+            Ok(pending) => Dispatched::Written {
+                pending,
+                topic: name.to_owned(),
+                sequence,
+            },
+            Err(e) => {
+                let error = backend_error(e);
+                if let Some(sequence) = sequence {
+                    self.settle_sequence(sequence, &Err(error));
+                }
+                Dispatched::Answered(Err(error))
+            }
+        }
+    }
+
+    /// The partition's one record batch, checked.
+    fn decode_batch(&self, name: &str, data: PartitionProduceData) -> Result<Batch, ResponseError> {
         let records = data.records.ok_or(ResponseError::InvalidRecord)?;
         let batches =
             record_batch::decode_all(records, self.config.max_frame_bytes).map_err(|e| {
@@ -129,111 +268,95 @@ impl KafkaFrontend {
                 }
             })?;
         // Kafka accepts exactly one batch per partition in v3+ produce requests.
-        let [batch] = batches.as_slice() else {
+        let Ok([batch]) = <[Batch; 1]>::try_from(batches) else {
             return Err(ResponseError::InvalidRecord);
         };
         if batch.records.is_empty() || batch.header.transactional || batch.header.control {
             return Err(ResponseError::InvalidRecord);
         }
-        let header = &batch.header;
-        let idempotent = header.producer_id >= 0;
-        let key = (header.producer_id, name.to_owned(), data.index);
-        if idempotent {
-            if let Some(known) = self.check_sequence(&key, batch)? {
-                return Ok(known);
-            }
-        }
-        let producer_name = idempotent.then(|| format!("kafka-{}", header.producer_id));
-        let entries = batch_to_entries(batch, producer_name.as_deref()).map_err(|e| {
-            tracing::debug!(topic = name, error = e, "refused record");
-            ResponseError::InvalidRecord
-        })?;
-        let receipts = self
-            .backend
-            .send(&topic, entries)
-            .await
-            .map_err(backend_error)?;
-        let persisted: Vec<_> = receipts
-            .iter()
-            .filter_map(|r| match r {
-                SendReceipt::Persisted(id) => Some(*id),
-                SendReceipt::Duplicate => None,
-            })
-            .collect();
-        let Some(first) = persisted.first() else {
-            // Pulsar deduplication dropped it: written before, and its offset is not known here.
-            return Err(ResponseError::DuplicateSequenceNumber);
-        };
-        let contiguous = persisted
-            .windows(2)
-            .all(|w| w[1].ledger == w[0].ledger && w[1].entry == w[0].entry + 1);
-        if !contiguous || persisted.len() != receipts.len() {
-            metrics::counter!("kafka_produce_noncontiguous_total").increment(1);
-            tracing::error!(topic = name, "entries of one batch are not consecutive; record offsets after the first entry differ from base_offset + i");
-        }
-        let base_offset = offsets::entry_offset(*first).map_err(|e| {
-            tracing::error!(error = %e, "offset out of range");
-            ResponseError::UnknownServerError
-        })?;
-        if idempotent {
-            self.remember_sequence(key, batch, base_offset);
-        }
-        Ok(base_offset)
+        Ok(batch)
     }
 
     /// `Some(offset)` when the batch repeats a recent one (a retry), `None` when it is next in
-    /// sequence, an error when it is out of order or from an old epoch.
-    fn check_sequence(
+    /// sequence (it is then counted as handed over), an error when it is out of order or from an
+    /// old epoch.
+    fn accept_sequence(
         &self,
         key: &(i64, String, i32),
         batch: &Batch,
     ) -> Result<Option<i64>, ResponseError> {
-        let Some(state) = self.sequences.get(key) else {
+        let (epoch, first) = (batch.header.producer_epoch, batch.header.base_sequence);
+        let last = first.wrapping_add(batch.records.len() as i32 - 1);
+        let last = if last < 0 { last - i32::MIN } else { last };
+        let mut state = self.sequences.entry(key.clone()).or_insert_with(|| {
             // Unknown here (new producer, or state lost with a restart): accept and learn it.
-            return Ok(None);
-        };
-        let (epoch, sequence) = (batch.header.producer_epoch, batch.header.base_sequence);
+            SequenceState {
+                epoch,
+                last_sequence: first.wrapping_sub(1),
+                in_flight: VecDeque::new(),
+                recent: VecDeque::new(),
+            }
+        });
         if epoch < state.epoch {
             return Err(ResponseError::InvalidProducerEpoch);
         }
         if epoch > state.epoch {
-            return if sequence == 0 {
-                Ok(None)
-            } else {
-                Err(ResponseError::OutOfOrderSequenceNumber)
-            };
-        }
-        if let Some((_, offset)) = state.recent.iter().find(|(first, _)| *first == sequence) {
-            return Ok(Some(*offset));
-        }
-        let expected = if state.last_sequence == i32::MAX {
-            0
+            if first != 0 {
+                return Err(ResponseError::OutOfOrderSequenceNumber);
+            }
+            state.epoch = epoch;
+            state.in_flight.clear();
+            state.recent.clear();
         } else {
-            state.last_sequence + 1
-        };
-        if sequence != expected {
-            return Err(ResponseError::OutOfOrderSequenceNumber);
+            if let Some((_, offset)) = state.recent.iter().find(|(f, _)| *f == first) {
+                return Ok(Some(*offset));
+            }
+            let expected = if state.last_sequence == i32::MAX {
+                0
+            } else {
+                state.last_sequence.wrapping_add(1)
+            };
+            if first != expected {
+                return Err(ResponseError::OutOfOrderSequenceNumber);
+            }
         }
+        state.last_sequence = last;
+        state.in_flight.push_back(first);
         Ok(None)
     }
 
-    fn remember_sequence(&self, key: (i64, String, i32), batch: &Batch, base_offset: i64) {
-        let first = batch.header.base_sequence;
-        let last = first.wrapping_add(batch.records.len() as i32 - 1);
-        let last = if last < 0 { last - i32::MIN } else { last };
-        let mut state = self.sequences.entry(key).or_insert_with(|| SequenceState {
-            epoch: batch.header.producer_epoch,
-            last_sequence: last,
-            recent: VecDeque::new(),
-        });
-        if state.epoch != batch.header.producer_epoch {
-            state.epoch = batch.header.producer_epoch;
-            state.recent.clear();
+    /// Records how a handed-over batch ended. A failed batch, and every later one in flight
+    /// (they fail with it, or the client resends them after it anyway), is expected again.
+    fn settle_sequence(&self, batch: BatchSequence, outcome: &Result<i64, ResponseError>) {
+        let Some(mut state) = self.sequences.get_mut(&batch.key) else {
+            return;
+        };
+        if state.epoch != batch.epoch {
+            return;
         }
-        state.last_sequence = last;
-        state.recent.push_back((first, base_offset));
-        if state.recent.len() > RECENT_BATCHES {
-            state.recent.pop_front();
+        let Some(position) = state.in_flight.iter().position(|f| *f == batch.first) else {
+            return; // already superseded by an earlier failure
+        };
+        match outcome {
+            Ok(offset) => {
+                state.in_flight.remove(position);
+                state.recent.push_back((batch.first, *offset));
+                if state.recent.len() > RECENT_BATCHES {
+                    state.recent.pop_front();
+                }
+            }
+            // Written before: nothing to resend, and its offset is unknown here.
+            Err(ResponseError::DuplicateSequenceNumber) => {
+                state.in_flight.remove(position);
+            }
+            Err(_) => {
+                state.last_sequence = if batch.first == 0 {
+                    i32::MAX
+                } else {
+                    batch.first - 1
+                };
+                state.in_flight.truncate(position);
+            }
         }
     }
 
