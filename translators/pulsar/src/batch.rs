@@ -6,7 +6,7 @@
 //! also the ordering key. Compression codecs are the ones Java clients read: LZ4 and SNAPPY as raw
 //! blocks, ZLIB with the zlib wrapper, ZSTD frames.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -208,11 +208,15 @@ fn decompress(metadata: &MessageMetadata, payload: Bytes) -> Result<Bytes> {
         compression::LZ4 => lz4::block::decompress(&payload, Some(size as i32))
             .map_err(|e| corrupt(&e.to_string()))?,
         compression::ZLIB => {
+            // Java clients deflate with SYNC_FLUSH and never finish the stream (no final block,
+            // no checksum), so read up to the declared size instead of to the stream's end.
             let mut out = Vec::with_capacity(size);
-            flate2::read::ZlibDecoder::new(&payload[..])
-                .take(MAX_UNCOMPRESSED as u64)
-                .read_to_end(&mut out)
+            flate2::Decompress::new(true)
+                .decompress_vec(&payload, &mut out, flate2::FlushDecompress::Sync)
                 .map_err(|e| corrupt(&e.to_string()))?;
+            if out.len() != size {
+                return Err(corrupt("zlib data shorter than its uncompressed size"));
+            }
             out
         }
         compression::ZSTD => {
@@ -271,6 +275,23 @@ mod tests {
                 "codec {codec}"
             );
         }
+    }
+
+    #[test]
+    fn zlib_as_java_clients_write_it() {
+        // Java's CompressionCodecZLib: SYNC_FLUSH, the stream never finished.
+        let raw = b"a message outside a batch, deflated the Java way".repeat(20);
+        let mut deflated = Vec::with_capacity(raw.len() + 64);
+        flate2::Compress::new(flate2::Compression::default(), true)
+            .compress_vec(&raw, &mut deflated, flate2::FlushCompress::Sync)
+            .unwrap();
+        let metadata = MessageMetadata {
+            compression: Some(compression::ZLIB),
+            uncompressed_size: Some(raw.len() as u32),
+            ..Default::default()
+        };
+        let messages = decode_entry(&metadata, Bytes::from(deflated)).unwrap();
+        assert_eq!(messages[0].value.as_deref(), Some(&raw[..]));
     }
 
     #[test]
