@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use gateway_core::{BackendError, BackendRef, TopicName};
 use kafka_protocol::error::ResponseError;
 
@@ -13,7 +12,7 @@ pub struct KafkaFrontend {
     pub config: KafkaConfig,
     pub backend: BackendRef,
     /// Idempotent producers' sequence state, per (producer id, topic, partition).
-    pub(crate) sequences: DashMap<(i64, String, i32), crate::handlers::produce::SequenceState>,
+    pub(crate) sequences: crate::sequences::Sequences,
 }
 
 impl KafkaFrontend {
@@ -21,7 +20,7 @@ impl KafkaFrontend {
         Arc::new(KafkaFrontend {
             config,
             backend,
-            sequences: DashMap::new(),
+            sequences: Default::default(),
         })
     }
 

@@ -8,6 +8,7 @@ mod handlers;
 pub mod mapping;
 pub mod offsets;
 pub mod record_batch;
+mod sequences;
 mod session;
 
 pub use config::KafkaConfig;

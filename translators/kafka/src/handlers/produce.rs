@@ -10,7 +10,6 @@
 //! per request): `dispatch_produce` runs in request order and hands the batches to the backend,
 //! which keeps that order; the future it returns waits for persistence and builds the response.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::future::{join_all, BoxFuture};
@@ -27,29 +26,7 @@ use crate::frontend::{backend_error, KafkaFrontend};
 use crate::mapping::record_to_message;
 use crate::offsets::{self, MAX_BATCH_MESSAGES};
 use crate::record_batch::{self, Batch, BatchError};
-
-/// How many recent batches per partition an idempotent producer may retry and get the original
-/// offset back (Kafka keeps five, matching `max.in.flight.requests.per.connection` <= 5).
-const RECENT_BATCHES: usize = 5;
-
-/// What the gateway remembers of an idempotent producer on one partition.
-#[derive(Debug, Clone)]
-pub struct SequenceState {
-    epoch: i16,
-    /// Last sequence handed to the backend.
-    last_sequence: i32,
-    /// First sequences of batches handed to the backend and not settled yet, oldest first.
-    in_flight: VecDeque<i32>,
-    /// (first sequence, base offset) of recent persisted batches.
-    recent: VecDeque<(i32, i64)>,
-}
-
-/// Identifies an idempotent producer's batch in the sequence state.
-struct BatchSequence {
-    key: (i64, String, i32),
-    epoch: i16,
-    first: i32,
-}
+use crate::sequences::{BatchSequence, Verdict};
 
 /// One partition of a produce request after dispatch.
 enum Dispatched {
@@ -181,7 +158,7 @@ impl KafkaFrontend {
             } => {
                 let outcome = base_offset_of(&topic, pending.await);
                 if let Some(sequence) = sequence {
-                    self.settle_sequence(sequence, &outcome);
+                    self.sequences.settle(sequence, &outcome);
                 }
                 outcome
             }
@@ -227,13 +204,13 @@ impl KafkaFrontend {
             }
         };
         let sequence = if idempotent {
-            match self.accept_sequence(&key, &batch) {
-                Ok(Some(known)) => return Dispatched::Answered(Ok(known)),
-                Ok(None) => Some(BatchSequence {
-                    key,
-                    epoch: header.producer_epoch,
-                    first: header.base_sequence,
-                }),
+            let count = batch.records.len();
+            match self
+                .sequences
+                .accept(key, header.producer_epoch, header.base_sequence, count)
+            {
+                Ok(Verdict::Repeat(offset)) => return Dispatched::Answered(Ok(offset)),
+                Ok(Verdict::Write(sequence)) => Some(sequence),
                 Err(e) => return Dispatched::Answered(Err(e)),
             }
         } else {
@@ -248,7 +225,7 @@ impl KafkaFrontend {
             Err(e) => {
                 let error = backend_error(e);
                 if let Some(sequence) = sequence {
-                    self.settle_sequence(sequence, &Err(error));
+                    self.sequences.settle(sequence, &Err(error));
                 }
                 Dispatched::Answered(Err(error))
             }
@@ -275,89 +252,6 @@ impl KafkaFrontend {
             return Err(ResponseError::InvalidRecord);
         }
         Ok(batch)
-    }
-
-    /// `Some(offset)` when the batch repeats a recent one (a retry), `None` when it is next in
-    /// sequence (it is then counted as handed over), an error when it is out of order or from an
-    /// old epoch.
-    fn accept_sequence(
-        &self,
-        key: &(i64, String, i32),
-        batch: &Batch,
-    ) -> Result<Option<i64>, ResponseError> {
-        let (epoch, first) = (batch.header.producer_epoch, batch.header.base_sequence);
-        let last = first.wrapping_add(batch.records.len() as i32 - 1);
-        let last = if last < 0 { last - i32::MIN } else { last };
-        let mut state = self.sequences.entry(key.clone()).or_insert_with(|| {
-            // Unknown here (new producer, or state lost with a restart): accept and learn it.
-            SequenceState {
-                epoch,
-                last_sequence: first.wrapping_sub(1),
-                in_flight: VecDeque::new(),
-                recent: VecDeque::new(),
-            }
-        });
-        if epoch < state.epoch {
-            return Err(ResponseError::InvalidProducerEpoch);
-        }
-        if epoch > state.epoch {
-            if first != 0 {
-                return Err(ResponseError::OutOfOrderSequenceNumber);
-            }
-            state.epoch = epoch;
-            state.in_flight.clear();
-            state.recent.clear();
-        } else {
-            if let Some((_, offset)) = state.recent.iter().find(|(f, _)| *f == first) {
-                return Ok(Some(*offset));
-            }
-            let expected = if state.last_sequence == i32::MAX {
-                0
-            } else {
-                state.last_sequence.wrapping_add(1)
-            };
-            if first != expected {
-                return Err(ResponseError::OutOfOrderSequenceNumber);
-            }
-        }
-        state.last_sequence = last;
-        state.in_flight.push_back(first);
-        Ok(None)
-    }
-
-    /// Records how a handed-over batch ended. A failed batch, and every later one in flight
-    /// (they fail with it, or the client resends them after it anyway), is expected again.
-    fn settle_sequence(&self, batch: BatchSequence, outcome: &Result<i64, ResponseError>) {
-        let Some(mut state) = self.sequences.get_mut(&batch.key) else {
-            return;
-        };
-        if state.epoch != batch.epoch {
-            return;
-        }
-        let Some(position) = state.in_flight.iter().position(|f| *f == batch.first) else {
-            return; // already superseded by an earlier failure
-        };
-        match outcome {
-            Ok(offset) => {
-                state.in_flight.remove(position);
-                state.recent.push_back((batch.first, *offset));
-                if state.recent.len() > RECENT_BATCHES {
-                    state.recent.pop_front();
-                }
-            }
-            // Written before: nothing to resend, and its offset is unknown here.
-            Err(ResponseError::DuplicateSequenceNumber) => {
-                state.in_flight.remove(position);
-            }
-            Err(_) => {
-                state.last_sequence = if batch.first == 0 {
-                    i32::MAX
-                } else {
-                    batch.first - 1
-                };
-                state.in_flight.truncate(position);
-            }
-        }
     }
 
     /// Gives an idempotent producer an id. Ids are random 62-bit numbers, so instances of a fleet
