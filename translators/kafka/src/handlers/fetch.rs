@@ -28,6 +28,13 @@ const READER_CACHE_CAP: usize = 256;
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Entries per read call.
 const READ_ENTRIES: usize = 256;
+/// How long a fetch reuses a partition's watermarks. On Pulsar each lookup is an admin REST
+/// call, too slow for every fetch of every partition. A fetch only reports them (for lag) and
+/// checks the offset against them; the high watermark only grows, so an offset at or below a
+/// cached one is valid, and one above it is checked against fresh values before being refused.
+const WATERMARK_TTL: Duration = Duration::from_secs(1);
+/// Cached watermarks kept before stale ones are dropped.
+const WATERMARK_CACHE_SWEEP: usize = 10_000;
 
 /// A reader and the offset the client is expected to fetch next from it.
 pub struct CachedReader {
@@ -196,7 +203,7 @@ impl KafkaFrontend {
         };
         let result = async {
             let topic = self.partition_topic(name, partition).await?;
-            let (high_watermark, log_start) = self.watermarks(&topic).await?;
+            let (high_watermark, log_start) = self.fetch_watermarks(&topic, offset).await?;
             Ok::<_, ResponseError>((topic, high_watermark, log_start))
         }
         .await;
@@ -214,6 +221,29 @@ impl KafkaFrontend {
             Err(e) => part.error = Some(e),
         }
         part
+    }
+
+    /// Watermarks for a fetch at `offset`: cached ones while they are fresh and cover the offset.
+    async fn fetch_watermarks(
+        &self,
+        topic: &TopicName,
+        offset: i64,
+    ) -> Result<(i64, i64), ResponseError> {
+        let key = topic.to_string();
+        if let Some(hit) = self.watermark_cache.get(&key) {
+            let (at, high_watermark, log_start) = *hit;
+            if at.elapsed() < WATERMARK_TTL && offset <= high_watermark {
+                return Ok((high_watermark, log_start));
+            }
+        }
+        let fresh = self.watermarks(topic).await?;
+        if self.watermark_cache.len() >= WATERMARK_CACHE_SWEEP {
+            self.watermark_cache
+                .retain(|_, (at, _, _)| at.elapsed() < WATERMARK_TTL);
+        }
+        self.watermark_cache
+            .insert(key, (std::time::Instant::now(), fresh.0, fresh.1));
+        Ok(fresh)
     }
 
     /// (high watermark, log start offset) of a concrete topic.
