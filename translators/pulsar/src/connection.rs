@@ -105,7 +105,7 @@ fn answered_request(c: &BaseCommand) -> Option<u64> {
 
 impl Connection {
     /// Connects to `address` (`host:port`) and completes the CONNECT handshake. With a Pulsar
-    /// proxy, `address` is the proxy and `proxy_to` the broker's service URL.
+    /// proxy, `address` is the proxy and `proxy_to` the broker's `host:port`.
     pub async fn open(
         address: &str,
         proxy_to: Option<&str>,

@@ -88,9 +88,12 @@ impl Pool {
             let broker_url = r.broker_service_url.clone().unwrap_or_default();
             match r.response.unwrap_or(lookup_type::FAILED) {
                 lookup_type::CONNECT => {
+                    // A proxy wants the broker as `host:port` in CONNECT's proxy_to_broker_url
+                    // (it resolves the string as a host name), not as the lookup's URL.
                     return if r.proxy_through_service_url == Some(true) {
                         let service = self.service.clone();
-                        self.connection(&service, Some(&broker_url)).await
+                        self.connection(&service, Some(&address_of(&broker_url)?))
+                            .await
                     } else {
                         self.connection(&address_of(&broker_url)?, None).await
                     };
@@ -99,7 +102,8 @@ impl Pool {
                     authoritative = r.authoritative.unwrap_or(false);
                     asking = if r.proxy_through_service_url == Some(true) {
                         let service = self.service.clone();
-                        self.connection(&service, Some(&broker_url)).await?
+                        self.connection(&service, Some(&address_of(&broker_url)?))
+                            .await?
                     } else {
                         self.connection(&address_of(&broker_url)?, None).await?
                     };
