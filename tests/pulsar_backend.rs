@@ -236,3 +236,76 @@ async fn java_pulsar_producer_read_by_rdkafka() {
         );
     }
 }
+
+/// The value of an unlabelled-or-labelled Prometheus sample `name` (first match), from a Pulsar
+/// proxy's `/metrics/`.
+fn proxy_metric(web_url: &str, name: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "10", &format!("{web_url}/metrics/")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {web_url}/metrics/ failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().expect("metric value"))
+        .unwrap_or(0.0)
+}
+
+/// The gateway's service URL is a Pulsar proxy (`compat-suites/pulsar/start --proxy`): lookups go
+/// to the proxy, which answers "connect through me", and every producer and reader then talks to
+/// the broker through it. The admin REST URL stays the broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar with a proxy: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL and PULSAR_PROXY_URL/PULSAR_PROXY_WEB_URL (start --proxy), run with --include-ignored"]
+async fn round_trip_through_a_pulsar_proxy() {
+    test_pulsar().expect(NEEDS_PULSAR);
+    let proxy = std::env::var("PULSAR_PROXY_URL")
+        .expect("PULSAR_PROXY_URL names the Pulsar proxy (compat-suites/pulsar/start --proxy)");
+    let proxy_web = std::env::var("PULSAR_PROXY_WEB_URL")
+        .expect("PULSAR_PROXY_WEB_URL: the proxy's metrics show the traffic went through it");
+    let lookups_before = proxy_metric(&proxy_web, "pulsar_proxy_lookup_requests_total");
+
+    let gw = InProcessGateway::start_with(|c| c.backend.pulsar_url = Some(proxy.clone())).await;
+    let bootstrap = gw.bootstrap();
+    let topic = unique("via-proxy");
+    create_topic(&bootstrap, &topic, PARTITIONS).await;
+    let base_ts = 1_700_000_000_000;
+    let total = 3_000;
+    let p = producer(
+        &bootstrap,
+        &[("compression.type", "lz4"), ("message.timeout.ms", "60000")],
+    );
+    let delivered = produce(&p, &topic, 0..total, base_ts).await;
+    assert_eq!(delivered.len(), total);
+    let (b, t) = (bootstrap.clone(), topic.clone());
+    let got =
+        tokio::task::spawn_blocking(move || consume_all(&b, &t, total, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    assert_round_trip(&delivered, &got, base_ts);
+    assert_eq!(
+        got.iter()
+            .map(|(p, _, _)| *p)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        PARTITIONS as usize,
+        "every partition carried records"
+    );
+
+    // The proxy answered the lookups and holds, besides the lookup connection, a connection it
+    // forwards to the broker (its byte counter stays near 0 in zero-copy mode, so count
+    // connections). Had the gateway ignored "connect through the service URL" and gone straight
+    // to the broker, only the lookup connection would be there.
+    let lookups = proxy_metric(&proxy_web, "pulsar_proxy_lookup_requests_total") - lookups_before;
+    let active = proxy_metric(&proxy_web, "pulsar_proxy_active_connections");
+    eprintln!("through the proxy: {lookups} lookups, {active} active proxy connections");
+    assert!(
+        lookups >= PARTITIONS as f64,
+        "{lookups} lookups went to the proxy"
+    );
+    assert!(
+        active >= 2.0,
+        "{active} connections through the proxy: the gateway's producers and readers bypassed it"
+    );
+}
