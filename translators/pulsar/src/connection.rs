@@ -27,6 +27,8 @@ const PROTOCOL_VERSION: i32 = 18;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTBOUND_QUEUE: usize = 1024;
+/// How long receipts of a producer the broker closed are still awaited (see CLOSE_PRODUCER).
+const CLOSED_PRODUCER_GRACE: Duration = Duration::from_secs(2);
 
 /// What the broker sends a consumer.
 #[derive(Debug)]
@@ -306,7 +308,7 @@ async fn read_frame(
     }
 }
 
-fn route(frame: Frame, routes: &Mutex<Routes>, outbound: &mpsc::Sender<Bytes>) {
+fn route(frame: Frame, routes: &Arc<Mutex<Routes>>, outbound: &mpsc::Sender<Bytes>) {
     let command = frame.command;
     match command.r#type {
         t::PING => {
@@ -365,22 +367,33 @@ fn route(frame: Frame, routes: &Mutex<Routes>, outbound: &mpsc::Sender<Bytes>) {
             let Some(c) = command.close_producer else {
                 return;
             };
-            let mut routes = routes.lock().expect("routes lock");
-            routes.closed_producers.insert(c.producer_id);
-            // Sends in flight on a closed producer may or may not be persisted; the client retries.
-            let failed: Vec<_> = routes
-                .receipts
-                .keys()
-                .filter(|(p, _)| *p == c.producer_id)
-                .copied()
-                .collect();
-            for key in failed {
-                if let Some(w) = routes.receipts.remove(&key) {
-                    let _ = w.send(Err(unavailable(
-                        "the broker closed the producer (topic moved?)",
-                    )));
+            routes
+                .lock()
+                .expect("routes lock")
+                .closed_producers
+                .insert(c.producer_id);
+            // A broker unloading a topic closes its producers first and sends the receipts of the
+            // writes it already had in hand afterwards. Waiting for them spares the client a
+            // resend that deduplication would answer without the entry's id. Sends with no
+            // receipt by then may or may not be persisted; the client resends them.
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CLOSED_PRODUCER_GRACE).await;
+                let mut routes = routes.lock().expect("routes lock");
+                let failed: Vec<_> = routes
+                    .receipts
+                    .keys()
+                    .filter(|(p, _)| *p == c.producer_id)
+                    .copied()
+                    .collect();
+                for key in failed {
+                    if let Some(w) = routes.receipts.remove(&key) {
+                        let _ = w.send(Err(unavailable(
+                            "the broker closed the producer (topic moved?)",
+                        )));
+                    }
                 }
-            }
+            });
         }
         t::CLOSE_CONSUMER => {
             let Some(c) = command.close_consumer else {
