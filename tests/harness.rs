@@ -74,6 +74,25 @@ impl GatewayProcess {
     /// Starts the gateway binary (tests pass `env!("CARGO_BIN_EXE_gateway-under-test")`, which
     /// Cargo only defines for test targets) and waits until `/readyz` says ready.
     pub fn start(binary: &str, data_dir: &Path, kafka: SocketAddr, admin: SocketAddr) -> Self {
+        Self::start_logged(binary, data_dir, kafka, admin, None)
+    }
+
+    /// As `start`, with the gateway's output (its log, and any panic message) in `log`.
+    pub fn start_logged(
+        binary: &str,
+        data_dir: &Path,
+        kafka: SocketAddr,
+        admin: SocketAddr,
+        log: Option<&Path>,
+    ) -> Self {
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("gateway log file");
+                let copy = file.try_clone().expect("gateway log file");
+                (Stdio::from(file), Stdio::from(copy))
+            }
+            None => (Stdio::null(), Stdio::inherit()),
+        };
         let child = Command::new(binary)
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--kafka-listen", &kafka.to_string()])
@@ -90,7 +109,8 @@ impl GatewayProcess {
                 ],
                 None => vec![],
             })
-            .stdout(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("spawn gateway");
         let process = GatewayProcess {
