@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod error;
 pub mod message;
+pub mod recent;
 pub mod table;
 pub mod topic;
 

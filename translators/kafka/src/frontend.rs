@@ -13,8 +13,8 @@ pub struct KafkaFrontend {
     pub backend: BackendRef,
     /// Idempotent producers' sequence state, per (producer id, topic, partition).
     pub(crate) sequences: crate::sequences::Sequences,
-    /// Recent (when, high watermark, log start) per concrete topic, for fetches.
-    pub(crate) watermark_cache: dashmap::DashMap<String, (std::time::Instant, i64, i64)>,
+    /// Recent (high watermark, log start) per concrete topic, for fetches.
+    pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
 }
 
 impl KafkaFrontend {
@@ -23,7 +23,9 @@ impl KafkaFrontend {
             config,
             backend,
             sequences: Default::default(),
-            watermark_cache: Default::default(),
+            watermark_cache: gateway_core::recent::Recent::new(
+                crate::handlers::fetch::WATERMARK_TTL,
+            ),
         })
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
+use gateway_core::recent::Recent;
 use gateway_core::{
     Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, PendingSend, Reader, Result,
     TopicName,
@@ -66,9 +67,9 @@ pub struct PulsarBackend {
     /// Producers by (topic, producer name); a lock per slot so one producer is created at a time.
     producers: DashMap<(String, Option<String>), ProducerSlot>,
     /// First stored entry per topic, and when it was asked.
-    first_entries: DashMap<String, (std::time::Instant, EntryId)>,
+    first_entries: Recent<EntryId>,
     /// Partition counts of existing topics, and when they were asked.
-    topic_infos: DashMap<String, (std::time::Instant, TopicInfo)>,
+    topic_infos: Recent<TopicInfo>,
 }
 
 impl PulsarBackend {
@@ -81,8 +82,8 @@ impl PulsarBackend {
             admin: AdminClient::new(&config.admin_url, config.token)?,
             compression: config.compression,
             producers: DashMap::new(),
-            first_entries: DashMap::new(),
-            topic_infos: DashMap::new(),
+            first_entries: Recent::new(FIRST_ENTRY_TTL),
+            topic_infos: Recent::new(TOPIC_INFO_TTL),
         }))
     }
 
@@ -138,7 +139,8 @@ impl Backend for PulsarBackend {
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
-        self.topic_infos.remove(&topic.to_string());
+        let name = topic.to_string();
+        self.topic_infos.forget(|k| k == name);
         if partitions == 0 {
             self.admin.create_non_partitioned_topic(topic).await
         } else {
@@ -149,34 +151,30 @@ impl Backend for PulsarBackend {
     async fn delete_topic(&self, topic: &TopicName) -> Result<()> {
         let (name, partitions) = (topic.to_string(), format!("{topic}-partition-"));
         self.first_entries
-            .retain(|k, _| k != &name && !k.starts_with(&partitions));
-        self.topic_infos.remove(&name);
+            .forget(|k| k == name || k.starts_with(&partitions));
+        self.topic_infos.forget(|k| k == name);
         let deleted = self.admin.delete_topic(topic).await;
         // Again: a produce or fetch may have cached it while the delete was under way.
-        self.topic_infos.remove(&name);
+        self.topic_infos.forget(|k| k == name);
         deleted
     }
 
     async fn update_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()> {
         let updated = self.admin.update_partitions(topic, partitions).await;
-        self.topic_infos.remove(&topic.to_string());
+        let name = topic.to_string();
+        self.topic_infos.forget(|k| k == name);
         updated
     }
 
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
         let key = topic.to_string();
-        if let Some(hit) = self
-            .topic_infos
-            .get(&key)
-            .filter(|h| h.0.elapsed() < TOPIC_INFO_TTL)
-        {
-            return Ok(Some(hit.1));
+        if let Some(hit) = self.topic_infos.get(&key) {
+            return Ok(Some(hit));
         }
         // Only existing topics are cached, so a topic created elsewhere shows up at once.
         let info = self.admin.topic_info(topic).await?;
         if let Some(info) = info {
-            self.topic_infos
-                .insert(key, (std::time::Instant::now(), info));
+            self.topic_infos.put(key, info);
         }
         Ok(info)
     }
@@ -218,17 +216,12 @@ impl Backend for PulsarBackend {
         // Kafka fetches ask for the log start every time; it only moves when retention drops
         // ledgers, and a stale (lower) answer is harmless, so a short cache saves a REST call.
         let key = topic.to_string();
-        if let Some(hit) = self
-            .first_entries
-            .get(&key)
-            .filter(|h| h.0.elapsed() < FIRST_ENTRY_TTL)
-        {
-            return Ok(Some(hit.1));
+        if let Some(hit) = self.first_entries.get(&key) {
+            return Ok(Some(hit));
         }
         let first = self.admin.first_entry(topic).await?;
         if let Some(id) = first {
-            self.first_entries
-                .insert(key, (std::time::Instant::now(), id));
+            self.first_entries.put(key, id);
         }
         Ok(first)
     }

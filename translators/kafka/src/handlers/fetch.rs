@@ -32,9 +32,7 @@ const READ_ENTRIES: usize = 256;
 /// call, too slow for every fetch of every partition. A fetch only reports them (for lag) and
 /// checks the offset against them; the high watermark only grows, so an offset at or below a
 /// cached one is valid, and one above it is checked against fresh values before being refused.
-const WATERMARK_TTL: Duration = Duration::from_secs(1);
-/// Cached watermarks kept before stale ones are dropped.
-const WATERMARK_CACHE_SWEEP: usize = 10_000;
+pub(crate) const WATERMARK_TTL: Duration = Duration::from_secs(1);
 
 /// A reader and the offset the client is expected to fetch next from it.
 pub struct CachedReader {
@@ -230,19 +228,13 @@ impl KafkaFrontend {
         offset: i64,
     ) -> Result<(i64, i64), ResponseError> {
         let key = topic.to_string();
-        if let Some(hit) = self.watermark_cache.get(&key) {
-            let (at, high_watermark, log_start) = *hit;
-            if at.elapsed() < WATERMARK_TTL && offset <= high_watermark {
+        if let Some((high_watermark, log_start)) = self.watermark_cache.get(&key) {
+            if offset <= high_watermark {
                 return Ok((high_watermark, log_start));
             }
         }
         let fresh = self.watermarks(topic).await?;
-        if self.watermark_cache.len() >= WATERMARK_CACHE_SWEEP {
-            self.watermark_cache
-                .retain(|_, (at, _, _)| at.elapsed() < WATERMARK_TTL);
-        }
-        self.watermark_cache
-            .insert(key, (std::time::Instant::now(), fresh.0, fresh.1));
+        self.watermark_cache.put(key, fresh);
         Ok(fresh)
     }
 

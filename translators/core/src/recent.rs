@@ -1,0 +1,70 @@
+//! A small map of values looked up recently, each trusted for a fixed time. The gateway uses it
+//! in front of lookups that are slow on Pulsar (admin REST) and asked on every Kafka produce or
+//! fetch: partition counts, log starts, watermarks.
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// Entries kept before expired ones are dropped.
+const SWEEP_AT: usize = 10_000;
+
+pub struct Recent<V> {
+    ttl: Duration,
+    entries: DashMap<String, (Instant, V)>,
+}
+
+impl<V: Copy> Recent<V> {
+    pub fn new(ttl: Duration) -> Self {
+        Recent {
+            ttl,
+            entries: DashMap::new(),
+        }
+    }
+
+    /// The value, if it was put less than the time-to-live ago.
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.entries
+            .get(key)
+            .filter(|e| e.0.elapsed() < self.ttl)
+            .map(|e| e.1)
+    }
+
+    pub fn put(&self, key: String, value: V) {
+        if self.entries.len() >= SWEEP_AT {
+            self.entries.retain(|_, e| e.0.elapsed() < self.ttl);
+        }
+        self.entries.insert(key, (Instant::now(), value));
+    }
+
+    /// Drops the entries whose key `forget` accepts.
+    pub fn forget(&self, forget: impl Fn(&str) -> bool) {
+        self.entries.retain(|k, _| !forget(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_expire_and_can_be_forgotten() {
+        let recent = Recent::new(Duration::from_millis(50));
+        recent.put("a".into(), 1);
+        recent.put("b".into(), 2);
+        assert_eq!(recent.get("a"), Some(1));
+        recent.forget(|k| k == "a");
+        assert_eq!(recent.get("a"), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(recent.get("b"), None);
+    }
+
+    #[test]
+    fn expired_entries_are_swept_when_the_map_is_full() {
+        let recent = Recent::new(Duration::ZERO);
+        for i in 0..SWEEP_AT + 1 {
+            recent.put(i.to_string(), i);
+        }
+        assert!(recent.entries.len() <= 2);
+    }
+}
