@@ -41,6 +41,21 @@ pub struct KafkaSettings {
     pub default_partitions: u32,
     pub default_tenant: String,
     pub default_namespace: String,
+    /// Consumer group coordinator settings.
+    pub groups: GroupOptions,
+}
+
+/// The group coordinator's tunables, named after Kafka's broker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOptions {
+    /// Kafka's `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: u64,
+    /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
+    /// Shards (table topics) the groups are spread over. Changing it moves groups between
+    /// shards, so it is fixed for the life of a deployment.
+    pub shards: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +122,12 @@ impl Default for Config {
                 default_partitions: 1,
                 default_tenant: "public".into(),
                 default_namespace: "default".into(),
+                groups: GroupOptions {
+                    initial_rebalance_delay_ms: 3000,
+                    min_session_timeout_ms: 6000,
+                    max_session_timeout_ms: 1_800_000,
+                    shards: 16,
+                },
             },
             admin: AdminSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
@@ -231,6 +252,13 @@ impl Config {
             errors.push(format!(
                 "kafka.listen and admin.listen: both are {}; they need different ports",
                 self.kafka.listen
+            ));
+        }
+        let groups = &self.kafka.groups;
+        if groups.min_session_timeout_ms > groups.max_session_timeout_ms {
+            errors.push(format!(
+                "kafka.group_min_session_timeout_ms ({}) is above kafka.group_max_session_timeout_ms ({})",
+                groups.min_session_timeout_ms, groups.max_session_timeout_ms
             ));
         }
         errors
@@ -430,6 +458,40 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Pulsar namespace that short Kafka topic names resolve in",
         set: |c, v| parse_name_part(v).map(|x| c.kafka.default_namespace = x),
         get: |c| string(&c.kafka.default_namespace),
+    },
+    OptionSpec {
+        key: "kafka.group_initial_rebalance_delay_ms",
+        flag: "kafka-group-initial-rebalance-delay-ms",
+        help: "How long the first rebalance of an empty group waits for more members (Kafka's group.initial.rebalance.delay.ms)",
+        set: |c, v| {
+            parse_number(v, 0, 300_000).map(|x| c.kafka.groups.initial_rebalance_delay_ms = x)
+        },
+        get: |c| integer(c.kafka.groups.initial_rebalance_delay_ms),
+    },
+    OptionSpec {
+        key: "kafka.group_min_session_timeout_ms",
+        flag: "kafka-group-min-session-timeout-ms",
+        help: "Shortest session.timeout.ms a consumer may ask for (Kafka's group.min.session.timeout.ms)",
+        set: |c, v| {
+            parse_number(v, 1, 86_400_000).map(|x| c.kafka.groups.min_session_timeout_ms = x)
+        },
+        get: |c| integer(c.kafka.groups.min_session_timeout_ms),
+    },
+    OptionSpec {
+        key: "kafka.group_max_session_timeout_ms",
+        flag: "kafka-group-max-session-timeout-ms",
+        help: "Longest session.timeout.ms a consumer may ask for (Kafka's group.max.session.timeout.ms)",
+        set: |c, v| {
+            parse_number(v, 1, 86_400_000).map(|x| c.kafka.groups.max_session_timeout_ms = x)
+        },
+        get: |c| integer(c.kafka.groups.max_session_timeout_ms),
+    },
+    OptionSpec {
+        key: "kafka.group_shards",
+        flag: "kafka-group-shards",
+        help: "Table topics the consumer groups' state is spread over; fixed for a deployment",
+        set: |c, v| parse_number(v, 1, 1024).map(|x| c.kafka.groups.shards = x),
+        get: |c| integer(c.kafka.groups.shards),
     },
     OptionSpec {
         key: "admin.listen",

@@ -144,18 +144,50 @@ pub async fn start_with_backend(
         let kafka_config = KafkaConfig {
             advertised_host: advertised.host.clone(),
             advertised_port: advertised.port,
-            default_tenant: kafka.default_tenant,
-            default_namespace: kafka.default_namespace,
+            default_tenant: kafka.default_tenant.clone(),
+            default_namespace: kafka.default_namespace.clone(),
             auto_create_topics: kafka.auto_create_topics,
             default_partitions: kafka.default_partitions,
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
+            groups: group_settings(
+                &kafka.groups,
+                &kafka.default_tenant,
+                &kafka.default_namespace,
+            ),
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
-        Arc::new(move |stream, drain| Box::pin(frontend.clone().serve_connection(stream, drain)))
+        Arc::new(move |stream, drain| {
+            // DescribeGroups reports each member's host, as Kafka does.
+            let peer = stream
+                .peer_addr()
+                .map(|a| format!("/{}", a.ip()))
+                .unwrap_or_default();
+            Box::pin(frontend.clone().serve_connection(stream, peer, drain))
+        })
     })
     .await
+}
+
+/// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
+/// gateway is known to be allowed to write.
+fn group_settings(
+    options: &crate::config::GroupOptions,
+    tenant: &str,
+    namespace: &str,
+) -> gateway_kafka::groups::GroupSettings {
+    use gateway_kafka::groups::state::Timing;
+    gateway_kafka::groups::GroupSettings {
+        shards: options.shards,
+        state_topic: gateway_core::TopicName::new(tenant, namespace, "__gateway_kafka_groups"),
+        timing: Timing {
+            initial_rebalance_delay: Duration::from_millis(options.initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(options.min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(options.max_session_timeout_ms),
+        },
+        ..Default::default()
+    }
 }
 
 fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {

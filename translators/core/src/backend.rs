@@ -124,6 +124,30 @@ pub trait Backend: Send + Sync + 'static {
         initial: InitialPosition,
     ) -> Result<Box<dyn Consumer>>;
 
+    /// Moves a durable subscription, creating it if needed, so that `next` is the first message
+    /// it has not acknowledged: everything before is acknowledged, everything from `next` on is
+    /// backlog. It needs no consumer of the caller's and may move backwards. Used to mirror Kafka
+    /// committed offsets, so that Pulsar tooling shows a group's backlog. A backend may round a
+    /// position inside a batch entry down to the entry (the backlog is then one entry high).
+    async fn position_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        next: MessageId,
+    ) -> Result<()> {
+        let mut consumer = self
+            .subscribe(
+                topic,
+                subscription,
+                SubscriptionType::Failover,
+                InitialPosition::Latest,
+            )
+            .await?;
+        let moved = consumer.seek(SeekTarget::Message(next)).await;
+        consumer.close().await;
+        moved
+    }
+
     /// Deletes a durable subscription. Fails while it has connected consumers.
     async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()>;
 

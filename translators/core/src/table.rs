@@ -39,6 +39,44 @@ pub async fn put(
     Ok(())
 }
 
+/// Writes several keys in one entry, so they are persisted together or not at all, and returns
+/// once persisted. Call order is write order, so later calls win on load.
+pub async fn put_all(
+    backend: &dyn Backend,
+    topic: &TopicName,
+    records: Vec<(String, Option<Bytes>)>,
+) -> Result<()> {
+    submit_all(backend, topic, records).await?.await?;
+    Ok(())
+}
+
+/// Like `put_all`, but returns once the entry is queued (in call order); the returned future
+/// resolves when it is persisted. Holding a lock across this call, and not across the wait,
+/// orders writes without serialising their round trips.
+pub async fn submit_all(
+    backend: &dyn Backend,
+    topic: &TopicName,
+    records: Vec<(String, Option<Bytes>)>,
+) -> Result<crate::backend::PendingSend> {
+    let messages = records
+        .into_iter()
+        .map(|(key, value)| Message {
+            key: Some(Bytes::from(key.into_bytes())),
+            value,
+            ..Message::default()
+        })
+        .collect();
+    backend
+        .submit(
+            topic,
+            vec![EntryToSend {
+                messages,
+                dedup: None,
+            }],
+        )
+        .await
+}
+
 /// Reads a table topic from the start and folds it into its current state.
 pub async fn load(backend: &dyn Backend, topic: &TopicName) -> Result<BTreeMap<String, Bytes>> {
     let mut table = BTreeMap::new();

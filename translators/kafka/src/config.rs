@@ -21,6 +21,8 @@ pub struct KafkaConfig {
     pub max_frame_bytes: usize,
     /// Requests of one connection that may be in flight at once before reads pause.
     pub max_in_flight: usize,
+    /// The group coordinator's settings.
+    pub groups: crate::groups::GroupSettings,
 }
 
 impl Default for KafkaConfig {
@@ -36,6 +38,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             max_frame_bytes: 100 * 1024 * 1024,
             max_in_flight: 16,
+            groups: crate::groups::GroupSettings::default(),
         }
     }
 }

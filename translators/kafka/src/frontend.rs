@@ -15,12 +15,16 @@ pub struct KafkaFrontend {
     pub(crate) sequences: crate::sequences::Sequences,
     /// Recent (high watermark, log start) per concrete topic, for fetches.
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
+    /// Consumer groups and their committed offsets.
+    pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
 }
 
 impl KafkaFrontend {
     pub fn new(config: KafkaConfig, backend: BackendRef) -> Arc<Self> {
+        let groups = crate::groups::GroupCoordinator::new(config.groups.clone(), backend.clone());
         Arc::new(KafkaFrontend {
             config,
+            groups,
             backend,
             sequences: Default::default(),
             watermark_cache: gateway_core::recent::Recent::new(

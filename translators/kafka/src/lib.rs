@@ -4,6 +4,7 @@
 pub mod api_versions;
 pub mod config;
 mod frontend;
+pub mod groups;
 mod handlers;
 pub mod mapping;
 pub mod offsets;

@@ -21,6 +21,7 @@ use crate::api_versions;
 use crate::frontend::KafkaFrontend;
 use crate::handlers::api_versions as api_versions_handler;
 use crate::handlers::fetch::FetchState;
+use crate::handlers::groups::ClientInfo;
 
 /// Smallest request: api key, api version, correlation id and client id length.
 const MIN_REQUEST: usize = 10;
@@ -80,6 +81,7 @@ impl KafkaFrontend {
     pub async fn serve_connection<S>(
         self: Arc<Self>,
         stream: S,
+        peer_host: String,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()>
     where
@@ -109,7 +111,13 @@ impl KafkaFrontend {
         });
 
         let mut writer = BufWriter::new(write_half);
-        let mut fetch_state = FetchState::default();
+        let mut conn = Connection {
+            fetch: FetchState::default(),
+            client: ClientInfo {
+                client_id: String::new(),
+                host: peer_host,
+            },
+        };
         // Produce responses still waiting for the backend, oldest first.
         let mut in_flight: VecDeque<Later> = VecDeque::new();
         let cap = self.config.max_in_flight.max(1);
@@ -153,7 +161,7 @@ impl KafkaFrontend {
                 }
             }
             let outcome = match frame {
-                Ok(frame) => self.answer(&mut fetch_state, frame).await,
+                Ok(frame) => self.answer(&mut conn, frame).await,
                 Err(e) => Err(e),
             };
             match outcome {
@@ -181,7 +189,7 @@ impl KafkaFrontend {
     /// means no response is due (acks=0).
     async fn answer(
         self: &Arc<Self>,
-        fetch_state: &mut FetchState,
+        conn: &mut Connection,
         mut frame: Bytes,
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
@@ -202,6 +210,11 @@ impl KafkaFrontend {
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
         let request = RequestKind::decode(key, &mut frame, version)
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        if let Some(id) = &header.client_id {
+            if conn.client.client_id.as_str() != id.as_str() {
+                conn.client.client_id = id.to_string();
+            }
+        }
         let response = match request {
             RequestKind::ApiVersions(_) => {
                 Some(ResponseKind::ApiVersions(api_versions_handler::handle()))
@@ -222,9 +235,9 @@ impl KafkaFrontend {
                     }
                 })));
             }
-            RequestKind::Fetch(r) => {
-                Some(ResponseKind::Fetch(self.handle_fetch(fetch_state, r).await))
-            }
+            RequestKind::Fetch(r) => Some(ResponseKind::Fetch(
+                self.handle_fetch(&mut conn.fetch, r).await,
+            )),
             RequestKind::ListOffsets(r) => {
                 Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await))
             }
@@ -246,6 +259,39 @@ impl KafkaFrontend {
             RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
                 self.handle_describe_cluster(),
             )),
+            RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
+                self.handle_find_coordinator(r, version),
+            )),
+            RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
+                self.handle_join_group(r, version, &conn.client).await,
+            )),
+            RequestKind::SyncGroup(r) => {
+                Some(ResponseKind::SyncGroup(self.handle_sync_group(r).await))
+            }
+            RequestKind::Heartbeat(r) => {
+                Some(ResponseKind::Heartbeat(self.handle_heartbeat(r).await))
+            }
+            RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(
+                self.handle_leave_group(r, version).await,
+            )),
+            RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(
+                self.handle_offset_commit(r).await,
+            )),
+            RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(
+                self.handle_offset_fetch(r, version).await,
+            )),
+            RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
+                self.handle_describe_groups(r).await,
+            )),
+            RequestKind::ListGroups(r) => {
+                Some(ResponseKind::ListGroups(self.handle_list_groups(r).await))
+            }
+            RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
+                self.handle_delete_groups(r).await,
+            )),
+            RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
+                self.handle_offset_delete(r).await,
+            )),
             // The table and this match must agree; a row without a handler is a bug.
             _ => return Err(Refusal::UnsupportedVersion(key, version)),
         };
@@ -257,6 +303,12 @@ impl KafkaFrontend {
             None => Ok(Answer::Now(None)),
         }
     }
+}
+
+/// What a connection remembers between requests.
+struct Connection {
+    fetch: FetchState,
+    client: ClientInfo,
 }
 
 /// A response that is ready, or one that waits for the backend.

@@ -260,6 +260,59 @@ impl AdminClient {
         }
     }
 
+    /// Moves a subscription so that `next` is its first unacknowledged message, creating it when
+    /// missing (REST `resetcursor`, which needs no consumer and may move backwards). Pulsar resets
+    /// to whole entries: a position inside a batch keeps that entry in the backlog, except past
+    /// the last message, which acknowledges everything.
+    pub async fn position_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        next: MessageId,
+    ) -> Result<()> {
+        let last = self.last_message_id(topic).await?;
+        let body = match last {
+            Some(last) if next > last => format!(
+                r#"{{"ledgerId":{},"entryId":{},"isExcluded":true}}"#,
+                last.ledger, last.entry
+            ),
+            _ => format!(
+                r#"{{"ledgerId":{},"entryId":{},"isExcluded":false}}"#,
+                next.ledger, next.entry
+            ),
+        };
+        let sub = format!("/subscription/{}", encode(subscription));
+        let reset = self.topic_url(topic, &format!("{sub}/resetcursor"));
+        for attempt in 0..2 {
+            let reply = self
+                .send(
+                    Method::POST,
+                    &reset,
+                    Some(Bytes::from(body.clone())),
+                    REQUEST_TIMEOUT,
+                )
+                .await?;
+            match reply.status {
+                s if s.is_success() => return Ok(()),
+                StatusCode::NOT_FOUND if attempt == 0 => {
+                    // A new subscription starts at the end; the reset then moves it.
+                    let latest = Bytes::from_static(
+                        br#"{"ledgerId":9223372036854775807,"entryId":9223372036854775807}"#,
+                    );
+                    let create = self.topic_url(topic, &sub);
+                    let reply = self
+                        .send(Method::PUT, &create, Some(latest), REQUEST_TIMEOUT)
+                        .await?;
+                    if !reply.status.is_success() && reply.status != StatusCode::CONFLICT {
+                        return Err(reply.error(topic));
+                    }
+                }
+                _ => return Err(reply.error(topic)),
+            }
+        }
+        Err(BackendError::SubscriptionNotFound(subscription.to_owned()))
+    }
+
     /// The id of the last message of a topic or partition, `None` when it is empty.
     pub async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         let reply = self

@@ -276,6 +276,17 @@ impl Backend for PulsarBackend {
         self.admin.delete_subscription(topic, subscription).await
     }
 
+    async fn position_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        next: MessageId,
+    ) -> Result<()> {
+        self.admin
+            .position_subscription(topic, subscription, next)
+            .await
+    }
+
     async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
         self.admin.subscriptions(topic).await
     }

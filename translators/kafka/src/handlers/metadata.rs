@@ -42,7 +42,12 @@ impl KafkaFrontend {
                 .list_topics(&config.default_tenant, &config.default_namespace)
                 .await
             {
-                Ok(list) => list.iter().map(|(t, _)| self.kafka_name(t)).collect(),
+                // The gateway's own state topics (group shards) are not Kafka topics.
+                Ok(list) => list
+                    .iter()
+                    .filter(|(t, _)| !t.local.starts_with(crate::groups::INTERNAL_TOPIC_PREFIX))
+                    .map(|(t, _)| self.kafka_name(t))
+                    .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "listing topics failed");
                     Vec::new()

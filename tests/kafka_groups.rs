@@ -1,0 +1,434 @@
+//! Consumer groups with librdkafka, each member its own process (`kafka-group-member`) so it can
+//! be SIGKILLed like a crashed application: three members share six partitions and 60,000
+//! records; midway one is killed (no LeaveGroup) and a fourth joins. Every record must be
+//! consumed, and a record may be consumed twice only if an earlier delivery of it was never
+//! covered by a successful commit (the uncommitted window); a redelivery of a committed record
+//! means the coordinator handed out a stale offset. Runs with the eager range assignor, the
+//! cooperative-sticky assignor and static membership, then across a gateway SIGKILL; committed
+//! offsets are also checked against the group's mirrored subscription in the backend.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_tests::rdkafka_util::*;
+use e2e_tests::{free_port, GatewayProcess, InProcessGateway};
+use gateway_core::{BackendRef, TopicName};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const MEMBER_BIN: &str = env!("CARGO_BIN_EXE_kafka-group-member");
+const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+const RECORDS: usize = 60_000;
+
+struct Member {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Member {
+    fn spawn(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        dir: &Path,
+        n: usize,
+        assignor: &str,
+        instance: Option<&str>,
+    ) -> Member {
+        let log = dir.join(format!("member-{n}.log"));
+        let mut cmd = Command::new(MEMBER_BIN);
+        cmd.args([
+            bootstrap,
+            group,
+            topic,
+            &log.display().to_string(),
+            assignor,
+        ]);
+        if let Some(i) = instance {
+            cmd.arg(i);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn group member");
+        Member { child, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One line of a member's log.
+enum Event {
+    Record(i32, i64),
+    Commit(i32, i64),
+}
+
+fn read_log(path: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let kind = parts.next()?;
+            let p: i32 = parts.next()?.parse().ok()?;
+            let o: i64 = parts.next()?.parse().ok()?;
+            match kind {
+                "r" => Some(Event::Record(p, o)),
+                "c" => Some(Event::Commit(p, o)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn records_consumed(members: &[Member]) -> usize {
+    members
+        .iter()
+        .map(|m| {
+            read_log(&m.log)
+                .iter()
+                .filter(|e| matches!(e, Event::Record(..)))
+                .count()
+        })
+        .sum()
+}
+
+fn unique_consumed(members: &[Member]) -> HashSet<(i32, i64)> {
+    members
+        .iter()
+        .flat_map(|m| read_log(&m.log))
+        .filter_map(|e| match e {
+            Event::Record(p, o) => Some((p, o)),
+            Event::Commit(..) => None,
+        })
+        .collect()
+}
+
+/// What the logs show.
+#[derive(Debug, Default)]
+struct Tally {
+    deliveries: usize,
+    unique: usize,
+    duplicates: usize,
+    /// Deliveries never covered by a commit of the member that consumed them.
+    uncommitted: usize,
+    /// Records delivered again although every earlier delivery had been committed.
+    stale: Vec<(i32, i64)>,
+}
+
+/// Splits each member's log into ownership stints per partition (a stint ends when the
+/// partition is delivered again from an offset at or below one already seen) and counts the
+/// deliveries that no commit of that stint covered. Each redelivery needs one such delivery.
+fn tally(members: &[Member]) -> Tally {
+    let mut deliveries: HashMap<(i32, i64), usize> = HashMap::new();
+    let mut uncommitted: HashMap<(i32, i64), usize> = HashMap::new();
+    for member in members {
+        // partition -> (offsets delivered in the current stint, highest commit in it)
+        let mut stints: HashMap<i32, (Vec<i64>, i64)> = HashMap::new();
+        let close = |stint: (Vec<i64>, i64), p: i32, out: &mut HashMap<(i32, i64), usize>| {
+            for o in stint.0.into_iter().filter(|o| *o >= stint.1) {
+                *out.entry((p, o)).or_default() += 1;
+            }
+        };
+        for event in read_log(&member.log) {
+            match event {
+                Event::Record(p, o) => {
+                    *deliveries.entry((p, o)).or_default() += 1;
+                    let restarted = stints
+                        .get(&p)
+                        .is_some_and(|(seen, _)| seen.last().is_some_and(|last| o <= *last));
+                    if restarted {
+                        let old = stints.remove(&p).expect("present");
+                        close(old, p, &mut uncommitted);
+                    }
+                    stints.entry(p).or_insert((Vec::new(), -1)).0.push(o);
+                }
+                Event::Commit(p, next) => {
+                    let stint = stints.entry(p).or_insert((Vec::new(), -1));
+                    stint.1 = stint.1.max(next);
+                }
+            }
+        }
+        for (p, stint) in stints {
+            close(stint, p, &mut uncommitted);
+        }
+    }
+    let mut t = Tally {
+        deliveries: deliveries.values().sum(),
+        unique: deliveries.len(),
+        uncommitted: uncommitted.values().sum(),
+        ..Tally::default()
+    };
+    for (key, n) in &deliveries {
+        t.duplicates += n - 1;
+        if n - 1 > uncommitted.get(key).copied().unwrap_or(0) {
+            t.stale.push(*key);
+        }
+    }
+    t.stale.sort();
+    t
+}
+
+async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Produces the records; returns every (partition, offset) acknowledged.
+async fn fill(bootstrap: &str, topic: &str) -> HashSet<(i32, i64)> {
+    create_topic(bootstrap, topic, PARTITIONS).await;
+    let producer = producer(bootstrap, &[("linger.ms", "5")]);
+    produce(&producer, topic, 0..RECORDS, 1_700_000_000_000)
+        .await
+        .into_keys()
+        .collect()
+}
+
+/// Kills all members and checks the logs against what was produced.
+fn verify(label: &str, members: &mut [Member], produced: &HashSet<(i32, i64)>) {
+    for m in members.iter_mut() {
+        m.kill();
+    }
+    let consumed = unique_consumed(members);
+    let missing: Vec<_> = produced.difference(&consumed).take(5).collect();
+    let unknown: Vec<_> = consumed.difference(produced).take(5).collect();
+    let t = tally(members);
+    eprintln!(
+        "[{label}] produced {}, deliveries {}, unique {}, duplicates {}, uncommitted window {}, stale redeliveries {}",
+        produced.len(),
+        t.deliveries,
+        t.unique,
+        t.duplicates,
+        t.uncommitted,
+        t.stale.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "[{label}] records never consumed, e.g. {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "[{label}] consumed offsets never produced, e.g. {unknown:?}"
+    );
+    assert!(
+        t.stale.is_empty(),
+        "[{label}] {} records were delivered again after a commit covered them, e.g. {:?}",
+        t.stale.len(),
+        &t.stale[..t.stale.len().min(5)]
+    );
+}
+
+/// Three members, one killed after a third of the records, a fourth joining.
+async fn kill_one_add_one(label: &str, gw: &InProcessGateway, assignor: &str, statics: bool) {
+    let bootstrap = gw.bootstrap();
+    let topic = unique("group-run");
+    let group = unique("group");
+    let produced = fill(&bootstrap, &topic).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let instance = |n: usize| statics.then(|| format!("member-{n}"));
+    let mut members: Vec<Member> = (0..3)
+        .map(|n| {
+            Member::spawn(
+                &bootstrap,
+                &group,
+                &topic,
+                dir.path(),
+                n,
+                assignor,
+                instance(n).as_deref(),
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(120), "a third of the records", || {
+        records_consumed(&members) >= RECORDS / 3
+    })
+    .await;
+    members[0].kill();
+    let killed_at = Instant::now();
+    members.push(Member::spawn(
+        &bootstrap,
+        &group,
+        &topic,
+        dir.path(),
+        3,
+        assignor,
+        instance(3).as_deref(),
+    ));
+    wait_until(Duration::from_secs(240), "every record", || {
+        produced.is_subset(&unique_consumed(&members))
+    })
+    .await;
+    eprintln!(
+        "[{label}] all records consumed {:.1}s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    // Let the last batches' commits land before the members go.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    verify(label, &mut members, &produced);
+    check_mirror(label, gw.gateway.backend(), &bootstrap, &topic, &group).await;
+}
+
+/// The group's committed offsets (OffsetFetch) against its subscription on each partition in
+/// the backend: the backlog must match the lag, to within one entry.
+async fn check_mirror(
+    label: &str,
+    backend: &BackendRef,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        wanted.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("OffsetFetch");
+    // The mirror applies commits once a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base = TopicName::new("public", "default", topic);
+    for p in 0..PARTITIONS {
+        let Offset::Offset(next) = committed
+            .find_partition(topic, p)
+            .expect("partition")
+            .offset()
+        else {
+            panic!("[{label}] partition {p} has no committed offset");
+        };
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        let backlog = backend
+            .backlog(&base.partition(p as u32), group)
+            .await
+            .unwrap_or_else(|e| panic!("[{label}] no subscription {group} on partition {p}: {e}"));
+        eprintln!("[{label}] partition {p}: committed {next}, high watermark {high}, backlog {backlog} entries");
+        if next >= high {
+            assert!(
+                backlog <= 1,
+                "[{label}] partition {p}: lag 0 but backlog {backlog}"
+            );
+        } else {
+            assert!(
+                backlog >= 1,
+                "[{label}] partition {p}: lag but empty backlog"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_range_group_survives_a_killed_member() {
+    let gw = InProcessGateway::start().await;
+    kill_one_add_one("range", &gw, "range", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_group_survives_a_killed_member() {
+    let gw = InProcessGateway::start().await;
+    kill_one_add_one("cooperative-sticky", &gw, "cooperative-sticky", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_members_survive_a_killed_member() {
+    let gw = InProcessGateway::start().await;
+    kill_one_add_one("static", &gw, "range", true).await;
+}
+
+/// A subscription positioned from a commit in the middle of the data has that much backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_position_the_mirrored_subscription() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.bootstrap();
+    let topic = unique("mirror");
+    create_topic(&bootstrap, &topic, 1).await;
+    // One record per request, so each record is its own entry and backlog counts records.
+    let producer = producer(
+        &bootstrap,
+        &[("linger.ms", "0"), ("batch.num.messages", "1")],
+    );
+    let mut offsets = Vec::new();
+    for i in 0..20 {
+        let d = enqueue(&producer, &topic, 0, &record(i, 1_700_000_000_000))
+            .await
+            .await
+            .expect("delivery")
+            .expect("delivered");
+        offsets.push(d.offset);
+    }
+    let group = unique("mirror-group");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let backend = gw.gateway.backend();
+    let partition = TopicName::new("public", "default", &topic).partition(0);
+    for (next, expected_backlog) in [(offsets[12], 8u64), (offsets[19] + 1, 0), (offsets[0], 20)] {
+        let mut commit = TopicPartitionList::new();
+        commit
+            .add_partition_offset(&topic, 0, Offset::Offset(next))
+            .unwrap();
+        consumer
+            .commit(&commit, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let backlog = backend
+                .backlog(&partition, &group)
+                .await
+                .unwrap_or(u64::MAX);
+            if backlog == expected_backlog {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "commit of offset {next}: backlog {backlog}, expected {expected_backlog}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The gateway is SIGKILLed while the group consumes and started again on the same data: the
+/// members resume from their committed offsets (no committed record is delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_resume_from_committed_offsets_after_gateway_sigkill() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gateway = GatewayProcess::start(GATEWAY_BIN, data.path(), kafka, admin);
+    let bootstrap = kafka.to_string();
+    let topic = unique("group-sigkill");
+    let group = unique("group");
+    let produced = fill(&bootstrap, &topic).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut members: Vec<Member> = (0..3)
+        .map(|n| Member::spawn(&bootstrap, &group, &topic, dir.path(), n, "range", None))
+        .collect();
+    wait_until(Duration::from_secs(120), "a third of the records", || {
+        records_consumed(&members) >= RECORDS / 3
+    })
+    .await;
+    gateway.kill();
+    let _gateway = GatewayProcess::start(GATEWAY_BIN, data.path(), kafka, admin);
+    wait_until(Duration::from_secs(240), "every record", || {
+        produced.is_subset(&unique_consumed(&members))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    verify("gateway-sigkill", &mut members, &produced);
+}

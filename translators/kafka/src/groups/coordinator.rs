@@ -1,0 +1,712 @@
+//! The group coordinator: groups hashed to shards, each shard's state kept in a table topic
+//! (`<state topic>-<shard>`) in the backend, so that it survives restarts and any instance can
+//! take a shard over. A shard is loaded once, on first use; requests wait for the load instead
+//! of being told "coordinator is loading".
+//!
+//! Writes to a shard's table are ordered by a per-shard lock held only while the write is
+//! queued, so that commits pipeline without reordering. An answer that depends on a write (an
+//! OffsetCommit) is sent only once the write is persisted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gateway_core::{table, BackendError, BackendRef, TopicName};
+use kafka_protocol::error::ResponseError;
+use tokio::sync::OnceCell;
+
+use super::mirror::Mirror;
+use super::state::{
+    Committed, Effects, Group, GroupSnapshot, GroupState, JoinOutcome, JoinParams, Reply,
+    SyncOutcome, Timing,
+};
+
+/// How often sessions, rebalance deadlines and the initial delay are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Settings of the group coordinator.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Shards groups are hashed over; each is one table topic.
+    pub shards: u32,
+    /// Base name of the shards' table topics; shard `i` is `<local name>-<i>`.
+    pub state_topic: TopicName,
+    pub timing: Timing,
+    /// How often committed offsets are copied to the groups' Pulsar subscriptions.
+    pub mirror_interval: Duration,
+    /// Kafka's `offset.metadata.max.bytes`.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            shards: 16,
+            state_topic: TopicName::new("public", "default", "__gateway_kafka_groups"),
+            timing: Timing::default(),
+            mirror_interval: Duration::from_secs(1),
+            max_metadata_bytes: 4096,
+        }
+    }
+}
+
+/// Local names of topics the gateway keeps for itself; Metadata does not list them.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__gateway_";
+
+struct Shard {
+    topic: TopicName,
+    loaded: OnceCell<()>,
+    groups: Mutex<HashMap<String, Group>>,
+    /// Held while a write is queued, so table order is acceptance order.
+    writes: tokio::sync::Mutex<()>,
+}
+
+pub struct GroupCoordinator {
+    settings: GroupSettings,
+    backend: BackendRef,
+    shards: Vec<Shard>,
+    mirror: Arc<Mirror>,
+    seq: AtomicU64,
+    ticking: AtomicBool,
+}
+
+/// A partition's commit as the handler resolved it.
+pub struct CommitRequest {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub pulsar_topic: TopicName,
+}
+
+/// A group as DescribeGroups and ListGroups report it.
+pub struct GroupSummary {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Table keys: JSON arrays, so group and topic names need no escaping.
+fn group_key(group: &str) -> String {
+    serde_json::json!(["g", group]).to_string()
+}
+
+fn offset_key(group: &str, topic: &str, partition: i32) -> String {
+    serde_json::json!(["o", group, topic, partition]).to_string()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Bytes {
+    Bytes::from(postcard::to_stdvec(value).expect("plain data serializes"))
+}
+
+impl GroupCoordinator {
+    pub fn new(settings: GroupSettings, backend: BackendRef) -> Arc<Self> {
+        let shards = (0..settings.shards.max(1))
+            .map(|i| {
+                let base = &settings.state_topic;
+                Shard {
+                    topic: TopicName::new(
+                        &base.tenant,
+                        &base.namespace,
+                        &format!("{}-{i}", base.local),
+                    ),
+                    loaded: OnceCell::new(),
+                    groups: Mutex::new(HashMap::new()),
+                    writes: tokio::sync::Mutex::new(()),
+                }
+            })
+            .collect();
+        let mirror = Mirror::new(backend.clone(), settings.mirror_interval);
+        Arc::new(GroupCoordinator {
+            settings,
+            backend,
+            shards,
+            mirror,
+            seq: AtomicU64::new(1),
+            ticking: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &GroupSettings {
+        &self.settings
+    }
+
+    fn shard_of(&self, group: &str) -> &Shard {
+        let index = fnv1a(group.as_bytes()) % self.shards.len() as u64;
+        &self.shards[index as usize]
+    }
+
+    /// Starts the timer task on first use (a runtime exists by then).
+    fn ensure_ticking(self: &Arc<Self>) {
+        if self.ticking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(tick_loop(weak));
+        self.mirror.start();
+    }
+
+    /// Loads a shard's table once; concurrent callers wait for the same load.
+    async fn ready(self: &Arc<Self>, shard: &Shard) -> Result<(), ResponseError> {
+        self.ensure_ticking();
+        shard
+            .loaded
+            .get_or_try_init(|| self.load(shard))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(topic = %shard.topic, error = %e, "loading group state failed");
+                ResponseError::CoordinatorNotAvailable
+            })
+    }
+
+    async fn load(&self, shard: &Shard) -> Result<(), BackendError> {
+        match self.backend.create_topic(&shard.topic, 0).await {
+            Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let started = Instant::now();
+        let table = table::load(self.backend.as_ref(), &shard.topic).await?;
+        let now = Instant::now();
+        let mut snapshots: HashMap<String, GroupSnapshot> = HashMap::new();
+        let mut offsets: Vec<(String, String, i32, Committed)> = Vec::new();
+        for (key, value) in table {
+            let Ok(parts) = serde_json::from_str::<Vec<serde_json::Value>>(&key) else {
+                continue;
+            };
+            match parts.as_slice() {
+                [kind, group] if kind == "g" => {
+                    if let (Some(group), Ok(s)) = (group.as_str(), postcard::from_bytes(&value)) {
+                        snapshots.insert(group.to_owned(), s);
+                    }
+                }
+                [kind, group, topic, partition] if kind == "o" => {
+                    if let (Some(group), Some(topic), Some(partition), Ok(c)) = (
+                        group.as_str(),
+                        topic.as_str(),
+                        partition.as_i64(),
+                        postcard::from_bytes::<Committed>(&value),
+                    ) {
+                        offsets.push((group.to_owned(), topic.to_owned(), partition as i32, c));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut groups = shard.groups.lock().expect("groups lock");
+        for (id, snapshot) in snapshots {
+            groups.insert(
+                id.clone(),
+                Group::restore(&id, snapshot, now, &self.settings.timing),
+            );
+        }
+        for (group, topic, partition, committed) in offsets {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now))
+                .offsets
+                .insert((topic, partition), committed);
+        }
+        tracing::info!(topic = %shard.topic, groups = groups.len(), elapsed_ms = started.elapsed().as_millis() as u64, "group state loaded");
+        Ok(())
+    }
+
+    /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
+    async fn persist(&self, shard: &Shard, group_id: &str) {
+        let _order = shard.writes.lock().await;
+        let value = {
+            let groups = shard.groups.lock().expect("groups lock");
+            groups.get(group_id).map(|g| encode(&g.snapshot()))
+        };
+        let pending = table::submit_all(
+            self.backend.as_ref(),
+            &shard.topic,
+            vec![(group_key(group_id), value)],
+        )
+        .await;
+        drop(_order);
+        let outcome = match pending {
+            Ok(p) => p.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            // Membership is rebuilt by rejoining; committed offsets are written separately.
+            tracing::warn!(group = group_id, error = %e, "persisting group membership failed");
+        }
+    }
+
+    pub async fn join(self: &Arc<Self>, group_id: &str, params: JoinParams) -> JoinOutcome {
+        let member_id = params.member_id.clone();
+        if group_id.is_empty() {
+            return failed_join(ResponseError::InvalidGroupId, &member_id);
+        }
+        let timing = &self.settings.timing;
+        if params.session_timeout < timing.min_session_timeout
+            || params.session_timeout > timing.max_session_timeout
+        {
+            return failed_join(ResponseError::InvalidSessionTimeout, &member_id);
+        }
+        let shard = self.shard_of(group_id);
+        if let Err(e) = self.ready(shard).await {
+            return failed_join(e, &member_id);
+        }
+        let mut fx = Effects::default();
+        let reply = {
+            let mut groups = shard.groups.lock().expect("groups lock");
+            if !groups.contains_key(group_id) {
+                if !member_id.is_empty() {
+                    return failed_join(ResponseError::UnknownMemberId, &member_id);
+                }
+                groups.insert(group_id.to_owned(), Group::new(group_id, Instant::now()));
+            }
+            let group = groups.get_mut(group_id).expect("inserted");
+            group.join(params, Instant::now(), timing, &mut fx)
+        };
+        if fx.snapshot {
+            self.persist(shard, group_id).await;
+        }
+        match reply {
+            Reply::Now(outcome) => outcome,
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
+                failed_join(ResponseError::CoordinatorNotAvailable, &member_id)
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        self: &Arc<Self>,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncOutcome {
+        let shard = self.shard_of(group_id);
+        if let Err(e) = self.ready(shard).await {
+            return failed_sync(e);
+        }
+        let mut fx = Effects::default();
+        let reply = {
+            let mut groups = shard.groups.lock().expect("groups lock");
+            let Some(group) = groups.get_mut(group_id) else {
+                return failed_sync(ResponseError::UnknownMemberId);
+            };
+            group.sync(
+                generation,
+                member_id,
+                instance_id,
+                protocol_type,
+                protocol_name,
+                assignments,
+                Instant::now(),
+                &mut fx,
+            )
+        };
+        if fx.snapshot {
+            self.persist(shard, group_id).await;
+        }
+        match reply {
+            Reply::Now(outcome) => outcome,
+            Reply::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| failed_sync(ResponseError::CoordinatorNotAvailable)),
+        }
+    }
+
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
+        let shard = self.shard_of(group_id);
+        if let Err(e) = self.ready(shard).await {
+            return e.code();
+        }
+        let mut groups = shard.groups.lock().expect("groups lock");
+        match groups.get_mut(group_id) {
+            Some(group) => group.heartbeat(generation, member_id, instance_id, Instant::now()),
+            None => ResponseError::UnknownMemberId.code(),
+        }
+    }
+
+    /// LeaveGroup; `Err` is a group-level error.
+    pub async fn leave(
+        self: &Arc<Self>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, i16)>, ResponseError> {
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let mut fx = Effects::default();
+        let results = {
+            let mut groups = shard.groups.lock().expect("groups lock");
+            let Some(group) = groups.get_mut(group_id) else {
+                return Err(ResponseError::UnknownMemberId);
+            };
+            group.leave(members, Instant::now(), &self.settings.timing, &mut fx)
+        };
+        if fx.snapshot {
+            self.persist(shard, group_id).await;
+        }
+        Ok(results)
+    }
+
+    /// OffsetCommit: every partition is accepted or none; `Err` applies to all of them.
+    pub async fn commit(
+        self: &Arc<Self>,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        commits: Vec<CommitRequest>,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let order = shard.writes.lock().await;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut groups = shard.groups.lock().expect("groups lock");
+            let now = Instant::now();
+            match groups.get_mut(group_id) {
+                Some(group) => group.check_commit(generation, member_id, instance_id, now)?,
+                // Kafka: a commit outside any generation creates the group; one claiming a
+                // generation of a group that does not exist is stale.
+                None if generation < 0 => {
+                    groups.insert(group_id.to_owned(), Group::new(group_id, now));
+                }
+                None => return Err(ResponseError::IllegalGeneration),
+            }
+        }
+        let commit_time = now_ms();
+        let accepted: Vec<(String, i32, Committed)> = commits
+            .into_iter()
+            .map(|c| {
+                (
+                    c.topic,
+                    c.partition,
+                    Committed {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata,
+                        commit_time,
+                        pulsar_topic: c.pulsar_topic.to_string(),
+                        seq,
+                    },
+                )
+            })
+            .collect();
+        let records = accepted
+            .iter()
+            .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
+            .collect();
+        let pending = table::submit_all(self.backend.as_ref(), &shard.topic, records).await;
+        drop(order);
+        let persisted = match pending {
+            Ok(p) => p.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = persisted {
+            tracing::warn!(group = group_id, error = %e, "committing offsets failed");
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let mut groups = shard.groups.lock().expect("groups lock");
+        let group = groups
+            .entry(group_id.to_owned())
+            .or_insert_with(|| Group::new(group_id, Instant::now()));
+        for (topic, partition, committed) in accepted {
+            let newer = group
+                .offsets
+                .get(&(topic.clone(), partition))
+                .is_none_or(|old| old.seq <= committed.seq);
+            if newer {
+                self.mirror
+                    .record(group_id, &committed.pulsar_topic, Some(committed.offset));
+                group.offsets.insert((topic, partition), committed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group: of the listed partitions, or all of them for `None`.
+    pub async fn fetch_offsets(
+        self: &Arc<Self>,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, i32, Option<Committed>)>, ResponseError> {
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let groups = shard.groups.lock().expect("groups lock");
+        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        Ok(match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .map(|(topic, p)| {
+                    let found = offsets.and_then(|o| o.get(&(topic.clone(), p)).cloned());
+                    (topic, p, found)
+                })
+                .collect(),
+            None => offsets
+                .into_iter()
+                .flatten()
+                .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                .collect(),
+        })
+    }
+
+    pub async fn describe(
+        self: &Arc<Self>,
+        group_id: &str,
+    ) -> Result<Option<GroupSummary>, ResponseError> {
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let groups = shard.groups.lock().expect("groups lock");
+        Ok(groups.get(group_id).map(summarize))
+    }
+
+    /// Every group with its state and protocol type.
+    pub async fn list(
+        self: &Arc<Self>,
+    ) -> Result<Vec<(String, &'static str, String)>, ResponseError> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            self.ready(shard).await?;
+            let groups = shard.groups.lock().expect("groups lock");
+            out.extend(groups.values().map(|g| {
+                (
+                    g.id.clone(),
+                    g.state.name(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                )
+            }));
+        }
+        Ok(out)
+    }
+
+    /// DeleteGroups for one group: only an empty group can go; its offsets and its mirrored
+    /// subscriptions go with it.
+    pub async fn delete_group(self: &Arc<Self>, group_id: &str) -> Result<(), ResponseError> {
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let order = shard.writes.lock().await;
+        let keys = {
+            let groups = shard.groups.lock().expect("groups lock");
+            let Some(group) = groups.get(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            if !group.is_empty() || group.state != GroupState::Empty {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            let mut keys = vec![(group_key(group_id), None)];
+            keys.extend(
+                group
+                    .offsets
+                    .keys()
+                    .map(|(t, p)| (offset_key(group_id, t, *p), None)),
+            );
+            keys
+        };
+        let pending = table::submit_all(self.backend.as_ref(), &shard.topic, keys).await;
+        drop(order);
+        match pending {
+            Ok(p) => p
+                .await
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        let removed = shard.groups.lock().expect("groups lock").remove(group_id);
+        for committed in removed.iter().flat_map(|g| g.offsets.values()) {
+            self.mirror.record(group_id, &committed.pulsar_topic, None);
+        }
+        Ok(())
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group no longer subscribes to.
+    /// Returns a per-partition error code.
+    pub async fn delete_offsets(
+        self: &Arc<Self>,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
+        let shard = self.shard_of(group_id);
+        self.ready(shard).await?;
+        let order = shard.writes.lock().await;
+        let (results, keys, mirrored) = {
+            let groups = shard.groups.lock().expect("groups lock");
+            let Some(group) = groups.get(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            let subscribed = match group.state {
+                GroupState::Empty => Vec::new(),
+                _ => match group.subscribed_topics() {
+                    Some(t) => t,
+                    None => return Err(ResponseError::NonEmptyGroup),
+                },
+            };
+            let mut results = Vec::new();
+            let mut keys = Vec::new();
+            let mut mirrored = Vec::new();
+            for (topic, p) in partitions {
+                if subscribed.contains(&topic) {
+                    results.push((topic, p, ResponseError::GroupSubscribedToTopic.code()));
+                    continue;
+                }
+                if let Some(c) = group.offsets.get(&(topic.clone(), p)) {
+                    keys.push((offset_key(group_id, &topic, p), None));
+                    mirrored.push((topic.clone(), p, c.pulsar_topic.clone()));
+                }
+                results.push((topic, p, 0));
+            }
+            (results, keys, mirrored)
+        };
+        if !keys.is_empty() {
+            let pending = table::submit_all(self.backend.as_ref(), &shard.topic, keys).await;
+            drop(order);
+            match pending {
+                Ok(p) => p
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+                Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+            };
+            let mut groups = shard.groups.lock().expect("groups lock");
+            if let Some(group) = groups.get_mut(group_id) {
+                for (topic, p, pulsar_topic) in mirrored {
+                    group.offsets.remove(&(topic, p));
+                    self.mirror.record(group_id, &pulsar_topic, None);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// One pass of the timer over every loaded shard.
+    async fn tick(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            if shard.loaded.get().is_none() {
+                continue;
+            }
+            let changed: Vec<String> = {
+                let mut groups = shard.groups.lock().expect("groups lock");
+                groups
+                    .values_mut()
+                    .filter_map(|g| {
+                        let mut fx = Effects::default();
+                        g.tick(now, &self.settings.timing, &mut fx);
+                        fx.snapshot.then(|| g.id.clone())
+                    })
+                    .collect()
+            };
+            for group in changed {
+                self.persist(shard, &group).await;
+            }
+        }
+    }
+}
+
+async fn tick_loop(coordinator: Weak<GroupCoordinator>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(c) = coordinator.upgrade() else {
+            return;
+        };
+        c.tick().await;
+    }
+}
+
+fn summarize(g: &Group) -> GroupSummary {
+    let stable = g.state == GroupState::Stable;
+    let protocol = g.protocol.clone().unwrap_or_default();
+    GroupSummary {
+        state: g.state.name(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: if stable {
+            protocol.clone()
+        } else {
+            String::new()
+        },
+        members: g
+            .members
+            .values()
+            .map(|m| MemberSummary {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                // Kafka shows metadata and assignments only for a stable group.
+                metadata: if stable {
+                    m.protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default()
+                } else {
+                    Bytes::new()
+                },
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect(),
+    }
+}
+
+fn failed_join(error: ResponseError, member_id: &str) -> JoinOutcome {
+    JoinOutcome {
+        error: error.code(),
+        generation: -1,
+        member_id: member_id.to_owned(),
+        ..JoinOutcome::default()
+    }
+}
+
+fn failed_sync(error: ResponseError) -> SyncOutcome {
+    SyncOutcome {
+        error: error.code(),
+        ..SyncOutcome::default()
+    }
+}
+
+/// FNV-1a: a fixed hash, so a group maps to the same shard in every build and on every instance.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= *b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

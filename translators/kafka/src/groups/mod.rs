@@ -1,0 +1,14 @@
+//! Kafka consumer groups (DESIGN.md §5 "Groups"): the classic group protocol run faithfully, with
+//! committed offsets durable in the backend and mirrored to Pulsar subscriptions.
+//!
+//! - `state`: one group's membership state machine (join, sync, heartbeat, leave, timeouts);
+//! - `coordinator`: groups hashed to shards whose state lives in table topics;
+//! - `mirror`: committed offsets copied to a subscription named after the group;
+//! - `consumer_protocol`: reading the consumer protocol's subscription bytes.
+
+pub mod consumer_protocol;
+pub mod coordinator;
+pub mod mirror;
+pub mod state;
+
+pub use coordinator::{GroupCoordinator, GroupSettings, INTERNAL_TOPIC_PREFIX};

@@ -1,0 +1,949 @@
+//! One consumer group's membership state machine: Kafka's classic group protocol as its broker
+//! runs it (KIP-62 rebalance timeouts, KIP-345 static membership, KIP-394 member ids required on
+//! join, KIP-814 static leader rejoins, and the group states `Empty`, `PreparingRebalance`,
+//! `CompletingRebalance`, `Stable`). Assignments are computed by the clients: the coordinator only
+//! carries the leader's bytes to the members, so any assignor works, Kafka Streams' included.
+//!
+//! Nothing here does I/O. Delayed answers (a JoinGroup waiting for the other members, a
+//! SyncGroup waiting for the leader) are oneshot channels completed by later calls or by `tick`.
+//! The caller persists a snapshot whenever `Effects::snapshot` is set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// Error code 0.
+pub const NONE: i16 = 0;
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    /// The names DescribeGroups and ListGroups report, as Kafka spells them.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// Timing rules shared by every group of a coordinator.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Kafka's `group.initial.rebalance.delay.ms`: the first rebalance of an empty group waits
+    /// this long for more members, so a starting application does not rebalance once per member.
+    pub initial_rebalance_delay: Duration,
+    /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            initial_rebalance_delay: Duration::from_secs(3),
+            min_session_timeout: Duration::from_secs(6),
+            max_session_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// A committed offset, exactly as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// Milliseconds since the epoch, when the coordinator accepted it.
+    pub commit_time: u64,
+    /// The Pulsar topic (partition) whose subscription mirrors this offset.
+    pub pulsar_topic: String,
+    /// Order of acceptance within the coordinator shard; a later commit wins even when the
+    /// earlier one's write completes last.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// What a JoinGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct JoinOutcome {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only for the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+    pub skip_assignment: bool,
+}
+
+impl JoinOutcome {
+    fn failed(error: ResponseError, member_id: &str) -> Self {
+        JoinOutcome {
+            error: code(error),
+            generation: -1,
+            member_id: member_id.to_owned(),
+            ..JoinOutcome::default()
+        }
+    }
+}
+
+/// What a SyncGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    pub error: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    fn failed(error: ResponseError) -> Self {
+        SyncOutcome {
+            error: code(error),
+            ..SyncOutcome::default()
+        }
+    }
+}
+
+/// An answer now, or a channel that a later event completes.
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+/// Work for the caller after a state change.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// The group's membership changed in a way worth persisting (a new generation became stable,
+    /// the group emptied, a static member was replaced).
+    pub snapshot: bool,
+}
+
+/// A JoinGroup as the state machine needs it.
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member first gets its id with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+    /// JoinGroup v9+ (KIP-814): a rejoining static leader is told to skip the assignment.
+    pub supports_skip_assignment: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    /// When the session expires unless the member is heard from.
+    deadline: Instant,
+    awaiting_join: Option<oneshot::Sender<JoinOutcome>>,
+    awaiting_sync: Option<oneshot::Sender<SyncOutcome>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+
+    fn fail_waiters(&mut self, error: ResponseError) {
+        if let Some(tx) = self.awaiting_join.take() {
+            let _ = tx.send(JoinOutcome::failed(error, &self.id));
+        }
+        if let Some(tx) = self.awaiting_sync.take() {
+            let _ = tx.send(SyncOutcome::failed(error));
+        }
+    }
+}
+
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub generation: i32,
+    pub leader: Option<String>,
+    /// In join order, so the first to join leads a new generation.
+    pub members: IndexMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or their session lapses.
+    pending: HashMap<String, Instant>,
+    /// `group.instance.id` -> the member id currently holding it.
+    static_members: HashMap<String, String>,
+    rebalance_deadline: Instant,
+    initial_delay_until: Option<Instant>,
+    sync_deadline: Instant,
+    /// (Kafka topic, partition) -> committed offset.
+    pub offsets: BTreeMap<(String, i32), Committed>,
+}
+
+impl Group {
+    pub fn new(id: &str, now: Instant) -> Group {
+        Group {
+            id: id.to_owned(),
+            state: GroupState::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: IndexMap::new(),
+            pending: HashMap::new(),
+            static_members: HashMap::new(),
+            rebalance_deadline: now,
+            initial_delay_until: None,
+            sync_deadline: now,
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// A new member's id: its `group.instance.id` or client id plus a random suffix, as Kafka.
+    fn new_member_id(prefix: &str) -> String {
+        format!("{prefix}-{:032x}", rand::random::<u128>())
+    }
+
+    /// Whether a member with these protocols can join: its protocol type matches and one of its
+    /// protocols is supported by every current member.
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if protocol_type.is_empty() || protocols.is_empty() {
+            return false;
+        }
+        if self.members.is_empty() {
+            return true;
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(name, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            })
+    }
+
+    /// A static member whose instance id now belongs to another member id is a zombie.
+    fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id.is_some_and(|i| {
+            self.static_members
+                .get(i)
+                .is_some_and(|holder| holder != member_id)
+        })
+    }
+
+    pub fn join(
+        &mut self,
+        p: JoinParams,
+        now: Instant,
+        timing: &Timing,
+        fx: &mut Effects,
+    ) -> Reply<JoinOutcome> {
+        if !self.supports(&p.protocol_type, &p.protocols) {
+            return Reply::Now(JoinOutcome::failed(
+                ResponseError::InconsistentGroupProtocol,
+                &p.member_id,
+            ));
+        }
+        if p.member_id.is_empty() {
+            let prefix = p.instance_id.as_deref().unwrap_or(&p.client_id).to_owned();
+            let id = Self::new_member_id(&prefix);
+            if let Some(instance) = &p.instance_id {
+                if let Some(old) = self.static_members.get(instance).cloned() {
+                    return self.replace_static_member(&old, id, p, now, timing, fx);
+                }
+                return self.add_member(id, p, now, timing, fx);
+            }
+            if p.require_known_member_id {
+                self.pending.insert(id.clone(), now + p.session_timeout);
+                return Reply::Now(JoinOutcome::failed(ResponseError::MemberIdRequired, &id));
+            }
+            return self.add_member(id, p, now, timing, fx);
+        }
+        if self.pending.remove(&p.member_id).is_some() {
+            let id = p.member_id.clone();
+            return self.add_member(id, p, now, timing, fx);
+        }
+        if self.is_fenced(&p.member_id, p.instance_id.as_deref()) {
+            return Reply::Now(JoinOutcome::failed(
+                ResponseError::FencedInstanceId,
+                &p.member_id,
+            ));
+        }
+        let Some(member) = self.members.get(&p.member_id) else {
+            return Reply::Now(JoinOutcome::failed(
+                ResponseError::UnknownMemberId,
+                &p.member_id,
+            ));
+        };
+        let unchanged = member.protocols == p.protocols;
+        let is_leader = self.leader.as_deref() == Some(p.member_id.as_str());
+        match self.state {
+            GroupState::Empty => Reply::Now(JoinOutcome::failed(
+                ResponseError::UnknownMemberId,
+                &p.member_id,
+            )),
+            GroupState::CompletingRebalance if unchanged => {
+                // The member missed its JoinGroup answer: give it again.
+                let outcome = self.join_outcome(&p.member_id, is_leader, false);
+                Reply::Now(outcome)
+            }
+            GroupState::Stable if unchanged && !is_leader => {
+                let outcome = self.join_outcome(&p.member_id, false, false);
+                self.touch(&p.member_id, now);
+                Reply::Now(outcome)
+            }
+            _ => {
+                let rx = self.await_join(&p, now);
+                if self.state != GroupState::PreparingRebalance {
+                    self.prepare_rebalance(now, timing);
+                }
+                self.maybe_complete_join(now, fx);
+                Reply::Later(rx)
+            }
+        }
+    }
+
+    /// Updates a known member from its JoinGroup and parks the request until the join completes.
+    fn await_join(&mut self, p: &JoinParams, now: Instant) -> oneshot::Receiver<JoinOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let member = self.members.get_mut(&p.member_id).expect("checked");
+        member.protocols = p.protocols.clone();
+        member.session_timeout = p.session_timeout;
+        member.rebalance_timeout = p.rebalance_timeout;
+        member.client_id = p.client_id.clone();
+        member.client_host = p.client_host.clone();
+        member.deadline = now + p.session_timeout;
+        if let Some(old) = member.awaiting_join.replace(tx) {
+            // The same member joined again (e.g. after a reconnect); the older request is moot.
+            let _ = old.send(JoinOutcome::failed(
+                ResponseError::RebalanceInProgress,
+                &p.member_id,
+            ));
+        }
+        rx
+    }
+
+    fn add_member(
+        &mut self,
+        id: String,
+        p: JoinParams,
+        now: Instant,
+        timing: &Timing,
+        fx: &mut Effects,
+    ) -> Reply<JoinOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(instance) = &p.instance_id {
+            self.static_members.insert(instance.clone(), id.clone());
+        }
+        if self.members.is_empty() {
+            self.protocol_type = Some(p.protocol_type.clone());
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                id,
+                instance_id: p.instance_id,
+                client_id: p.client_id,
+                client_host: p.client_host,
+                session_timeout: p.session_timeout,
+                rebalance_timeout: p.rebalance_timeout,
+                protocol_type: p.protocol_type,
+                protocols: p.protocols,
+                assignment: Bytes::new(),
+                deadline: now + p.session_timeout,
+                awaiting_join: Some(tx),
+                awaiting_sync: None,
+            },
+        );
+        match self.state {
+            GroupState::PreparingRebalance => {
+                // A member arriving during the initial delay extends it, up to the rebalance
+                // timeout, as Kafka's InitialDelayedJoin does.
+                if let Some(until) = self.initial_delay_until {
+                    if now < until {
+                        self.initial_delay_until = Some(
+                            (now + timing.initial_rebalance_delay).min(self.rebalance_deadline),
+                        );
+                    }
+                }
+            }
+            _ => self.prepare_rebalance(now, timing),
+        }
+        self.maybe_complete_join(now, fx);
+        Reply::Later(rx)
+    }
+
+    /// KIP-345: a static member rejoining with a new member id takes the old one's place; the
+    /// old id is fenced. When nothing changed the group does not rebalance.
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        new_id: String,
+        p: JoinParams,
+        now: Instant,
+        timing: &Timing,
+        fx: &mut Effects,
+    ) -> Reply<JoinOutcome> {
+        let Some(mut member) = self.members.shift_remove(old_id) else {
+            self.static_members
+                .remove(p.instance_id.as_deref().unwrap_or_default());
+            return self.add_member(new_id, p, now, timing, fx);
+        };
+        member.fail_waiters(ResponseError::FencedInstanceId);
+        let unchanged = member.protocols == p.protocols;
+        member.id = new_id.clone();
+        member.client_id = p.client_id.clone();
+        member.client_host = p.client_host.clone();
+        member.session_timeout = p.session_timeout;
+        member.rebalance_timeout = p.rebalance_timeout;
+        member.deadline = now + p.session_timeout;
+        let instance = p.instance_id.clone().expect("static member");
+        self.static_members.insert(instance, new_id.clone());
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(new_id.clone());
+        }
+        self.members.insert(new_id.clone(), member);
+        if self.state == GroupState::Stable && unchanged {
+            fx.snapshot = true;
+            let is_leader = self.leader.as_deref() == Some(new_id.as_str());
+            let skip = is_leader && p.supports_skip_assignment;
+            return Reply::Now(self.join_outcome(&new_id, skip, skip));
+        }
+        let p = JoinParams {
+            member_id: new_id,
+            ..p
+        };
+        let rx = self.await_join(&p, now);
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now, timing);
+        }
+        self.maybe_complete_join(now, fx);
+        Reply::Later(rx)
+    }
+
+    fn join_outcome(&self, member_id: &str, with_members: bool, skip: bool) -> JoinOutcome {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        JoinOutcome {
+            error: NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_owned(),
+            members: if with_members {
+                self.members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.id.clone(),
+                            m.instance_id.clone(),
+                            m.metadata_for(&protocol),
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            skip_assignment: skip,
+        }
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant, timing: &Timing) {
+        if self.state == GroupState::CompletingRebalance {
+            for member in self.members.values_mut() {
+                member.assignment = Bytes::new();
+                if let Some(tx) = member.awaiting_sync.take() {
+                    let _ = tx.send(SyncOutcome::failed(ResponseError::RebalanceInProgress));
+                }
+            }
+        }
+        let was_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.rebalance_deadline = now + timeout;
+        self.initial_delay_until =
+            was_empty.then(|| now + timing.initial_rebalance_delay.min(timeout));
+    }
+
+    fn maybe_complete_join(&mut self, now: Instant, fx: &mut Effects) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined =
+            self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some());
+        let delaying = self.initial_delay_until.is_some_and(|until| now < until);
+        if (all_joined && !delaying) || now >= self.rebalance_deadline {
+            self.complete_join(now, fx);
+        }
+    }
+
+    fn complete_join(&mut self, now: Instant, fx: &mut Effects) {
+        // Dynamic members that did not rejoin in time are gone; static ones keep their place
+        // until their session lapses.
+        let missing: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in missing {
+            self.remove_member(&id, ResponseError::UnknownMemberId);
+        }
+        self.initial_delay_until = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            fx.snapshot = true;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        self.state = GroupState::CompletingRebalance;
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self
+                .members
+                .values()
+                .find(|m| m.awaiting_join.is_some())
+                .or_else(|| self.members.values().next())
+                .map(|m| m.id.clone());
+        }
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.sync_deadline = now + timeout;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let is_leader = self.leader.as_deref() == Some(id.as_str());
+            let outcome = self.join_outcome(&id, is_leader, false);
+            let member = self.members.get_mut(&id).expect("listed");
+            member.deadline = now + member.session_timeout;
+            if let Some(tx) = member.awaiting_join.take() {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+
+    /// Each member votes for the first of its protocols that every member supports; the most
+    /// voted wins (Kafka's rule).
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(x, _)| x == *n))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for member in self.members.values() {
+            if let Some((name, _)) = member
+                .protocols
+                .iter()
+                .find(|(n, _)| candidates.contains(&n))
+            {
+                if let Some(v) = votes.iter_mut().find(|(_, c)| *c == name) {
+                    v.0 += 1;
+                }
+            }
+        }
+        // Ties go to the earlier candidate.
+        votes
+            .iter()
+            .rev()
+            .max_by_key(|(count, _)| *count)
+            .map(|(_, name)| (*name).clone())
+    }
+
+    fn remove_member(&mut self, id: &str, error: ResponseError) {
+        if let Some(mut member) = self.members.shift_remove(id) {
+            member.fail_waiters(error);
+            if let Some(instance) = &member.instance_id {
+                if self.static_members.get(instance).map(String::as_str) == Some(id) {
+                    self.static_members.remove(instance);
+                }
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    fn touch(&mut self, member_id: &str, now: Instant) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.deadline = now + m.session_timeout;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+        fx: &mut Effects,
+    ) -> Reply<SyncOutcome> {
+        if self.is_fenced(member_id, instance_id) {
+            return Reply::Now(SyncOutcome::failed(ResponseError::FencedInstanceId));
+        }
+        if !self.members.contains_key(member_id) {
+            return Reply::Now(SyncOutcome::failed(ResponseError::UnknownMemberId));
+        }
+        if generation != self.generation {
+            return Reply::Now(SyncOutcome::failed(ResponseError::IllegalGeneration));
+        }
+        if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
+            || protocol_name.is_some_and(|n| Some(n) != self.protocol.as_deref())
+        {
+            return Reply::Now(SyncOutcome::failed(
+                ResponseError::InconsistentGroupProtocol,
+            ));
+        }
+        match self.state {
+            GroupState::Empty => Reply::Now(SyncOutcome::failed(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                Reply::Now(SyncOutcome::failed(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                self.touch(member_id, now);
+                Reply::Now(self.sync_outcome(member_id))
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                let member = self.members.get_mut(member_id).expect("checked");
+                member.deadline = now + member.session_timeout;
+                if let Some(old) = member.awaiting_sync.replace(tx) {
+                    let _ = old.send(SyncOutcome::failed(ResponseError::RebalanceInProgress));
+                }
+                if self.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in self.members.values_mut() {
+                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                    }
+                    self.state = GroupState::Stable;
+                    fx.snapshot = true;
+                    let ids: Vec<String> = self.members.keys().cloned().collect();
+                    for id in ids {
+                        let outcome = self.sync_outcome(&id);
+                        let waiter = self
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.awaiting_sync.take());
+                        if let Some(tx) = waiter {
+                            let _ = tx.send(outcome);
+                        }
+                    }
+                }
+                Reply::Later(rx)
+            }
+        }
+    }
+
+    fn sync_outcome(&self, member_id: &str) -> SyncOutcome {
+        SyncOutcome {
+            error: NONE,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            assignment: self.members[member_id].assignment.clone(),
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+    ) -> i16 {
+        if self.is_fenced(member_id, instance_id) {
+            return code(ResponseError::FencedInstanceId);
+        }
+        if !self.members.contains_key(member_id) {
+            return code(ResponseError::UnknownMemberId);
+        }
+        match self.state {
+            GroupState::Empty => code(ResponseError::UnknownMemberId),
+            _ if generation != self.generation => code(ResponseError::IllegalGeneration),
+            GroupState::PreparingRebalance => {
+                self.touch(member_id, now);
+                code(ResponseError::RebalanceInProgress)
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.touch(member_id, now);
+                NONE
+            }
+        }
+    }
+
+    /// LeaveGroup for a batch of members (KIP-345): each by member id, or by instance id alone.
+    pub fn leave(
+        &mut self,
+        leaving: &[(String, Option<String>)],
+        now: Instant,
+        timing: &Timing,
+        fx: &mut Effects,
+    ) -> Vec<(String, i16)> {
+        let mut results = Vec::with_capacity(leaving.len());
+        let mut removed = false;
+        for (member_id, instance_id) in leaving {
+            let id = match (member_id.is_empty(), instance_id) {
+                (true, Some(instance)) => match self.static_members.get(instance) {
+                    Some(id) => id.clone(),
+                    None => {
+                        results.push((member_id.clone(), code(ResponseError::UnknownMemberId)));
+                        continue;
+                    }
+                },
+                _ => member_id.clone(),
+            };
+            if self.is_fenced(&id, instance_id.as_deref()) {
+                results.push((id, code(ResponseError::FencedInstanceId)));
+            } else if self.pending.remove(&id).is_some() {
+                results.push((id, NONE));
+            } else if self.members.contains_key(&id) {
+                self.remove_member(&id, ResponseError::UnknownMemberId);
+                removed = true;
+                results.push((id, NONE));
+            } else {
+                results.push((id, code(ResponseError::UnknownMemberId)));
+            }
+        }
+        if removed {
+            self.after_removal(now, timing, fx);
+        }
+        results
+    }
+
+    fn after_removal(&mut self, now: Instant, timing: &Timing, fx: &mut Effects) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(now, timing)
+            }
+            GroupState::PreparingRebalance | GroupState::Empty => {}
+        }
+        self.maybe_complete_join(now, fx);
+    }
+
+    /// Whether an OffsetCommit from this member may be accepted (and it counts as a heartbeat).
+    pub fn check_commit(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+    ) -> Result<(), ResponseError> {
+        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
+            // A commit from outside any generation: admin tools, or consumers with assign().
+            return Ok(());
+        }
+        if self.is_fenced(member_id, instance_id) {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        self.touch(member_id, now);
+        Ok(())
+    }
+
+    /// Expires sessions, pending member ids and overdue rebalances.
+    pub fn tick(&mut self, now: Instant, timing: &Timing, fx: &mut Effects) {
+        self.pending.retain(|_, deadline| *deadline > now);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none() && m.deadline <= now)
+            .map(|m| m.id.clone())
+            .collect();
+        let mut removed = !expired.is_empty();
+        for id in expired {
+            tracing::info!(group = %self.id, member = %id, "session timed out; removing member");
+            self.remove_member(&id, ResponseError::UnknownMemberId);
+        }
+        if self.state == GroupState::CompletingRebalance && now >= self.sync_deadline {
+            let late: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| m.awaiting_sync.is_none())
+                .map(|m| m.id.clone())
+                .collect();
+            for id in late {
+                tracing::info!(group = %self.id, member = %id, "no SyncGroup within the rebalance timeout; removing member");
+                self.remove_member(&id, ResponseError::UnknownMemberId);
+                removed = true;
+            }
+        }
+        if removed {
+            self.after_removal(now, timing, fx);
+        } else {
+            self.maybe_complete_join(now, fx);
+        }
+    }
+
+    /// Which topics the members subscribe to, when they use the consumer protocol.
+    pub fn subscribed_topics(&self) -> Option<Vec<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
+            return None;
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let mut topics = Vec::new();
+        for member in self.members.values() {
+            let metadata = member.metadata_for(&protocol);
+            topics.extend(crate::groups::consumer_protocol::subscribed_topics(
+                &metadata,
+            )?);
+        }
+        Some(topics)
+    }
+
+    pub fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            generation: self.generation,
+            leader: self.leader.clone(),
+            stable: self.state == GroupState::Stable,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocol_type: m.protocol_type.clone(),
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The group as persisted. A stable generation resumes with fresh sessions, so members that
+    /// keep heartbeating carry on without a rebalance; any other state starts a rebalance.
+    pub fn restore(id: &str, s: GroupSnapshot, now: Instant, timing: &Timing) -> Group {
+        let mut group = Group::new(id, now);
+        group.protocol_type = s.protocol_type;
+        group.protocol = s.protocol;
+        group.generation = s.generation;
+        group.leader = s.leader;
+        for m in s.members {
+            if let Some(instance) = &m.instance_id {
+                group.static_members.insert(instance.clone(), m.id.clone());
+            }
+            let session_timeout = Duration::from_millis(m.session_timeout_ms);
+            group.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout,
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocol_type: m.protocol_type,
+                    protocols: m.protocols,
+                    assignment: m.assignment,
+                    deadline: now + session_timeout,
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                },
+            );
+        }
+        if group.members.is_empty() {
+            group.protocol = None;
+            group.leader = None;
+        } else if s.stable {
+            group.state = GroupState::Stable;
+        } else {
+            group.state = GroupState::Stable;
+            group.prepare_rebalance(now, timing);
+        }
+        group
+    }
+}
+
+/// The persisted form of a group's membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub generation: i32,
+    pub leader: Option<String>,
+    pub stable: bool,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+}

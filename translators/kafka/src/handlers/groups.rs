@@ -1,0 +1,577 @@
+//! Consumer group APIs: FindCoordinator (10), JoinGroup (11), Heartbeat (12), LeaveGroup (13),
+//! SyncGroup (14), OffsetCommit (8), OffsetFetch (9), DescribeGroups (15), ListGroups (16),
+//! DeleteGroups (42) and OffsetDelete (47). This module maps each version's fields to the
+//! coordinator (`crate::groups`) and back.
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName as KafkaTopicName,
+};
+
+use super::str_bytes;
+use crate::frontend::KafkaFrontend;
+use crate::groups::coordinator::CommitRequest;
+use crate::groups::state::{Committed, JoinParams};
+
+/// FindCoordinator key types.
+const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
+/// DescribeGroups: authorized operations not computed.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// The only group type this coordinator runs (ListGroups v5).
+const CLASSIC: &str = "classic";
+
+/// Who sent a request: reported by DescribeGroups for each member.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub host: String,
+}
+
+fn millis(ms: i32) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+impl KafkaFrontend {
+    pub(crate) fn handle_find_coordinator(
+        &self,
+        request: FindCoordinatorRequest,
+        version: i16,
+    ) -> FindCoordinatorResponse {
+        let keys = if version >= 4 {
+            request.coordinator_keys
+        } else {
+            vec![request.key]
+        };
+        let coordinators: Vec<Coordinator> = keys
+            .into_iter()
+            .map(|key| {
+                let mut c = Coordinator::default();
+                c.key = key;
+                match request.key_type {
+                    KEY_GROUP => {
+                        c.node_id = BrokerId(self.config.node_id);
+                        c.host = str_bytes(self.config.advertised_host.clone());
+                        c.port = self.config.advertised_port as i32;
+                    }
+                    other => {
+                        c.node_id = BrokerId(-1);
+                        c.host = str_bytes("");
+                        c.port = -1;
+                        c.error_code = ResponseError::InvalidRequest.code();
+                        c.error_message = Some(str_bytes(if other == KEY_TRANSACTION {
+                            "transactions are not supported by this gateway".to_string()
+                        } else {
+                            format!("unknown coordinator key type {other}")
+                        }));
+                    }
+                }
+                c
+            })
+            .collect();
+        let mut response = FindCoordinatorResponse::default();
+        if version >= 4 {
+            response.coordinators = coordinators;
+        } else if let Some(c) = coordinators.into_iter().next() {
+            response.error_code = c.error_code;
+            response.error_message = c.error_message;
+            response.node_id = c.node_id;
+            response.host = c.host;
+            response.port = c.port;
+        }
+        response
+    }
+
+    pub(crate) async fn handle_join_group(
+        &self,
+        request: JoinGroupRequest,
+        version: i16,
+        client: &ClientInfo,
+    ) -> JoinGroupResponse {
+        let mut response = JoinGroupResponse::default();
+        let session = millis(request.session_timeout_ms);
+        let rebalance = if version >= 1 {
+            millis(request.rebalance_timeout_ms)
+        } else {
+            session
+        };
+        let outcome = match (session, rebalance) {
+            (Some(session_timeout), Some(rebalance_timeout)) => {
+                let params = JoinParams {
+                    member_id: request.member_id.to_string(),
+                    instance_id: request.group_instance_id.map(|i| i.to_string()),
+                    client_id: client.client_id.clone(),
+                    client_host: client.host.clone(),
+                    session_timeout,
+                    rebalance_timeout,
+                    protocol_type: request.protocol_type.to_string(),
+                    protocols: request
+                        .protocols
+                        .into_iter()
+                        .map(|p| (p.name.to_string(), p.metadata))
+                        .collect(),
+                    require_known_member_id: version >= 4,
+                    supports_skip_assignment: version >= 9,
+                };
+                self.groups.join(&request.group_id.0, params).await
+            }
+            _ => {
+                response.error_code = ResponseError::InvalidSessionTimeout.code();
+                response.generation_id = -1;
+                response.member_id = request.member_id;
+                response.protocol_name = (version < 7).then(|| str_bytes(""));
+                return response;
+            }
+        };
+        response.error_code = outcome.error;
+        response.generation_id = outcome.generation;
+        response.protocol_type = outcome.protocol_type.map(str_bytes);
+        // Before v7 the protocol name is not nullable.
+        response.protocol_name = match outcome.protocol_name {
+            Some(n) => Some(str_bytes(n)),
+            None if version < 7 => Some(str_bytes("")),
+            None => None,
+        };
+        response.leader = str_bytes(outcome.leader);
+        response.member_id = str_bytes(outcome.member_id);
+        response.skip_assignment = outcome.skip_assignment;
+        response.members = outcome
+            .members
+            .into_iter()
+            .map(|(id, instance, metadata)| {
+                let mut m = JoinGroupResponseMember::default();
+                m.member_id = str_bytes(id);
+                m.group_instance_id = instance.map(str_bytes);
+                m.metadata = metadata;
+                m
+            })
+            .collect();
+        response
+    }
+
+    pub(crate) async fn handle_sync_group(&self, request: SyncGroupRequest) -> SyncGroupResponse {
+        let assignments = request
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect();
+        let outcome = self
+            .groups
+            .sync(
+                &request.group_id.0,
+                request.generation_id,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                request.protocol_type.as_deref(),
+                request.protocol_name.as_deref(),
+                assignments,
+            )
+            .await;
+        let mut response = SyncGroupResponse::default();
+        response.error_code = outcome.error;
+        response.protocol_type = outcome.protocol_type.map(str_bytes);
+        response.protocol_name = outcome.protocol_name.map(str_bytes);
+        response.assignment = outcome.assignment;
+        response
+    }
+
+    pub(crate) async fn handle_heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
+        let mut response = HeartbeatResponse::default();
+        response.error_code = self
+            .groups
+            .heartbeat(
+                &request.group_id.0,
+                request.generation_id,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+            )
+            .await;
+        response
+    }
+
+    pub(crate) async fn handle_leave_group(
+        &self,
+        request: LeaveGroupRequest,
+        version: i16,
+    ) -> LeaveGroupResponse {
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            request
+                .members
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.group_instance_id.map(|i| i.to_string()),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(request.member_id.to_string(), None)]
+        };
+        let mut response = LeaveGroupResponse::default();
+        match self.groups.leave(&request.group_id.0, &leaving).await {
+            Err(e) => response.error_code = e.code(),
+            Ok(results) if version >= 3 => {
+                response.members = results
+                    .into_iter()
+                    .zip(leaving)
+                    .map(|((member_id, error), (_, instance))| {
+                        let mut m = MemberResponse::default();
+                        m.member_id = str_bytes(member_id);
+                        m.group_instance_id = instance.map(str_bytes);
+                        m.error_code = error;
+                        m
+                    })
+                    .collect();
+            }
+            Ok(results) => {
+                response.error_code = results.first().map(|(_, e)| *e).unwrap_or_default();
+            }
+        }
+        response
+    }
+
+    pub(crate) async fn handle_offset_commit(
+        &self,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        // Partitions that fail on their own, and those that go to the coordinator.
+        let mut answers: Vec<(KafkaTopicName, Vec<PartitionAnswer>)> = Vec::new();
+        let mut commits = Vec::new();
+        let max_metadata = self.groups.settings().max_metadata_bytes;
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let mut partitions = Vec::new();
+            for p in topic.partitions {
+                let metadata = p.committed_metadata.map(|m| m.to_string());
+                if metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
+                    partitions.push((
+                        p.partition_index,
+                        Some(ResponseError::OffsetMetadataTooLarge.code()),
+                    ));
+                    continue;
+                }
+                match self.partition_topic(&name, p.partition_index).await {
+                    Err(e) => partitions.push((p.partition_index, Some(e.code()))),
+                    Ok(pulsar_topic) => {
+                        partitions.push((p.partition_index, None));
+                        commits.push(CommitRequest {
+                            topic: name.clone(),
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata,
+                            pulsar_topic,
+                        });
+                    }
+                }
+            }
+            answers.push((topic.name, partitions));
+        }
+        let group_error = if commits.is_empty() {
+            0
+        } else {
+            match self
+                .groups
+                .commit(
+                    &request.group_id.0,
+                    request.generation_id_or_member_epoch,
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                    commits,
+                )
+                .await
+            {
+                Ok(()) => 0,
+                Err(e) => e.code(),
+            }
+        };
+        let mut response = OffsetCommitResponse::default();
+        response.topics = answers
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut t = OffsetCommitResponseTopic::default();
+                t.name = name;
+                t.partitions = partitions
+                    .into_iter()
+                    .map(|(index, error)| {
+                        let mut p = OffsetCommitResponsePartition::default();
+                        p.partition_index = index;
+                        p.error_code = error.unwrap_or(group_error);
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect();
+        response
+    }
+
+    pub(crate) async fn handle_offset_fetch(
+        &self,
+        request: OffsetFetchRequest,
+        version: i16,
+    ) -> OffsetFetchResponse {
+        let mut response = OffsetFetchResponse::default();
+        if version >= 8 {
+            for group in request.groups {
+                let wanted = group.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let mut answer = OffsetFetchResponseGroup::default();
+                match self.groups.fetch_offsets(&group.group_id.0, wanted).await {
+                    Err(e) => answer.error_code = e.code(),
+                    Ok(found) => {
+                        answer.topics = group_by_topic(found)
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                let mut t = OffsetFetchResponseTopics::default();
+                                t.name = KafkaTopicName(str_bytes(name));
+                                t.partitions = partitions
+                                    .into_iter()
+                                    .map(|(index, c)| {
+                                        let (offset, epoch, metadata) = committed_fields(c);
+                                        let mut p = OffsetFetchResponsePartitions::default();
+                                        p.partition_index = index;
+                                        p.committed_offset = offset;
+                                        p.committed_leader_epoch = epoch;
+                                        p.metadata = Some(str_bytes(metadata));
+                                        p
+                                    })
+                                    .collect();
+                                t
+                            })
+                            .collect();
+                    }
+                }
+                answer.group_id = group.group_id;
+                response.groups.push(answer);
+            }
+            return response;
+        }
+        let wanted = request.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect()
+        });
+        match self.groups.fetch_offsets(&request.group_id.0, wanted).await {
+            Err(e) => {
+                response.error_code = e.code();
+            }
+            Ok(found) => {
+                response.topics = group_by_topic(found)
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        let mut t = OffsetFetchResponseTopic::default();
+                        t.name = KafkaTopicName(str_bytes(name));
+                        t.partitions = partitions
+                            .into_iter()
+                            .map(|(index, c)| {
+                                let (offset, epoch, metadata) = committed_fields(c);
+                                let mut p = OffsetFetchResponsePartition::default();
+                                p.partition_index = index;
+                                p.committed_offset = offset;
+                                p.committed_leader_epoch = epoch;
+                                p.metadata = Some(str_bytes(metadata));
+                                p
+                            })
+                            .collect();
+                        t
+                    })
+                    .collect();
+            }
+        }
+        response
+    }
+
+    pub(crate) async fn handle_describe_groups(
+        &self,
+        request: DescribeGroupsRequest,
+    ) -> DescribeGroupsResponse {
+        let mut response = DescribeGroupsResponse::default();
+        for group_id in request.groups {
+            let mut described = DescribedGroup::default();
+            described.authorized_operations = OPERATIONS_NOT_REQUESTED;
+            match self.groups.describe(&group_id.0).await {
+                Err(e) => described.error_code = e.code(),
+                // Kafka describes an unknown group as Dead, without an error.
+                Ok(None) => described.group_state = str_bytes("Dead"),
+                Ok(Some(summary)) => {
+                    described.group_state = str_bytes(summary.state);
+                    described.protocol_type = str_bytes(summary.protocol_type);
+                    described.protocol_data = str_bytes(summary.protocol);
+                    described.members = summary
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut d = DescribedGroupMember::default();
+                            d.member_id = str_bytes(m.member_id);
+                            d.group_instance_id = m.instance_id.map(str_bytes);
+                            d.client_id = str_bytes(m.client_id);
+                            d.client_host = str_bytes(m.client_host);
+                            d.member_metadata = m.metadata;
+                            d.member_assignment = m.assignment;
+                            d
+                        })
+                        .collect();
+                }
+            }
+            described.group_id = group_id;
+            response.groups.push(described);
+        }
+        response
+    }
+
+    pub(crate) async fn handle_list_groups(
+        &self,
+        request: ListGroupsRequest,
+    ) -> ListGroupsResponse {
+        let mut response = ListGroupsResponse::default();
+        let states: Vec<String> = request
+            .states_filter
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect();
+        let types: Vec<String> = request
+            .types_filter
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect();
+        if !types.is_empty() && !types.iter().any(|t| t == CLASSIC) {
+            return response;
+        }
+        match self.groups.list().await {
+            Err(e) => response.error_code = e.code(),
+            Ok(groups) => {
+                response.groups = groups
+                    .into_iter()
+                    .filter(|(_, state, _)| {
+                        states.is_empty() || states.contains(&state.to_lowercase())
+                    })
+                    .map(|(id, state, protocol_type)| {
+                        let mut g = ListedGroup::default();
+                        g.group_id = GroupId(str_bytes(id));
+                        g.protocol_type = str_bytes(protocol_type);
+                        g.group_state = str_bytes(state);
+                        g.group_type = str_bytes(CLASSIC);
+                        g
+                    })
+                    .collect();
+            }
+        }
+        response
+    }
+
+    pub(crate) async fn handle_delete_groups(
+        &self,
+        request: DeleteGroupsRequest,
+    ) -> DeleteGroupsResponse {
+        let mut response = DeleteGroupsResponse::default();
+        for group_id in request.groups_names {
+            let mut result = DeletableGroupResult::default();
+            result.error_code = match self.groups.delete_group(&group_id.0).await {
+                Ok(()) => 0,
+                Err(e) => e.code(),
+            };
+            result.group_id = group_id;
+            response.results.push(result);
+        }
+        response
+    }
+
+    pub(crate) async fn handle_offset_delete(
+        &self,
+        request: OffsetDeleteRequest,
+    ) -> OffsetDeleteResponse {
+        let partitions: Vec<(String, i32)> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect();
+        let mut response = OffsetDeleteResponse::default();
+        match self
+            .groups
+            .delete_offsets(&request.group_id.0, partitions)
+            .await
+        {
+            Err(e) => response.error_code = e.code(),
+            Ok(results) => {
+                for (name, partition, error) in results {
+                    let topic = match response
+                        .topics
+                        .iter_mut()
+                        .position(|t| t.name.0.as_str() == name)
+                    {
+                        Some(i) => &mut response.topics[i],
+                        None => {
+                            let mut t = OffsetDeleteResponseTopic::default();
+                            t.name = KafkaTopicName(str_bytes(name));
+                            response.topics.push(t);
+                            response.topics.last_mut().expect("pushed")
+                        }
+                    };
+                    let mut p = OffsetDeleteResponsePartition::default();
+                    p.partition_index = partition;
+                    p.error_code = error;
+                    topic.partitions.push(p);
+                }
+            }
+        }
+        response
+    }
+}
+
+/// Offset, leader epoch and metadata as OffsetFetch reports them; -1 and "" when none.
+fn committed_fields(c: Option<Committed>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata.unwrap_or_default()),
+        None => (-1, -1, String::new()),
+    }
+}
+
+/// A partition's index and its own error, if it failed before reaching the coordinator.
+type PartitionAnswer = (i32, Option<i16>);
+
+type ByTopic = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
+fn group_by_topic(found: Vec<(String, i32, Option<Committed>)>) -> ByTopic {
+    let mut out: ByTopic = Vec::new();
+    for (topic, partition, committed) in found {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, partitions)) => partitions.push((partition, committed)),
+            None => out.push((topic, vec![(partition, committed)])),
+        }
+    }
+    out
+}
