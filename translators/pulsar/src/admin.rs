@@ -271,16 +271,13 @@ impl AdminClient {
         next: MessageId,
     ) -> Result<()> {
         let last = self.last_message_id(topic).await?;
-        let body = match last {
-            Some(last) if next > last => format!(
-                r#"{{"ledgerId":{},"entryId":{},"isExcluded":true}}"#,
-                last.ledger, last.entry
-            ),
-            _ => format!(
-                r#"{{"ledgerId":{},"entryId":{},"isExcluded":false}}"#,
-                next.ledger, next.entry
-            ),
+        // Past the last message, the position is the entry after the last one (Pulsar accepts
+        // it; `isExcluded` on the last entry is not honoured by resetcursor).
+        let (ledger, entry) = match last {
+            Some(last) if next > last => (last.ledger, last.entry + 1),
+            _ => (next.ledger, next.entry),
         };
+        let body = format!(r#"{{"ledgerId":{ledger},"entryId":{entry}}}"#);
         let sub = format!("/subscription/{}", encode(subscription));
         let reset = self.topic_url(topic, &format!("{sub}/resetcursor"));
         for attempt in 0..2 {
