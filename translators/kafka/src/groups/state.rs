@@ -947,3 +947,199 @@ pub struct MemberSnapshot {
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            initial_rebalance_delay: Duration::ZERO,
+            ..Timing::default()
+        }
+    }
+
+    fn params(member_id: &str, instance: Option<&str>, metadata: &'static [u8]) -> JoinParams {
+        JoinParams {
+            member_id: member_id.to_owned(),
+            instance_id: instance.map(str::to_owned),
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(metadata))],
+            require_known_member_id: true,
+            supports_skip_assignment: false,
+        }
+    }
+
+    fn now_value<T>(reply: Reply<T>) -> T {
+        match reply {
+            Reply::Now(v) => v,
+            Reply::Later(_) => panic!("expected an immediate answer"),
+        }
+    }
+
+    fn later<T>(reply: Reply<T>) -> oneshot::Receiver<T> {
+        match reply {
+            Reply::Later(rx) => rx,
+            Reply::Now(_) => panic!("expected a delayed answer"),
+        }
+    }
+
+    /// Two dynamic members join (each first getting its id), the first leads, and the leader's
+    /// assignment reaches both.
+    fn stable_pair(g: &mut Group, t0: Instant) -> (String, String) {
+        let mut fx = Effects::default();
+        let a = now_value(g.join(params("", None, b"a"), t0, &timing(), &mut fx));
+        assert_eq!(a.error, ResponseError::MemberIdRequired.code());
+        let b = now_value(g.join(params("", None, b"b"), t0, &timing(), &mut fx));
+        let mut rx_a = later(g.join(params(&a.member_id, None, b"a"), t0, &timing(), &mut fx));
+        // B's id is still pending, so the join waits for it.
+        assert!(rx_a.try_recv().is_err());
+        let mut rx_b = later(g.join(params(&b.member_id, None, b"b"), t0, &timing(), &mut fx));
+        let (ja, jb) = (rx_a.try_recv().unwrap(), rx_b.try_recv().unwrap());
+        assert_eq!((ja.generation, jb.generation), (1, 1));
+        assert_eq!(ja.leader, a.member_id);
+        assert_eq!(ja.members.len(), 2, "the leader sees every member");
+        assert!(jb.members.is_empty());
+        assert_eq!(
+            ja.members[1].2,
+            Bytes::from_static(b"b"),
+            "metadata passed through"
+        );
+        let mut sync_b = later(g.sync(1, &b.member_id, None, None, None, vec![], t0, &mut fx));
+        let assignments = vec![
+            (a.member_id.clone(), Bytes::from_static(b"to-a")),
+            (b.member_id.clone(), Bytes::from_static(b"to-b")),
+        ];
+        let mut sync_a = later(g.sync(1, &a.member_id, None, None, None, assignments, t0, &mut fx));
+        assert_eq!(
+            sync_b.try_recv().unwrap().assignment,
+            Bytes::from_static(b"to-b")
+        );
+        assert_eq!(
+            sync_a.try_recv().unwrap().assignment,
+            Bytes::from_static(b"to-a")
+        );
+        assert_eq!(g.state, GroupState::Stable);
+        assert!(fx.snapshot);
+        (a.member_id, b.member_id)
+    }
+
+    #[test]
+    fn members_join_sync_and_get_the_leaders_assignment() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        stable_pair(&mut g, t0);
+    }
+
+    #[test]
+    fn a_silent_member_is_removed_and_the_group_rebalances() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        let t1 = t0 + Duration::from_secs(8);
+        assert_eq!(g.heartbeat(1, &a, None, t1), NONE);
+        let t2 = t0 + Duration::from_secs(11);
+        let mut fx = Effects::default();
+        g.tick(t2, &timing(), &mut fx);
+        assert!(!g.members.contains_key(&b), "b's session lapsed");
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert_eq!(
+            g.heartbeat(1, &a, None, t2),
+            ResponseError::RebalanceInProgress.code()
+        );
+        assert_eq!(
+            g.heartbeat(1, &b, None, t2),
+            ResponseError::UnknownMemberId.code()
+        );
+        // A commit of the old generation is still accepted while preparing (eager revocation).
+        assert!(g.check_commit(1, &a, None, t2).is_ok());
+        let rx = later(g.join(params(&a, None, b"a"), t2, &timing(), &mut fx));
+        let joined = rx.blocking_recv().unwrap();
+        assert_eq!((joined.generation, joined.members.len()), (2, 1));
+        assert_eq!(
+            g.check_commit(2, &a, None, t2),
+            Err(ResponseError::RebalanceInProgress),
+            "no commits between join and sync"
+        );
+        assert_eq!(
+            g.check_commit(1, &a, None, t2),
+            Err(ResponseError::IllegalGeneration)
+        );
+    }
+
+    #[test]
+    fn a_static_member_returning_unchanged_keeps_its_assignment_and_fences_the_old_id() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let mut fx = Effects::default();
+        let rx = later(g.join(params("", Some("i1"), b"m"), t0, &timing(), &mut fx));
+        let first = rx.blocking_recv().unwrap();
+        let assignment = vec![(first.member_id.clone(), Bytes::from_static(b"p0"))];
+        let rx = later(g.sync(
+            1,
+            &first.member_id,
+            Some("i1"),
+            None,
+            None,
+            assignment,
+            t0,
+            &mut fx,
+        ));
+        assert_eq!(
+            rx.blocking_recv().unwrap().assignment,
+            Bytes::from_static(b"p0")
+        );
+        // The process restarts: same instance id, no member id.
+        let again = now_value(g.join(params("", Some("i1"), b"m"), t0, &timing(), &mut fx));
+        assert_eq!(again.error, NONE);
+        assert_eq!(again.generation, 1, "no rebalance");
+        assert_ne!(again.member_id, first.member_id);
+        assert_eq!(g.state, GroupState::Stable);
+        let synced = now_value(g.sync(
+            1,
+            &again.member_id,
+            Some("i1"),
+            None,
+            None,
+            vec![],
+            t0,
+            &mut fx,
+        ));
+        assert_eq!(synced.assignment, Bytes::from_static(b"p0"));
+        assert_eq!(
+            g.heartbeat(1, &first.member_id, Some("i1"), t0),
+            ResponseError::FencedInstanceId.code()
+        );
+    }
+
+    #[test]
+    fn commits_outside_a_generation_need_an_empty_group() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        assert!(g.check_commit(-1, "", None, t0).is_ok());
+        stable_pair(&mut g, t0);
+        assert_eq!(
+            g.check_commit(-1, "", None, t0),
+            Err(ResponseError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn a_member_with_no_common_protocol_is_refused() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        stable_pair(&mut g, t0);
+        let mut p = params("", None, b"x");
+        p.protocols = vec![("roundrobin".into(), Bytes::new())];
+        let mut fx = Effects::default();
+        let refused = now_value(g.join(p, t0, &timing(), &mut fx));
+        assert_eq!(
+            refused.error,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+    }
+}
