@@ -565,6 +565,78 @@ async fn table_topic(f: &dyn BackendFixture) {
     assert_eq!(state["a"], Bytes::from_static(b"3"));
 }
 
+/// An exclusive writer lease: one holder at a time, other writers kept off, released on drop.
+async fn exclusive_lease(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("lease");
+    b.create_topic(&t, 0).await.unwrap();
+    let lease = b
+        .try_lease(&t, "holder-a")
+        .await
+        .unwrap()
+        .expect("a free topic's lease is granted");
+    assert!(lease.is_held());
+    assert!(
+        b.try_lease(&t, "holder-b").await.unwrap().is_none(),
+        "a second holder is refused"
+    );
+    assert!(
+        b.send(&t, vec![entry(&["intruder"])]).await.is_err(),
+        "other writers are kept off"
+    );
+    lease
+        .submit(vec![entry(&["by-lease"])])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        b.lease_holder(&t).await.unwrap().as_deref(),
+        Some("holder-a")
+    );
+    drop(lease);
+    // Releasing reaches the broker asynchronously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        if let Some(l) = b.try_lease(&t, "holder-b").await.unwrap() {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never came free"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        b.lease_holder(&t).await.unwrap().as_deref(),
+        Some("holder-b")
+    );
+    second
+        .submit(vec![entry(&["by-b"])])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let entries = reader
+            .read(10, 1 << 20, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            !entries.is_empty(),
+            "entries written under the leases are readable"
+        );
+        got.extend(entries.into_iter().flat_map(|e| e.messages));
+    }
+    let values: Vec<_> = got.iter().map(|m| m.value.clone().unwrap()).collect();
+    assert_eq!(
+        values,
+        [Bytes::from_static(b"by-lease"), Bytes::from_static(b"by-b")]
+    );
+}
+
 async fn survives_restart(f: &mut dyn BackendFixture) {
     let t = topic("restart");
     let (ids, acked) = {
@@ -650,5 +722,6 @@ conformance!(
     failover_and_key_shared,
     seek_subscription,
     table_topic,
+    exclusive_lease,
     survives_restart,
 );

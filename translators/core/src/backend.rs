@@ -148,6 +148,15 @@ pub trait Backend: Send + Sync + 'static {
         moved
     }
 
+    /// Tries to take a topic's single exclusive writer slot, a lease that also fences: while it is
+    /// held nobody else can write to the topic (Pulsar's exclusive producer access mode), and a
+    /// holder that lost it can no longer write. `Ok(None)` when another holder has it. `holder`
+    /// names the holder; `lease_holder` reports it to others.
+    async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>>;
+
+    /// The name of whoever holds the topic's lease, if anyone.
+    async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>>;
+
     /// Deletes a durable subscription. Fails while it has connected consumers.
     async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()>;
 
@@ -157,6 +166,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Entries not yet fully acknowledged on a subscription: Pulsar's `msgBacklog`, which counts
     /// a batch entry once however many messages it holds, until all of them are acknowledged.
     async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64>;
+}
+
+/// An exclusive writer on a topic (see `Backend::try_lease`). Dropping it releases the topic.
+#[async_trait]
+pub trait Lease: Send + Sync {
+    /// Queues entries like `Backend::submit`; fails once the lease is lost.
+    async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend>;
+
+    /// False once the lease is lost (another holder fenced it, or its connection ended); it does
+    /// not come back: take a new one.
+    fn is_held(&self) -> bool;
 }
 
 /// A Pulsar reader: reads entries in order from a position, with no durable state.

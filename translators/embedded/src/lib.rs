@@ -10,14 +10,15 @@ mod subscription;
 mod topics;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, PendingSend, Reader, Result,
-    TopicName,
+    Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId, PendingSend, Reader,
+    Result, TopicName,
 };
 use redb::ReadableDatabase;
 
@@ -26,7 +27,39 @@ use crate::topics::Topics;
 
 pub struct EmbeddedBackend {
     topics: Arc<Topics>,
-    writer: writer::WriterHandle,
+    writer: Arc<writer::WriterHandle>,
+    /// Topic -> holder of its exclusive writer lease. One process owns the store, so a lease is
+    /// a plain in-process lock here.
+    leases: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// An exclusive writer on one topic of the embedded store.
+struct EmbeddedLease {
+    topic: TopicName,
+    topics: Arc<Topics>,
+    writer: Arc<writer::WriterHandle>,
+    leases: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Drop for EmbeddedLease {
+    fn drop(&mut self) {
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .remove(&self.topic.to_string());
+    }
+}
+
+#[async_trait]
+impl Lease for EmbeddedLease {
+    async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
+        let state = self.topics.clone().resolve_async(&self.topic).await?;
+        self.writer.submit(state, entries).await
+    }
+
+    fn is_held(&self) -> bool {
+        self.writer.is_running()
+    }
 }
 
 impl EmbeddedBackend {
@@ -34,8 +67,12 @@ impl EmbeddedBackend {
     pub fn open(dir: &Path) -> Result<Arc<EmbeddedBackend>> {
         let db = Arc::new(store::open_database(dir)?);
         let topics = Arc::new(Topics::new(db));
-        let writer = writer::spawn(topics.clone())?;
-        Ok(Arc::new(EmbeddedBackend { topics, writer }))
+        let writer = Arc::new(writer::spawn(topics.clone())?);
+        Ok(Arc::new(EmbeddedBackend {
+            topics,
+            writer,
+            leases: Arc::default(),
+        }))
     }
 }
 
@@ -80,8 +117,43 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
+        if let Some(holder) = self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .get(&topic.to_string())
+        {
+            // As on Pulsar, an exclusive writer keeps every other producer off the topic.
+            return Err(BackendError::ConsumerBusy(format!(
+                "{topic} has an exclusive writer ({holder})"
+            )));
+        }
         let state = self.topics.clone().resolve_async(topic).await?;
         self.writer.submit(state, entries).await
+    }
+
+    async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        let mut leases = self.leases.lock().expect("leases lock");
+        let key = topic.to_string();
+        if leases.contains_key(&key) {
+            return Ok(None);
+        }
+        leases.insert(key, holder.to_owned());
+        Ok(Some(Box::new(EmbeddedLease {
+            topic: topic.clone(),
+            topics: self.topics.clone(),
+            writer: self.writer.clone(),
+            leases: self.leases.clone(),
+        })))
+    }
+
+    async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
+        Ok(self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .get(&topic.to_string())
+            .cloned())
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

@@ -243,6 +243,24 @@ impl AdminClient {
             .ok_or_else(|| BackendError::SubscriptionNotFound(subscription.to_owned()))
     }
 
+    /// The name of the topic's exclusive producer, if one is connected.
+    pub async fn exclusive_producer(&self, topic: &TopicName) -> Result<Option<String>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/stats"), None)
+            .await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(reply.error(topic)),
+            _ => {}
+        }
+        let stats: TopicStats = reply.json(topic)?;
+        Ok(stats
+            .publishers
+            .into_iter()
+            .find(|p| p.access_mode.as_deref() == Some("Exclusive"))
+            .and_then(|p| p.producer_name))
+    }
+
     /// Deletes a durable subscription; refused while consumers are connected. A missing topic is
     /// reported as a missing subscription, since Pulsar answers both with 404.
     pub async fn delete_subscription(&self, topic: &TopicName, subscription: &str) -> Result<()> {
@@ -594,6 +612,17 @@ struct PartitionedMetadata {
 struct TopicStats {
     #[serde(default)]
     subscriptions: HashMap<String, SubscriptionStats>,
+    #[serde(default)]
+    publishers: Vec<PublisherStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublisherStats {
+    #[serde(default)]
+    producer_name: Option<String>,
+    #[serde(default)]
+    access_mode: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -18,8 +18,8 @@ use dashmap::DashMap;
 use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::recent::Recent;
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, MessageId, PendingSend, Reader, Result,
-    TopicName,
+    Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId, PendingSend, Reader,
+    Result, TopicName,
 };
 use tokio::sync::Mutex;
 
@@ -28,6 +28,24 @@ pub use connection::Auth;
 
 use crate::pool::Pool;
 use crate::producer::Producer;
+
+/// A lease is the topic's exclusive producer; it is lost when the broker closes it (fenced, or
+/// the topic moved) or its connection drops, and a replacement must be created.
+struct PulsarLease(Producer);
+
+#[async_trait]
+impl Lease for PulsarLease {
+    async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
+        if !self.0.is_usable() {
+            return Err(BackendError::Closed);
+        }
+        self.0.submit(entries).await
+    }
+
+    fn is_held(&self) -> bool {
+        self.0.is_usable()
+    }
+}
 
 /// Producers kept before idle ones are looked for, and how long unused makes one idle.
 const PRODUCERS_BEFORE_SWEEP: usize = 1024;
@@ -274,6 +292,21 @@ impl Backend for PulsarBackend {
 
     async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()> {
         self.admin.delete_subscription(topic, subscription).await
+    }
+
+    async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        match Producer::create_exclusive(&self.pool, &topic.to_string(), holder, self.compression)
+            .await
+        {
+            Ok(producer) => Ok(Some(Box::new(PulsarLease(producer)))),
+            // ProducerBusy or ProducerFenced: someone else holds it.
+            Err(BackendError::ConsumerBusy(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
+        self.admin.exclusive_producer(topic).await
     }
 
     async fn position_subscription(

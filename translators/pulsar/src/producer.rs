@@ -17,6 +17,9 @@ use crate::proto::{
     command_type as t, BaseCommand, CommandCloseProducer, CommandProducer, CommandSend,
 };
 
+/// `ProducerAccessMode.Exclusive` in PulsarApi.proto.
+const ACCESS_EXCLUSIVE: i32 = 1;
+
 pub struct Producer {
     connection: Arc<Connection>,
     producer_id: u64,
@@ -53,6 +56,28 @@ impl Producer {
         name: Option<&str>,
         codec: i32,
     ) -> Result<Producer> {
+        Self::create_with_access(pool, topic, name, codec, None).await
+    }
+
+    /// Creates the topic's exclusive producer (Pulsar's `Exclusive` access mode): the broker
+    /// refuses it while another producer is connected, and refuses every other producer while it
+    /// is. Used as a lease.
+    pub async fn create_exclusive(
+        pool: &Pool,
+        topic: &str,
+        name: &str,
+        codec: i32,
+    ) -> Result<Producer> {
+        Self::create_with_access(pool, topic, Some(name), codec, Some(ACCESS_EXCLUSIVE)).await
+    }
+
+    async fn create_with_access(
+        pool: &Pool,
+        topic: &str,
+        name: Option<&str>,
+        codec: i32,
+        access_mode: Option<i32>,
+    ) -> Result<Producer> {
         let connection = pool.owner_of(topic).await?;
         let (producer_id, request_id) = (connection.next_id(), connection.next_id());
         let answer = connection
@@ -66,7 +91,7 @@ impl Producer {
                         request_id,
                         producer_name: name.map(str::to_owned),
                         user_provided_producer_name: Some(name.is_some()),
-                        producer_access_mode: None,
+                        producer_access_mode: access_mode,
                     }),
                     ..Default::default()
                 },
