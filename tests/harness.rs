@@ -85,6 +85,18 @@ impl GatewayProcess {
         admin: SocketAddr,
         log: Option<&Path>,
     ) -> Self {
+        Self::start_with_args(binary, data_dir, kafka, admin, log, &[])
+    }
+
+    /// As `start_logged`, with more command-line options.
+    pub fn start_with_args(
+        binary: &str,
+        data_dir: &Path,
+        kafka: SocketAddr,
+        admin: SocketAddr,
+        log: Option<&Path>,
+        extra: &[String],
+    ) -> Self {
         let (stdout, stderr) = match log {
             Some(path) => {
                 let file = std::fs::File::create(path).expect("gateway log file");
@@ -109,6 +121,7 @@ impl GatewayProcess {
                 ],
                 None => vec![],
             })
+            .args(extra)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()

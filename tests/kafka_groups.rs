@@ -432,3 +432,125 @@ async fn members_resume_from_committed_offsets_after_gateway_sigkill() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     verify("gateway-sigkill", &mut members, &produced);
 }
+
+/// A fleet of three gateways on one Pulsar, each reachable at its own address with its own node
+/// id. Members bootstrap from all three and land on different instances; the group's
+/// coordinator is whichever instance holds the group's shard lease. SIGKILL that instance: the
+/// shard's lease comes free, the next FindCoordinator claims it elsewhere, the group recovers
+/// within the session timeout and no committed record is delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn fleet_of_three_survives_losing_the_coordinator() {
+    let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
+        e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
+    )
+    .expect("pulsar backend");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut gateways = Vec::new();
+    for node in 0..3 {
+        let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let data = dir.path().join(format!("gw{node}"));
+        let log = dir.path().join(format!("gw{node}.log"));
+        let extra = vec!["--kafka-node-id".to_string(), (node + 1).to_string()];
+        gateways.push(Some(GatewayProcess::start_with_args(
+            GATEWAY_BIN,
+            &data,
+            kafka,
+            admin,
+            Some(&log),
+            &extra,
+        )));
+    }
+    let addr = |g: &Option<GatewayProcess>| g.as_ref().expect("running").kafka.to_string();
+    let bootstrap: Vec<String> = gateways.iter().map(addr).collect();
+    let topic = unique("fleet");
+    let group = unique("fleet-group");
+    let produced = fill(&bootstrap[0], &topic).await;
+    let members_dir = tempfile::tempdir().expect("temp dir");
+    // Each member lists a different instance first.
+    let mut members: Vec<Member> = (0..3)
+        .map(|n| {
+            let mut order = bootstrap.clone();
+            order.rotate_left(n);
+            Member::spawn(
+                &order.join(","),
+                &group,
+                &topic,
+                members_dir.path(),
+                n,
+                "range",
+                None,
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(120), "a third of the records", || {
+        records_consumed(&members) >= RECORDS / 3
+    })
+    .await;
+    // The coordinator is the holder of the group's shard lease.
+    let settings = gateway_kafka::groups::GroupSettings::default();
+    let shard =
+        gateway_kafka::groups::coordinator::fnv1a(group.as_bytes()) % settings.shards as u64;
+    let shard_topic = TopicName::new(
+        "public",
+        "default",
+        &format!("__gateway_kafka_groups-{shard}"),
+    );
+    let holder = backend
+        .lease_holder(&shard_topic)
+        .await
+        .expect("lease holder")
+        .expect("the group's shard has an owner");
+    let owner = gateway_kafka::groups::coordinator::Instance::parse(&holder).expect("holder name");
+    let index = (owner.node_id - 1) as usize;
+    eprintln!(
+        "[fleet] coordinator is node {} ({}:{})",
+        owner.node_id, owner.host, owner.port
+    );
+    let commits_before = commits(&members);
+    gateways[index].take().expect("running").kill();
+    let killed_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "a commit after the coordinator died",
+        || commits(&members) > commits_before + 6,
+    )
+    .await;
+    let recovered = killed_at.elapsed();
+    let new_holder = backend
+        .lease_holder(&shard_topic)
+        .await
+        .expect("lease holder");
+    eprintln!(
+        "[fleet] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
+        recovered.as_secs_f64()
+    );
+    assert!(
+        recovered < Duration::from_secs(15),
+        "the group took {recovered:?} to commit again (session timeout 10 s)"
+    );
+    assert_ne!(
+        new_holder.as_deref(),
+        Some(holder.as_str()),
+        "another instance took the shard over"
+    );
+    wait_until(Duration::from_secs(240), "every record", || {
+        produced.is_subset(&unique_consumed(&members))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    verify("fleet", &mut members, &produced);
+}
+
+fn commits(members: &[Member]) -> usize {
+    members
+        .iter()
+        .map(|m| {
+            read_log(&m.log)
+                .iter()
+                .filter(|e| matches!(e, Event::Commit(..)))
+                .count()
+        })
+        .sum()
+}

@@ -41,6 +41,9 @@ pub struct KafkaSettings {
     pub default_partitions: u32,
     pub default_tenant: String,
     pub default_namespace: String,
+    /// The broker id Metadata and FindCoordinator report for this instance; instances of a fleet
+    /// whose clients reach each one directly need distinct ids.
+    pub node_id: i32,
     /// Consumer group coordinator settings.
     pub groups: GroupOptions,
 }
@@ -122,6 +125,7 @@ impl Default for Config {
                 default_partitions: 1,
                 default_tenant: "public".into(),
                 default_namespace: "default".into(),
+                node_id: 0,
                 groups: GroupOptions {
                     initial_rebalance_delay_ms: 3000,
                     min_session_timeout_ms: 6000,
@@ -458,6 +462,13 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Pulsar namespace that short Kafka topic names resolve in",
         set: |c, v| parse_name_part(v).map(|x| c.kafka.default_namespace = x),
         get: |c| string(&c.kafka.default_namespace),
+    },
+    OptionSpec {
+        key: "kafka.node_id",
+        flag: "kafka-node-id",
+        help: "Broker id reported for this instance; distinct per instance when clients reach instances directly",
+        set: |c, v| parse_number(v, 0, i32::MAX as usize).map(|x| c.kafka.node_id = x),
+        get: |c| integer(c.kafka.node_id),
     },
     OptionSpec {
         key: "kafka.group_initial_rebalance_delay_ms",

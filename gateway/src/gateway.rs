@@ -150,11 +150,8 @@ pub async fn start_with_backend(
             default_partitions: kafka.default_partitions,
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
-            groups: group_settings(
-                &kafka.groups,
-                &kafka.default_tenant,
-                &kafka.default_namespace,
-            ),
+            node_id: kafka.node_id,
+            groups: group_settings(&kafka, advertised),
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
@@ -173,14 +170,25 @@ pub async fn start_with_backend(
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
 /// gateway is known to be allowed to write.
 fn group_settings(
-    options: &crate::config::GroupOptions,
-    tenant: &str,
-    namespace: &str,
+    kafka: &crate::config::KafkaSettings,
+    advertised: &HostPort,
 ) -> gateway_kafka::groups::GroupSettings {
+    use gateway_kafka::groups::coordinator::Instance;
     use gateway_kafka::groups::state::Timing;
+    let options = &kafka.groups;
     gateway_kafka::groups::GroupSettings {
         shards: options.shards,
-        state_topic: gateway_core::TopicName::new(tenant, namespace, "__gateway_kafka_groups"),
+        state_topic: gateway_core::TopicName::new(
+            &kafka.default_tenant,
+            &kafka.default_namespace,
+            "__gateway_kafka_groups",
+        ),
+        instance: Instance {
+            node_id: kafka.node_id,
+            host: advertised.host.clone(),
+            port: advertised.port,
+            internal: None,
+        },
         timing: Timing {
             initial_rebalance_delay: Duration::from_millis(options.initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(options.min_session_timeout_ms),

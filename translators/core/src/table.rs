@@ -58,6 +58,12 @@ pub async fn submit_all(
     topic: &TopicName,
     records: Vec<(String, Option<Bytes>)>,
 ) -> Result<crate::backend::PendingSend> {
+    backend.submit(topic, vec![entry(records)]).await
+}
+
+/// One entry holding these key/value records (a `None` value deletes its key), for writers that
+/// hold the table's lease.
+pub fn entry(records: Vec<(String, Option<Bytes>)>) -> EntryToSend {
     let messages = records
         .into_iter()
         .map(|(key, value)| Message {
@@ -66,15 +72,10 @@ pub async fn submit_all(
             ..Message::default()
         })
         .collect();
-    backend
-        .submit(
-            topic,
-            vec![EntryToSend {
-                messages,
-                dedup: None,
-            }],
-        )
-        .await
+    EntryToSend {
+        messages,
+        dedup: None,
+    }
 }
 
 /// Reads a table topic from the start and folds it into its current state.

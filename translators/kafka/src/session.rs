@@ -260,7 +260,7 @@ impl KafkaFrontend {
                 self.handle_describe_cluster(),
             )),
             RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
-                self.handle_find_coordinator(r, version),
+                self.handle_find_coordinator(r, version).await,
             )),
             RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
                 self.handle_join_group(r, version, &conn.client).await,

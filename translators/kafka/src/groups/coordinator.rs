@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gateway_core::{table, BackendError, BackendRef, TopicName};
+use gateway_core::{table, BackendError, BackendRef, Lease, TopicName};
 use kafka_protocol::error::ResponseError;
-use tokio::sync::OnceCell;
 
 use super::mirror::Mirror;
 use super::state::{
@@ -38,6 +37,60 @@ pub struct GroupSettings {
     pub mirror_interval: Duration,
     /// Kafka's `offset.metadata.max.bytes`.
     pub max_metadata_bytes: usize,
+    /// How other instances reach this one, published as the name of the shard leases it holds.
+    pub instance: Instance,
+}
+
+/// How a gateway instance is reached: its Kafka node id and advertised address, and the internal
+/// address peers forward group requests to (when it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+    pub internal: Option<String>,
+}
+
+impl Instance {
+    /// The lease holder name that carries this instance's addresses to its peers.
+    pub fn holder_name(&self) -> String {
+        format!(
+            "kafka-coordinator;node={};kafka={}:{};internal={}",
+            self.node_id,
+            self.host,
+            self.port,
+            self.internal.as_deref().unwrap_or("-")
+        )
+    }
+
+    pub fn parse(holder: &str) -> Option<Instance> {
+        let mut parts = holder.split(';');
+        if parts.next()? != "kafka-coordinator" {
+            return None;
+        }
+        let mut fields = HashMap::new();
+        for part in parts {
+            let (k, v) = part.split_once('=')?;
+            fields.insert(k, v);
+        }
+        let (host, port) = fields.get("kafka")?.rsplit_once(':')?;
+        Some(Instance {
+            node_id: fields.get("node")?.parse().ok()?,
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+            internal: fields
+                .get("internal")
+                .filter(|i| **i != "-")
+                .map(|i| i.to_string()),
+        })
+    }
+}
+
+/// Where a group is coordinated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Local,
+    Remote(Instance),
 }
 
 impl Default for GroupSettings {
@@ -48,6 +101,12 @@ impl Default for GroupSettings {
             timing: Timing::default(),
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
+            instance: Instance {
+                node_id: 0,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                internal: None,
+            },
         }
     }
 }
@@ -55,9 +114,17 @@ impl Default for GroupSettings {
 /// Local names of topics the gateway keeps for itself; Metadata does not list them.
 pub const INTERNAL_TOPIC_PREFIX: &str = "__gateway_";
 
+/// How long a failed claim of a shard is trusted before trying again.
+const CLAIM_RETRY: Duration = Duration::from_millis(500);
+
 struct Shard {
     topic: TopicName,
-    loaded: OnceCell<()>,
+    /// The shard's lease while this instance coordinates it; its groups are loaded then.
+    lease: Mutex<Option<Arc<dyn Lease>>>,
+    /// One claim (lease, then load) at a time.
+    claiming: tokio::sync::Mutex<()>,
+    /// When a claim last found another holder.
+    refused_at: Mutex<Option<Instant>>,
     groups: Mutex<HashMap<String, Group>>,
     /// Held while a write is queued, so table order is acceptance order.
     writes: tokio::sync::Mutex<()>,
@@ -130,7 +197,9 @@ impl GroupCoordinator {
                         &base.namespace,
                         &format!("{}-{i}", base.local),
                     ),
-                    loaded: OnceCell::new(),
+                    lease: Mutex::new(None),
+                    claiming: tokio::sync::Mutex::new(()),
+                    refused_at: Mutex::new(None),
                     groups: Mutex::new(HashMap::new()),
                     writes: tokio::sync::Mutex::new(()),
                 }
@@ -166,25 +235,87 @@ impl GroupCoordinator {
         self.mirror.start();
     }
 
-    /// Loads a shard's table once; concurrent callers wait for the same load.
-    async fn ready(self: &Arc<Self>, shard: &Shard) -> Result<(), ResponseError> {
+    /// The shard's lease while this instance still holds it. A lost lease means another
+    /// instance may be writing: the groups in memory are dropped and their waiters told
+    /// NOT_COORDINATOR, so the clients find the new owner.
+    fn held(&self, shard: &Shard) -> Option<Arc<dyn Lease>> {
+        let mut lease = shard.lease.lock().expect("lease lock");
+        match lease.as_ref() {
+            Some(l) if l.is_held() => return Some(l.clone()),
+            Some(_) => {}
+            None => return None,
+        }
+        *lease = None;
+        drop(lease);
+        tracing::warn!(topic = %shard.topic, "lost the lease of a group coordinator shard");
+        let mut groups = shard.groups.lock().expect("groups lock");
+        for group in groups.values_mut() {
+            group.abandon();
+        }
+        groups.clear();
+        None
+    }
+
+    /// Coordinates the shard here: holds its lease, with its state loaded. Claims it when no one
+    /// holds it; `NOT_COORDINATOR` when another instance does. Concurrent callers wait for the
+    /// same claim (there is no "coordinator is loading").
+    async fn ready(self: &Arc<Self>, shard: &Shard) -> Result<Arc<dyn Lease>, ResponseError> {
         self.ensure_ticking();
-        shard
-            .loaded
-            .get_or_try_init(|| self.load(shard))
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::warn!(topic = %shard.topic, error = %e, "loading group state failed");
-                ResponseError::CoordinatorNotAvailable
-            })
+        if let Some(lease) = self.held(shard) {
+            return Ok(lease);
+        }
+        let _claim = shard.claiming.lock().await;
+        if let Some(lease) = self.held(shard) {
+            return Ok(lease);
+        }
+        let refused = *shard.refused_at.lock().expect("refused lock");
+        if refused.is_some_and(|at| at.elapsed() < CLAIM_RETRY) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        let unavailable = |e: BackendError| {
+            tracing::warn!(topic = %shard.topic, error = %e, "claiming a group coordinator shard failed");
+            ResponseError::CoordinatorNotAvailable
+        };
+        match self.backend.create_topic(&shard.topic, 0).await {
+            Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let holder = self.settings.instance.holder_name();
+        let lease: Arc<dyn Lease> = match self.backend.try_lease(&shard.topic, &holder).await {
+            Ok(Some(lease)) => Arc::from(lease),
+            Ok(None) => {
+                *shard.refused_at.lock().expect("refused lock") = Some(Instant::now());
+                return Err(ResponseError::NotCoordinator);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        // Loaded after the lease is taken, so no other owner can write what this load misses.
+        self.load(shard).await.map_err(unavailable)?;
+        *shard.lease.lock().expect("lease lock") = Some(lease.clone());
+        tracing::info!(topic = %shard.topic, "coordinating a group shard");
+        Ok(lease)
+    }
+
+    /// Where a group is coordinated: here (claiming its shard if it is free) or at the instance
+    /// holding the shard's lease.
+    pub async fn owner_of(self: &Arc<Self>, group: &str) -> Result<Owner, ResponseError> {
+        let shard = self.shard_of(group);
+        match self.ready(shard).await {
+            Ok(_) => Ok(Owner::Local),
+            Err(ResponseError::NotCoordinator) => {
+                match self.backend.lease_holder(&shard.topic).await {
+                    Ok(Some(holder)) => Instance::parse(&holder)
+                        .map(Owner::Remote)
+                        .ok_or(ResponseError::CoordinatorNotAvailable),
+                    // Released in between: the next lookup claims it.
+                    Ok(None) | Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn load(&self, shard: &Shard) -> Result<(), BackendError> {
-        match self.backend.create_topic(&shard.topic, 0).await {
-            Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
         let started = Instant::now();
         let table = table::load(self.backend.as_ref(), &shard.topic).await?;
         let now = Instant::now();
@@ -214,6 +345,7 @@ impl GroupCoordinator {
             }
         }
         let mut groups = shard.groups.lock().expect("groups lock");
+        groups.clear();
         for (id, snapshot) in snapshots {
             groups.insert(
                 id.clone(),
@@ -233,17 +365,17 @@ impl GroupCoordinator {
 
     /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
     async fn persist(&self, shard: &Shard, group_id: &str) {
+        let Some(lease) = self.held(shard) else {
+            return;
+        };
         let _order = shard.writes.lock().await;
         let value = {
             let groups = shard.groups.lock().expect("groups lock");
             groups.get(group_id).map(|g| encode(&g.snapshot()))
         };
-        let pending = table::submit_all(
-            self.backend.as_ref(),
-            &shard.topic,
-            vec![(group_key(group_id), value)],
-        )
-        .await;
+        let pending = lease
+            .submit(vec![table::entry(vec![(group_key(group_id), value)])])
+            .await;
         drop(_order);
         let outcome = match pending {
             Ok(p) => p.await.map(|_| ()),
@@ -389,7 +521,7 @@ impl GroupCoordinator {
             return Err(ResponseError::InvalidGroupId);
         }
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
+        let lease = self.ready(shard).await?;
         let order = shard.writes.lock().await;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         {
@@ -427,7 +559,7 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
             .collect();
-        let pending = table::submit_all(self.backend.as_ref(), &shard.topic, records).await;
+        let pending = lease.submit(vec![table::entry(records)]).await;
         drop(order);
         let persisted = match pending {
             Ok(p) => p.await.map(|_| ()),
@@ -517,7 +649,7 @@ impl GroupCoordinator {
     /// subscriptions go with it.
     pub async fn delete_group(self: &Arc<Self>, group_id: &str) -> Result<(), ResponseError> {
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
+        let lease = self.ready(shard).await?;
         let order = shard.writes.lock().await;
         let keys = {
             let groups = shard.groups.lock().expect("groups lock");
@@ -536,7 +668,7 @@ impl GroupCoordinator {
             );
             keys
         };
-        let pending = table::submit_all(self.backend.as_ref(), &shard.topic, keys).await;
+        let pending = lease.submit(vec![table::entry(keys)]).await;
         drop(order);
         match pending {
             Ok(p) => p
@@ -559,7 +691,7 @@ impl GroupCoordinator {
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
+        let lease = self.ready(shard).await?;
         let order = shard.writes.lock().await;
         let (results, keys, mirrored) = {
             let groups = shard.groups.lock().expect("groups lock");
@@ -590,7 +722,7 @@ impl GroupCoordinator {
             (results, keys, mirrored)
         };
         if !keys.is_empty() {
-            let pending = table::submit_all(self.backend.as_ref(), &shard.topic, keys).await;
+            let pending = lease.submit(vec![table::entry(keys)]).await;
             drop(order);
             match pending {
                 Ok(p) => p
@@ -613,7 +745,7 @@ impl GroupCoordinator {
     async fn tick(&self) {
         let now = Instant::now();
         for shard in &self.shards {
-            if shard.loaded.get().is_none() {
+            if self.held(shard).is_none() {
                 continue;
             }
             let changed: Vec<String> = {

@@ -230,6 +230,14 @@ impl Group {
         }
     }
 
+    /// This instance stops coordinating the group: every waiting request is told to find the
+    /// coordinator again.
+    pub fn abandon(&mut self) {
+        for member in self.members.values_mut() {
+            member.fail_waiters(ResponseError::NotCoordinator);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
     }

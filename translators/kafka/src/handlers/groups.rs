@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
 
 use super::str_bytes;
 use crate::frontend::KafkaFrontend;
-use crate::groups::coordinator::CommitRequest;
+use crate::groups::coordinator::{CommitRequest, Owner};
 use crate::groups::state::{Committed, JoinParams};
 
 /// FindCoordinator key types.
@@ -56,7 +56,7 @@ fn millis(ms: i32) -> Option<Duration> {
 }
 
 impl KafkaFrontend {
-    pub(crate) fn handle_find_coordinator(
+    pub(crate) async fn handle_find_coordinator(
         &self,
         request: FindCoordinatorRequest,
         version: i16,
@@ -66,32 +66,38 @@ impl KafkaFrontend {
         } else {
             vec![request.key]
         };
-        let coordinators: Vec<Coordinator> = keys
-            .into_iter()
-            .map(|key| {
-                let mut c = Coordinator::default();
-                c.key = key;
-                match request.key_type {
-                    KEY_GROUP => {
+        let mut coordinators = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut c = Coordinator::default();
+            c.node_id = BrokerId(-1);
+            c.host = str_bytes("");
+            c.port = -1;
+            match request.key_type {
+                KEY_GROUP => match self.groups.owner_of(&key).await {
+                    Ok(Owner::Local) => {
                         c.node_id = BrokerId(self.config.node_id);
                         c.host = str_bytes(self.config.advertised_host.clone());
                         c.port = self.config.advertised_port as i32;
                     }
-                    other => {
-                        c.node_id = BrokerId(-1);
-                        c.host = str_bytes("");
-                        c.port = -1;
-                        c.error_code = ResponseError::InvalidRequest.code();
-                        c.error_message = Some(str_bytes(if other == KEY_TRANSACTION {
-                            "transactions are not supported by this gateway".to_string()
-                        } else {
-                            format!("unknown coordinator key type {other}")
-                        }));
+                    Ok(Owner::Remote(owner)) => {
+                        c.node_id = BrokerId(owner.node_id);
+                        c.host = str_bytes(owner.host);
+                        c.port = owner.port as i32;
                     }
+                    Err(e) => c.error_code = e.code(),
+                },
+                other => {
+                    c.error_code = ResponseError::InvalidRequest.code();
+                    c.error_message = Some(str_bytes(if other == KEY_TRANSACTION {
+                        "transactions are not supported by this gateway".to_string()
+                    } else {
+                        format!("unknown coordinator key type {other}")
+                    }));
                 }
-                c
-            })
-            .collect();
+            }
+            c.key = key;
+            coordinators.push(c);
+        }
         let mut response = FindCoordinatorResponse::default();
         if version >= 4 {
             response.coordinators = coordinators;
