@@ -554,3 +554,157 @@ fn commits(members: &[Member]) -> usize {
         })
         .sum()
 }
+
+/// A small TCP round-robin balancer, as a load balancer in front of a fleet: each connection
+/// goes to the next backend that accepts it.
+async fn round_robin(listener: tokio::net::TcpListener, backends: Vec<std::net::SocketAddr>) {
+    let mut next = 0usize;
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let start = next;
+        next += 1;
+        let backends = backends.clone();
+        tokio::spawn(async move {
+            for i in 0..backends.len() {
+                let backend = backends[(start + i) % backends.len()];
+                if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The same fleet behind one address: every instance advertises the balancer, FindCoordinator
+/// always names it, and an instance that does not coordinate the group forwards its requests to
+/// the one that does. Members' connections land on all three instances. SIGKILL the coordinating
+/// instance: the group recovers within the session timeout and no committed record is
+/// delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn fleet_behind_one_address_forwards_to_the_coordinator() {
+    let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
+        e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
+    )
+    .expect("pulsar backend");
+    let balancer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let balanced = balancer.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut gateways = Vec::new();
+    let mut internals = Vec::new();
+    let mut kafka_addrs = Vec::new();
+    for n in 0..3 {
+        let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let internal = format!("127.0.0.1:{}", free_port());
+        let extra: Vec<String> = [
+            "--kafka-advertised",
+            &balanced,
+            "--kafka-group-coordination",
+            "forward",
+            "--kafka-internal-listen",
+            &internal,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let data = dir.path().join(format!("gw{n}"));
+        let log = dir.path().join(format!("gw{n}.log"));
+        gateways.push(Some(GatewayProcess::start_with_args(
+            GATEWAY_BIN,
+            &data,
+            kafka,
+            admin,
+            Some(&log),
+            &extra,
+        )));
+        internals.push(internal);
+        kafka_addrs.push(kafka);
+    }
+    tokio::spawn(round_robin(balancer, kafka_addrs));
+    let topic = unique("fleet-lb");
+    let group = unique("fleet-lb-group");
+    let produced = fill(&balanced, &topic).await;
+    let members_dir = tempfile::tempdir().expect("temp dir");
+    let mut members: Vec<Member> = (0..3)
+        .map(|n| {
+            Member::spawn(
+                &balanced,
+                &group,
+                &topic,
+                members_dir.path(),
+                n,
+                "range",
+                None,
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(120), "a third of the records", || {
+        records_consumed(&members) >= RECORDS / 3
+    })
+    .await;
+    let settings = gateway_kafka::groups::GroupSettings::default();
+    let shard =
+        gateway_kafka::groups::coordinator::fnv1a(group.as_bytes()) % settings.shards as u64;
+    let shard_topic = TopicName::new(
+        "public",
+        "default",
+        &format!("__gateway_kafka_groups-{shard}"),
+    );
+    let holder = backend
+        .lease_holder(&shard_topic)
+        .await
+        .expect("lease holder")
+        .expect("the group's shard has an owner");
+    let owner = gateway_kafka::groups::coordinator::Instance::parse(&holder).expect("holder name");
+    assert_eq!(owner.host, "127.0.0.1");
+    assert_eq!(
+        owner.port.to_string(),
+        balanced.rsplit(':').next().unwrap(),
+        "instances advertise the balancer"
+    );
+    let index = internals
+        .iter()
+        .position(|i| Some(i) == owner.internal.as_ref())
+        .expect("the holder names one of the instances' internal listeners");
+    eprintln!(
+        "[fleet-lb] coordinator is instance {index} (internal {})",
+        internals[index]
+    );
+    let commits_before = commits(&members);
+    gateways[index].take().expect("running").kill();
+    let killed_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "a commit after the coordinator died",
+        || commits(&members) > commits_before + 6,
+    )
+    .await;
+    let recovered = killed_at.elapsed();
+    let new_holder = backend
+        .lease_holder(&shard_topic)
+        .await
+        .expect("lease holder");
+    eprintln!(
+        "[fleet-lb] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
+        recovered.as_secs_f64()
+    );
+    assert!(
+        recovered < Duration::from_secs(15),
+        "the group took {recovered:?} to commit again (session timeout 10 s)"
+    );
+    assert_ne!(
+        new_holder.as_deref(),
+        Some(holder.as_str()),
+        "another instance took the shard over"
+    );
+    wait_until(Duration::from_secs(240), "every record", || {
+        produced.is_subset(&unique_consumed(&members))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    verify("fleet-lb", &mut members, &produced);
+}

@@ -44,6 +44,12 @@ pub struct KafkaSettings {
     /// The broker id Metadata and FindCoordinator report for this instance; instances of a fleet
     /// whose clients reach each one directly need distinct ids.
     pub node_id: i32,
+    /// How clients reach the group coordinators of a fleet.
+    pub group_coordination: GroupCoordination,
+    /// Listener for group requests forwarded by peer instances (forward mode).
+    pub internal_listen: Option<SocketAddr>,
+    /// Address peers use to reach `internal_listen`; by default the bound address.
+    pub internal_advertised: Option<HostPort>,
     /// Consumer group coordinator settings.
     pub groups: GroupOptions,
 }
@@ -101,6 +107,18 @@ pub enum BackendKind {
     Pulsar,
 }
 
+/// Where FindCoordinator sends clients in a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupCoordination {
+    /// Clients can reach each instance at its own advertised address: FindCoordinator names the
+    /// instance coordinating the group (instances need distinct `kafka.node_id`s).
+    Addressable,
+    /// Clients reach all instances through one address (a load balancer): FindCoordinator names
+    /// that address, and instances forward group requests to the coordinating instance's
+    /// `kafka.internal_listen`.
+    Forward,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -126,6 +144,9 @@ impl Default for Config {
                 default_tenant: "public".into(),
                 default_namespace: "default".into(),
                 node_id: 0,
+                group_coordination: GroupCoordination::Addressable,
+                internal_listen: None,
+                internal_advertised: None,
                 groups: GroupOptions {
                     initial_rebalance_delay_ms: 3000,
                     min_session_timeout_ms: 6000,
@@ -257,6 +278,14 @@ impl Config {
                 "kafka.listen and admin.listen: both are {}; they need different ports",
                 self.kafka.listen
             ));
+        }
+        if self.kafka.group_coordination == GroupCoordination::Forward
+            && self.kafka.internal_listen.is_none()
+        {
+            errors.push(
+                "kafka.internal_listen: required when kafka.group_coordination is \"forward\""
+                    .to_string(),
+            );
         }
         let groups = &self.kafka.groups;
         if groups.min_session_timeout_ms > groups.max_session_timeout_ms {
@@ -469,6 +498,48 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Broker id reported for this instance; distinct per instance when clients reach instances directly",
         set: |c, v| parse_number(v, 0, i32::MAX as usize).map(|x| c.kafka.node_id = x),
         get: |c| integer(c.kafka.node_id),
+    },
+    OptionSpec {
+        key: "kafka.group_coordination",
+        flag: "kafka-group-coordination",
+        help: "addressable (FindCoordinator names the coordinating instance) or forward (one load-balancer address; group requests are forwarded to the coordinating instance's internal listener)",
+        set: |c, v| {
+            c.kafka.group_coordination = match v {
+                "addressable" => GroupCoordination::Addressable,
+                "forward" => GroupCoordination::Forward,
+                _ => {
+                    return Err(format!(
+                        "unknown group coordination \"{v}\"; expected \"addressable\" or \"forward\""
+                    ))
+                }
+            };
+            Ok(())
+        },
+        get: |c| {
+            string(match c.kafka.group_coordination {
+                GroupCoordination::Addressable => "addressable",
+                GroupCoordination::Forward => "forward",
+            })
+        },
+    },
+    OptionSpec {
+        key: "kafka.internal_listen",
+        flag: "kafka-internal-listen",
+        help: "Address of the listener for group requests forwarded by peer instances (IP:PORT)",
+        set: |c, v| parse_socket_addr(v).map(|x| c.kafka.internal_listen = Some(x)),
+        get: |c| c.kafka.internal_listen.and_then(|a| string(&a.to_string())),
+    },
+    OptionSpec {
+        key: "kafka.internal_advertised",
+        flag: "kafka-internal-advertised",
+        help: "HOST:PORT peers use to reach kafka.internal_listen (default: the bound address)",
+        set: |c, v| v.parse().map(|x| c.kafka.internal_advertised = Some(x)),
+        get: |c| {
+            c.kafka
+                .internal_advertised
+                .as_ref()
+                .and_then(|a| string(&a.to_string()))
+        },
     },
     OptionSpec {
         key: "kafka.group_initial_rebalance_delay_ms",

@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{BackendKind, BackendSettings, Config, ConfigErrors, HostPort};
+use crate::config::{
+    BackendKind, BackendSettings, Config, ConfigErrors, GroupCoordination, HostPort,
+};
 use crate::listener::{Handler, Listener, Sessions};
 use crate::shutdown::{Phase, ShutdownReport, ShutdownTrigger};
 use crate::telemetry;
@@ -140,7 +142,8 @@ pub async fn start_with_backend(
     let frontend_backend = backend.clone();
     let limits = config.limits.clone();
     let kafka = config.kafka.clone();
-    start_with_handler(config, backend, move |advertised| {
+    start_with_handler(config, backend, move |addresses| {
+        let advertised = &addresses.kafka;
         let kafka_config = KafkaConfig {
             advertised_host: advertised.host.clone(),
             advertised_port: advertised.port,
@@ -151,20 +154,36 @@ pub async fn start_with_backend(
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
             node_id: kafka.node_id,
-            groups: group_settings(&kafka, advertised),
+            groups: group_settings(&kafka, advertised, addresses.internal.as_ref()),
+            forward_groups: kafka.group_coordination == GroupCoordination::Forward,
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
+        let internal_addr = addresses.internal.as_ref().map(|(bound, _)| *bound);
         Arc::new(move |stream, drain| {
             // DescribeGroups reports each member's host, as Kafka does.
             let peer = stream
                 .peer_addr()
                 .map(|a| format!("/{}", a.ip()))
                 .unwrap_or_default();
-            Box::pin(frontend.clone().serve_connection(stream, peer, drain))
+            // Connections to the internal listener are peers forwarding group requests.
+            let internal = internal_addr.is_some() && stream.local_addr().ok() == internal_addr;
+            Box::pin(
+                frontend
+                    .clone()
+                    .serve_connection(stream, peer, internal, drain),
+            )
         })
     })
     .await
+}
+
+/// Where the Kafka listeners are reached, known once they are bound.
+pub(crate) struct KafkaAddresses {
+    /// What Metadata and FindCoordinator tell clients.
+    pub kafka: HostPort,
+    /// The internal listener's bound and advertised addresses, when there is one.
+    pub internal: Option<(SocketAddr, HostPort)>,
 }
 
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
@@ -172,6 +191,7 @@ pub async fn start_with_backend(
 fn group_settings(
     kafka: &crate::config::KafkaSettings,
     advertised: &HostPort,
+    internal: Option<&(SocketAddr, HostPort)>,
 ) -> gateway_kafka::groups::GroupSettings {
     use gateway_kafka::groups::coordinator::Instance;
     use gateway_kafka::groups::state::Timing;
@@ -187,7 +207,7 @@ fn group_settings(
             node_id: kafka.node_id,
             host: advertised.host.clone(),
             port: advertised.port,
-            internal: None,
+            internal: internal.map(|(_, a)| a.to_string()),
         },
         timing: Timing {
             initial_rebalance_delay: Duration::from_millis(options.initial_rebalance_delay_ms),
@@ -235,7 +255,7 @@ fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {
 pub(crate) async fn start_with_handler(
     config: Config,
     backend: BackendRef,
-    kafka_handler: impl FnOnce(&HostPort) -> Handler,
+    kafka_handler: impl FnOnce(&KafkaAddresses) -> Handler,
 ) -> Result<RunningGateway, StartError> {
     config.validate()?;
     let metrics = telemetry::metrics_handle();
@@ -255,6 +275,17 @@ pub(crate) async fn start_with_handler(
         config.limits.max_connections_per_listener,
     )
     .await?;
+    let internal = match config.kafka.internal_listen {
+        Some(addr) => Some(
+            bind(
+                "kafka-internal",
+                addr,
+                config.limits.max_connections_per_listener,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let admin = bind("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
     let kafka_addr = kafka.local_addr();
     let admin_addr = admin.local_addr();
@@ -270,11 +301,25 @@ pub(crate) async fn start_with_handler(
     let admin_sessions = Sessions::default();
     let state = Arc::new(AdminState::new(backend.clone(), drain_rx.clone(), metrics));
 
-    let kafka_task = tokio::spawn(kafka.run(
-        kafka_handler(&advertised),
-        drain_rx.clone(),
-        sessions.clone(),
-    ));
+    let internal_addresses = internal.as_ref().map(|l| {
+        let bound = l.local_addr();
+        (
+            bound,
+            advertised_address(config.kafka.internal_advertised.as_ref(), bound),
+        )
+    });
+    let handler = kafka_handler(&KafkaAddresses {
+        kafka: advertised.clone(),
+        internal: internal_addresses.clone(),
+    });
+    if let Some(listener) = internal {
+        // Drained with the client listener; its sessions are tracked with the others.
+        tokio::spawn(listener.run(handler.clone(), drain_rx.clone(), sessions.clone()));
+        if let Some((bound, advertised)) = &internal_addresses {
+            info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
+        }
+    }
+    let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
     let admin_task = tokio::spawn(admin.run(
         admin::handler(state.clone()),
         admin_stop_rx,

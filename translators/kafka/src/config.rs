@@ -23,6 +23,10 @@ pub struct KafkaConfig {
     pub max_in_flight: usize,
     /// The group coordinator's settings.
     pub groups: crate::groups::GroupSettings,
+    /// Forward mode: clients reach every instance through one address, so group requests for
+    /// groups coordinated elsewhere are forwarded to that instance's internal listener, and
+    /// FindCoordinator always names this address.
+    pub forward_groups: bool,
 }
 
 impl Default for KafkaConfig {
@@ -39,6 +43,7 @@ impl Default for KafkaConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_in_flight: 16,
             groups: crate::groups::GroupSettings::default(),
+            forward_groups: false,
         }
     }
 }

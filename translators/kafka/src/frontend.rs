@@ -17,6 +17,8 @@ pub struct KafkaFrontend {
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
     /// Consumer groups and their committed offsets.
     pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
+    /// Connections to the instances coordinating other groups (forward mode).
+    pub(crate) forwarder: crate::groups::forward::Forwarder,
 }
 
 impl KafkaFrontend {
@@ -25,6 +27,7 @@ impl KafkaFrontend {
         Arc::new(KafkaFrontend {
             config,
             groups,
+            forwarder: Default::default(),
             backend,
             sequences: Default::default(),
             watermark_cache: gateway_core::recent::Recent::new(

@@ -82,6 +82,7 @@ impl KafkaFrontend {
         self: Arc<Self>,
         stream: S,
         peer_host: String,
+        internal: bool,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()>
     where
@@ -116,6 +117,7 @@ impl KafkaFrontend {
             client: ClientInfo {
                 client_id: String::new(),
                 host: peer_host,
+                internal,
             },
         };
         // Produce responses still waiting for the backend, oldest first.
@@ -215,6 +217,14 @@ impl KafkaFrontend {
                 conn.client.client_id = id.to_string();
             }
         }
+        if let Some(response) = self
+            .route_group_request(&conn.client, key, version, &request)
+            .await
+        {
+            record_request_metrics(key, started);
+            return encode(header.correlation_id, key, version, &response)
+                .map(|r| Answer::Now(Some(r)));
+        }
         let response = match request {
             RequestKind::ApiVersions(_) => {
                 Some(ResponseKind::ApiVersions(api_versions_handler::handle()))
@@ -278,16 +288,16 @@ impl KafkaFrontend {
                 self.handle_offset_commit(r).await,
             )),
             RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(
-                self.handle_offset_fetch(r, version).await,
+                self.handle_offset_fetch(r, version, &conn.client).await,
             )),
             RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
-                self.handle_describe_groups(r).await,
+                self.handle_describe_groups(r, version, &conn.client).await,
             )),
-            RequestKind::ListGroups(r) => {
-                Some(ResponseKind::ListGroups(self.handle_list_groups(r).await))
-            }
+            RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(
+                self.handle_list_groups(r, version, &conn.client).await,
+            )),
             RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
-                self.handle_delete_groups(r).await,
+                self.handle_delete_groups(r, version, &conn.client).await,
             )),
             RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
                 self.handle_offset_delete(r).await,

@@ -626,13 +626,27 @@ impl GroupCoordinator {
         Ok(groups.get(group_id).map(summarize))
     }
 
-    /// Every group with its state and protocol type.
+    /// Every group coordinated here, with its state and protocol type, and the other instances
+    /// coordinating shards (whose groups the caller may ask them for). Free shards are claimed.
     pub async fn list(
         self: &Arc<Self>,
-    ) -> Result<Vec<(String, &'static str, String)>, ResponseError> {
+    ) -> Result<(Vec<(String, &'static str, String)>, Vec<Instance>), ResponseError> {
         let mut out = Vec::new();
+        let mut others: Vec<Instance> = Vec::new();
         for shard in &self.shards {
-            self.ready(shard).await?;
+            match self.ready(shard).await {
+                Ok(_) => {}
+                Err(ResponseError::NotCoordinator) => {
+                    let holder = self.backend.lease_holder(&shard.topic).await;
+                    if let Some(owner) = holder.ok().flatten().and_then(|h| Instance::parse(&h)) {
+                        if !others.contains(&owner) {
+                            others.push(owner);
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let groups = shard.groups.lock().expect("groups lock");
             out.extend(groups.values().map(|g| {
                 (
@@ -642,7 +656,7 @@ impl GroupCoordinator {
                 )
             }));
         }
-        Ok(out)
+        Ok((out, others))
     }
 
     /// DeleteGroups for one group: only an empty group can go; its offsets and its mirrored

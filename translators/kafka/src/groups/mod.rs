@@ -4,10 +4,12 @@
 //! - `state`: one group's membership state machine (join, sync, heartbeat, leave, timeouts);
 //! - `coordinator`: groups hashed to shards whose state lives in table topics;
 //! - `mirror`: committed offsets copied to a subscription named after the group;
+//! - `forward`: passing group requests to the coordinating instance (forward mode);
 //! - `consumer_protocol`: reading the consumer protocol's subscription bytes.
 
 pub mod consumer_protocol;
 pub mod coordinator;
+pub mod forward;
 pub mod mirror;
 pub mod state;
 

@@ -23,12 +23,13 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    ApiKey, BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName as KafkaTopicName,
+    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    TopicName as KafkaTopicName,
 };
 
 use super::str_bytes;
@@ -49,6 +50,8 @@ const CLASSIC: &str = "classic";
 pub struct ClientInfo {
     pub client_id: String,
     pub host: String,
+    /// Arrived on the internal listener: served here, never forwarded again.
+    pub internal: bool,
 }
 
 fn millis(ms: i32) -> Option<Duration> {
@@ -73,6 +76,12 @@ impl KafkaFrontend {
             c.host = str_bytes("");
             c.port = -1;
             match request.key_type {
+                // Forward mode: every instance answers for every group.
+                KEY_GROUP if self.config.forward_groups => {
+                    c.node_id = BrokerId(self.config.node_id);
+                    c.host = str_bytes(self.config.advertised_host.clone());
+                    c.port = self.config.advertised_port as i32;
+                }
                 KEY_GROUP => match self.groups.owner_of(&key).await {
                     Ok(Owner::Local) => {
                         c.node_id = BrokerId(self.config.node_id);
@@ -340,10 +349,40 @@ impl KafkaFrontend {
         &self,
         request: OffsetFetchRequest,
         version: i16,
+        client: &ClientInfo,
     ) -> OffsetFetchResponse {
         let mut response = OffsetFetchResponse::default();
         if version >= 8 {
             for group in request.groups {
+                let single = {
+                    let mut r = OffsetFetchRequest::default();
+                    r.require_stable = request.require_stable;
+                    r.groups = vec![group.clone()];
+                    RequestKind::OffsetFetch(r)
+                };
+                match self
+                    .forwarded(
+                        client,
+                        &group.group_id.0,
+                        ApiKey::OffsetFetch,
+                        version,
+                        &single,
+                    )
+                    .await
+                {
+                    Some(Ok(ResponseKind::OffsetFetch(mut r))) if r.groups.len() == 1 => {
+                        response.groups.push(r.groups.remove(0));
+                        continue;
+                    }
+                    Some(answer) => {
+                        let mut failed = OffsetFetchResponseGroup::default();
+                        failed.group_id = group.group_id;
+                        failed.error_code = forward_error(answer);
+                        response.groups.push(failed);
+                        continue;
+                    }
+                    None => {}
+                }
                 let wanted = group.topics.map(|topics| {
                     topics
                         .into_iter()
@@ -420,10 +459,40 @@ impl KafkaFrontend {
     pub(crate) async fn handle_describe_groups(
         &self,
         request: DescribeGroupsRequest,
+        version: i16,
+        client: &ClientInfo,
     ) -> DescribeGroupsResponse {
         let mut response = DescribeGroupsResponse::default();
         for group_id in request.groups {
+            let single = {
+                let mut r = DescribeGroupsRequest::default();
+                r.groups = vec![group_id.clone()];
+                r.include_authorized_operations = request.include_authorized_operations;
+                RequestKind::DescribeGroups(r)
+            };
             let mut described = DescribedGroup::default();
+            match self
+                .forwarded(
+                    client,
+                    &group_id.0,
+                    ApiKey::DescribeGroups,
+                    version,
+                    &single,
+                )
+                .await
+            {
+                Some(Ok(ResponseKind::DescribeGroups(mut r))) if r.groups.len() == 1 => {
+                    response.groups.push(r.groups.remove(0));
+                    continue;
+                }
+                Some(answer) => {
+                    described.group_id = group_id;
+                    described.error_code = forward_error(answer);
+                    response.groups.push(described);
+                    continue;
+                }
+                None => {}
+            }
             described.authorized_operations = OPERATIONS_NOT_REQUESTED;
             match self.groups.describe(&group_id.0).await {
                 Err(e) => described.error_code = e.code(),
@@ -458,6 +527,8 @@ impl KafkaFrontend {
     pub(crate) async fn handle_list_groups(
         &self,
         request: ListGroupsRequest,
+        version: i16,
+        client: &ClientInfo,
     ) -> ListGroupsResponse {
         let mut response = ListGroupsResponse::default();
         let states: Vec<String> = request
@@ -475,21 +546,44 @@ impl KafkaFrontend {
         }
         match self.groups.list().await {
             Err(e) => response.error_code = e.code(),
-            Ok(groups) => {
-                response.groups = groups
-                    .into_iter()
-                    .filter(|(_, state, _)| {
-                        states.is_empty() || states.contains(&state.to_lowercase())
-                    })
-                    .map(|(id, state, protocol_type)| {
-                        let mut g = ListedGroup::default();
-                        g.group_id = GroupId(str_bytes(id));
-                        g.protocol_type = str_bytes(protocol_type);
-                        g.group_state = str_bytes(state);
-                        g.group_type = str_bytes(CLASSIC);
-                        g
-                    })
-                    .collect();
+            Ok((groups, others)) => {
+                // Groups coordinated elsewhere: asked of each coordinating instance, unless this
+                // request is itself such a question.
+                if !client.internal {
+                    for owner in others {
+                        let Some(peer) = owner.internal else {
+                            continue;
+                        };
+                        let ask = RequestKind::ListGroups(request.clone());
+                        match self
+                            .forwarder
+                            .forward(&peer, ApiKey::ListGroups, version, &client.client_id, &ask)
+                            .await
+                        {
+                            Ok(ResponseKind::ListGroups(r)) => response.groups.extend(r.groups),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "listing a peer's groups failed");
+                                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+                            }
+                        }
+                    }
+                }
+                response.groups.extend(
+                    groups
+                        .into_iter()
+                        .filter(|(_, state, _)| {
+                            states.is_empty() || states.contains(&state.to_lowercase())
+                        })
+                        .map(|(id, state, protocol_type)| {
+                            let mut g = ListedGroup::default();
+                            g.group_id = GroupId(str_bytes(id));
+                            g.protocol_type = str_bytes(protocol_type);
+                            g.group_state = str_bytes(state);
+                            g.group_type = str_bytes(CLASSIC);
+                            g
+                        }),
+                );
             }
         }
         response
@@ -498,10 +592,33 @@ impl KafkaFrontend {
     pub(crate) async fn handle_delete_groups(
         &self,
         request: DeleteGroupsRequest,
+        version: i16,
+        client: &ClientInfo,
     ) -> DeleteGroupsResponse {
         let mut response = DeleteGroupsResponse::default();
         for group_id in request.groups_names {
+            let single = {
+                let mut r = DeleteGroupsRequest::default();
+                r.groups_names = vec![group_id.clone()];
+                RequestKind::DeleteGroups(r)
+            };
             let mut result = DeletableGroupResult::default();
+            match self
+                .forwarded(client, &group_id.0, ApiKey::DeleteGroups, version, &single)
+                .await
+            {
+                Some(Ok(ResponseKind::DeleteGroups(mut r))) if r.results.len() == 1 => {
+                    response.results.push(r.results.remove(0));
+                    continue;
+                }
+                Some(answer) => {
+                    result.group_id = group_id;
+                    result.error_code = forward_error(answer);
+                    response.results.push(result);
+                    continue;
+                }
+                None => {}
+            }
             result.error_code = match self.groups.delete_group(&group_id.0).await {
                 Ok(()) => 0,
                 Err(e) => e.code(),
@@ -555,6 +672,168 @@ impl KafkaFrontend {
             }
         }
         response
+    }
+}
+
+impl KafkaFrontend {
+    /// Forward mode: the answer of the instance coordinating `group`, or `None` when this
+    /// instance coordinates it (or is not in forward mode, or the request came from a peer).
+    async fn forwarded(
+        &self,
+        client: &ClientInfo,
+        group: &str,
+        key: ApiKey,
+        version: i16,
+        request: &RequestKind,
+    ) -> Option<Result<ResponseKind, ResponseError>> {
+        if !self.config.forward_groups || client.internal {
+            return None;
+        }
+        let peer = match self.groups.owner_of(group).await {
+            Ok(Owner::Local) => return None,
+            Ok(Owner::Remote(owner)) => match owner.internal {
+                Some(peer) => peer,
+                None => return Some(Err(ResponseError::CoordinatorNotAvailable)),
+            },
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            self.forwarder
+                .forward(&peer, key, version, &client.client_id, request)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%peer, error = %e, "forwarding a group request failed");
+                    ResponseError::CoordinatorNotAvailable
+                }),
+        )
+    }
+
+    /// Forward mode, for requests about one group: the coordinating instance's answer, or `None`
+    /// to answer here.
+    pub(crate) async fn route_group_request(
+        &self,
+        client: &ClientInfo,
+        key: ApiKey,
+        version: i16,
+        request: &RequestKind,
+    ) -> Option<ResponseKind> {
+        let group = single_group(request, version)?;
+        match self
+            .forwarded(client, &group, key, version, request)
+            .await?
+        {
+            Ok(response) => Some(response),
+            Err(e) => Some(group_error(request, version, e.code())),
+        }
+    }
+}
+
+/// The group a request is about, for the APIs that name exactly one.
+fn single_group(request: &RequestKind, version: i16) -> Option<String> {
+    let id = match request {
+        RequestKind::JoinGroup(r) => &r.group_id,
+        RequestKind::SyncGroup(r) => &r.group_id,
+        RequestKind::Heartbeat(r) => &r.group_id,
+        RequestKind::LeaveGroup(r) => &r.group_id,
+        RequestKind::OffsetCommit(r) => &r.group_id,
+        RequestKind::OffsetDelete(r) => &r.group_id,
+        RequestKind::OffsetFetch(r) if version < 8 => &r.group_id,
+        _ => return None,
+    };
+    Some(id.0.to_string())
+}
+
+/// The answer to a one-group request that failed as a whole.
+fn group_error(request: &RequestKind, version: i16, code: i16) -> ResponseKind {
+    match request {
+        RequestKind::JoinGroup(r) => {
+            let mut a = JoinGroupResponse::default();
+            a.error_code = code;
+            a.generation_id = -1;
+            a.member_id = r.member_id.clone();
+            a.protocol_name = (version < 7).then(|| str_bytes(""));
+            ResponseKind::JoinGroup(a)
+        }
+        RequestKind::SyncGroup(_) => {
+            let mut a = SyncGroupResponse::default();
+            a.error_code = code;
+            ResponseKind::SyncGroup(a)
+        }
+        RequestKind::Heartbeat(_) => {
+            let mut a = HeartbeatResponse::default();
+            a.error_code = code;
+            ResponseKind::Heartbeat(a)
+        }
+        RequestKind::LeaveGroup(_) => {
+            let mut a = LeaveGroupResponse::default();
+            a.error_code = code;
+            ResponseKind::LeaveGroup(a)
+        }
+        RequestKind::OffsetCommit(r) => {
+            let mut a = OffsetCommitResponse::default();
+            a.topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut topic = OffsetCommitResponseTopic::default();
+                    topic.name = t.name.clone();
+                    topic.partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut partition = OffsetCommitResponsePartition::default();
+                            partition.partition_index = p.partition_index;
+                            partition.error_code = code;
+                            partition
+                        })
+                        .collect();
+                    topic
+                })
+                .collect();
+            ResponseKind::OffsetCommit(a)
+        }
+        RequestKind::OffsetFetch(r) => {
+            let mut a = OffsetFetchResponse::default();
+            a.error_code = code;
+            // v1 has no group-level error: each requested partition carries it.
+            a.topics = r
+                .topics
+                .iter()
+                .flatten()
+                .map(|t| {
+                    let mut topic = OffsetFetchResponseTopic::default();
+                    topic.name = t.name.clone();
+                    topic.partitions = t
+                        .partition_indexes
+                        .iter()
+                        .map(|p| {
+                            let mut partition = OffsetFetchResponsePartition::default();
+                            partition.partition_index = *p;
+                            partition.committed_offset = -1;
+                            partition.committed_leader_epoch = -1;
+                            partition.metadata = Some(str_bytes(""));
+                            partition.error_code = code;
+                            partition
+                        })
+                        .collect();
+                    topic
+                })
+                .collect();
+            ResponseKind::OffsetFetch(a)
+        }
+        _ => {
+            let mut a = OffsetDeleteResponse::default();
+            a.error_code = code;
+            ResponseKind::OffsetDelete(a)
+        }
+    }
+}
+
+/// The error code for a forwarded per-group answer that did not come back as expected.
+fn forward_error(answer: Result<ResponseKind, ResponseError>) -> i16 {
+    match answer {
+        Err(e) => e.code(),
+        Ok(_) => ResponseError::CoordinatorNotAvailable.code(),
     }
 }
 
