@@ -115,6 +115,23 @@ pub trait Backend: Send + Sync + 'static {
     /// A non-durable reader starting at `start` (inclusive).
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>>;
 
+    /// A reader of the topic's compacted view: for each key only its latest message (older ones,
+    /// and keys whose latest value is null, may be left out), as far as compaction has run, then
+    /// everything after. A backend without compaction reads everything.
+    async fn open_compacted_reader(
+        &self,
+        topic: &TopicName,
+        start: EntryId,
+    ) -> Result<Box<dyn Reader>> {
+        self.open_reader(topic, start).await
+    }
+
+    /// Starts compacting a keyed topic in the background (Pulsar's topic compaction); a no-op on
+    /// a backend without compaction.
+    async fn compact(&self, _topic: &TopicName) -> Result<()> {
+        Ok(())
+    }
+
     /// Attaches a consumer to a durable subscription, creating the subscription if needed.
     async fn subscribe(
         &self,

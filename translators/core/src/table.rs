@@ -80,16 +80,29 @@ pub fn entry(records: Vec<(String, Option<Bytes>)>) -> EntryToSend {
 
 /// Reads a table topic from the start and folds it into its current state.
 pub async fn load(backend: &dyn Backend, topic: &TopicName) -> Result<BTreeMap<String, Bytes>> {
+    Ok(load_counted(backend, topic).await?.0)
+}
+
+/// `load`, also telling how many messages were read (against the number of keys, a measure of
+/// how much compaction would save).
+pub async fn load_counted(
+    backend: &dyn Backend,
+    topic: &TopicName,
+) -> Result<(BTreeMap<String, Bytes>, usize)> {
     let mut table = BTreeMap::new();
+    let mut read = 0;
     let Some(last) = backend.last_message_id(topic).await? else {
-        return Ok(table);
+        return Ok((table, read));
     };
-    let mut reader = backend.open_reader(topic, EntryId::EARLIEST).await?;
+    let mut reader = backend
+        .open_compacted_reader(topic, EntryId::EARLIEST)
+        .await?;
     loop {
         // Entries up to `last` exist, so waiting only covers their way to us.
         let entries = reader.read(1024, 4 << 20, LOAD_WAIT).await?;
         let done = entries.is_empty() || entries.last().is_some_and(|e| e.id >= last.entry_id());
         for entry in entries {
+            read += entry.messages.len();
             for m in entry.messages {
                 let Some(key) = m.key else { continue };
                 let key = String::from_utf8_lossy(&key).into_owned();
@@ -100,7 +113,7 @@ pub async fn load(backend: &dyn Backend, topic: &TopicName) -> Result<BTreeMap<S
             }
         }
         if done {
-            return Ok(table);
+            return Ok((table, read));
         }
     }
 }

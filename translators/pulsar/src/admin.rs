@@ -243,6 +243,34 @@ impl AdminClient {
             .ok_or_else(|| BackendError::SubscriptionNotFound(subscription.to_owned()))
     }
 
+    /// Starts Pulsar's compaction of a topic (the latest message per key is kept; a null value
+    /// removes its key). Already running counts as started.
+    pub async fn compact(&self, topic: &TopicName) -> Result<()> {
+        let reply = self
+            .call(Method::PUT, &self.topic_url(topic, "/compaction"), None)
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT => Ok(()),
+            _ => Err(reply.error(topic)),
+        }
+    }
+
+    /// Whether the last compaction of a topic finished ("SUCCESS"), is running, or failed.
+    pub async fn compaction_status(&self, topic: &TopicName) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Status {
+            status: String,
+        }
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/compaction"), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        Ok(reply.json::<Status>(topic)?.status)
+    }
+
     /// The name of the topic's exclusive producer, if one is connected.
     pub async fn exclusive_producer(&self, topic: &TopicName) -> Result<Option<String>> {
         let reply = self

@@ -50,6 +50,8 @@ struct Spec {
     durable: bool,
     /// 0 = latest, 1 = earliest (for a new durable subscription).
     initial: i32,
+    /// Read the topic's compacted view.
+    compacted: bool,
 }
 
 struct Subscription {
@@ -203,6 +205,7 @@ async fn subscribe(
             consumer_name: Some(consumer_name()),
             durable: Some(spec.durable),
             start_message_id: start,
+            read_compacted: spec.compacted.then_some(true),
             initial_position: Some(spec.initial),
             force_topic_creation: Some(false),
             key_shared_meta: (spec.sub_type == sub_type::KEY_SHARED)
@@ -256,13 +259,19 @@ pub struct PulsarReader {
 }
 
 impl PulsarReader {
-    pub async fn open(pool: Arc<Pool>, topic: &str, start: EntryId) -> Result<PulsarReader> {
+    pub async fn open(
+        pool: Arc<Pool>,
+        topic: &str,
+        start: EntryId,
+        compacted: bool,
+    ) -> Result<PulsarReader> {
         let spec = Spec {
             topic: topic.to_owned(),
             name: format!("pulsar-gateway-reader-{:016x}", rand::random::<u64>()),
             sub_type: sub_type::EXCLUSIVE,
             durable: false,
             initial: 1,
+            compacted,
         };
         let subscription = Subscription::open(pool, spec, Some(start_before(start))).await?;
         Ok(PulsarReader {
@@ -380,6 +389,7 @@ impl PulsarConsumer {
                 name: name.to_owned(),
                 sub_type: wire_type,
                 durable: true,
+                compacted: false,
                 initial,
             },
             None,

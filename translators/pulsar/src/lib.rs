@@ -267,8 +267,24 @@ impl Backend for PulsarBackend {
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
         Ok(Box::new(
-            consumer::PulsarReader::open(self.pool.clone(), &topic.to_string(), start).await?,
+            consumer::PulsarReader::open(self.pool.clone(), &topic.to_string(), start, false)
+                .await?,
         ))
+    }
+
+    async fn open_compacted_reader(
+        &self,
+        topic: &TopicName,
+        start: EntryId,
+    ) -> Result<Box<dyn Reader>> {
+        Ok(Box::new(
+            consumer::PulsarReader::open(self.pool.clone(), &topic.to_string(), start, true)
+                .await?,
+        ))
+    }
+
+    async fn compact(&self, topic: &TopicName) -> Result<()> {
+        self.admin.compact(topic).await
     }
 
     async fn subscribe(

@@ -169,6 +169,9 @@ pub struct CommandSubscribe {
     pub durable: Option<bool>,
     #[prost(message, optional, tag = "9")]
     pub start_message_id: Option<MessageIdData>,
+    /// Read the compacted view (the compacted ledger, then what came after it).
+    #[prost(bool, optional, tag = "11")]
+    pub read_compacted: Option<bool>,
     /// 0 = Latest, 1 = Earliest.
     #[prost(int32, optional, tag = "13")]
     pub initial_position: Option<i32>,

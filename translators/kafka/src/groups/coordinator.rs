@@ -128,7 +128,13 @@ struct Shard {
     groups: Mutex<HashMap<String, Group>>,
     /// Held while a write is queued, so table order is acceptance order.
     writes: tokio::sync::Mutex<()>,
+    /// Table writes since compaction was last started.
+    uncompacted: AtomicU64,
 }
+
+/// Table writes after which the shard's topic is compacted, so that a takeover reads about one
+/// message per key instead of every commit ever made.
+const COMPACT_EVERY: u64 = 10_000;
 
 pub struct GroupCoordinator {
     settings: GroupSettings,
@@ -200,6 +206,7 @@ impl GroupCoordinator {
                     lease: Mutex::new(None),
                     claiming: tokio::sync::Mutex::new(()),
                     refused_at: Mutex::new(None),
+                    uncompacted: AtomicU64::new(0),
                     groups: Mutex::new(HashMap::new()),
                     writes: tokio::sync::Mutex::new(()),
                 }
@@ -317,7 +324,12 @@ impl GroupCoordinator {
 
     async fn load(&self, shard: &Shard) -> Result<(), BackendError> {
         let started = Instant::now();
-        let table = table::load(self.backend.as_ref(), &shard.topic).await?;
+        let (table, read) = table::load_counted(self.backend.as_ref(), &shard.topic).await?;
+        if read > 2 * table.len() + 1000 {
+            self.compact(shard);
+        } else {
+            shard.uncompacted.store(read as u64, Ordering::Relaxed);
+        }
         let now = Instant::now();
         let mut snapshots: HashMap<String, GroupSnapshot> = HashMap::new();
         let mut offsets: Vec<(String, String, i32, Committed)> = Vec::new();
@@ -359,8 +371,26 @@ impl GroupCoordinator {
                 .offsets
                 .insert((topic, partition), committed);
         }
-        tracing::info!(topic = %shard.topic, groups = groups.len(), elapsed_ms = started.elapsed().as_millis() as u64, "group state loaded");
+        tracing::info!(topic = %shard.topic, groups = groups.len(), messages = read, elapsed_ms = started.elapsed().as_millis() as u64, "group state loaded");
         Ok(())
+    }
+
+    /// Starts compacting the shard's table topic in the background.
+    fn compact(&self, shard: &Shard) {
+        shard.uncompacted.store(0, Ordering::Relaxed);
+        let (backend, topic) = (self.backend.clone(), shard.topic.clone());
+        tokio::spawn(async move {
+            if let Err(e) = backend.compact(&topic).await {
+                tracing::warn!(%topic, error = %e, "starting compaction of group state failed");
+            }
+        });
+    }
+
+    /// Counts a table write, compacting every `COMPACT_EVERY`.
+    fn wrote(&self, shard: &Shard) {
+        if shard.uncompacted.fetch_add(1, Ordering::Relaxed) + 1 >= COMPACT_EVERY {
+            self.compact(shard);
+        }
     }
 
     /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
@@ -376,6 +406,7 @@ impl GroupCoordinator {
         let pending = lease
             .submit(vec![table::entry(vec![(group_key(group_id), value)])])
             .await;
+        self.wrote(shard);
         drop(_order);
         let outcome = match pending {
             Ok(p) => p.await.map(|_| ()),
@@ -560,6 +591,7 @@ impl GroupCoordinator {
             .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
             .collect();
         let pending = lease.submit(vec![table::entry(records)]).await;
+        self.wrote(shard);
         drop(order);
         let persisted = match pending {
             Ok(p) => p.await.map(|_| ()),
@@ -683,6 +715,7 @@ impl GroupCoordinator {
             keys
         };
         let pending = lease.submit(vec![table::entry(keys)]).await;
+        self.wrote(shard);
         drop(order);
         match pending {
             Ok(p) => p
@@ -737,6 +770,7 @@ impl GroupCoordinator {
         };
         if !keys.is_empty() {
             let pending = lease.submit(vec![table::entry(keys)]).await;
+            self.wrote(shard);
             drop(order);
             match pending {
                 Ok(p) => p
