@@ -433,59 +433,93 @@ async fn members_resume_from_committed_offsets_after_gateway_sigkill() {
     verify("gateway-sigkill", &mut members, &produced);
 }
 
-/// A fleet of three gateways on one Pulsar, each reachable at its own address with its own node
-/// id. Members bootstrap from all three and land on different instances; the group's
-/// coordinator is whichever instance holds the group's shard lease. SIGKILL that instance: the
-/// shard's lease comes free, the next FindCoordinator claims it elsewhere, the group recovers
-/// within the session timeout and no committed record is delivered again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
-async fn fleet_of_three_survives_losing_the_coordinator() {
+/// How clients reach a fleet's instances.
+#[derive(Clone, Copy, PartialEq)]
+enum Fleet {
+    /// Each instance at its own address with its own node id; FindCoordinator names the owner.
+    Addressable,
+    /// All instances behind one balancer address; instances forward to the owner.
+    Forward,
+}
+
+/// Three gateways on one Pulsar. Three members whose connections land on different instances
+/// read 60,000 records; a quarter in, one member is SIGKILLed and another joins (a rebalance
+/// across instances); half-way, the instance coordinating the group is SIGKILLed. The shard's
+/// lease comes free, another instance claims it and loads the group, commits resume within the
+/// session timeout, every record is consumed and none is delivered again after a commit
+/// covered it.
+async fn fleet_run(label: &str, fleet: Fleet) {
     let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
         e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
     )
     .expect("pulsar backend");
+    let balancer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let balanced = balancer.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut gateways = Vec::new();
-    for node in 0..3 {
+    let mut internals = Vec::new();
+    let mut kafka_addrs = Vec::new();
+    for n in 0..3 {
         let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let data = dir.path().join(format!("gw{node}"));
-        let log = dir.path().join(format!("gw{node}.log"));
-        let extra = vec!["--kafka-node-id".to_string(), (node + 1).to_string()];
+        let internal = format!("127.0.0.1:{}", free_port());
+        let extra: Vec<String> = match fleet {
+            Fleet::Addressable => vec!["--kafka-node-id".into(), (n + 1).to_string()],
+            Fleet::Forward => vec![
+                "--kafka-advertised".into(),
+                balanced.clone(),
+                "--kafka-group-coordination".into(),
+                "forward".into(),
+                "--kafka-internal-listen".into(),
+                internal.clone(),
+            ],
+        };
         gateways.push(Some(GatewayProcess::start_with_args(
             GATEWAY_BIN,
-            &data,
+            &dir.path().join(format!("gw{n}")),
             kafka,
             admin,
-            Some(&log),
+            Some(&dir.path().join(format!("gw{n}.log"))),
             &extra,
         )));
+        internals.push(internal);
+        kafka_addrs.push(kafka);
     }
-    let addr = |g: &Option<GatewayProcess>| g.as_ref().expect("running").kafka.to_string();
-    let bootstrap: Vec<String> = gateways.iter().map(addr).collect();
-    let topic = unique("fleet");
-    let group = unique("fleet-group");
-    let produced = fill(&bootstrap[0], &topic).await;
+    // Addressable: each member lists a different instance first. Forward: the balancer sends
+    // each connection to the next instance.
+    let bootstrap = |n: usize| match fleet {
+        Fleet::Addressable => {
+            let mut order: Vec<String> = kafka_addrs.iter().map(|a| a.to_string()).collect();
+            order.rotate_left(n % 3);
+            order.join(",")
+        }
+        Fleet::Forward => balanced.clone(),
+    };
+    tokio::spawn(round_robin(balancer, kafka_addrs.clone()));
+    let topic = unique(label);
+    let group = unique(&format!("{label}-group"));
+    let produced = fill(&bootstrap(0), &topic).await;
     let members_dir = tempfile::tempdir().expect("temp dir");
-    // Each member lists a different instance first.
-    let mut members: Vec<Member> = (0..3)
-        .map(|n| {
-            let mut order = bootstrap.clone();
-            order.rotate_left(n);
-            Member::spawn(
-                &order.join(","),
-                &group,
-                &topic,
-                members_dir.path(),
-                n,
-                "range",
-                None,
-            )
-        })
-        .collect();
-    wait_until(Duration::from_secs(120), "a third of the records", || {
-        records_consumed(&members) >= RECORDS / 3
+    let spawn = |n: usize| {
+        Member::spawn(
+            &bootstrap(n),
+            &group,
+            &topic,
+            members_dir.path(),
+            n,
+            "range",
+            None,
+        )
+    };
+    let mut members: Vec<Member> = (0..3).map(spawn).collect();
+    wait_until(Duration::from_secs(120), "a quarter of the records", || {
+        records_consumed(&members) >= RECORDS / 4
+    })
+    .await;
+    members[0].kill();
+    members.push(spawn(3));
+    wait_until(Duration::from_secs(120), "half of the records", || {
+        records_consumed(&members) >= RECORDS / 2
     })
     .await;
     // The coordinator is the holder of the group's shard lease.
@@ -503,11 +537,21 @@ async fn fleet_of_three_survives_losing_the_coordinator() {
         .expect("lease holder")
         .expect("the group's shard has an owner");
     let owner = gateway_kafka::groups::coordinator::Instance::parse(&holder).expect("holder name");
-    let index = (owner.node_id - 1) as usize;
-    eprintln!(
-        "[fleet] coordinator is node {} ({}:{})",
-        owner.node_id, owner.host, owner.port
-    );
+    let index = match fleet {
+        Fleet::Addressable => (owner.node_id - 1) as usize,
+        Fleet::Forward => {
+            assert_eq!(
+                owner.port.to_string(),
+                balanced.rsplit(':').next().unwrap(),
+                "instances advertise the balancer"
+            );
+            internals
+                .iter()
+                .position(|i| Some(i) == owner.internal.as_ref())
+                .expect("the holder names one of the instances' internal listeners")
+        }
+    };
+    eprintln!("[{label}] coordinator is instance {index}: {holder}");
     let commits_before = commits(&members);
     gateways[index].take().expect("running").kill();
     let killed_at = Instant::now();
@@ -523,24 +567,36 @@ async fn fleet_of_three_survives_losing_the_coordinator() {
         .await
         .expect("lease holder");
     eprintln!(
-        "[fleet] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
+        "[{label}] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
         recovered.as_secs_f64()
     );
     assert!(
         recovered < Duration::from_secs(15),
-        "the group took {recovered:?} to commit again (session timeout 10 s)"
+        "[{label}] the group took {recovered:?} to commit again (session timeout 10 s)"
     );
     assert_ne!(
         new_holder.as_deref(),
         Some(holder.as_str()),
-        "another instance took the shard over"
+        "[{label}] another instance took the shard over"
     );
     wait_until(Duration::from_secs(240), "every record", || {
         produced.is_subset(&unique_consumed(&members))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    verify("fleet", &mut members, &produced);
+    verify(label, &mut members, &produced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn fleet_of_three_rebalances_and_survives_losing_the_coordinator() {
+    fleet_run("fleet", Fleet::Addressable).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn fleet_behind_one_address_forwards_to_the_coordinator() {
+    fleet_run("fleet-lb", Fleet::Forward).await;
 }
 
 fn commits(members: &[Member]) -> usize {
@@ -576,135 +632,4 @@ async fn round_robin(listener: tokio::net::TcpListener, backends: Vec<std::net::
             }
         });
     }
-}
-
-/// The same fleet behind one address: every instance advertises the balancer, FindCoordinator
-/// always names it, and an instance that does not coordinate the group forwards its requests to
-/// the one that does. Members' connections land on all three instances. SIGKILL the coordinating
-/// instance: the group recovers within the session timeout and no committed record is
-/// delivered again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
-async fn fleet_behind_one_address_forwards_to_the_coordinator() {
-    let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
-        e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
-    )
-    .expect("pulsar backend");
-    let balancer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let balanced = balancer.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut gateways = Vec::new();
-    let mut internals = Vec::new();
-    let mut kafka_addrs = Vec::new();
-    for n in 0..3 {
-        let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let internal = format!("127.0.0.1:{}", free_port());
-        let extra: Vec<String> = [
-            "--kafka-advertised",
-            &balanced,
-            "--kafka-group-coordination",
-            "forward",
-            "--kafka-internal-listen",
-            &internal,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let data = dir.path().join(format!("gw{n}"));
-        let log = dir.path().join(format!("gw{n}.log"));
-        gateways.push(Some(GatewayProcess::start_with_args(
-            GATEWAY_BIN,
-            &data,
-            kafka,
-            admin,
-            Some(&log),
-            &extra,
-        )));
-        internals.push(internal);
-        kafka_addrs.push(kafka);
-    }
-    tokio::spawn(round_robin(balancer, kafka_addrs));
-    let topic = unique("fleet-lb");
-    let group = unique("fleet-lb-group");
-    let produced = fill(&balanced, &topic).await;
-    let members_dir = tempfile::tempdir().expect("temp dir");
-    let mut members: Vec<Member> = (0..3)
-        .map(|n| {
-            Member::spawn(
-                &balanced,
-                &group,
-                &topic,
-                members_dir.path(),
-                n,
-                "range",
-                None,
-            )
-        })
-        .collect();
-    wait_until(Duration::from_secs(120), "a third of the records", || {
-        records_consumed(&members) >= RECORDS / 3
-    })
-    .await;
-    let settings = gateway_kafka::groups::GroupSettings::default();
-    let shard =
-        gateway_kafka::groups::coordinator::fnv1a(group.as_bytes()) % settings.shards as u64;
-    let shard_topic = TopicName::new(
-        "public",
-        "default",
-        &format!("__gateway_kafka_groups-{shard}"),
-    );
-    let holder = backend
-        .lease_holder(&shard_topic)
-        .await
-        .expect("lease holder")
-        .expect("the group's shard has an owner");
-    let owner = gateway_kafka::groups::coordinator::Instance::parse(&holder).expect("holder name");
-    assert_eq!(owner.host, "127.0.0.1");
-    assert_eq!(
-        owner.port.to_string(),
-        balanced.rsplit(':').next().unwrap(),
-        "instances advertise the balancer"
-    );
-    let index = internals
-        .iter()
-        .position(|i| Some(i) == owner.internal.as_ref())
-        .expect("the holder names one of the instances' internal listeners");
-    eprintln!(
-        "[fleet-lb] coordinator is instance {index} (internal {})",
-        internals[index]
-    );
-    let commits_before = commits(&members);
-    gateways[index].take().expect("running").kill();
-    let killed_at = Instant::now();
-    wait_until(
-        Duration::from_secs(60),
-        "a commit after the coordinator died",
-        || commits(&members) > commits_before + 6,
-    )
-    .await;
-    let recovered = killed_at.elapsed();
-    let new_holder = backend
-        .lease_holder(&shard_topic)
-        .await
-        .expect("lease holder");
-    eprintln!(
-        "[fleet-lb] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
-        recovered.as_secs_f64()
-    );
-    assert!(
-        recovered < Duration::from_secs(15),
-        "the group took {recovered:?} to commit again (session timeout 10 s)"
-    );
-    assert_ne!(
-        new_holder.as_deref(),
-        Some(holder.as_str()),
-        "another instance took the shard over"
-    );
-    wait_until(Duration::from_secs(240), "every record", || {
-        produced.is_subset(&unique_consumed(&members))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    verify("fleet-lb", &mut members, &produced);
 }
