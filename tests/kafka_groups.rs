@@ -633,3 +633,89 @@ async fn round_robin(listener: tokio::net::TcpListener, backends: Vec<std::net::
         });
     }
 }
+
+/// A JoinGroup waiting for a rebalance is answered NOT_COORDINATOR as soon as the gateway starts
+/// draining, so the member moves on instead of waiting out the drain's grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_answers_a_waiting_join() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, JoinGroupRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let gw = InProcessGateway::start_with(|c| c.kafka.groups.initial_rebalance_delay_ms = 0).await;
+    let addr = gw.bootstrap();
+    let client = std::sync::Arc::new(gateway_kafka::groups::forward::Forwarder::default());
+    let group = unique("drain-group");
+    let join = {
+        let (client, addr, group) = (client.clone(), addr.clone(), group.clone());
+        move |member_id: String| {
+            let (client, addr, group) = (client.clone(), addr.clone(), group.clone());
+            async move {
+                let mut protocol = JoinGroupRequestProtocol::default();
+                protocol.name = StrBytes::from_static_str("range");
+                let mut r = JoinGroupRequest::default();
+                r.group_id = GroupId(StrBytes::from_string(group));
+                r.session_timeout_ms = 10_000;
+                r.rebalance_timeout_ms = 60_000;
+                r.member_id = StrBytes::from_string(member_id);
+                r.protocol_type = StrBytes::from_static_str("consumer");
+                r.protocols = vec![protocol];
+                match client
+                    .forward(
+                        &addr,
+                        ApiKey::JoinGroup,
+                        5,
+                        "drain-test",
+                        &RequestKind::JoinGroup(r),
+                    )
+                    .await
+                    .expect("JoinGroup answered")
+                {
+                    ResponseKind::JoinGroup(a) => a,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        }
+    };
+    // Member A joins (first learning its id) and the group becomes stable with it alone.
+    let a_id = join(String::new()).await.member_id.to_string();
+    let a = join(a_id.clone()).await;
+    assert_eq!((a.error_code, a.generation_id), (0, 1));
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(StrBytes::from_string(group.clone()));
+    sync.generation_id = 1;
+    sync.member_id = StrBytes::from_string(a_id.clone());
+    let mut assignment = SyncGroupRequestAssignment::default();
+    assignment.member_id = StrBytes::from_string(a_id.clone());
+    sync.assignments = vec![assignment];
+    client
+        .forward(
+            &addr,
+            ApiKey::SyncGroup,
+            3,
+            "drain-test",
+            &RequestKind::SyncGroup(sync),
+        )
+        .await
+        .expect("SyncGroup answered");
+    // Member B's join starts a rebalance that waits for A to rejoin (up to 60 s).
+    let b_id = join(String::new()).await.member_id.to_string();
+    let waiting = tokio::spawn(join(b_id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "B's join waits for the rebalance");
+    let drain_started = Instant::now();
+    gw.gateway.shutdown_trigger().trigger();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting join is answered once the drain starts")
+        .unwrap();
+    assert_eq!(answer.error_code, ResponseError::NotCoordinator.code());
+    eprintln!(
+        "waiting JoinGroup answered NOT_COORDINATOR {:?} after the drain started",
+        drain_started.elapsed()
+    );
+}

@@ -21,7 +21,7 @@ use crate::api_versions;
 use crate::frontend::KafkaFrontend;
 use crate::handlers::api_versions as api_versions_handler;
 use crate::handlers::fetch::FetchState;
-use crate::handlers::groups::ClientInfo;
+use crate::handlers::groups::{self, ClientInfo};
 
 /// Smallest request: api key, api version, correlation id and client id length.
 const MIN_REQUEST: usize = 10;
@@ -88,6 +88,7 @@ impl KafkaFrontend {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let draining = shutdown.clone();
         let (mut read_half, write_half) = tokio::io::split(stream);
         let (frames, mut queue) =
             mpsc::channel::<Result<Bytes, Refusal>>(self.config.max_in_flight.max(1));
@@ -113,6 +114,7 @@ impl KafkaFrontend {
 
         let mut writer = BufWriter::new(write_half);
         let mut conn = Connection {
+            draining,
             fetch: FetchState::default(),
             client: ClientInfo {
                 client_id: String::new(),
@@ -272,11 +274,22 @@ impl KafkaFrontend {
             RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
                 self.handle_find_coordinator(r, version).await,
             )),
-            RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
-                self.handle_join_group(r, version, &conn.client).await,
-            )),
+            // A join or sync may wait for a whole rebalance; a draining gateway answers it
+            // NOT_COORDINATOR at once, so the member moves to the next coordinator.
+            RequestKind::JoinGroup(r) => {
+                let member_id = r.member_id.clone();
+                let mut draining = conn.draining.clone();
+                Some(ResponseKind::JoinGroup(tokio::select! {
+                    answer = self.handle_join_group(r, version, &conn.client) => answer,
+                    _ = draining.wait_for(|d| *d) => groups::join_not_coordinator(member_id, version),
+                }))
+            }
             RequestKind::SyncGroup(r) => {
-                Some(ResponseKind::SyncGroup(self.handle_sync_group(r).await))
+                let mut draining = conn.draining.clone();
+                Some(ResponseKind::SyncGroup(tokio::select! {
+                    answer = self.handle_sync_group(r) => answer,
+                    _ = draining.wait_for(|d| *d) => groups::sync_not_coordinator(),
+                }))
             }
             RequestKind::Heartbeat(r) => {
                 Some(ResponseKind::Heartbeat(self.handle_heartbeat(r).await))
@@ -317,6 +330,8 @@ impl KafkaFrontend {
 
 /// What a connection remembers between requests.
 struct Connection {
+    /// Turns true when the gateway drains: requests waiting on a rebalance are answered then.
+    draining: watch::Receiver<bool>,
     fetch: FetchState,
     client: ClientInfo,
 }

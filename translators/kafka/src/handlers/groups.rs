@@ -32,6 +32,8 @@ use kafka_protocol::messages::{
     TopicName as KafkaTopicName,
 };
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::str_bytes;
 use crate::frontend::KafkaFrontend;
 use crate::groups::coordinator::{CommitRequest, Owner};
@@ -747,11 +749,8 @@ fn single_group(request: &RequestKind, version: i16) -> Option<String> {
 fn group_error(request: &RequestKind, version: i16, code: i16) -> ResponseKind {
     match request {
         RequestKind::JoinGroup(r) => {
-            let mut a = JoinGroupResponse::default();
+            let mut a = join_not_coordinator(r.member_id.clone(), version);
             a.error_code = code;
-            a.generation_id = -1;
-            a.member_id = r.member_id.clone();
-            a.protocol_name = (version < 7).then(|| str_bytes(""));
             ResponseKind::JoinGroup(a)
         }
         RequestKind::SyncGroup(_) => {
@@ -827,6 +826,23 @@ fn group_error(request: &RequestKind, version: i16, code: i16) -> ResponseKind {
             ResponseKind::OffsetDelete(a)
         }
     }
+}
+
+/// A JoinGroup answered NOT_COORDINATOR (the gateway is draining).
+pub(crate) fn join_not_coordinator(member_id: StrBytes, version: i16) -> JoinGroupResponse {
+    let mut a = JoinGroupResponse::default();
+    a.error_code = ResponseError::NotCoordinator.code();
+    a.generation_id = -1;
+    a.member_id = member_id;
+    a.protocol_name = (version < 7).then(|| str_bytes(""));
+    a
+}
+
+/// A SyncGroup answered NOT_COORDINATOR (the gateway is draining).
+pub(crate) fn sync_not_coordinator() -> SyncGroupResponse {
+    let mut a = SyncGroupResponse::default();
+    a.error_code = ResponseError::NotCoordinator.code();
+    a
 }
 
 /// The error code for a forwarded per-group answer that did not come back as expected.
