@@ -65,7 +65,8 @@ pub fn consumer(bootstrap: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         // librdkafka needs a group id even for hand-assigned partitions; nothing is committed.
-        .set("group.id", "rdkafka-e2e")
+        // Unique, so that concurrent tests' gateways on one Pulsar don't share its coordinator.
+        .set("group.id", unique("rdkafka-e2e"))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()

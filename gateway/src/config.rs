@@ -42,8 +42,9 @@ pub struct KafkaSettings {
     pub default_tenant: String,
     pub default_namespace: String,
     /// The broker id Metadata and FindCoordinator report for this instance; instances of a fleet
-    /// whose clients reach each one directly need distinct ids.
-    pub node_id: i32,
+    /// whose clients reach each one directly need distinct ids. `None`: derived from the
+    /// advertised address, so instances advertising different addresses differ.
+    pub node_id: Option<i32>,
     /// How clients reach the group coordinators of a fleet.
     pub group_coordination: GroupCoordination,
     /// Listener for group requests forwarded by peer instances (forward mode).
@@ -143,7 +144,7 @@ impl Default for Config {
                 default_partitions: 1,
                 default_tenant: "public".into(),
                 default_namespace: "default".into(),
-                node_id: 0,
+                node_id: None,
                 group_coordination: GroupCoordination::Addressable,
                 internal_listen: None,
                 internal_advertised: None,
@@ -496,8 +497,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         key: "kafka.node_id",
         flag: "kafka-node-id",
         help: "Broker id reported for this instance; distinct per instance when clients reach instances directly",
-        set: |c, v| parse_number(v, 0, i32::MAX as usize).map(|x| c.kafka.node_id = x),
-        get: |c| integer(c.kafka.node_id),
+        set: |c, v| parse_number(v, 0, i32::MAX as usize).map(|x| c.kafka.node_id = Some(x)),
+        get: |c| c.kafka.node_id.and_then(integer),
     },
     OptionSpec {
         key: "kafka.group_coordination",

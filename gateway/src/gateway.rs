@@ -153,7 +153,7 @@ pub async fn start_with_backend(
             default_partitions: kafka.default_partitions,
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
-            node_id: kafka.node_id,
+            node_id: node_id(&kafka, advertised),
             groups: group_settings(&kafka, advertised, addresses.internal.as_ref()),
             forward_groups: kafka.group_coordination == GroupCoordination::Forward,
             ..KafkaConfig::default()
@@ -176,6 +176,18 @@ pub async fn start_with_backend(
         })
     })
     .await
+}
+
+/// The configured broker id, else one derived from the advertised address. Two gateways on one
+/// Pulsar namespace form a fleet (they share group coordination), and a client told that the
+/// coordinator is another instance must not mistake it for the broker it already knows, which a
+/// shared default id would make it do. Behind one balancer every instance advertises the same
+/// address and so gets the same id, which is right there: clients see one broker.
+fn node_id(kafka: &crate::config::KafkaSettings, advertised: &HostPort) -> i32 {
+    kafka.node_id.unwrap_or_else(|| {
+        (gateway_kafka::groups::coordinator::fnv1a(advertised.to_string().as_bytes())
+            % 1_000_000_000) as i32
+    })
 }
 
 /// Where the Kafka listeners are reached, known once they are bound.
@@ -204,7 +216,7 @@ fn group_settings(
             "__gateway_kafka_groups",
         ),
         instance: Instance {
-            node_id: kafka.node_id,
+            node_id: node_id(kafka, advertised),
             host: advertised.host.clone(),
             port: advertised.port,
             internal: internal.map(|(_, a)| a.to_string()),
