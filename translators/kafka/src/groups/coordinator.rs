@@ -386,11 +386,22 @@ impl GroupCoordinator {
         });
     }
 
-    /// Counts a table write, compacting every `COMPACT_EVERY`.
-    fn wrote(&self, shard: &Shard) {
+    /// Queues records on the shard's table through its lease while `order` (the shard's write
+    /// lock) is held, releases it, and waits until they are persisted. Compacts every
+    /// `COMPACT_EVERY` writes.
+    async fn write(
+        &self,
+        shard: &Shard,
+        lease: &Arc<dyn Lease>,
+        order: tokio::sync::MutexGuard<'_, ()>,
+        records: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), BackendError> {
+        let pending = lease.submit(vec![table::entry(records)]).await;
+        drop(order);
         if shard.uncompacted.fetch_add(1, Ordering::Relaxed) + 1 >= COMPACT_EVERY {
             self.compact(shard);
         }
+        pending?.await.map(|_| ())
     }
 
     /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
@@ -398,21 +409,13 @@ impl GroupCoordinator {
         let Some(lease) = self.held(shard) else {
             return;
         };
-        let _order = shard.writes.lock().await;
+        let order = shard.writes.lock().await;
         let value = {
             let groups = shard.groups.lock().expect("groups lock");
             groups.get(group_id).map(|g| encode(&g.snapshot()))
         };
-        let pending = lease
-            .submit(vec![table::entry(vec![(group_key(group_id), value)])])
-            .await;
-        self.wrote(shard);
-        drop(_order);
-        let outcome = match pending {
-            Ok(p) => p.await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
+        let records = vec![(group_key(group_id), value)];
+        if let Err(e) = self.write(shard, &lease, order, records).await {
             // Membership is rebuilt by rejoining; committed offsets are written separately.
             tracing::warn!(group = group_id, error = %e, "persisting group membership failed");
         }
@@ -421,24 +424,24 @@ impl GroupCoordinator {
     pub async fn join(self: &Arc<Self>, group_id: &str, params: JoinParams) -> JoinOutcome {
         let member_id = params.member_id.clone();
         if group_id.is_empty() {
-            return failed_join(ResponseError::InvalidGroupId, &member_id);
+            return JoinOutcome::failed(ResponseError::InvalidGroupId, &member_id);
         }
         let timing = &self.settings.timing;
         if params.session_timeout < timing.min_session_timeout
             || params.session_timeout > timing.max_session_timeout
         {
-            return failed_join(ResponseError::InvalidSessionTimeout, &member_id);
+            return JoinOutcome::failed(ResponseError::InvalidSessionTimeout, &member_id);
         }
         let shard = self.shard_of(group_id);
         if let Err(e) = self.ready(shard).await {
-            return failed_join(e, &member_id);
+            return JoinOutcome::failed(e, &member_id);
         }
         let mut fx = Effects::default();
         let reply = {
             let mut groups = shard.groups.lock().expect("groups lock");
             if !groups.contains_key(group_id) {
                 if !member_id.is_empty() {
-                    return failed_join(ResponseError::UnknownMemberId, &member_id);
+                    return JoinOutcome::failed(ResponseError::UnknownMemberId, &member_id);
                 }
                 groups.insert(group_id.to_owned(), Group::new(group_id, Instant::now()));
             }
@@ -451,7 +454,7 @@ impl GroupCoordinator {
         match reply {
             Reply::Now(outcome) => outcome,
             Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
-                failed_join(ResponseError::CoordinatorNotAvailable, &member_id)
+                JoinOutcome::failed(ResponseError::CoordinatorNotAvailable, &member_id)
             }),
         }
     }
@@ -469,13 +472,13 @@ impl GroupCoordinator {
     ) -> SyncOutcome {
         let shard = self.shard_of(group_id);
         if let Err(e) = self.ready(shard).await {
-            return failed_sync(e);
+            return SyncOutcome::failed(e);
         }
         let mut fx = Effects::default();
         let reply = {
             let mut groups = shard.groups.lock().expect("groups lock");
             let Some(group) = groups.get_mut(group_id) else {
-                return failed_sync(ResponseError::UnknownMemberId);
+                return SyncOutcome::failed(ResponseError::UnknownMemberId);
             };
             group.sync(
                 generation,
@@ -495,7 +498,7 @@ impl GroupCoordinator {
             Reply::Now(outcome) => outcome,
             Reply::Later(rx) => rx
                 .await
-                .unwrap_or_else(|_| failed_sync(ResponseError::CoordinatorNotAvailable)),
+                .unwrap_or_else(|_| SyncOutcome::failed(ResponseError::CoordinatorNotAvailable)),
         }
     }
 
@@ -590,14 +593,7 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
             .collect();
-        let pending = lease.submit(vec![table::entry(records)]).await;
-        self.wrote(shard);
-        drop(order);
-        let persisted = match pending {
-            Ok(p) => p.await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = persisted {
+        if let Err(e) = self.write(shard, &lease, order, records).await {
             tracing::warn!(group = group_id, error = %e, "committing offsets failed");
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -714,15 +710,9 @@ impl GroupCoordinator {
             );
             keys
         };
-        let pending = lease.submit(vec![table::entry(keys)]).await;
-        self.wrote(shard);
-        drop(order);
-        match pending {
-            Ok(p) => p
-                .await
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
-            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
-        };
+        self.write(shard, &lease, order, keys)
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
         let removed = shard.groups.lock().expect("groups lock").remove(group_id);
         for committed in removed.iter().flat_map(|g| g.offsets.values()) {
             self.mirror.record(group_id, &committed.pulsar_topic, None);
@@ -769,15 +759,9 @@ impl GroupCoordinator {
             (results, keys, mirrored)
         };
         if !keys.is_empty() {
-            let pending = lease.submit(vec![table::entry(keys)]).await;
-            self.wrote(shard);
-            drop(order);
-            match pending {
-                Ok(p) => p
-                    .await
-                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
-                Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
-            };
+            self.write(shard, &lease, order, keys)
+                .await
+                .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
             let mut groups = shard.groups.lock().expect("groups lock");
             if let Some(group) = groups.get_mut(group_id) {
                 for (topic, p, pulsar_topic) in mirrored {
@@ -862,22 +846,6 @@ fn summarize(g: &Group) -> GroupSummary {
                 },
             })
             .collect(),
-    }
-}
-
-fn failed_join(error: ResponseError, member_id: &str) -> JoinOutcome {
-    JoinOutcome {
-        error: error.code(),
-        generation: -1,
-        member_id: member_id.to_owned(),
-        ..JoinOutcome::default()
-    }
-}
-
-fn failed_sync(error: ResponseError) -> SyncOutcome {
-    SyncOutcome {
-        error: error.code(),
-        ..SyncOutcome::default()
     }
 }
 

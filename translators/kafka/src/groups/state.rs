@@ -96,7 +96,7 @@ pub struct JoinOutcome {
 }
 
 impl JoinOutcome {
-    fn failed(error: ResponseError, member_id: &str) -> Self {
+    pub fn failed(error: ResponseError, member_id: &str) -> Self {
         JoinOutcome {
             error: code(error),
             generation: -1,
@@ -116,7 +116,7 @@ pub struct SyncOutcome {
 }
 
 impl SyncOutcome {
-    fn failed(error: ResponseError) -> Self {
+    pub fn failed(error: ResponseError) -> Self {
         SyncOutcome {
             error: code(error),
             ..SyncOutcome::default()

@@ -47,6 +47,33 @@ const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 /// The only group type this coordinator runs (ListGroups v5).
 const CLASSIC: &str = "classic";
 
+/// OffsetFetch's topics from the coordinator's answer. Versions before and after 8 use two
+/// generated types with the same fields, hence a macro rather than a function.
+macro_rules! fetched_topics {
+    ($found:expr, $topic:ty, $partition:ty) => {
+        group_by_topic($found)
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut t = <$topic>::default();
+                t.name = KafkaTopicName(str_bytes(name));
+                t.partitions = partitions
+                    .into_iter()
+                    .map(|(index, c)| {
+                        let (offset, epoch, metadata) = committed_fields(c);
+                        let mut p = <$partition>::default();
+                        p.partition_index = index;
+                        p.committed_offset = offset;
+                        p.committed_leader_epoch = epoch;
+                        p.metadata = Some(str_bytes(metadata));
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect()
+    };
+}
+
 /// Who sent a request: reported by DescribeGroups for each member.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -395,26 +422,11 @@ impl KafkaFrontend {
                 match self.groups.fetch_offsets(&group.group_id.0, wanted).await {
                     Err(e) => answer.error_code = e.code(),
                     Ok(found) => {
-                        answer.topics = group_by_topic(found)
-                            .into_iter()
-                            .map(|(name, partitions)| {
-                                let mut t = OffsetFetchResponseTopics::default();
-                                t.name = KafkaTopicName(str_bytes(name));
-                                t.partitions = partitions
-                                    .into_iter()
-                                    .map(|(index, c)| {
-                                        let (offset, epoch, metadata) = committed_fields(c);
-                                        let mut p = OffsetFetchResponsePartitions::default();
-                                        p.partition_index = index;
-                                        p.committed_offset = offset;
-                                        p.committed_leader_epoch = epoch;
-                                        p.metadata = Some(str_bytes(metadata));
-                                        p
-                                    })
-                                    .collect();
-                                t
-                            })
-                            .collect();
+                        answer.topics = fetched_topics!(
+                            found,
+                            OffsetFetchResponseTopics,
+                            OffsetFetchResponsePartitions
+                        );
                     }
                 }
                 answer.group_id = group.group_id;
@@ -433,26 +445,11 @@ impl KafkaFrontend {
                 response.error_code = e.code();
             }
             Ok(found) => {
-                response.topics = group_by_topic(found)
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        let mut t = OffsetFetchResponseTopic::default();
-                        t.name = KafkaTopicName(str_bytes(name));
-                        t.partitions = partitions
-                            .into_iter()
-                            .map(|(index, c)| {
-                                let (offset, epoch, metadata) = committed_fields(c);
-                                let mut p = OffsetFetchResponsePartition::default();
-                                p.partition_index = index;
-                                p.committed_offset = offset;
-                                p.committed_leader_epoch = epoch;
-                                p.metadata = Some(str_bytes(metadata));
-                                p
-                            })
-                            .collect();
-                        t
-                    })
-                    .collect();
+                response.topics = fetched_topics!(
+                    found,
+                    OffsetFetchResponseTopic,
+                    OffsetFetchResponsePartition
+                );
             }
         }
         response
