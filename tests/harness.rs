@@ -68,6 +68,8 @@ pub struct GatewayProcess {
     child: Child,
     pub kafka: SocketAddr,
     pub admin: SocketAddr,
+    /// The AMQP listener, on a free port picked at start (`extra` may name its own).
+    pub amqp: SocketAddr,
 }
 
 impl GatewayProcess {
@@ -105,9 +107,20 @@ impl GatewayProcess {
             }
             None => (Stdio::null(), Stdio::inherit()),
         };
+        let named = extra
+            .iter()
+            .position(|a| a == "--amqp-listen")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|a| a.parse().ok());
+        let amqp = named.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let own_amqp = match named {
+            Some(_) => vec![],
+            None => vec!["--amqp-listen".to_owned(), amqp.to_string()],
+        };
         let child = Command::new(binary)
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--kafka-listen", &kafka.to_string()])
+            .args(own_amqp)
             .args(["--admin-listen", &admin.to_string()])
             .args(["--log-level", "warn"])
             .args(match test_pulsar() {
@@ -130,6 +143,7 @@ impl GatewayProcess {
             child,
             kafka,
             admin,
+            amqp,
         };
         process.wait_ready(Duration::from_secs(30));
         process

@@ -24,6 +24,7 @@ pub const CONFIG_FILE_ENV: &str = "PULSAR_GATEWAY_CONFIG";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub kafka: KafkaSettings,
+    pub amqp: AmqpSettings,
     pub admin: AdminSettings,
     pub backend: BackendSettings,
     pub log: LogSettings,
@@ -66,6 +67,19 @@ pub struct GroupOptions {
     /// Shards (table topics) the groups are spread over. Changing it moves groups between
     /// shards, so it is fixed for the life of a deployment.
     pub shards: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmqpSettings {
+    /// Address the AMQP 0-9-1 listener binds.
+    pub listen: SocketAddr,
+    /// The Pulsar `tenant/namespace` vhost `/` maps to.
+    pub default_namespace: String,
+    /// PLAIN credentials accepted until token authentication is configured.
+    pub users: Vec<(String, String)>,
+    /// Proposed in connection.tune; clients may lower them.
+    pub frame_max: u32,
+    pub heartbeat_secs: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +169,13 @@ impl Default for Config {
                     shards: 16,
                 },
             },
+            amqp: AmqpSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 5672)),
+                default_namespace: "public/default".into(),
+                users: vec![("guest".into(), "guest".into())],
+                frame_max: 131_072,
+                heartbeat_secs: 60,
+            },
             admin: AdminSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             },
@@ -184,6 +205,7 @@ impl Config {
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
         let mut config = Config::default();
         config.kafka.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.amqp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.backend.data_dir = data_dir.into();
         config.limits.shutdown_grace_period = Duration::from_secs(5);
@@ -274,11 +296,19 @@ impl Config {
                 );
             }
         }
-        if self.kafka.listen == self.admin.listen && self.kafka.listen.port() != 0 {
-            errors.push(format!(
-                "kafka.listen and admin.listen: both are {}; they need different ports",
-                self.kafka.listen
-            ));
+        let listens = [
+            ("kafka.listen", self.kafka.listen),
+            ("amqp.listen", self.amqp.listen),
+            ("admin.listen", self.admin.listen),
+        ];
+        for (i, (a, addr_a)) in listens.iter().enumerate() {
+            for (b, addr_b) in &listens[i + 1..] {
+                if addr_a == addr_b && addr_a.port() != 0 {
+                    errors.push(format!(
+                        "{a} and {b}: both are {addr_a}; they need different ports"
+                    ));
+                }
+            }
         }
         if self.kafka.group_coordination == GroupCoordination::Forward
             && self.kafka.internal_listen.is_none()
@@ -575,6 +605,58 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Table topics the consumer groups' state is spread over; fixed for a deployment",
         set: |c, v| parse_number(v, 1, 1024).map(|x| c.kafka.groups.shards = x),
         get: |c| integer(c.kafka.groups.shards),
+    },
+    OptionSpec {
+        key: "amqp.listen",
+        flag: "amqp-listen",
+        help: "Address the AMQP 0-9-1 (RabbitMQ) listener binds (IP:PORT; port 0 picks a free port)",
+        set: |c, v| parse_socket_addr(v).map(|x| c.amqp.listen = x),
+        get: |c| string(&c.amqp.listen.to_string()),
+    },
+    OptionSpec {
+        key: "amqp.default_namespace",
+        flag: "amqp-default-namespace",
+        help: "Pulsar tenant/namespace that AMQP vhost / maps to (a vhost x maps to <its tenant>/x)",
+        set: |c, v| match v.split_once('/') {
+            Some((t, ns)) if parse_name_part(t).is_ok() && parse_name_part(ns).is_ok() => {
+                c.amqp.default_namespace = v.to_owned();
+                Ok(())
+            }
+            _ => Err(format!("\"{v}\" is not tenant/namespace")),
+        },
+        get: |c| string(&c.amqp.default_namespace),
+    },
+    OptionSpec {
+        key: "amqp.users",
+        flag: "amqp-users",
+        help: "PLAIN credentials accepted, as user:password[,user:password...] (until token auth is set up)",
+        set: |c, v| {
+            let mut users = Vec::new();
+            for pair in v.split(',').filter(|p| !p.is_empty()) {
+                match pair.split_once(':') {
+                    Some((u, p)) if !u.is_empty() => users.push((u.to_owned(), p.to_owned())),
+                    _ => return Err(format!("\"{pair}\" is not user:password")),
+                }
+            }
+            c.amqp.users = users;
+            Ok(())
+        },
+        // Holds passwords: --check-config never prints it.
+        get: |_| None,
+    },
+    OptionSpec {
+        key: "amqp.frame_max",
+        flag: "amqp-frame-max",
+        help: "Largest AMQP frame the gateway proposes in connection.tune (bytes)",
+        set: |c, v| parse_number(v, 4096, 16 << 20).map(|x| c.amqp.frame_max = x),
+        get: |c| integer(c.amqp.frame_max),
+    },
+    OptionSpec {
+        key: "amqp.heartbeat_secs",
+        flag: "amqp-heartbeat-secs",
+        help: "Heartbeat interval the gateway proposes in connection.tune (0 turns heartbeats off)",
+        set: |c, v| parse_number(v, 0, 3600).map(|x| c.amqp.heartbeat_secs = x),
+        get: |c| integer(c.amqp.heartbeat_secs),
     },
     OptionSpec {
         key: "admin.listen",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gateway_amqp::{AmqpConfig, AmqpFrontend};
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::{KafkaConfig, KafkaFrontend};
@@ -55,6 +56,7 @@ pub enum StartError {
 /// [`RunningGateway::shutdown`] to drain and wait.
 pub struct RunningGateway {
     kafka_addr: SocketAddr,
+    amqp_addr: SocketAddr,
     kafka_advertised: HostPort,
     admin_addr: SocketAddr,
     backend: BackendRef,
@@ -67,6 +69,11 @@ impl RunningGateway {
     /// The bound Kafka listener address (the real port when configured with port 0).
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_addr
+    }
+
+    /// The bound AMQP 0-9-1 listener address.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
     }
 
     /// The address Kafka clients are told to connect to.
@@ -298,8 +305,15 @@ pub(crate) async fn start_with_handler(
         ),
         None => None,
     };
+    let amqp = bind(
+        "amqp",
+        config.amqp.listen,
+        config.limits.max_connections_per_listener,
+    )
+    .await?;
     let admin = bind("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
     let kafka_addr = kafka.local_addr();
+    let amqp_addr = amqp.local_addr();
     let admin_addr = admin.local_addr();
     let advertised = advertised_address(config.kafka.advertised.as_ref(), kafka_addr);
     if kafka_addr.ip().is_unspecified() && config.kafka.advertised.is_none() {
@@ -332,6 +346,11 @@ pub(crate) async fn start_with_handler(
         }
     }
     let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
+    let amqp_task = tokio::spawn(amqp.run(
+        amqp_handler(&config, backend.clone()),
+        drain_rx.clone(),
+        sessions.clone(),
+    ));
     let admin_task = tokio::spawn(admin.run(
         admin::handler(state.clone()),
         admin_stop_rx,
@@ -339,6 +358,7 @@ pub(crate) async fn start_with_handler(
     ));
     state.set_listeners_bound();
     info!(addr = %kafka_addr, %advertised, "kafka listening");
+    info!(addr = %amqp_addr, "amqp listening");
     info!(addr = %admin_addr, "admin listening");
     info!(backend = backend.kind(), "gateway started");
 
@@ -346,6 +366,7 @@ pub(crate) async fn start_with_handler(
         drain: drain_rx,
         grace: config.limits.shutdown_grace_period,
         kafka_task,
+        amqp_task,
         sessions,
         admin_stop: admin_stop_tx,
         admin_task,
@@ -355,6 +376,7 @@ pub(crate) async fn start_with_handler(
 
     Ok(RunningGateway {
         kafka_addr,
+        amqp_addr,
         kafka_advertised: advertised,
         admin_addr,
         backend,
@@ -362,6 +384,27 @@ pub(crate) async fn start_with_handler(
         phase: phase_rx,
         supervisor: Some(supervisor),
     })
+}
+
+/// The AMQP 0-9-1 connection handler.
+fn amqp_handler(config: &Config, backend: BackendRef) -> Handler {
+    let settings = &config.amqp;
+    let (tenant, namespace) = settings
+        .default_namespace
+        .split_once('/')
+        .unwrap_or(("public", "default"));
+    let frontend = AmqpFrontend::new(
+        AmqpConfig {
+            default_tenant: tenant.to_owned(),
+            default_namespace: namespace.to_owned(),
+            users: settings.users.clone(),
+            frame_max: settings.frame_max,
+            heartbeat_secs: settings.heartbeat_secs,
+            ..AmqpConfig::default()
+        },
+        backend,
+    );
+    Arc::new(move |stream, drain| Box::pin(frontend.clone().serve_connection(stream, drain)))
 }
 
 /// The configured advertised address; where it is unset or has port 0, the bound one.
@@ -384,6 +427,7 @@ struct Supervised {
     drain: watch::Receiver<bool>,
     grace: Duration,
     kafka_task: JoinHandle<()>,
+    amqp_task: JoinHandle<()>,
     sessions: Sessions,
     admin_stop: watch::Sender<bool>,
     admin_task: JoinHandle<()>,
@@ -402,6 +446,7 @@ async fn supervise(mut s: Supervised) -> ShutdownReport {
 
     // The accept loop sees the same signal; once it has returned, its socket is closed.
     let _ = (&mut s.kafka_task).await;
+    let _ = (&mut s.amqp_task).await;
     s.phase.send_replace(Phase::ListenersClosed);
 
     let aborted_sessions = wait_or_abort(&s.sessions, s.grace).await;

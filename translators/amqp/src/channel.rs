@@ -1,0 +1,1580 @@
+//! One AMQP channel: exchange, queue, basic, confirm and tx methods (spec §1.4-1.9 and RabbitMQ's
+//! extensions), run in frame order by the connection task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use gateway_core::{BackendError, PendingSend};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::warn;
+
+use crate::connection::Session;
+use crate::deadletter::{self, DeadLetter};
+use crate::delivery::{
+    self, ChannelDeliveries, PushTarget, QueuePolicy, SourceCommand, SourceSet, Unacked,
+};
+use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::frontend::{exchange_topic, queue_topic};
+use crate::message::AmqpMessage;
+use crate::publish::{self, Route};
+use crate::routing::ExchangeType;
+use crate::topology::{Binding, Change, Exchange, Queue, Vhost};
+
+/// Queue arguments the gateway implements; any other `x-` argument is refused.
+const QUEUE_ARGUMENTS: &[&str] = &[
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-queue-type",
+];
+/// How long basic.get waits on a source that the backlog says has messages.
+const GET_WAIT: Duration = Duration::from_millis(500);
+
+pub enum ChannelFlow {
+    Open,
+    Closed,
+}
+
+/// A message being assembled from its method, header and body frames.
+struct Incoming {
+    publish: basic::Publish,
+    properties: Option<AMQPProperties>,
+    size: u64,
+    body: Vec<u8>,
+}
+
+/// What confirms wait for, in publish order.
+enum Pending {
+    Persist(PendingSend),
+    Done,
+}
+
+struct RunningConsumer {
+    queue: String,
+    stop: watch::Sender<bool>,
+}
+
+/// A settlement held back by a transaction.
+#[derive(Clone, Copy)]
+enum Settle {
+    Ack,
+    Requeue,
+    Reject,
+}
+
+#[derive(Default)]
+struct Transaction {
+    publishes: Vec<(basic::Publish, AmqpMessage)>,
+    settles: Vec<(u64, Settle, Unacked)>,
+}
+
+pub struct Channel {
+    id: u16,
+    session: Arc<Session>,
+    /// channel.close sent; waiting for close-ok, ignoring everything else.
+    closing: bool,
+    deliveries: Arc<ChannelDeliveries>,
+    incoming: Option<Incoming>,
+    confirms: Option<(u64, mpsc::UnboundedSender<(u64, Pending)>)>,
+    transaction: Option<Transaction>,
+    consumers: HashMap<String, RunningConsumer>,
+    /// Sources basic.get reads, per queue.
+    gets: HashMap<String, (u64, SourceSet)>,
+    prefetch: u16,
+    global_credit: Option<Arc<Semaphore>>,
+    last_queue: Option<String>,
+    opened: bool,
+}
+
+fn method_ids(class: &AMQPClass) -> (u16, u16) {
+    (class.get_amqp_class_id(), class.get_amqp_method_id())
+}
+
+impl Channel {
+    pub fn new(id: u16, session: Arc<Session>) -> Self {
+        Channel {
+            id,
+            deliveries: ChannelDeliveries::new(id, session.out.clone(), session.frame_max),
+            session,
+            closing: false,
+            incoming: None,
+            confirms: None,
+            transaction: None,
+            consumers: HashMap::new(),
+            gets: HashMap::new(),
+            prefetch: 0,
+            global_credit: None,
+            last_queue: None,
+            opened: false,
+        }
+    }
+
+    fn vhost(&self) -> &Arc<Vhost> {
+        &self.session.vhost
+    }
+
+    async fn send(&self, method: AMQPClass) {
+        let _ = self
+            .session
+            .out
+            .send(vec![AMQPFrame::Method(self.id, method)])
+            .await;
+    }
+
+    /// Reports a channel error: channel.close goes out, and frames are ignored until close-ok.
+    pub async fn fail(&mut self, error: AmqpError) {
+        self.shutdown().await;
+        self.closing = true;
+        self.send(AMQPClass::Channel(channel::AMQPMethod::Close(
+            channel::Close {
+                reply_code: error.code as u16,
+                reply_text: error.reply_text().into(),
+                class_id: error.class_id,
+                method_id: error.method_id,
+            },
+        )))
+        .await;
+    }
+
+    /// Ends the channel's consumers; unacknowledged deliveries go back to their queues.
+    pub async fn close(&mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        self.incoming = None;
+        self.transaction = None;
+        self.confirms = None;
+        for (_, consumer) in self.consumers.drain() {
+            let _ = consumer.stop.send(true);
+            self.session.vhost.consumer_left(&consumer.queue);
+        }
+        for unacked in self.deliveries.take_all() {
+            let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
+            let _ = unacked.source.send(SourceCommand::Close);
+        }
+        for (_, (_, mut set)) in self.gets.drain() {
+            set.close_all();
+        }
+    }
+
+    pub async fn handle(&mut self, frame: AMQPFrame) -> AmqpResult<ChannelFlow> {
+        if self.closing {
+            // Spec §2.2.4: after channel.close, only close and close-ok count.
+            return Ok(match frame {
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                    ChannelFlow::Closed
+                }
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                    self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(
+                        channel::CloseOk {},
+                    )))
+                    .await;
+                    ChannelFlow::Closed
+                }
+                _ => ChannelFlow::Open,
+            });
+        }
+        match frame {
+            AMQPFrame::Method(_, method) => {
+                if self.incoming.is_some() {
+                    return Err(AmqpError::connection(
+                        ReplyCode::UnexpectedFrame,
+                        "a method arrived while message content was expected",
+                    ));
+                }
+                let (class_id, method_id) = method_ids(&method);
+                self.method(method).await.map_err(|e| {
+                    if e.class_id == 0 {
+                        e.on_method(class_id, method_id)
+                    } else {
+                        e
+                    }
+                })
+            }
+            AMQPFrame::Header(_, header) => {
+                let Some(incoming) = self.incoming.as_mut().filter(|i| i.properties.is_none())
+                else {
+                    return Err(AmqpError::connection(
+                        ReplyCode::UnexpectedFrame,
+                        "content header without basic.publish",
+                    ));
+                };
+                if header.class_id != 60 {
+                    return Err(AmqpError::connection(
+                        ReplyCode::FrameError,
+                        "content header class is not basic",
+                    ));
+                }
+                if header.body_size > self.session.frontend.config.max_message_bytes {
+                    self.incoming = None;
+                    return Err(AmqpError::precondition(format!(
+                        "message size {} is larger than the configured maximum {}",
+                        header.body_size, self.session.frontend.config.max_message_bytes
+                    ))
+                    .on_method(60, 40));
+                }
+                incoming.size = header.body_size;
+                incoming.properties = Some(header.properties);
+                if incoming.size == 0 {
+                    self.publish_complete().await?;
+                }
+                Ok(ChannelFlow::Open)
+            }
+            AMQPFrame::Body(_, bytes) => {
+                let Some(incoming) = self.incoming.as_mut().filter(|i| i.properties.is_some())
+                else {
+                    return Err(AmqpError::connection(
+                        ReplyCode::UnexpectedFrame,
+                        "content body without a content header",
+                    ));
+                };
+                incoming.body.extend_from_slice(&bytes);
+                if incoming.body.len() as u64 > incoming.size {
+                    return Err(AmqpError::connection(
+                        ReplyCode::FrameError,
+                        "content body is longer than its header said",
+                    ));
+                }
+                if incoming.body.len() as u64 == incoming.size {
+                    self.publish_complete().await?;
+                }
+                Ok(ChannelFlow::Open)
+            }
+            _ => Ok(ChannelFlow::Open),
+        }
+    }
+
+    async fn method(&mut self, method: AMQPClass) -> AmqpResult<ChannelFlow> {
+        match method {
+            AMQPClass::Channel(m) => return self.channel_method(m).await,
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(AMQPClass::Access(access::AMQPMethod::RequestOk(
+                    access::RequestOk {},
+                )))
+                .await
+            }
+            AMQPClass::Exchange(m) => self.exchange_method(m).await?,
+            AMQPClass::Queue(m) => self.queue_method(m).await?,
+            AMQPClass::Basic(m) => self.basic_method(m).await?,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(m)) => {
+                if self.transaction.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                if self.confirms.is_none() {
+                    self.confirms = Some((1, spawn_confirmer(self.id, self.session.out.clone())));
+                }
+                if !m.nowait {
+                    self.send(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                        confirm::SelectOk {},
+                    )))
+                    .await;
+                }
+            }
+            AMQPClass::Tx(m) => self.tx_method(m).await?,
+            other => {
+                return Err(AmqpError::connection(
+                    ReplyCode::CommandInvalid,
+                    "a client may not send this method",
+                )
+                .on_method(other.get_amqp_class_id(), other.get_amqp_method_id()))
+            }
+        }
+        Ok(ChannelFlow::Open)
+    }
+
+    async fn channel_method(&mut self, method: channel::AMQPMethod) -> AmqpResult<ChannelFlow> {
+        match method {
+            channel::AMQPMethod::Open(_) if self.opened => Err(AmqpError::connection(
+                ReplyCode::ChannelError,
+                format!("second 'channel.open' seen on channel {}", self.id),
+            )),
+            channel::AMQPMethod::Open(_) => {
+                self.opened = true;
+                self.send(AMQPClass::Channel(channel::AMQPMethod::OpenOk(
+                    channel::OpenOk {},
+                )))
+                .await;
+                Ok(ChannelFlow::Open)
+            }
+            channel::AMQPMethod::Close(_) => {
+                self.shutdown().await;
+                self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(
+                    channel::CloseOk {},
+                )))
+                .await;
+                Ok(ChannelFlow::Closed)
+            }
+            channel::AMQPMethod::CloseOk(_) => Ok(ChannelFlow::Closed),
+            channel::AMQPMethod::Flow(f) => {
+                if !f.active {
+                    return Err(AmqpError::connection(
+                        ReplyCode::NotImplemented,
+                        "channel.flow active=false is not supported",
+                    ));
+                }
+                self.send(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                    channel::FlowOk { active: true },
+                )))
+                .await;
+                Ok(ChannelFlow::Open)
+            }
+            channel::AMQPMethod::FlowOk(_) => Ok(ChannelFlow::Open),
+            channel::AMQPMethod::OpenOk(_) => Err(AmqpError::command_invalid(
+                "channel.open-ok is sent by servers",
+            )),
+        }
+    }
+
+    // ---- exchanges -------------------------------------------------------------------------
+
+    async fn exchange_method(&mut self, method: exchange::AMQPMethod) -> AmqpResult<()> {
+        match method {
+            exchange::AMQPMethod::Declare(m) => {
+                self.exchange_declare(&m).await?;
+                if !m.nowait {
+                    self.send(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                        exchange::DeclareOk {},
+                    )))
+                    .await;
+                }
+            }
+            exchange::AMQPMethod::Delete(m) => {
+                self.exchange_delete(m.exchange.as_str(), m.if_unused)
+                    .await?;
+                if !m.nowait {
+                    self.send(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(
+                        exchange::DeleteOk {},
+                    )))
+                    .await;
+                }
+            }
+            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => {
+                return Err(AmqpError::connection(
+                    ReplyCode::NotImplemented,
+                    "exchange-to-exchange bindings are not available yet (docs/amqp.md)",
+                ))
+            }
+            _ => {
+                return Err(AmqpError::command_invalid(
+                    "a client may not send this method",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    async fn exchange_declare(&mut self, m: &exchange::Declare) -> AmqpResult<()> {
+        let name = m.exchange.as_str();
+        let vhost = self.vhost().clone();
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if m.passive {
+            vhost.sync().await?;
+            return match vhost.snapshot().await.exchanges.get(name) {
+                Some(_) => Ok(()),
+                None => Err(AmqpError::not_found(format!(
+                    "no exchange '{name}' in vhost '{}'",
+                    vhost.name
+                ))),
+            };
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let Some(kind) = ExchangeType::parse(m.kind.as_str()) else {
+            return Err(AmqpError::command_invalid(format!(
+                "unknown exchange type '{}'",
+                m.kind
+            )));
+        };
+        for key in m.arguments.inner().keys() {
+            let key = key.as_str();
+            if key.starts_with("x-") {
+                return Err(AmqpError::precondition(format!(
+                    "exchange argument '{key}' is not supported"
+                )));
+            }
+        }
+        let declared = Exchange {
+            name: name.to_owned(),
+            kind,
+            durable: m.durable,
+            auto_delete: m.auto_delete,
+            internal: m.internal,
+            arguments: m.arguments.clone(),
+        };
+        let _guard = vhost.write_lock.lock().await;
+        vhost.sync().await?;
+        if let Some(existing) = vhost.snapshot().await.exchanges.get(name) {
+            return equivalent_exchange(existing, &declared, &vhost.name);
+        }
+        ensure_topic(&self.session, &exchange_topic(&vhost, name)).await?;
+        vhost
+            .write(vec![Change::Exchange(name.to_owned(), Some(declared))])
+            .await
+    }
+
+    async fn exchange_delete(&mut self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        let vhost = self.vhost().clone();
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on exchange '{name}'"
+            )));
+        }
+        let _guard = vhost.write_lock.lock().await;
+        vhost.sync().await?;
+        let (changes, removed) = {
+            let topology = vhost.snapshot().await;
+            if !topology.exchanges.contains_key(name) {
+                return Ok(());
+            }
+            let bindings: Vec<Binding> = topology.bindings_of_exchange(name).cloned().collect();
+            if if_unused && !bindings.is_empty() {
+                return Err(AmqpError::precondition(format!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    vhost.name
+                )));
+            }
+            let mut changes = vec![Change::Exchange(name.to_owned(), None)];
+            let mut removed = Vec::new();
+            for b in bindings {
+                if let Some(q) = topology.queues.get(&b.queue) {
+                    removed.push((
+                        exchange_topic(&vhost, name),
+                        crate::frontend::binding_subscription(q, &b),
+                    ));
+                }
+                changes.push(Change::Binding(b, false));
+            }
+            (changes, removed)
+        };
+        vhost.write(changes).await?;
+        remove_subscriptions(&self.session, removed);
+        Ok(())
+    }
+
+    // ---- queues ----------------------------------------------------------------------------
+
+    async fn queue_method(&mut self, method: queue::AMQPMethod) -> AmqpResult<()> {
+        match method {
+            queue::AMQPMethod::Declare(m) => {
+                let (name, messages, consumers) = self.queue_declare(&m).await?;
+                self.last_queue = Some(name.clone());
+                if !m.nowait {
+                    self.send(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
+                        queue::DeclareOk {
+                            queue: name.into(),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        },
+                    )))
+                    .await;
+                }
+            }
+            queue::AMQPMethod::Bind(m) => {
+                let queue = self.queue_name(m.queue.as_str())?;
+                self.queue_bind(
+                    &queue,
+                    m.exchange.as_str(),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )
+                .await?;
+                if !m.nowait {
+                    self.send(AMQPClass::Queue(queue::AMQPMethod::BindOk(
+                        queue::BindOk {},
+                    )))
+                    .await;
+                }
+            }
+            queue::AMQPMethod::Unbind(m) => {
+                let queue = self.queue_name(m.queue.as_str())?;
+                self.queue_unbind(
+                    &queue,
+                    m.exchange.as_str(),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )
+                .await?;
+                self.send(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
+                    queue::UnbindOk {},
+                )))
+                .await;
+            }
+            queue::AMQPMethod::Purge(m) => {
+                let queue = self.queue_name(m.queue.as_str())?;
+                let count = self.queue_purge(&queue).await?;
+                if !m.nowait {
+                    self.send(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(
+                        queue::PurgeOk {
+                            message_count: count,
+                        },
+                    )))
+                    .await;
+                }
+            }
+            queue::AMQPMethod::Delete(m) => {
+                let queue = self.queue_name(m.queue.as_str())?;
+                let count = self.queue_delete(&queue, m.if_unused, m.if_empty).await?;
+                if !m.nowait {
+                    self.send(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(
+                        queue::DeleteOk {
+                            message_count: count,
+                        },
+                    )))
+                    .await;
+                }
+            }
+            _ => {
+                return Err(AmqpError::command_invalid(
+                    "a client may not send this method",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty queue name means the last queue declared on this channel (spec §1.7.2).
+    fn queue_name(&self, name: &str) -> AmqpResult<String> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue on this channel"))
+    }
+
+    /// The queue, if it exists and this connection may use it.
+    async fn usable_queue(&self, name: &str) -> AmqpResult<Queue> {
+        let vhost = self.vhost();
+        let found = vhost.snapshot().await.queues.get(name).cloned();
+        let queue = match found {
+            Some(q) => q,
+            None => {
+                vhost.sync().await?;
+                vhost
+                    .snapshot()
+                    .await
+                    .queues
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", vhost.name))
+                    })?
+            }
+        };
+        if queue
+            .exclusive_owner
+            .as_ref()
+            .is_some_and(|owner| *owner != self.session.name)
+        {
+            return Err(AmqpError::channel(
+                ReplyCode::ResourceLocked,
+                format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
+                    vhost.name
+                ),
+            ));
+        }
+        Ok(queue)
+    }
+
+    async fn queue_declare(&mut self, m: &queue::Declare) -> AmqpResult<(String, u32, u32)> {
+        let vhost = self.vhost().clone();
+        let mut name = m.queue.as_str().to_owned();
+        if m.passive {
+            let queue = self.usable_queue(&name).await?;
+            let count = message_count(&self.session, &queue).await?;
+            return Ok((name, count, vhost.consumers_of(&queue.name) as u32));
+        }
+        if name.is_empty() {
+            name = format!("amq.gen-{}", random_token());
+        } else if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        validate_queue_arguments(&m.arguments)?;
+        let declared = Queue {
+            name: name.clone(),
+            incarnation: rand::random(),
+            durable: m.durable,
+            auto_delete: m.auto_delete,
+            exclusive_owner: m.exclusive.then(|| self.session.name.clone()),
+            arguments: m.arguments.clone(),
+        };
+        let _guard = vhost.write_lock.lock().await;
+        vhost.sync().await?;
+        let existing = vhost.snapshot().await.queues.get(&name).cloned();
+        if let Some(existing) = existing {
+            let queue = self.usable_queue(&name).await?;
+            equivalent_queue(&existing, &declared, &vhost.name)?;
+            let count = message_count(&self.session, &queue).await?;
+            let consumers = vhost.consumers_of(&name) as u32;
+            return Ok((name, count, consumers));
+        }
+        let topic = queue_topic(&vhost, &name);
+        ensure_topic(&self.session, &topic).await?;
+        // The queue's own subscription exists before declare-ok, so nothing sent to it is missed.
+        let own = delivery::sources_of(&vhost, &*vhost.snapshot().await, &declared)
+            .into_iter()
+            .next()
+            .expect("a queue always has its own topic as a source");
+        let consumer = delivery::attach(&self.session.frontend.backend, &own).await?;
+        consumer.close().await;
+        vhost
+            .write(vec![Change::Queue(name.clone(), Some(declared))])
+            .await?;
+        Ok((name, 0, 0))
+    }
+
+    async fn queue_bind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        let vhost = self.vhost().clone();
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let queue = self.usable_queue(queue).await?;
+        let _guard = vhost.write_lock.lock().await;
+        vhost.sync().await?;
+        if !vhost.snapshot().await.exchanges.contains_key(exchange) {
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{exchange}' in vhost '{}'",
+                vhost.name
+            )));
+        }
+        let binding = Binding {
+            queue: queue.name.clone(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
+        if vhost
+            .snapshot()
+            .await
+            .bindings_of_queue(&queue.name)
+            .any(|b| *b == binding)
+        {
+            return Ok(());
+        }
+        // The subscription is the binding: it exists, at the topic's end, before bind-ok.
+        let topic = exchange_topic(&vhost, exchange);
+        ensure_topic(&self.session, &topic).await?;
+        let spec = delivery::SourceSpec {
+            topic,
+            subscription: crate::frontend::binding_subscription(&queue, &binding),
+            exchange: exchange.to_owned(),
+            filter: None,
+            initial: delivery::InitialPositionSpec::Latest,
+        };
+        delivery::attach(&self.session.frontend.backend, &spec)
+            .await?
+            .close()
+            .await;
+        vhost.write(vec![Change::Binding(binding, true)]).await
+    }
+
+    async fn queue_unbind(
+        &mut self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        let vhost = self.vhost().clone();
+        let queue = self.usable_queue(queue).await?;
+        let _guard = vhost.write_lock.lock().await;
+        vhost.sync().await?;
+        let binding = Binding {
+            queue: queue.name.clone(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
+        let (exists, auto_delete_exchange) = {
+            let topology = vhost.snapshot().await;
+            let exists = topology
+                .bindings_of_queue(&queue.name)
+                .any(|b| *b == binding);
+            let last = topology.bindings_of_exchange(exchange).count() == 1;
+            let auto = topology
+                .exchanges
+                .get(exchange)
+                .is_some_and(|x| x.auto_delete && last);
+            (exists, auto)
+        };
+        if !exists {
+            return Ok(());
+        }
+        let subscription = crate::frontend::binding_subscription(&queue, &binding);
+        let mut changes = vec![Change::Binding(binding, false)];
+        if auto_delete_exchange {
+            changes.push(Change::Exchange(exchange.to_owned(), None));
+        }
+        vhost.write(changes).await?;
+        remove_subscriptions(
+            &self.session,
+            vec![(exchange_topic(&vhost, exchange), subscription)],
+        );
+        Ok(())
+    }
+
+    async fn queue_purge(&mut self, name: &str) -> AmqpResult<u32> {
+        let queue = self.usable_queue(name).await?;
+        let count = message_count(&self.session, &queue).await?;
+        let vhost = self.vhost().clone();
+        let backend = &self.session.frontend.backend;
+        let sources = delivery::sources_of(&vhost, &*vhost.snapshot().await, &queue);
+        for source in sources {
+            // Moving the subscription past the last message leaves nothing ready.
+            if let Some(last) = backend.last_message_id(&source.topic).await? {
+                let end = gateway_core::MessageId {
+                    ledger: last.ledger,
+                    entry: last.entry + 1,
+                    batch_index: 0,
+                };
+                backend
+                    .position_subscription(&source.topic, &source.subscription, end)
+                    .await?;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn queue_delete(
+        &mut self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> AmqpResult<u32> {
+        let vhost = self.vhost().clone();
+        vhost.sync().await?;
+        if !vhost.snapshot().await.queues.contains_key(name) {
+            return Ok(0);
+        }
+        let queue = self.usable_queue(name).await?;
+        if if_unused && vhost.consumers_of(name) > 0 {
+            return Err(AmqpError::precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                vhost.name
+            )));
+        }
+        let count = message_count(&self.session, &queue).await?;
+        if if_empty && count > 0 {
+            return Err(AmqpError::precondition(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                vhost.name
+            )));
+        }
+        delete_queue(&self.session, &queue).await?;
+        Ok(count)
+    }
+
+    // ---- basic -----------------------------------------------------------------------------
+
+    async fn basic_method(&mut self, method: basic::AMQPMethod) -> AmqpResult<()> {
+        match method {
+            basic::AMQPMethod::Qos(m) => {
+                if m.global {
+                    self.global_credit = (m.prefetch_count > 0)
+                        .then(|| Arc::new(Semaphore::new(m.prefetch_count.into())));
+                } else {
+                    self.prefetch = m.prefetch_count;
+                }
+                self.send(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
+                    .await;
+            }
+            basic::AMQPMethod::Publish(m) => {
+                if m.immediate {
+                    return Err(AmqpError::connection(
+                        ReplyCode::NotImplemented,
+                        "immediate=true is not supported",
+                    ));
+                }
+                self.incoming = Some(Incoming {
+                    publish: m,
+                    properties: None,
+                    size: 0,
+                    body: Vec::new(),
+                });
+            }
+            basic::AMQPMethod::Consume(m) => self.consume(m).await?,
+            basic::AMQPMethod::Cancel(m) => {
+                let tag = m.consumer_tag.as_str().to_owned();
+                if let Some(consumer) = self.consumers.remove(&tag) {
+                    let _ = consumer.stop.send(true);
+                    let vhost = self.vhost().clone();
+                    if vhost.consumer_left(&consumer.queue) == 0 {
+                        self.auto_delete(&consumer.queue).await;
+                    }
+                }
+                if !m.nowait {
+                    self.send(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
+                        basic::CancelOk {
+                            consumer_tag: tag.into(),
+                        },
+                    )))
+                    .await;
+                }
+            }
+            basic::AMQPMethod::Get(m) => self.get(m).await?,
+            basic::AMQPMethod::Ack(m) => {
+                self.settle(m.delivery_tag, m.multiple, Settle::Ack).await?
+            }
+            basic::AMQPMethod::Nack(m) => {
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Reject
+                };
+                self.settle(m.delivery_tag, m.multiple, how).await?
+            }
+            basic::AMQPMethod::Reject(m) => {
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Reject
+                };
+                self.settle(m.delivery_tag, false, how).await?
+            }
+            basic::AMQPMethod::Recover(m) => {
+                self.recover(m.requeue)?;
+                self.send(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
+                    basic::RecoverOk {},
+                )))
+                .await;
+            }
+            basic::AMQPMethod::RecoverAsync(m) => self.recover(m.requeue)?,
+            _ => {
+                return Err(AmqpError::command_invalid(
+                    "a client may not send this method",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
+        if !requeue {
+            return Err(AmqpError::connection(
+                ReplyCode::NotImplemented,
+                "basic.recover with requeue=false is not supported",
+            ));
+        }
+        for unacked in self.deliveries.take_all() {
+            let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
+        }
+        Ok(())
+    }
+
+    async fn publish_complete(&mut self) -> AmqpResult<()> {
+        let incoming = self.incoming.take().expect("called with a message in hand");
+        let properties = incoming.properties.unwrap_or_default();
+        if let Some(user) = properties.user_id() {
+            if user.as_str() != self.session.user {
+                return Err(AmqpError::precondition(format!(
+                    "user_id property set to '{user}' but authenticated user was '{}'",
+                    self.session.user
+                ))
+                .on_method(60, 40));
+            }
+        }
+        let message = AmqpMessage {
+            exchange: incoming.publish.exchange.as_str().to_owned(),
+            routing_key: incoming.publish.routing_key.as_str().to_owned(),
+            properties,
+            body: incoming.body.into(),
+        };
+        if let Some(tx) = self.transaction.as_mut() {
+            // Checked now, as RabbitMQ does, so a bad exchange fails the publish, not the commit.
+            publish::route(
+                &self.session.vhost,
+                &message.exchange,
+                &message.routing_key,
+                message.properties.headers().as_ref(),
+            )
+            .await
+            .map_err(|e| e.on_method(60, 40))?;
+            tx.publishes.push((incoming.publish, message));
+            return Ok(());
+        }
+        let pending = self.publish(&incoming.publish, &message).await?;
+        if let Some((next, confirmer)) = self.confirms.as_mut() {
+            let _ = confirmer.send((*next, pending));
+            *next += 1;
+        } else if let Pending::Persist(future) = pending {
+            tokio::spawn(async move {
+                if let Err(e) = future.await {
+                    warn!(error = %e, "an unconfirmed publish was not persisted");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Routes and queues one message; returns what its confirm waits for.
+    async fn publish(&self, method: &basic::Publish, message: &AmqpMessage) -> AmqpResult<Pending> {
+        let route = publish::route(
+            &self.session.vhost,
+            &message.exchange,
+            &message.routing_key,
+            message.properties.headers().as_ref(),
+        )
+        .await
+        .map_err(|e| e.on_method(60, 40))?;
+        match route {
+            Route::Topic(topic) => Ok(Pending::Persist(
+                publish::submit(&self.session.frontend.backend, &topic, message).await?,
+            )),
+            Route::Unroutable => {
+                if method.mandatory {
+                    let frames = delivery::content_frames(
+                        self.id,
+                        basic::AMQPMethod::Return(basic::Return {
+                            reply_code: ReplyCode::NoRoute as u16,
+                            reply_text: "NO_ROUTE".into(),
+                            exchange: message.exchange.as_str().into(),
+                            routing_key: message.routing_key.as_str().into(),
+                        }),
+                        message,
+                        self.session.frame_max,
+                    );
+                    let _ = self.session.out.send(frames).await;
+                }
+                Ok(Pending::Done)
+            }
+        }
+    }
+
+    async fn consume(&mut self, m: basic::Consume) -> AmqpResult<()> {
+        let vhost = self.vhost().clone();
+        let name = self.queue_name(m.queue.as_str())?;
+        let queue = self.usable_queue(&name).await?;
+        let tag = match m.consumer_tag.as_str() {
+            "" => format!("amq.ctag-{}", random_token()),
+            t => t.to_owned(),
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(
+                ReplyCode::NotAllowed,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        if !vhost.consumer_joins(&queue.name, m.exclusive) {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                queue.name, vhost.name
+            )));
+        }
+        let (stop, stopped) = watch::channel(false);
+        self.consumers.insert(
+            tag.clone(),
+            RunningConsumer {
+                queue: queue.name.clone(),
+                stop,
+            },
+        );
+        if !m.nowait {
+            self.send(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                },
+            )))
+            .await;
+        }
+        let mut credit = Vec::new();
+        if !m.no_ack {
+            if self.prefetch > 0 {
+                credit.push(Arc::new(Semaphore::new(self.prefetch.into())));
+            }
+            if let Some(global) = &self.global_credit {
+                credit.push(global.clone());
+            }
+        }
+        let target = ConsumerTarget {
+            deliveries: self.deliveries.clone(),
+            tag,
+            no_ack: m.no_ack,
+            credit,
+        };
+        tokio::spawn(run_consumer(self.session.clone(), queue, target, stopped));
+        Ok(())
+    }
+
+    async fn get(&mut self, m: basic::Get) -> AmqpResult<()> {
+        let name = self.queue_name(m.queue.as_str())?;
+        let queue = self.usable_queue(&name).await?;
+        let count = message_count(&self.session, &queue).await?;
+        let empty = AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
+        if count == 0 {
+            self.send(empty).await;
+            return Ok(());
+        }
+        let vhost = self.vhost().clone();
+        let backend = self.session.frontend.backend.clone();
+        let policy = Arc::new(policy_of(&queue));
+        let entry = self
+            .gets
+            .entry(queue.name.clone())
+            .or_insert_with(|| (queue.incarnation, SourceSet::default()));
+        if entry.0 != queue.incarnation {
+            entry.1.close_all();
+            *entry = (queue.incarnation, SourceSet::default());
+        }
+        let wanted = delivery::sources_of(&vhost, &*vhost.snapshot().await, &queue);
+        entry
+            .1
+            .reconcile(&backend, &vhost, wanted, &policy, || None)
+            .await?;
+        let handles: Vec<_> = entry.1.running.values().cloned().collect();
+        for handle in handles {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if handle.send(SourceCommand::Get(GET_WAIT, reply)).is_err() {
+                continue;
+            }
+            let Ok(Some((id, message, redelivered))) = answer.await else {
+                continue;
+            };
+            let tag = self.deliveries.next_tag();
+            let frames = delivery::content_frames(
+                self.id,
+                basic::AMQPMethod::GetOk(basic::GetOk {
+                    delivery_tag: tag,
+                    redelivered,
+                    exchange: message.exchange.as_str().into(),
+                    routing_key: message.routing_key.as_str().into(),
+                    message_count: count.saturating_sub(1),
+                }),
+                &message,
+                self.session.frame_max,
+            );
+            if m.no_ack {
+                let _ = handle.send(SourceCommand::Ack(id));
+            } else {
+                self.deliveries
+                    .unacked
+                    .lock()
+                    .expect("unacked lock")
+                    .insert(
+                        tag,
+                        Unacked {
+                            source: handle,
+                            id,
+                            _credit: Vec::new(),
+                            message: Arc::new(message),
+                            policy,
+                        },
+                    );
+            }
+            let _ = self.session.out.send(frames).await;
+            return Ok(());
+        }
+        self.send(empty).await;
+        Ok(())
+    }
+
+    async fn settle(&mut self, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
+        let settled = self
+            .deliveries
+            .settle(tag, multiple)
+            .map_err(|tag| AmqpError::precondition(format!("unknown delivery tag {tag}")))?;
+        if let Some(tx) = self.transaction.as_mut() {
+            for (tag, unacked) in settled {
+                tx.settles.push((tag, how, unacked));
+            }
+            return Ok(());
+        }
+        for (_, unacked) in settled {
+            self.apply_settle(&how, unacked).await;
+        }
+        Ok(())
+    }
+
+    async fn apply_settle(&self, how: &Settle, unacked: Unacked) {
+        match how {
+            Settle::Ack => {
+                let _ = unacked.source.send(SourceCommand::Ack(unacked.id));
+            }
+            Settle::Requeue => {
+                let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
+            }
+            Settle::Reject => {
+                if let Some(dl) = &unacked.policy.dead_letter {
+                    let dead = deadletter::publish(
+                        &self.session.frontend.backend,
+                        &self.session.vhost,
+                        dl,
+                        &unacked.policy.queue,
+                        "rejected",
+                        &unacked.message,
+                    )
+                    .await;
+                    if let Err(e) = dead {
+                        // Kept in the queue rather than lost.
+                        warn!(error = %e.text, "dead-lettering a rejected message failed; requeued");
+                        let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
+                        return;
+                    }
+                }
+                let _ = unacked.source.send(SourceCommand::Ack(unacked.id));
+            }
+        }
+    }
+
+    async fn auto_delete(&mut self, name: &str) {
+        let queue = self.vhost().snapshot().await.queues.get(name).cloned();
+        if let Some(queue) = queue.filter(|q| q.auto_delete) {
+            if let Err(e) = delete_queue(&self.session, &queue).await {
+                warn!(queue = name, error = %e.text, "deleting an auto-delete queue failed");
+            }
+        }
+    }
+
+    // ---- transactions ----------------------------------------------------------------------
+
+    async fn tx_method(&mut self, method: tx::AMQPMethod) -> AmqpResult<()> {
+        match method {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                self.transaction.get_or_insert_with(Transaction::default);
+                self.send(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+                    .await;
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Some(tx) = self.transaction.replace(Transaction::default()) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                let mut persisted = Vec::new();
+                for (method, message) in &tx.publishes {
+                    if let Pending::Persist(p) = self.publish(method, message).await? {
+                        persisted.push(p);
+                    }
+                }
+                for p in persisted {
+                    p.await.map_err(AmqpError::from)?;
+                }
+                for (_, how, unacked) in tx.settles {
+                    self.apply_settle(&how, unacked).await;
+                }
+                self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+                    .await;
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(tx) = self.transaction.replace(Transaction::default()) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                // Acks made in the transaction are undone: those deliveries are unacked again,
+                // under their own tags.
+                {
+                    let mut unacked = self.deliveries.unacked.lock().expect("unacked lock");
+                    for (tag, _, u) in tx.settles {
+                        unacked.insert(tag, u);
+                    }
+                }
+                self.send(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})))
+                    .await;
+            }
+            _ => {
+                return Err(AmqpError::command_invalid(
+                    "a client may not send this method",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends confirms in publish order as each publish is persisted (a failed one is nacked).
+fn spawn_confirmer(
+    channel: u16,
+    out: mpsc::Sender<Vec<AMQPFrame>>,
+) -> mpsc::UnboundedSender<(u64, Pending)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Pending)>();
+    tokio::spawn(async move {
+        while let Some((seq, pending)) = rx.recv().await {
+            let ok = match pending {
+                Pending::Done => true,
+                Pending::Persist(future) => future.await.is_ok(),
+            };
+            let method = if ok {
+                basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: seq,
+                    multiple: false,
+                })
+            } else {
+                basic::AMQPMethod::Nack(basic::Nack {
+                    delivery_tag: seq,
+                    multiple: false,
+                    requeue: false,
+                })
+            };
+            if out
+                .send(vec![AMQPFrame::Method(channel, AMQPClass::Basic(method))])
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+struct ConsumerTarget {
+    deliveries: Arc<ChannelDeliveries>,
+    tag: String,
+    no_ack: bool,
+    credit: Vec<Arc<Semaphore>>,
+}
+
+/// Keeps a consumer's sources in step with its queue's bindings, and tells the client when the
+/// queue is deleted (consumer_cancel_notify).
+async fn run_consumer(
+    session: Arc<Session>,
+    queue: Queue,
+    target: ConsumerTarget,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let vhost = session.vhost.clone();
+    let backend = session.frontend.backend.clone();
+    let policy = Arc::new(policy_of(&queue));
+    let mut changes = vhost.changes.subscribe();
+    let mut sources = SourceSet::default();
+    let push = || {
+        Some(PushTarget {
+            deliveries: target.deliveries.clone(),
+            consumer_tag: target.tag.clone(),
+            no_ack: target.no_ack,
+            credit: target.credit.clone(),
+        })
+    };
+    loop {
+        let current = vhost.snapshot().await.queues.get(&queue.name).cloned();
+        match current {
+            Some(q) if q.incarnation == queue.incarnation => {
+                let wanted = delivery::sources_of(&vhost, &*vhost.snapshot().await, &q);
+                if let Err(e) = sources
+                    .reconcile(&backend, &vhost, wanted, &policy, push)
+                    .await
+                {
+                    warn!(queue = %queue.name, error = %e, "attaching to a queue source failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            _ => {
+                // The queue is gone: a server-sent cancel (RabbitMQ's consumer_cancel_notify).
+                let cancel = AMQPFrame::Method(
+                    target.deliveries.channel,
+                    AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                        consumer_tag: target.tag.as_str().into(),
+                        nowait: true,
+                    })),
+                );
+                let _ = session.out.send(vec![cancel]).await;
+                break;
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            _ = stopped.wait_for(|s| *s) => break,
+        }
+    }
+    sources.drain_all();
+}
+
+fn policy_of(queue: &Queue) -> QueuePolicy {
+    let args = queue.arguments.inner();
+    let dead_letter = args
+        .get("x-dead-letter-exchange")
+        .and_then(text_value)
+        .map(|exchange| DeadLetter {
+            exchange,
+            routing_key: args.get("x-dead-letter-routing-key").and_then(text_value),
+        });
+    QueuePolicy {
+        queue: queue.name.clone(),
+        message_ttl: args
+            .get("x-message-ttl")
+            .and_then(int_value)
+            .and_then(|v| u64::try_from(v).ok()),
+        dead_letter,
+    }
+}
+
+fn text_value(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn int_value(v: &AMQPValue) -> Option<i64> {
+    match *v {
+        AMQPValue::ShortShortInt(n) => Some(n.into()),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => Some(n.into()),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::LongInt(n) => Some(n.into()),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::LongLongInt(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn validate_queue_arguments(arguments: &FieldTable) -> AmqpResult<()> {
+    for (key, value) in arguments.inner() {
+        let key = key.as_str();
+        if !key.starts_with("x-") {
+            continue;
+        }
+        if !QUEUE_ARGUMENTS.contains(&key) {
+            return Err(AmqpError::precondition(format!(
+                "queue argument '{key}' is not supported by this gateway (docs/amqp.md)"
+            )));
+        }
+        let bad = |why: &str| {
+            Err(AmqpError::precondition(format!(
+                "invalid arg '{key}' for queue: {why}"
+            )))
+        };
+        match key {
+            "x-message-ttl" => match int_value(value) {
+                Some(n) if n >= 0 => {}
+                _ => return bad("must be a non-negative integer"),
+            },
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key"
+                if text_value(value).is_none() =>
+            {
+                return bad("must be a string")
+            }
+            "x-queue-type" if text_value(value).as_deref() != Some("classic") => {
+                return bad("only 'classic' queues are available")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn equivalent_exchange(existing: &Exchange, declared: &Exchange, vhost: &str) -> AmqpResult<()> {
+    let field = |name: &str, current: String, received: String| {
+        Err(AmqpError::precondition(format!(
+            "inequivalent arg '{name}' for exchange '{}' in vhost '{vhost}': received '{received}' but current is '{current}'",
+            existing.name
+        )))
+    };
+    if existing.kind != declared.kind {
+        return field(
+            "type",
+            existing.kind.name().into(),
+            declared.kind.name().into(),
+        );
+    }
+    if existing.durable != declared.durable {
+        return field(
+            "durable",
+            existing.durable.to_string(),
+            declared.durable.to_string(),
+        );
+    }
+    if existing.auto_delete != declared.auto_delete {
+        return field(
+            "auto_delete",
+            existing.auto_delete.to_string(),
+            declared.auto_delete.to_string(),
+        );
+    }
+    if existing.internal != declared.internal {
+        return field(
+            "internal",
+            existing.internal.to_string(),
+            declared.internal.to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn equivalent_queue(existing: &Queue, declared: &Queue, vhost: &str) -> AmqpResult<()> {
+    let field = |name: &str, current: String, received: String| {
+        Err(AmqpError::precondition(format!(
+            "inequivalent arg '{name}' for queue '{}' in vhost '{vhost}': received '{received}' but current is '{current}'",
+            existing.name
+        )))
+    };
+    if existing.durable != declared.durable {
+        return field(
+            "durable",
+            existing.durable.to_string(),
+            declared.durable.to_string(),
+        );
+    }
+    if existing.auto_delete != declared.auto_delete {
+        return field(
+            "auto_delete",
+            existing.auto_delete.to_string(),
+            declared.auto_delete.to_string(),
+        );
+    }
+    if existing.exclusive_owner.is_some() != declared.exclusive_owner.is_some() {
+        return field(
+            "exclusive",
+            existing.exclusive_owner.is_some().to_string(),
+            declared.exclusive_owner.is_some().to_string(),
+        );
+    }
+    for key in QUEUE_ARGUMENTS {
+        let a = existing.arguments.inner().get(*key);
+        let b = declared.arguments.inner().get(*key);
+        let same = match (a, b) {
+            (Some(x), Some(y)) => int_value(x)
+                .zip(int_value(y))
+                .map(|(x, y)| x == y)
+                .unwrap_or_else(|| text_value(x) == text_value(y)),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return field(key, format!("{a:?}"), format!("{b:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Messages ready in a queue: the backlog of each of its subscriptions.
+async fn message_count(session: &Session, queue: &Queue) -> AmqpResult<u32> {
+    let vhost = &session.vhost;
+    let sources = delivery::sources_of(vhost, &*vhost.snapshot().await, queue);
+    let mut total: u64 = 0;
+    for source in sources {
+        match session
+            .frontend
+            .backend
+            .backlog(&source.topic, &source.subscription)
+            .await
+        {
+            Ok(n) => total += n,
+            Err(BackendError::SubscriptionNotFound(_)) | Err(BackendError::TopicNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total.min(u64::from(u32::MAX)) as u32)
+}
+
+async fn ensure_topic(session: &Session, topic: &gateway_core::TopicName) -> AmqpResult<()> {
+    let backend = &session.frontend.backend;
+    if backend.topic_info(topic).await?.is_some() {
+        return Ok(());
+    }
+    match backend.create_topic(topic, 0).await {
+        Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a queue and its bindings from the topology, then its subscriptions in the
+/// background (they may still have consumers for a moment, which see the queue go and leave).
+async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
+    let vhost = &session.vhost;
+    let _guard = vhost.write_lock.lock().await;
+    let (changes, removed) = {
+        let topology = vhost.snapshot().await;
+        let sources = delivery::sources_of(vhost, &topology, queue);
+        let mut changes = vec![Change::Queue(queue.name.clone(), None)];
+        let mut auto_deleted = Vec::new();
+        for b in topology.bindings_of_queue(&queue.name) {
+            changes.push(Change::Binding(b.clone(), false));
+            let left = topology
+                .bindings_of_exchange(&b.exchange)
+                .filter(|other| other.queue != queue.name)
+                .count();
+            if left == 0
+                && topology
+                    .exchanges
+                    .get(&b.exchange)
+                    .is_some_and(|x| x.auto_delete)
+                && !auto_deleted.contains(&b.exchange)
+            {
+                auto_deleted.push(b.exchange.clone());
+            }
+        }
+        changes.extend(auto_deleted.into_iter().map(|x| Change::Exchange(x, None)));
+        let removed = sources
+            .into_iter()
+            .map(|s| (s.topic, s.subscription))
+            .collect::<Vec<_>>();
+        (changes, removed)
+    };
+    vhost.write(changes).await?;
+    remove_subscriptions(session, removed);
+    Ok(())
+}
+
+/// Deletes subscriptions once their consumers have left (retrying for a while).
+fn remove_subscriptions(session: &Session, removed: Vec<(gateway_core::TopicName, String)>) {
+    let backend = session.frontend.backend.clone();
+    tokio::spawn(async move {
+        for (topic, subscription) in removed {
+            for attempt in 0..20u32 {
+                match backend.unsubscribe(&topic, &subscription).await {
+                    Ok(())
+                    | Err(BackendError::SubscriptionNotFound(_))
+                    | Err(BackendError::TopicNotFound(_)) => break,
+                    Err(e) if attempt == 19 => {
+                        warn!(%topic, subscription, error = %e, "could not delete a subscription of a deleted queue or binding");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+    });
+}
+
+/// Exclusive queues go with the connection that declared them.
+pub async fn release_exclusive_queues(session: &Session) {
+    let owned: Vec<Queue> = session
+        .vhost
+        .snapshot()
+        .await
+        .queues
+        .values()
+        .filter(|q| q.exclusive_owner.as_deref() == Some(session.name.as_str()))
+        .cloned()
+        .collect();
+    for queue in owned {
+        if let Err(e) = delete_queue(session, &queue).await {
+            warn!(queue = %queue.name, error = %e.text, "deleting an exclusive queue failed");
+        }
+    }
+}
+
+fn random_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

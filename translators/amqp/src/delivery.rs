@@ -1,0 +1,569 @@
+//! Reading queues: each source of a queue (its own topic, and one subscription per binding) is
+//! read by a task that owns the backend consumer. Deliveries take credit (basic.qos) before they
+//! are received, so a slow client holds back the backend instead of filling memory. Acks, nacks
+//! and gets reach the task as commands, in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::FieldTable;
+use gateway_core::{
+    BackendRef, Consumer, InitialPosition, MessageId, ReceivedMessage, SubscriptionType, TopicName,
+};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use crate::codec::FRAME_OVERHEAD;
+use crate::deadletter::{self, DeadLetter};
+use crate::frontend::{binding_subscription, exchange_topic, queue_subscription, queue_topic};
+use crate::message::AmqpMessage;
+use crate::routing::{self, ExchangeType};
+use crate::topology::{Queue, Topology, Vhost};
+
+/// Frames for one client, written in order; a delivery's frames go as one item so that nothing
+/// lands between them.
+pub type Outgoing = mpsc::Sender<Vec<AMQPFrame>>;
+
+/// Most messages taken from the backend per receive.
+const RECEIVE_BATCH: usize = 64;
+/// How long a receive waits before commands are looked at again.
+const RECEIVE_WAIT: Duration = Duration::from_millis(100);
+
+/// One place a queue's messages come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceSpec {
+    pub topic: TopicName,
+    pub subscription: String,
+    /// The exchange whose topic this is ("" for the queue's own topic).
+    pub exchange: String,
+    /// `None` takes everything (the queue's own topic, fanout bindings).
+    pub filter: Option<Filter>,
+    pub initial: InitialPositionSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InitialPositionSpec {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub kind: ExchangeType,
+    pub key: String,
+    pub arguments: FieldTable,
+}
+
+impl Eq for Filter {}
+impl std::hash::Hash for Filter {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl Filter {
+    fn accepts(&self, message: &AmqpMessage) -> bool {
+        routing::matches(
+            self.kind,
+            &self.key,
+            &self.arguments,
+            &message.routing_key,
+            message.properties.headers().as_ref(),
+        )
+    }
+}
+
+/// Where queue Q's messages come from: its own topic, then one subscription per binding.
+pub fn sources_of(vhost: &Vhost, topology: &Topology, queue: &Queue) -> Vec<SourceSpec> {
+    let mut sources = vec![SourceSpec {
+        topic: queue_topic(vhost, &queue.name),
+        subscription: queue_subscription(queue),
+        exchange: String::new(),
+        filter: None,
+        initial: InitialPositionSpec::Earliest,
+    }];
+    for binding in topology.bindings_of_queue(&queue.name) {
+        let Some(exchange) = topology.exchanges.get(&binding.exchange) else {
+            continue;
+        };
+        let filter = (exchange.kind != ExchangeType::Fanout).then(|| Filter {
+            kind: exchange.kind,
+            key: binding.routing_key.clone(),
+            arguments: binding.arguments.clone(),
+        });
+        sources.push(SourceSpec {
+            topic: exchange_topic(vhost, &binding.exchange),
+            subscription: binding_subscription(queue, binding),
+            exchange: binding.exchange.clone(),
+            filter,
+            initial: InitialPositionSpec::Latest,
+        });
+    }
+    sources
+}
+
+pub async fn attach(
+    backend: &BackendRef,
+    spec: &SourceSpec,
+) -> gateway_core::Result<Box<dyn Consumer>> {
+    let initial = match spec.initial {
+        InitialPositionSpec::Earliest => InitialPosition::Earliest,
+        InitialPositionSpec::Latest => InitialPosition::Latest,
+    };
+    backend
+        .subscribe(
+            &spec.topic,
+            &spec.subscription,
+            SubscriptionType::Shared,
+            initial,
+        )
+        .await
+}
+
+/// What a source task is asked to do.
+pub enum SourceCommand {
+    Ack(MessageId),
+    /// Hand back for redelivery (the count Pulsar keeps makes it `redelivered`).
+    Requeue(MessageId),
+    /// basic.get: one message that passes the filter and is not expired, if any comes in time.
+    Get(
+        Duration,
+        oneshot::Sender<Option<(MessageId, AmqpMessage, bool)>>,
+    ),
+    /// Stop receiving; finish once every delivered message is settled.
+    Drain,
+    /// Close now (after the commands already queued).
+    Close,
+}
+
+pub type SourceHandle = mpsc::UnboundedSender<SourceCommand>;
+
+/// Per-queue behaviour a source applies to what it reads.
+#[derive(Clone)]
+pub struct QueuePolicy {
+    pub queue: String,
+    pub message_ttl: Option<u64>,
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// A delivery not yet settled by the client.
+pub struct Unacked {
+    pub source: SourceHandle,
+    pub id: MessageId,
+    /// basic.qos credit, held until the delivery is settled (released on drop).
+    pub _credit: Vec<OwnedSemaphorePermit>,
+    pub message: Arc<AmqpMessage>,
+    pub policy: Arc<QueuePolicy>,
+}
+
+/// A channel's side of deliveries, shared with its consumers' tasks.
+pub struct ChannelDeliveries {
+    pub channel: u16,
+    pub out: Outgoing,
+    pub frame_max: u32,
+    next_tag: AtomicU64,
+    pub unacked: Mutex<BTreeMap<u64, Unacked>>,
+}
+
+impl ChannelDeliveries {
+    pub fn new(channel: u16, out: Outgoing, frame_max: u32) -> Arc<Self> {
+        Arc::new(ChannelDeliveries {
+            channel,
+            out,
+            frame_max,
+            next_tag: AtomicU64::new(1),
+            unacked: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn next_tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes the deliveries `tag` names (with `multiple`, every one up to it). `Err` when the
+    /// tag is unknown (a channel error, PRECONDITION_FAILED). Tag 0 with multiple is "all".
+    pub fn settle(&self, tag: u64, multiple: bool) -> Result<Vec<(u64, Unacked)>, u64> {
+        let mut unacked = self.unacked.lock().expect("unacked lock");
+        if multiple {
+            let keep = unacked.split_off(&(if tag == 0 { u64::MAX } else { tag + 1 }));
+            let taken = std::mem::replace(&mut *unacked, keep);
+            if taken.is_empty() && tag != 0 {
+                return Err(tag);
+            }
+            Ok(taken.into_iter().collect())
+        } else {
+            unacked.remove(&tag).map(|u| vec![(tag, u)]).ok_or(tag)
+        }
+    }
+
+    pub fn take_all(&self) -> Vec<Unacked> {
+        std::mem::take(&mut *self.unacked.lock().expect("unacked lock"))
+            .into_values()
+            .collect()
+    }
+}
+
+/// The frames of one message: the method, its content header, and body frames cut to frame_max.
+pub fn content_frames(
+    channel: u16,
+    method: basic::AMQPMethod,
+    message: &AmqpMessage,
+    frame_max: u32,
+) -> Vec<AMQPFrame> {
+    let mut frames = vec![
+        AMQPFrame::Method(channel, AMQPClass::Basic(method)),
+        AMQPFrame::Header(
+            channel,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: message.body.len() as u64,
+                properties: message.properties.clone(),
+            },
+        ),
+    ];
+    let chunk = (frame_max.saturating_sub(FRAME_OVERHEAD) as usize).max(1);
+    for piece in message.body.chunks(chunk) {
+        frames.push(AMQPFrame::Body(channel, piece.to_vec()));
+    }
+    frames
+}
+
+/// How a pushing source delivers.
+pub struct PushTarget {
+    pub deliveries: Arc<ChannelDeliveries>,
+    pub consumer_tag: String,
+    pub no_ack: bool,
+    /// basic.qos credit: the consumer's own limit and the channel's global one, when set.
+    pub credit: Vec<Arc<Semaphore>>,
+}
+
+/// One source's task: what it reads and for whom.
+pub struct SourceTask {
+    pub backend: BackendRef,
+    pub vhost: Arc<Vhost>,
+    pub spec: SourceSpec,
+    pub policy: Arc<QueuePolicy>,
+    /// With a target it delivers to a consumer; without, it only answers `Get`.
+    pub push: Option<PushTarget>,
+    /// Its own command queue, for commands read while waiting.
+    pub handle: SourceHandle,
+}
+
+/// Runs one source until closed.
+pub async fn run_source(
+    task: SourceTask,
+    mut consumer: Box<dyn Consumer>,
+    mut commands: mpsc::UnboundedReceiver<SourceCommand>,
+) {
+    let SourceTask {
+        backend,
+        vhost,
+        spec,
+        policy,
+        push,
+        handle,
+    } = task;
+    let mut outstanding: HashSet<MessageId> = HashSet::new();
+    let mut draining = push.is_none();
+    let mut closing = false;
+    loop {
+        // Commands first: they settle credit and may end the task.
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                SourceCommand::Ack(id) => {
+                    outstanding.remove(&id);
+                    if let Err(e) = consumer.ack(&[id]).await {
+                        warn!(error = %e, "ack to the backend failed");
+                    }
+                }
+                SourceCommand::Requeue(id) => {
+                    outstanding.remove(&id);
+                    if let Err(e) = consumer.nack(&[id]).await {
+                        warn!(error = %e, "requeue to the backend failed");
+                    }
+                }
+                SourceCommand::Get(wait, reply) => {
+                    let got =
+                        pull_one(&backend, &vhost, &spec, &policy, consumer.as_mut(), wait).await;
+                    if let Some((id, _, _)) = &got {
+                        outstanding.insert(*id);
+                    }
+                    let _ = reply.send(got);
+                }
+                SourceCommand::Drain => draining = true,
+                SourceCommand::Close => closing = true,
+            }
+        }
+        if closing || (draining && push.is_some() && outstanding.is_empty()) {
+            break;
+        }
+        let Some(target) = push.as_ref().filter(|_| !draining) else {
+            match commands.recv().await {
+                Some(command) => {
+                    // Put it back in front by handling it on the next turn.
+                    requeue_command(&handle, command);
+                    continue;
+                }
+                None => break,
+            }
+        };
+        // Take credit for at least one delivery, or wait for a command.
+        let mut permits = Vec::new();
+        if !target.no_ack {
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    match command {
+                        Some(command) => requeue_command(&handle, command),
+                        None => break,
+                    }
+                    continue;
+                }
+                first = acquire_all(&target.credit) => permits.push(first),
+            }
+            while permits.len() < RECEIVE_BATCH {
+                match try_acquire_all(&target.credit) {
+                    Some(p) => permits.push(p),
+                    None => break,
+                }
+            }
+        }
+        let want = if target.no_ack {
+            RECEIVE_BATCH
+        } else {
+            permits.len()
+        };
+        let received = match consumer.receive(want, RECEIVE_WAIT).await {
+            Ok(received) => received,
+            Err(e) => {
+                warn!(error = %e, topic = %spec.topic, "receiving from the backend failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for received in received {
+            let Some(message) = admit(
+                &backend,
+                &vhost,
+                &spec,
+                &policy,
+                consumer.as_mut(),
+                &received,
+            )
+            .await
+            else {
+                continue;
+            };
+            let redelivered = received.redelivery_count > 0;
+            if target.no_ack {
+                let frames = deliver_frames(target, 0, redelivered, &message);
+                if target.deliveries.out.send(frames).await.is_err() {
+                    closing = true;
+                    break;
+                }
+                let _ = consumer.ack(&[received.id]).await;
+                continue;
+            }
+            let tag = target.deliveries.next_tag();
+            let frames = deliver_frames(target, tag, redelivered, &message);
+            let credit = permits.pop().unwrap_or_default();
+            outstanding.insert(received.id);
+            target
+                .deliveries
+                .unacked
+                .lock()
+                .expect("unacked lock")
+                .insert(
+                    tag,
+                    Unacked {
+                        source: handle.clone(),
+                        id: received.id,
+                        _credit: credit,
+                        message: Arc::new(message),
+                        policy: policy.clone(),
+                    },
+                );
+            if target.deliveries.out.send(frames).await.is_err() {
+                closing = true;
+                break;
+            }
+        }
+        if closing {
+            break;
+        }
+    }
+    debug!(topic = %spec.topic, subscription = %spec.subscription, "source closed");
+    consumer.close().await;
+}
+
+fn deliver_frames(
+    target: &PushTarget,
+    tag: u64,
+    redelivered: bool,
+    message: &AmqpMessage,
+) -> Vec<AMQPFrame> {
+    content_frames(
+        target.deliveries.channel,
+        basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: target.consumer_tag.as_str().into(),
+            delivery_tag: tag,
+            redelivered,
+            exchange: message.exchange.as_str().into(),
+            routing_key: message.routing_key.as_str().into(),
+        }),
+        message,
+        target.deliveries.frame_max,
+    )
+}
+
+/// A command read while waiting goes back into the queue; it is handled at the top of the loop,
+/// where every command is handled, so there is one place that does it.
+fn requeue_command(handle: &SourceHandle, command: SourceCommand) {
+    let _ = handle.send(command);
+}
+
+async fn acquire_all(credit: &[Arc<Semaphore>]) -> Vec<OwnedSemaphorePermit> {
+    let mut permits = Vec::with_capacity(credit.len());
+    for semaphore in credit {
+        match semaphore.clone().acquire_owned().await {
+            Ok(p) => permits.push(p),
+            Err(_) => return permits,
+        }
+    }
+    permits
+}
+
+fn try_acquire_all(credit: &[Arc<Semaphore>]) -> Option<Vec<OwnedSemaphorePermit>> {
+    let mut permits = Vec::with_capacity(credit.len());
+    for semaphore in credit {
+        permits.push(semaphore.clone().try_acquire_owned().ok()?);
+    }
+    Some(permits)
+}
+
+/// Whether a received message goes to the client: messages the binding does not match are
+/// acknowledged away, expired ones are dead-lettered or dropped.
+async fn admit(
+    backend: &BackendRef,
+    vhost: &Arc<Vhost>,
+    spec: &SourceSpec,
+    policy: &QueuePolicy,
+    consumer: &mut dyn Consumer,
+    received: &ReceivedMessage,
+) -> Option<AmqpMessage> {
+    let message = AmqpMessage::from_pulsar(&received.message, &spec.exchange);
+    if spec.filter.as_ref().is_some_and(|f| !f.accepts(&message)) {
+        let _ = consumer.ack(&[received.id]).await;
+        return None;
+    }
+    let ttl = match (policy.message_ttl, message.expiration_ms()) {
+        (Some(q), Some(m)) => Some(q.min(m)),
+        (q, m) => q.or(m),
+    };
+    if let Some(ttl) = ttl {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        if received.publish_time.saturating_add(ttl) <= now {
+            if let Some(dl) = &policy.dead_letter {
+                if let Err(e) =
+                    deadletter::publish(backend, vhost, dl, &policy.queue, "expired", &message)
+                        .await
+                {
+                    // Not acknowledged: it comes back and is tried again.
+                    warn!(error = %e.text, "dead-lettering an expired message failed");
+                    let _ = consumer.nack(&[received.id]).await;
+                    return None;
+                }
+            }
+            let _ = consumer.ack(&[received.id]).await;
+            return None;
+        }
+    }
+    Some(message)
+}
+
+async fn pull_one(
+    backend: &BackendRef,
+    vhost: &Arc<Vhost>,
+    spec: &SourceSpec,
+    policy: &QueuePolicy,
+    consumer: &mut dyn Consumer,
+    wait: Duration,
+) -> Option<(MessageId, AmqpMessage, bool)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let received = consumer.receive(1, left).await.ok()?;
+        let received = received.into_iter().next()?;
+        if let Some(message) = admit(backend, vhost, spec, policy, consumer, &received).await {
+            return Some((received.id, message, received.redelivery_count > 0));
+        }
+        if left.is_zero() {
+            return None;
+        }
+    }
+}
+
+/// The running sources of one queue for one purpose (a consumer, or a channel's gets), kept in
+/// step with the queue's bindings.
+#[derive(Default)]
+pub struct SourceSet {
+    pub running: HashMap<SourceSpec, SourceHandle>,
+}
+
+impl SourceSet {
+    /// Starts sources that are missing and drains those no longer wanted.
+    pub async fn reconcile(
+        &mut self,
+        backend: &BackendRef,
+        vhost: &Arc<Vhost>,
+        wanted: Vec<SourceSpec>,
+        policy: &Arc<QueuePolicy>,
+        push: impl Fn() -> Option<PushTarget>,
+    ) -> gateway_core::Result<()> {
+        let wanted_set: HashSet<&SourceSpec> = wanted.iter().collect();
+        self.running.retain(|spec, handle| {
+            let keep = wanted_set.contains(spec);
+            if !keep {
+                let _ = handle.send(SourceCommand::Drain);
+            }
+            keep
+        });
+        for spec in wanted {
+            if self.running.contains_key(&spec) {
+                continue;
+            }
+            let consumer = attach(backend, &spec).await?;
+            let (handle, commands) = mpsc::unbounded_channel();
+            let task = SourceTask {
+                backend: backend.clone(),
+                vhost: vhost.clone(),
+                spec: spec.clone(),
+                policy: policy.clone(),
+                push: push(),
+                handle: handle.clone(),
+            };
+            tokio::spawn(run_source(task, consumer, commands));
+            self.running.insert(spec, handle);
+        }
+        Ok(())
+    }
+
+    pub fn drain_all(&mut self) {
+        for (_, handle) in self.running.drain() {
+            let _ = handle.send(SourceCommand::Drain);
+        }
+    }
+
+    pub fn close_all(&mut self) {
+        for (_, handle) in self.running.drain() {
+            let _ = handle.send(SourceCommand::Close);
+        }
+    }
+}

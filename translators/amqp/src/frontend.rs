@@ -1,0 +1,164 @@
+//! State shared by every AMQP connection of a gateway instance, and the names AMQP objects get
+//! in Pulsar (DESIGN.md §6).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use gateway_core::{BackendRef, TopicName};
+use tokio::sync::Mutex;
+
+use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::topology::{Binding, Queue, Vhost};
+
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Where vhost `/` lives, and the tenant of a single-word vhost.
+    pub default_tenant: String,
+    pub default_namespace: String,
+    /// Accepted PLAIN credentials (user, password).
+    pub users: Vec<(String, String)>,
+    /// What the server proposes in connection.tune.
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat_secs: u16,
+    /// The largest message body accepted.
+    pub max_message_bytes: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            default_tenant: "public".into(),
+            default_namespace: "default".into(),
+            users: vec![("guest".into(), "guest".into())],
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat_secs: 60,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The AMQP front end shared by all connections of a listener.
+pub struct AmqpFrontend {
+    pub config: AmqpConfig,
+    pub backend: BackendRef,
+    vhosts: Mutex<HashMap<String, Arc<Vhost>>>,
+    /// Names this instance in exclusive-queue owners.
+    pub instance: String,
+    next_connection: AtomicU64,
+}
+
+impl AmqpFrontend {
+    pub fn new(config: AmqpConfig, backend: BackendRef) -> Arc<Self> {
+        Arc::new(AmqpFrontend {
+            config,
+            backend,
+            vhosts: Mutex::new(HashMap::new()),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            next_connection: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn connection_name(&self) -> String {
+        let n = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.instance)
+    }
+
+    /// The vhost's topology, loaded on first use. `/` is the default namespace, `t/ns` is that
+    /// namespace, and a single word `x` is the namespace `x` of the default tenant.
+    pub async fn vhost(&self, name: &str) -> AmqpResult<Arc<Vhost>> {
+        let mut vhosts = self.vhosts.lock().await;
+        if let Some(v) = vhosts.get(name) {
+            return Ok(v.clone());
+        }
+        let (tenant, namespace) = match name {
+            "/" | "" => (
+                self.config.default_tenant.clone(),
+                self.config.default_namespace.clone(),
+            ),
+            other => match other.trim_matches('/').split_once('/') {
+                Some((t, ns)) => (t.to_owned(), ns.to_owned()),
+                None => (
+                    self.config.default_tenant.clone(),
+                    other.trim_matches('/').to_owned(),
+                ),
+            },
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !valid(&tenant) || !valid(&namespace) {
+            return Err(AmqpError::connection(
+                ReplyCode::NotAllowed,
+                format!("vhost '{name}' not found"),
+            ));
+        }
+        let vhost = Vhost::open(self.backend.clone(), name, &tenant, &namespace)
+            .await
+            .map_err(|e| {
+                AmqpError::connection(
+                    ReplyCode::NotAllowed,
+                    format!("vhost '{name}' not found or not available: {}", e.text),
+                )
+            })?;
+        vhosts.insert(name.to_owned(), vhost.clone());
+        Ok(vhost)
+    }
+}
+
+/// A Pulsar-safe rendering of an AMQP name: characters outside `[A-Za-z0-9_.-]` become `=XX`.
+pub fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_.-".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("={byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Exchange X is the topic X of the vhost's namespace (escaped where Pulsar needs it).
+pub fn exchange_topic(vhost: &Vhost, exchange: &str) -> TopicName {
+    TopicName::new(&vhost.tenant, &vhost.namespace, &escape(exchange))
+}
+
+/// Messages published to the default exchange for queue Q go to Q's own topic.
+pub fn queue_topic(vhost: &Vhost, queue: &str) -> TopicName {
+    TopicName::new(
+        &vhost.tenant,
+        &vhost.namespace,
+        &format!("amqp.queue.{}", escape(queue)),
+    )
+}
+
+/// The subscription through which queue Q reads its own topic.
+pub fn queue_subscription(queue: &Queue) -> String {
+    format!("amqp.queue.{:x}", queue.incarnation)
+}
+
+/// The subscription on the exchange's topic that is a binding of queue Q.
+pub fn binding_subscription(queue: &Queue, binding: &Binding) -> String {
+    format!(
+        "amqp.{}.{:x}.{}",
+        escape(&queue.name),
+        queue.incarnation,
+        binding.id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_what_pulsar_cannot_name() {
+        assert_eq!(escape("orders.eu-1_a"), "orders.eu-1_a");
+        assert_eq!(escape("a/b c=é"), "a=2Fb=20c=3D=C3=A9");
+    }
+}
