@@ -1538,8 +1538,16 @@ async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
 /// Deletes subscriptions once their consumers have left (retrying for a while).
 fn remove_subscriptions(session: &Session, removed: Vec<(gateway_core::TopicName, String)>) {
     let backend = session.frontend.backend.clone();
+    let vhost = session.vhost.clone();
     tokio::spawn(async move {
         for (topic, subscription) in removed {
+            vhost
+                .delivered
+                .forget(&crate::watermarks::DeliveredMarks::key(
+                    &topic,
+                    &subscription,
+                ))
+                .await;
             for attempt in 0..20u32 {
                 match backend.unsubscribe(&topic, &subscription).await {
                     Ok(())

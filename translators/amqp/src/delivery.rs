@@ -23,6 +23,7 @@ use crate::frontend::{binding_subscription, exchange_topic, queue_subscription, 
 use crate::message::AmqpMessage;
 use crate::routing::{self, ExchangeType};
 use crate::topology::{Queue, Topology, Vhost};
+use crate::watermarks::DeliveredMarks;
 
 /// Frames for one client, written in order; a delivery's frames go as one item so that nothing
 /// lands between them.
@@ -268,6 +269,9 @@ pub async fn run_source(
         handle,
     } = task;
     let mut outstanding: HashSet<MessageId> = HashSet::new();
+    let mark_key = DeliveredMarks::key(&spec.topic, &spec.subscription);
+    // Messages at or below this mark may have reached a client before this source started.
+    let seen_before = vhost.delivered.get(&mark_key);
     let mut draining = push.is_none();
     let mut closing = false;
     loop {
@@ -345,8 +349,9 @@ pub async fn run_source(
                 continue;
             }
         };
+        let mut admitted = Vec::with_capacity(received.len());
         for received in received {
-            let Some(message) = admit(
+            if let Some(message) = admit(
                 &backend,
                 &vhost,
                 &spec,
@@ -355,10 +360,23 @@ pub async fn run_source(
                 &received,
             )
             .await
-            else {
+            {
+                admitted.push((received, message));
+            }
+        }
+        if let Some(last) = admitted.iter().map(|(r, _)| r.id).max() {
+            if let Err(e) = vhost.delivered.raise(&mark_key, last).await {
+                // Not delivered, so nothing can be lost: they go back and come again.
+                warn!(error = %e.text, "recording deliveries failed; handing the messages back");
+                let ids: Vec<MessageId> = admitted.iter().map(|(r, _)| r.id).collect();
+                let _ = consumer.nack(&ids).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
-            };
-            let redelivered = received.redelivery_count > 0;
+            }
+        }
+        for (received, message) in admitted {
+            let redelivered = received.redelivery_count > 0
+                || seen_before.is_some_and(|mark| received.id <= mark);
             if target.no_ack {
                 let frames = deliver_frames(target, 0, redelivered, &message);
                 if target.deliveries.out.send(frames).await.is_err() {

@@ -17,5 +17,6 @@ pub mod message;
 mod publish;
 pub mod routing;
 pub mod topology;
+mod watermarks;
 
 pub use frontend::{AmqpConfig, AmqpFrontend};

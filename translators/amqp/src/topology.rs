@@ -159,6 +159,8 @@ pub struct Vhost {
     pub write_lock: Mutex<()>,
     /// Bumped on every applied change, so consumers can follow their queue's bindings.
     pub changes: watch::Sender<u64>,
+    /// What has been delivered on each subscription, for `redelivered` after a crash.
+    pub delivered: crate::watermarks::DeliveredMarks,
     /// This instance's consumers per queue, and whether one of them is exclusive.
     local_consumers: std::sync::Mutex<std::collections::HashMap<String, (usize, bool)>>,
 }
@@ -178,7 +180,10 @@ impl Vhost {
                 Err(e) => return Err(e.into()),
             }
         }
+        let delivered =
+            crate::watermarks::DeliveredMarks::open(backend.clone(), tenant, namespace).await?;
         let vhost = Arc::new(Vhost {
+            delivered,
             name: name.to_owned(),
             tenant: tenant.to_owned(),
             namespace: namespace.to_owned(),
