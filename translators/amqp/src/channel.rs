@@ -8,30 +8,19 @@ use std::time::Duration;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable};
-use gateway_core::{BackendError, PendingSend};
+use gateway_core::PendingSend;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
 
 use crate::connection::Session;
-use crate::deadletter::{self, DeadLetter};
-use crate::delivery::{
-    self, ChannelDeliveries, PushTarget, QueuePolicy, SourceCommand, SourceSet, Unacked,
-};
+use crate::deadletter;
+use crate::delivery::{self, ChannelDeliveries, PushTarget, SourceCommand, SourceSet, Unacked};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
-use crate::frontend::{exchange_topic, queue_topic};
 use crate::message::AmqpMessage;
+use crate::objects;
 use crate::publish::{self, Route};
-use crate::routing::ExchangeType;
-use crate::topology::{Binding, Change, Exchange, Queue, Vhost};
+use crate::topology::{Queue, Vhost};
 
-/// Queue arguments the gateway implements; any other `x-` argument is refused.
-const QUEUE_ARGUMENTS: &[&str] = &[
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-queue-type",
-];
 /// How long basic.get waits on a source that the backlog says has messages.
 const GET_WAIT: Duration = Duration::from_millis(500);
 
@@ -333,216 +322,106 @@ impl Channel {
         }
     }
 
-    // ---- exchanges -------------------------------------------------------------------------
+    // ---- exchanges and queues ----------------------------------------------------------------
 
     async fn exchange_method(&mut self, method: exchange::AMQPMethod) -> AmqpResult<()> {
-        match method {
+        let session = self.session.clone();
+        let ok = match method {
             exchange::AMQPMethod::Declare(m) => {
-                self.exchange_declare(&m).await?;
-                if !m.nowait {
-                    self.send(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                        exchange::DeclareOk {},
-                    )))
-                    .await;
-                }
+                objects::exchange_declare(&session, &m).await?;
+                (!m.nowait).then_some(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
             }
             exchange::AMQPMethod::Delete(m) => {
-                self.exchange_delete(m.exchange.as_str(), m.if_unused)
-                    .await?;
-                if !m.nowait {
-                    self.send(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(
-                        exchange::DeleteOk {},
-                    )))
-                    .await;
-                }
+                objects::exchange_delete(&session, m.exchange.as_str(), m.if_unused).await?;
+                (!m.nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
             }
-            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => {
-                return Err(AmqpError::connection(
-                    ReplyCode::NotImplemented,
-                    "exchange-to-exchange bindings are not available yet (docs/amqp.md)",
-                ))
+            exchange::AMQPMethod::Bind(m) => {
+                let (destination, source) = (m.destination.as_str(), m.source.as_str());
+                objects::bind(
+                    &session,
+                    destination,
+                    true,
+                    source,
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )
+                .await?;
+                (!m.nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+            }
+            exchange::AMQPMethod::Unbind(m) => {
+                let (destination, source) = (m.destination.as_str(), m.source.as_str());
+                objects::unbind(
+                    &session,
+                    destination,
+                    true,
+                    source,
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )
+                .await?;
+                (!m.nowait).then_some(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
             }
             _ => {
                 return Err(AmqpError::command_invalid(
                     "a client may not send this method",
                 ))
             }
+        };
+        if let Some(ok) = ok {
+            self.send(AMQPClass::Exchange(ok)).await;
         }
         Ok(())
     }
-
-    async fn exchange_declare(&mut self, m: &exchange::Declare) -> AmqpResult<()> {
-        let name = m.exchange.as_str();
-        let vhost = self.vhost().clone();
-        if name.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        if m.passive {
-            vhost.sync().await?;
-            return match vhost.snapshot().await.exchanges.get(name) {
-                Some(_) => Ok(()),
-                None => Err(AmqpError::not_found(format!(
-                    "no exchange '{name}' in vhost '{}'",
-                    vhost.name
-                ))),
-            };
-        }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
-        let Some(kind) = ExchangeType::parse(m.kind.as_str()) else {
-            return Err(AmqpError::command_invalid(format!(
-                "unknown exchange type '{}'",
-                m.kind
-            )));
-        };
-        for key in m.arguments.inner().keys() {
-            let key = key.as_str();
-            if key.starts_with("x-") {
-                return Err(AmqpError::precondition(format!(
-                    "exchange argument '{key}' is not supported"
-                )));
-            }
-        }
-        let declared = Exchange {
-            name: name.to_owned(),
-            kind,
-            durable: m.durable,
-            auto_delete: m.auto_delete,
-            internal: m.internal,
-            arguments: m.arguments.clone(),
-        };
-        let _guard = vhost.write_lock.lock().await;
-        vhost.sync().await?;
-        if let Some(existing) = vhost.snapshot().await.exchanges.get(name) {
-            return equivalent_exchange(existing, &declared, &vhost.name);
-        }
-        ensure_topic(&self.session, &exchange_topic(&vhost, name)).await?;
-        vhost
-            .write(vec![Change::Exchange(name.to_owned(), Some(declared))])
-            .await
-    }
-
-    async fn exchange_delete(&mut self, name: &str, if_unused: bool) -> AmqpResult<()> {
-        let vhost = self.vhost().clone();
-        if name.is_empty() || name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "operation not permitted on exchange '{name}'"
-            )));
-        }
-        let _guard = vhost.write_lock.lock().await;
-        vhost.sync().await?;
-        let (changes, removed) = {
-            let topology = vhost.snapshot().await;
-            if !topology.exchanges.contains_key(name) {
-                return Ok(());
-            }
-            let bindings: Vec<Binding> = topology.bindings_of_exchange(name).cloned().collect();
-            if if_unused && !bindings.is_empty() {
-                return Err(AmqpError::precondition(format!(
-                    "exchange '{name}' in vhost '{}' in use",
-                    vhost.name
-                )));
-            }
-            let mut changes = vec![Change::Exchange(name.to_owned(), None)];
-            let mut removed = Vec::new();
-            for b in bindings {
-                if let Some(q) = topology.queues.get(&b.queue) {
-                    removed.push((
-                        exchange_topic(&vhost, name),
-                        crate::frontend::binding_subscription(q, &b),
-                    ));
-                }
-                changes.push(Change::Binding(b, false));
-            }
-            (changes, removed)
-        };
-        vhost.write(changes).await?;
-        remove_subscriptions(&self.session, removed);
-        Ok(())
-    }
-
-    // ---- queues ----------------------------------------------------------------------------
 
     async fn queue_method(&mut self, method: queue::AMQPMethod) -> AmqpResult<()> {
-        match method {
+        let session = self.session.clone();
+        let ok = match method {
             queue::AMQPMethod::Declare(m) => {
-                let (name, messages, consumers) = self.queue_declare(&m).await?;
-                self.last_queue = Some(name.clone());
-                if !m.nowait {
-                    self.send(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
-                        queue::DeclareOk {
-                            queue: name.into(),
-                            message_count: messages,
-                            consumer_count: consumers,
-                        },
-                    )))
-                    .await;
-                }
+                let declared = objects::queue_declare(&session, &m).await?;
+                self.last_queue = Some(declared.name.clone());
+                (!m.nowait).then(|| {
+                    queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                        queue: declared.name.into(),
+                        message_count: declared.messages,
+                        consumer_count: declared.consumers,
+                    })
+                })
             }
             queue::AMQPMethod::Bind(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
-                self.queue_bind(
-                    &queue,
-                    m.exchange.as_str(),
-                    m.routing_key.as_str(),
-                    &m.arguments,
-                )
-                .await?;
-                if !m.nowait {
-                    self.send(AMQPClass::Queue(queue::AMQPMethod::BindOk(
-                        queue::BindOk {},
-                    )))
-                    .await;
-                }
+                let (source, key) = (m.exchange.as_str(), m.routing_key.as_str());
+                objects::bind(&session, &queue, false, source, key, &m.arguments).await?;
+                (!m.nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
             }
             queue::AMQPMethod::Unbind(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
-                self.queue_unbind(
-                    &queue,
-                    m.exchange.as_str(),
-                    m.routing_key.as_str(),
-                    &m.arguments,
-                )
-                .await?;
-                self.send(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
-                    queue::UnbindOk {},
-                )))
-                .await;
+                let (source, key) = (m.exchange.as_str(), m.routing_key.as_str());
+                objects::unbind(&session, &queue, false, source, key, &m.arguments).await?;
+                Some(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
             }
             queue::AMQPMethod::Purge(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
-                let count = self.queue_purge(&queue).await?;
-                if !m.nowait {
-                    self.send(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(
-                        queue::PurgeOk {
-                            message_count: count,
-                        },
-                    )))
-                    .await;
-                }
+                let count = objects::queue_purge(&session, &queue).await?;
+                (!m.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: count,
+                }))
             }
             queue::AMQPMethod::Delete(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
-                let count = self.queue_delete(&queue, m.if_unused, m.if_empty).await?;
-                if !m.nowait {
-                    self.send(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(
-                        queue::DeleteOk {
-                            message_count: count,
-                        },
-                    )))
-                    .await;
-                }
+                let count =
+                    objects::queue_delete(&session, &queue, m.if_unused, m.if_empty).await?;
+                (!m.nowait).then_some(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: count,
+                }))
             }
             _ => {
                 return Err(AmqpError::command_invalid(
                     "a client may not send this method",
                 ))
             }
+        };
+        if let Some(ok) = ok {
+            self.send(AMQPClass::Queue(ok)).await;
         }
         Ok(())
     }
@@ -557,237 +436,8 @@ impl Channel {
             .ok_or_else(|| AmqpError::not_found("no previously declared queue on this channel"))
     }
 
-    /// The queue, if it exists and this connection may use it.
     async fn usable_queue(&self, name: &str) -> AmqpResult<Queue> {
-        let vhost = self.vhost();
-        let found = vhost.snapshot().await.queues.get(name).cloned();
-        let queue = match found {
-            Some(q) => q,
-            None => {
-                vhost.sync().await?;
-                vhost
-                    .snapshot()
-                    .await
-                    .queues
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", vhost.name))
-                    })?
-            }
-        };
-        if queue
-            .exclusive_owner
-            .as_ref()
-            .is_some_and(|owner| *owner != self.session.name)
-        {
-            return Err(AmqpError::channel(
-                ReplyCode::ResourceLocked,
-                format!(
-                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
-                    vhost.name
-                ),
-            ));
-        }
-        Ok(queue)
-    }
-
-    async fn queue_declare(&mut self, m: &queue::Declare) -> AmqpResult<(String, u32, u32)> {
-        let vhost = self.vhost().clone();
-        let mut name = m.queue.as_str().to_owned();
-        if m.passive {
-            let queue = self.usable_queue(&name).await?;
-            let count = message_count(&self.session, &queue).await?;
-            return Ok((name, count, vhost.consumers_of(&queue.name) as u32));
-        }
-        if name.is_empty() {
-            name = format!("amq.gen-{}", random_token());
-        } else if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
-        validate_queue_arguments(&m.arguments)?;
-        let declared = Queue {
-            name: name.clone(),
-            incarnation: rand::random(),
-            durable: m.durable,
-            auto_delete: m.auto_delete,
-            exclusive_owner: m.exclusive.then(|| self.session.name.clone()),
-            arguments: m.arguments.clone(),
-        };
-        let _guard = vhost.write_lock.lock().await;
-        vhost.sync().await?;
-        let existing = vhost.snapshot().await.queues.get(&name).cloned();
-        if let Some(existing) = existing {
-            let queue = self.usable_queue(&name).await?;
-            equivalent_queue(&existing, &declared, &vhost.name)?;
-            let count = message_count(&self.session, &queue).await?;
-            let consumers = vhost.consumers_of(&name) as u32;
-            return Ok((name, count, consumers));
-        }
-        let topic = queue_topic(&vhost, &name);
-        ensure_topic(&self.session, &topic).await?;
-        // The queue's own subscription exists before declare-ok, so nothing sent to it is missed.
-        let own = delivery::sources_of(&vhost, &*vhost.snapshot().await, &declared)
-            .into_iter()
-            .next()
-            .expect("a queue always has its own topic as a source");
-        let consumer = delivery::attach(&self.session.frontend.backend, &own).await?;
-        consumer.close().await;
-        vhost
-            .write(vec![Change::Queue(name.clone(), Some(declared))])
-            .await?;
-        Ok((name, 0, 0))
-    }
-
-    async fn queue_bind(
-        &mut self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> AmqpResult<()> {
-        let vhost = self.vhost().clone();
-        if exchange.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        let queue = self.usable_queue(queue).await?;
-        let _guard = vhost.write_lock.lock().await;
-        vhost.sync().await?;
-        if !vhost.snapshot().await.exchanges.contains_key(exchange) {
-            return Err(AmqpError::not_found(format!(
-                "no exchange '{exchange}' in vhost '{}'",
-                vhost.name
-            )));
-        }
-        let binding = Binding {
-            queue: queue.name.clone(),
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
-        };
-        if vhost
-            .snapshot()
-            .await
-            .bindings_of_queue(&queue.name)
-            .any(|b| *b == binding)
-        {
-            return Ok(());
-        }
-        // The subscription is the binding: it exists, at the topic's end, before bind-ok.
-        let topic = exchange_topic(&vhost, exchange);
-        ensure_topic(&self.session, &topic).await?;
-        let spec = delivery::SourceSpec {
-            topic,
-            subscription: crate::frontend::binding_subscription(&queue, &binding),
-            exchange: exchange.to_owned(),
-            filter: None,
-            initial: delivery::InitialPositionSpec::Latest,
-        };
-        delivery::attach(&self.session.frontend.backend, &spec)
-            .await?
-            .close()
-            .await;
-        vhost.write(vec![Change::Binding(binding, true)]).await
-    }
-
-    async fn queue_unbind(
-        &mut self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> AmqpResult<()> {
-        let vhost = self.vhost().clone();
-        let queue = self.usable_queue(queue).await?;
-        let _guard = vhost.write_lock.lock().await;
-        vhost.sync().await?;
-        let binding = Binding {
-            queue: queue.name.clone(),
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
-        };
-        let (exists, auto_delete_exchange) = {
-            let topology = vhost.snapshot().await;
-            let exists = topology
-                .bindings_of_queue(&queue.name)
-                .any(|b| *b == binding);
-            let last = topology.bindings_of_exchange(exchange).count() == 1;
-            let auto = topology
-                .exchanges
-                .get(exchange)
-                .is_some_and(|x| x.auto_delete && last);
-            (exists, auto)
-        };
-        if !exists {
-            return Ok(());
-        }
-        let subscription = crate::frontend::binding_subscription(&queue, &binding);
-        let mut changes = vec![Change::Binding(binding, false)];
-        if auto_delete_exchange {
-            changes.push(Change::Exchange(exchange.to_owned(), None));
-        }
-        vhost.write(changes).await?;
-        remove_subscriptions(
-            &self.session,
-            vec![(exchange_topic(&vhost, exchange), subscription)],
-        );
-        Ok(())
-    }
-
-    async fn queue_purge(&mut self, name: &str) -> AmqpResult<u32> {
-        let queue = self.usable_queue(name).await?;
-        let count = message_count(&self.session, &queue).await?;
-        let vhost = self.vhost().clone();
-        let backend = &self.session.frontend.backend;
-        let sources = delivery::sources_of(&vhost, &*vhost.snapshot().await, &queue);
-        for source in sources {
-            // Moving the subscription past the last message leaves nothing ready.
-            if let Some(last) = backend.last_message_id(&source.topic).await? {
-                let end = gateway_core::MessageId {
-                    ledger: last.ledger,
-                    entry: last.entry + 1,
-                    batch_index: 0,
-                };
-                backend
-                    .position_subscription(&source.topic, &source.subscription, end)
-                    .await?;
-            }
-        }
-        Ok(count)
-    }
-
-    async fn queue_delete(
-        &mut self,
-        name: &str,
-        if_unused: bool,
-        if_empty: bool,
-    ) -> AmqpResult<u32> {
-        let vhost = self.vhost().clone();
-        vhost.sync().await?;
-        if !vhost.snapshot().await.queues.contains_key(name) {
-            return Ok(0);
-        }
-        let queue = self.usable_queue(name).await?;
-        if if_unused && vhost.consumers_of(name) > 0 {
-            return Err(AmqpError::precondition(format!(
-                "queue '{name}' in vhost '{}' in use",
-                vhost.name
-            )));
-        }
-        let count = message_count(&self.session, &queue).await?;
-        if if_empty && count > 0 {
-            return Err(AmqpError::precondition(format!(
-                "queue '{name}' in vhost '{}' is not empty",
-                vhost.name
-            )));
-        }
-        delete_queue(&self.session, &queue).await?;
-        Ok(count)
+        objects::usable_queue(&self.session, name).await
     }
 
     // ---- basic -----------------------------------------------------------------------------
@@ -971,7 +621,7 @@ impl Channel {
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
         let tag = match m.consumer_tag.as_str() {
-            "" => format!("amq.ctag-{}", random_token()),
+            "" => format!("amq.ctag-{}", objects::random_token()),
             t => t.to_owned(),
         };
         if self.consumers.contains_key(&tag) {
@@ -1024,7 +674,7 @@ impl Channel {
     async fn get(&mut self, m: basic::Get) -> AmqpResult<()> {
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
-        let count = message_count(&self.session, &queue).await?;
+        let count = objects::message_count(&self.session, &queue).await?;
         let empty = AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
         if count == 0 {
             self.send(empty).await;
@@ -1032,7 +682,7 @@ impl Channel {
         }
         let vhost = self.vhost().clone();
         let backend = self.session.frontend.backend.clone();
-        let policy = Arc::new(policy_of(&queue));
+        let policy = Arc::new(crate::arguments::policy_of(&queue));
         let entry = self
             .gets
             .entry(queue.name.clone())
@@ -1144,7 +794,7 @@ impl Channel {
     async fn auto_delete(&mut self, name: &str) {
         let queue = self.vhost().snapshot().await.queues.get(name).cloned();
         if let Some(queue) = queue.filter(|q| q.auto_delete) {
-            if let Err(e) = delete_queue(&self.session, &queue).await {
+            if let Err(e) = objects::delete_queue(&self.session, &queue).await {
                 warn!(queue = name, error = %e.text, "deleting an auto-delete queue failed");
             }
         }
@@ -1261,7 +911,7 @@ async fn run_consumer(
 ) {
     let vhost = session.vhost.clone();
     let backend = session.frontend.backend.clone();
-    let policy = Arc::new(policy_of(&queue));
+    let policy = Arc::new(crate::arguments::policy_of(&queue));
     let mut changes = vhost.changes.subscribe();
     let mut sources = SourceSet::default();
     let push = || {
@@ -1305,284 +955,4 @@ async fn run_consumer(
         }
     }
     sources.drain_all();
-}
-
-fn policy_of(queue: &Queue) -> QueuePolicy {
-    let args = queue.arguments.inner();
-    let dead_letter = args
-        .get("x-dead-letter-exchange")
-        .and_then(text_value)
-        .map(|exchange| DeadLetter {
-            exchange,
-            routing_key: args.get("x-dead-letter-routing-key").and_then(text_value),
-        });
-    QueuePolicy {
-        queue: queue.name.clone(),
-        message_ttl: args
-            .get("x-message-ttl")
-            .and_then(int_value)
-            .and_then(|v| u64::try_from(v).ok()),
-        dead_letter,
-    }
-}
-
-fn text_value(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-fn int_value(v: &AMQPValue) -> Option<i64> {
-    match *v {
-        AMQPValue::ShortShortInt(n) => Some(n.into()),
-        AMQPValue::ShortShortUInt(n) => Some(n.into()),
-        AMQPValue::ShortInt(n) => Some(n.into()),
-        AMQPValue::ShortUInt(n) => Some(n.into()),
-        AMQPValue::LongInt(n) => Some(n.into()),
-        AMQPValue::LongUInt(n) => Some(n.into()),
-        AMQPValue::LongLongInt(n) => Some(n),
-        _ => None,
-    }
-}
-
-fn validate_queue_arguments(arguments: &FieldTable) -> AmqpResult<()> {
-    for (key, value) in arguments.inner() {
-        let key = key.as_str();
-        if !key.starts_with("x-") {
-            continue;
-        }
-        if !QUEUE_ARGUMENTS.contains(&key) {
-            return Err(AmqpError::precondition(format!(
-                "queue argument '{key}' is not supported by this gateway (docs/amqp.md)"
-            )));
-        }
-        let bad = |why: &str| {
-            Err(AmqpError::precondition(format!(
-                "invalid arg '{key}' for queue: {why}"
-            )))
-        };
-        match key {
-            "x-message-ttl" => match int_value(value) {
-                Some(n) if n >= 0 => {}
-                _ => return bad("must be a non-negative integer"),
-            },
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key"
-                if text_value(value).is_none() =>
-            {
-                return bad("must be a string")
-            }
-            "x-queue-type" if text_value(value).as_deref() != Some("classic") => {
-                return bad("only 'classic' queues are available")
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn equivalent_exchange(existing: &Exchange, declared: &Exchange, vhost: &str) -> AmqpResult<()> {
-    let field = |name: &str, current: String, received: String| {
-        Err(AmqpError::precondition(format!(
-            "inequivalent arg '{name}' for exchange '{}' in vhost '{vhost}': received '{received}' but current is '{current}'",
-            existing.name
-        )))
-    };
-    if existing.kind != declared.kind {
-        return field(
-            "type",
-            existing.kind.name().into(),
-            declared.kind.name().into(),
-        );
-    }
-    if existing.durable != declared.durable {
-        return field(
-            "durable",
-            existing.durable.to_string(),
-            declared.durable.to_string(),
-        );
-    }
-    if existing.auto_delete != declared.auto_delete {
-        return field(
-            "auto_delete",
-            existing.auto_delete.to_string(),
-            declared.auto_delete.to_string(),
-        );
-    }
-    if existing.internal != declared.internal {
-        return field(
-            "internal",
-            existing.internal.to_string(),
-            declared.internal.to_string(),
-        );
-    }
-    Ok(())
-}
-
-fn equivalent_queue(existing: &Queue, declared: &Queue, vhost: &str) -> AmqpResult<()> {
-    let field = |name: &str, current: String, received: String| {
-        Err(AmqpError::precondition(format!(
-            "inequivalent arg '{name}' for queue '{}' in vhost '{vhost}': received '{received}' but current is '{current}'",
-            existing.name
-        )))
-    };
-    if existing.durable != declared.durable {
-        return field(
-            "durable",
-            existing.durable.to_string(),
-            declared.durable.to_string(),
-        );
-    }
-    if existing.auto_delete != declared.auto_delete {
-        return field(
-            "auto_delete",
-            existing.auto_delete.to_string(),
-            declared.auto_delete.to_string(),
-        );
-    }
-    if existing.exclusive_owner.is_some() != declared.exclusive_owner.is_some() {
-        return field(
-            "exclusive",
-            existing.exclusive_owner.is_some().to_string(),
-            declared.exclusive_owner.is_some().to_string(),
-        );
-    }
-    for key in QUEUE_ARGUMENTS {
-        let a = existing.arguments.inner().get(*key);
-        let b = declared.arguments.inner().get(*key);
-        let same = match (a, b) {
-            (Some(x), Some(y)) => int_value(x)
-                .zip(int_value(y))
-                .map(|(x, y)| x == y)
-                .unwrap_or_else(|| text_value(x) == text_value(y)),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            return field(key, format!("{a:?}"), format!("{b:?}"));
-        }
-    }
-    Ok(())
-}
-
-/// Messages ready in a queue: the backlog of each of its subscriptions.
-async fn message_count(session: &Session, queue: &Queue) -> AmqpResult<u32> {
-    let vhost = &session.vhost;
-    let sources = delivery::sources_of(vhost, &*vhost.snapshot().await, queue);
-    let mut total: u64 = 0;
-    for source in sources {
-        match session
-            .frontend
-            .backend
-            .backlog(&source.topic, &source.subscription)
-            .await
-        {
-            Ok(n) => total += n,
-            Err(BackendError::SubscriptionNotFound(_)) | Err(BackendError::TopicNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(total.min(u64::from(u32::MAX)) as u32)
-}
-
-async fn ensure_topic(session: &Session, topic: &gateway_core::TopicName) -> AmqpResult<()> {
-    let backend = &session.frontend.backend;
-    if backend.topic_info(topic).await?.is_some() {
-        return Ok(());
-    }
-    match backend.create_topic(topic, 0).await {
-        Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes a queue and its bindings from the topology, then its subscriptions in the
-/// background (they may still have consumers for a moment, which see the queue go and leave).
-async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
-    let vhost = &session.vhost;
-    let _guard = vhost.write_lock.lock().await;
-    let (changes, removed) = {
-        let topology = vhost.snapshot().await;
-        let sources = delivery::sources_of(vhost, &topology, queue);
-        let mut changes = vec![Change::Queue(queue.name.clone(), None)];
-        let mut auto_deleted = Vec::new();
-        for b in topology.bindings_of_queue(&queue.name) {
-            changes.push(Change::Binding(b.clone(), false));
-            let left = topology
-                .bindings_of_exchange(&b.exchange)
-                .filter(|other| other.queue != queue.name)
-                .count();
-            if left == 0
-                && topology
-                    .exchanges
-                    .get(&b.exchange)
-                    .is_some_and(|x| x.auto_delete)
-                && !auto_deleted.contains(&b.exchange)
-            {
-                auto_deleted.push(b.exchange.clone());
-            }
-        }
-        changes.extend(auto_deleted.into_iter().map(|x| Change::Exchange(x, None)));
-        let removed = sources
-            .into_iter()
-            .map(|s| (s.topic, s.subscription))
-            .collect::<Vec<_>>();
-        (changes, removed)
-    };
-    vhost.write(changes).await?;
-    remove_subscriptions(session, removed);
-    Ok(())
-}
-
-/// Deletes subscriptions once their consumers have left (retrying for a while).
-fn remove_subscriptions(session: &Session, removed: Vec<(gateway_core::TopicName, String)>) {
-    let backend = session.frontend.backend.clone();
-    let vhost = session.vhost.clone();
-    tokio::spawn(async move {
-        for (topic, subscription) in removed {
-            vhost
-                .delivered
-                .forget(&crate::watermarks::DeliveredMarks::key(
-                    &topic,
-                    &subscription,
-                ))
-                .await;
-            for attempt in 0..20u32 {
-                match backend.unsubscribe(&topic, &subscription).await {
-                    Ok(())
-                    | Err(BackendError::SubscriptionNotFound(_))
-                    | Err(BackendError::TopicNotFound(_)) => break,
-                    Err(e) if attempt == 19 => {
-                        warn!(%topic, subscription, error = %e, "could not delete a subscription of a deleted queue or binding");
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-                }
-            }
-        }
-    });
-}
-
-/// Exclusive queues go with the connection that declared them.
-pub async fn release_exclusive_queues(session: &Session) {
-    let owned: Vec<Queue> = session
-        .vhost
-        .snapshot()
-        .await
-        .queues
-        .values()
-        .filter(|q| q.exclusive_owner.as_deref() == Some(session.name.as_str()))
-        .cloned()
-        .collect();
-    for queue in owned {
-        if let Err(e) = delete_queue(session, &queue).await {
-            warn!(queue = %queue.name, error = %e.text, "deleting an exclusive queue failed");
-        }
-    }
-}
-
-fn random_token() -> String {
-    use base64::Engine;
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -92,7 +92,7 @@ impl AmqpFrontend {
         for (_, channel) in channels.iter_mut() {
             channel.close().await;
         }
-        crate::channel::release_exclusive_queues(&session).await;
+        crate::objects::release_exclusive_queues(&session).await;
         if let Some(error) = result.error {
             let _ = out.send(vec![close_frame(&error)]).await;
             // Wait for close-ok, briefly; the socket closes either way.

@@ -19,10 +19,10 @@ use tracing::{debug, warn};
 
 use crate::codec::FRAME_OVERHEAD;
 use crate::deadletter::{self, DeadLetter};
-use crate::frontend::{binding_subscription, exchange_topic, queue_subscription, queue_topic};
+use crate::frontend::{exchange_topic, path_subscription, queue_subscription, queue_topic};
 use crate::message::AmqpMessage;
 use crate::routing::{self, ExchangeType};
-use crate::topology::{Queue, Topology, Vhost};
+use crate::topology::{Binding, Queue, Topology, Vhost};
 use crate::watermarks::DeliveredMarks;
 
 /// Frames for one client, written in order; a delivery's frames go as one item so that nothing
@@ -41,8 +41,9 @@ pub struct SourceSpec {
     pub subscription: String,
     /// The exchange whose topic this is ("" for the queue's own topic).
     pub exchange: String,
-    /// `None` takes everything (the queue's own topic, fanout bindings).
-    pub filter: Option<Filter>,
+    /// Every one must match: one per binding on the way from `exchange` to the queue (fanout
+    /// hops add none). Empty for the queue's own topic.
+    pub filters: Vec<Filter>,
     pub initial: InitialPositionSpec,
 }
 
@@ -78,33 +79,67 @@ impl Filter {
     }
 }
 
-/// Where queue Q's messages come from: its own topic, then one subscription per binding.
+/// Where queue Q's messages come from: its own topic, and one subscription per path of bindings
+/// that leads to it: a queue binding on exchange X, and also, for each exchange-to-exchange
+/// binding S -> X, a subscription on S's topic that applies both bindings' filters.
 pub fn sources_of(vhost: &Vhost, topology: &Topology, queue: &Queue) -> Vec<SourceSpec> {
     let mut sources = vec![SourceSpec {
         topic: queue_topic(vhost, &queue.name),
         subscription: queue_subscription(queue),
         exchange: String::new(),
-        filter: None,
+        filters: Vec::new(),
         initial: InitialPositionSpec::Earliest,
     }];
     for binding in topology.bindings_of_queue(&queue.name) {
-        let Some(exchange) = topology.exchanges.get(&binding.exchange) else {
-            continue;
-        };
-        let filter = (exchange.kind != ExchangeType::Fanout).then(|| Filter {
-            kind: exchange.kind,
-            key: binding.routing_key.clone(),
-            arguments: binding.arguments.clone(),
-        });
-        sources.push(SourceSpec {
-            topic: exchange_topic(vhost, &binding.exchange),
-            subscription: binding_subscription(queue, binding),
-            exchange: binding.exchange.clone(),
-            filter,
-            initial: InitialPositionSpec::Latest,
-        });
+        let mut path = vec![binding];
+        walk_upstream(vhost, topology, queue, &mut path, &mut sources);
     }
     sources
+}
+
+/// Adds the source for `path` (bindings from the queue upwards) and for every longer path.
+fn walk_upstream<'a>(
+    vhost: &Vhost,
+    topology: &'a Topology,
+    queue: &Queue,
+    path: &mut Vec<&'a Binding>,
+    sources: &mut Vec<SourceSpec>,
+) {
+    let last: &'a Binding = path.last().expect("paths start with a binding");
+    let top: &'a str = &last.exchange;
+    if !topology.exchanges.contains_key(top) {
+        return;
+    }
+    let mut filters = Vec::new();
+    for hop in path.iter() {
+        let Some(exchange) = topology.exchanges.get(&hop.exchange) else {
+            return;
+        };
+        if exchange.kind != ExchangeType::Fanout {
+            filters.push(Filter {
+                kind: exchange.kind,
+                key: hop.routing_key.clone(),
+                arguments: hop.arguments.clone(),
+            });
+        }
+    }
+    let ids: Vec<String> = path.iter().map(|b| b.id()).collect();
+    sources.push(SourceSpec {
+        topic: exchange_topic(vhost, top),
+        subscription: path_subscription(queue, &ids),
+        exchange: top.to_owned(),
+        filters,
+        initial: InitialPositionSpec::Latest,
+    });
+    for upstream in topology.bindings_into_exchange(top) {
+        // Each exchange once per path: cycles of exchange bindings end here.
+        if path.iter().any(|b| b.exchange == upstream.exchange) || upstream.exchange == top {
+            continue;
+        }
+        path.push(upstream);
+        walk_upstream(vhost, topology, queue, path, sources);
+        path.pop();
+    }
 }
 
 pub async fn attach(
@@ -474,7 +509,7 @@ async fn admit(
     received: &ReceivedMessage,
 ) -> Option<AmqpMessage> {
     let message = AmqpMessage::from_pulsar(&received.message, &spec.exchange);
-    if spec.filter.as_ref().is_some_and(|f| !f.accepts(&message)) {
+    if !spec.filters.iter().all(|f| f.accepts(&message)) {
         let _ = consumer.ack(&[received.id]).await;
         return None;
     }

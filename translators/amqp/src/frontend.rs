@@ -9,7 +9,7 @@ use gateway_core::{BackendRef, TopicName};
 use tokio::sync::Mutex;
 
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
-use crate::topology::{Binding, Queue, Vhost};
+use crate::topology::{Queue, Vhost};
 
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
@@ -142,13 +142,20 @@ pub fn queue_subscription(queue: &Queue) -> String {
     format!("amqp.queue.{:x}", queue.incarnation)
 }
 
-/// The subscription on the exchange's topic that is a binding of queue Q.
-pub fn binding_subscription(queue: &Queue, binding: &Binding) -> String {
+/// The subscription through which queue Q reads an exchange's topic along a path of bindings
+/// (ids from the queue's own binding upwards).
+pub fn path_subscription(queue: &Queue, binding_ids: &[String]) -> String {
+    let path = match binding_ids {
+        [one] => one.clone(),
+        many => {
+            let parts: Vec<&[u8]> = many.iter().map(|id| id.as_bytes()).collect();
+            format!("{:016x}", crate::topology::fnv64(&parts))
+        }
+    };
     format!(
-        "amqp.{}.{:x}.{}",
+        "amqp.{}.{:x}.{path}",
         escape(&queue.name),
-        queue.incarnation,
-        binding.id()
+        queue.incarnation
     )
 }
 

@@ -6,6 +6,7 @@
 //! - `topology`: exchanges, queues and bindings, kept in a table topic per vhost.
 //! - `publish`, `routing`, `deadletter`, `message`: where messages go and how they are stored.
 
+mod arguments;
 mod channel;
 pub mod codec;
 mod connection;
@@ -14,6 +15,7 @@ mod delivery;
 pub mod error;
 mod frontend;
 pub mod message;
+mod objects;
 mod publish;
 pub mod routing;
 pub mod topology;

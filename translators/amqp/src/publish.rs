@@ -91,18 +91,36 @@ fn decide(
     Ok(Route::Unroutable)
 }
 
+/// Whether some binding of `exchange` takes the message to a queue, directly or through
+/// exchange-to-exchange bindings.
 fn routes_somewhere(
     topology: &Topology,
     exchange: &str,
     routing_key: &str,
     headers: Option<&FieldTable>,
 ) -> bool {
+    let mut visited = Vec::new();
+    routes_from(topology, exchange, routing_key, headers, &mut visited)
+}
+
+fn routes_from<'a>(
+    topology: &'a Topology,
+    exchange: &'a str,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+    visited: &mut Vec<&'a str>,
+) -> bool {
     let Some(x) = topology.exchanges.get(exchange) else {
         return false;
     };
-    topology
-        .bindings_of_exchange(exchange)
-        .any(|b| routing::matches(x.kind, &b.routing_key, &b.arguments, routing_key, headers))
+    if visited.contains(&exchange) {
+        return false;
+    }
+    visited.push(exchange);
+    topology.bindings_of_exchange(exchange).any(|b| {
+        routing::matches(x.kind, &b.routing_key, &b.arguments, routing_key, headers)
+            && (!b.to_exchange || routes_from(topology, &b.queue, routing_key, headers, visited))
+    })
 }
 
 /// Queues the message on its topic (in call order); the future resolves once persisted.

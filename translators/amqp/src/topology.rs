@@ -45,37 +45,55 @@ pub struct Queue {
     pub arguments: FieldTable,
 }
 
+/// A binding: messages of `exchange` that match `routing_key`/`arguments` go to `queue`, or, for
+/// an exchange-to-exchange binding, on to the destination exchange named by `queue`'s place
+/// (see [`Binding::to_exchange`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Binding {
+    /// The destination: a queue, or an exchange when `to_exchange` is set.
     pub queue: String,
     pub exchange: String,
     pub routing_key: String,
     pub arguments: FieldTable,
+    #[serde(default)]
+    pub to_exchange: bool,
+}
+
+/// FNV-1a over several parts, for stable short ids in subscription names.
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 impl Binding {
-    /// A stable id for the binding's identity (exchange, key, arguments), part of its
-    /// subscription's name.
+    /// A stable id for the binding's identity (exchange, key, arguments).
     pub fn id(&self) -> String {
         let arguments = serde_json::to_string(&self.arguments).unwrap_or_default();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in [
-            self.exchange.as_bytes(),
-            b"\0",
-            self.routing_key.as_bytes(),
-            b"\0",
-            arguments.as_bytes(),
-        ] {
-            for byte in part {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        format!("{hash:016x}")
+        format!(
+            "{:016x}",
+            fnv64(&[
+                self.exchange.as_bytes(),
+                self.routing_key.as_bytes(),
+                arguments.as_bytes()
+            ])
+        )
     }
 
     fn key(&self) -> String {
-        format!("binding/{}/{}/{}", self.queue, self.exchange, self.id())
+        let kind = if self.to_exchange {
+            "xbinding"
+        } else {
+            "binding"
+        };
+        format!("{kind}/{}/{}/{}", self.queue, self.exchange, self.id())
     }
 }
 
@@ -103,7 +121,7 @@ impl Topology {
                 Some(q) => self.queues.insert(name.to_owned(), q),
                 None => self.queues.remove(name),
             };
-        } else if key.starts_with("binding/") {
+        } else if key.starts_with("binding/") || key.starts_with("xbinding/") {
             match value.and_then(parsed) {
                 Some(b) => self.bindings.insert(key.to_owned(), b),
                 None => self.bindings.remove(key),
@@ -111,10 +129,24 @@ impl Topology {
         }
     }
 
+    /// Bindings whose destination is this queue.
     pub fn bindings_of_queue<'a>(&'a self, queue: &'a str) -> impl Iterator<Item = &'a Binding> {
-        self.bindings.values().filter(move |b| b.queue == queue)
+        self.bindings
+            .values()
+            .filter(move |b| !b.to_exchange && b.queue == queue)
     }
 
+    /// Exchange-to-exchange bindings whose destination is this exchange.
+    pub fn bindings_into_exchange<'a>(
+        &'a self,
+        exchange: &'a str,
+    ) -> impl Iterator<Item = &'a Binding> {
+        self.bindings
+            .values()
+            .filter(move |b| b.to_exchange && b.queue == exchange)
+    }
+
+    /// Every binding (to a queue or an exchange) whose source is this exchange.
     pub fn bindings_of_exchange<'a>(
         &'a self,
         exchange: &'a str,
@@ -122,6 +154,16 @@ impl Topology {
         self.bindings
             .values()
             .filter(move |b| b.exchange == exchange)
+    }
+
+    /// The topology as it will be once `changes` are written.
+    pub fn with(&self, changes: &[Change]) -> Topology {
+        let mut next = self.clone();
+        for change in changes {
+            let (key, value) = change.record();
+            next.apply(&key, value.as_deref());
+        }
+        next
     }
 }
 
@@ -133,14 +175,14 @@ pub enum Change {
 }
 
 impl Change {
-    fn record(self) -> (String, Option<Bytes>) {
+    fn record(&self) -> (String, Option<Bytes>) {
         fn json(value: &impl Serialize) -> Bytes {
             Bytes::from(serde_json::to_vec(value).unwrap_or_default())
         }
         match self {
             Change::Exchange(name, x) => (format!("exchange/{name}"), x.as_ref().map(json)),
             Change::Queue(name, q) => (format!("queue/{name}"), q.as_ref().map(json)),
-            Change::Binding(b, keep) => (b.key(), keep.then(|| json(&b))),
+            Change::Binding(b, keep) => (b.key(), keep.then(|| json(b))),
         }
     }
 }
@@ -273,7 +315,7 @@ impl Vhost {
 
     /// Writes changes as one entry and returns once they are folded into local state.
     pub async fn write(&self, changes: Vec<Change>) -> AmqpResult<()> {
-        let records = changes.into_iter().map(Change::record).collect();
+        let records = changes.iter().map(Change::record).collect();
         let receipts = table::submit_all(self.backend.as_ref(), &self.topic, records)
             .await?
             .await?;
