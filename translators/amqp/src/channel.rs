@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
+use amq_protocol::protocol::{
+    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
+};
 use gateway_core::PendingSend;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
@@ -568,7 +570,16 @@ impl Channel {
             tx.publishes.push((incoming.publish, message));
             return Ok(());
         }
-        let pending = self.publish(&incoming.publish, &message).await?;
+        let credit = self.publish_credit(message.body.len()).await;
+        let pending = match self.publish(&incoming.publish, &message).await? {
+            // The credit comes back once the backend has the message.
+            Pending::Persist(future) => Pending::Persist(Box::pin(async move {
+                let persisted = future.await;
+                drop(credit);
+                persisted
+            })),
+            done => done,
+        };
         if let Some((next, confirmer)) = self.confirms.as_mut() {
             let _ = confirmer.send((*next, pending));
             *next += 1;
@@ -580,6 +591,48 @@ impl Channel {
             });
         }
         Ok(())
+    }
+
+    /// Takes credit for a message's bytes on their way to the backend. When the backend falls
+    /// behind and the credit runs out, the client is told (connection.blocked) and this
+    /// connection stops reading until the backend catches up (connection.unblocked).
+    async fn publish_credit(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let credit = &self.session.frontend.unpersisted;
+        let wanted = bytes.clamp(1, self.session.frontend.config.max_unpersisted_bytes) as u32;
+        if let Ok(permit) = credit.clone().try_acquire_many_owned(wanted) {
+            return permit;
+        }
+        let blocked = self.session.accepts_blocked;
+        if blocked {
+            let _ = self
+                .session
+                .out
+                .send(vec![AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                        reason: "the message store is behind; publishing paused".into(),
+                    })),
+                )])
+                .await;
+        }
+        let permit = credit
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the credit semaphore is never closed");
+        if blocked {
+            let _ = self
+                .session
+                .out
+                .send(vec![AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                        connection::Unblocked {},
+                    )),
+                )])
+                .await;
+        }
+        permit
     }
 
     /// Routes and queues one message; returns what its confirm waits for.

@@ -35,6 +35,8 @@ pub struct Session {
     pub frame_max: u32,
     pub channel_max: u16,
     pub out: mpsc::Sender<Vec<AMQPFrame>>,
+    /// The client understands connection.blocked (its `capabilities` say so).
+    pub accepts_blocked: bool,
 }
 
 impl AmqpFrontend {
@@ -65,7 +67,7 @@ impl AmqpFrontend {
             self.handshake(&mut reader, &mut writer, &mut buf),
         )
         .await;
-        let (user, vhost, frame_max, channel_max, heartbeat) = match handshake {
+        let (user, vhost, frame_max, channel_max, heartbeat, accepts_blocked) = match handshake {
             Ok(Ok(done)) => done,
             Ok(Err(Some(error))) => {
                 send_close(&mut writer, &error).await;
@@ -85,6 +87,7 @@ impl AmqpFrontend {
             frame_max,
             channel_max,
             out: out.clone(),
+            accepts_blocked,
         });
         debug!(connection = %session.name, user = %session.user, vhost = %session.vhost.name, "AMQP connection open");
         let result = run(&session, &mut reader, heartbeat, &mut drain).await;
@@ -123,7 +126,7 @@ impl AmqpFrontend {
         reader: &mut R,
         writer: &mut W,
         buf: &mut Vec<u8>,
-    ) -> Result<(String, Arc<Vhost>, u32, u16, u16), Option<AmqpError>>
+    ) -> Result<(String, Arc<Vhost>, u32, u16, u16, bool), Option<AmqpError>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -133,6 +136,15 @@ impl AmqpFrontend {
         let start_ok = match read_method(reader, FRAME_MIN, buf).await? {
             AMQPClass::Connection(connection::AMQPMethod::StartOk(m)) => m,
             other => return Err(Some(unexpected(&other))),
+        };
+        let accepts_blocked = match start_ok.client_properties.inner().get("capabilities") {
+            Some(AMQPValue::FieldTable(c)) => {
+                matches!(
+                    c.inner().get("connection.blocked"),
+                    Some(AMQPValue::Boolean(true))
+                )
+            }
+            _ => false,
         };
         let user = authenticate(
             start_ok.mechanism.as_str(),
@@ -178,7 +190,14 @@ impl AmqpFrontend {
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
         );
         send(writer, &open_ok).await.map_err(|_| None)?;
-        Ok((user, vhost, frame_max, channel_max, tune_ok.heartbeat))
+        Ok((
+            user,
+            vhost,
+            frame_max,
+            channel_max,
+            tune_ok.heartbeat,
+            accepts_blocked,
+        ))
     }
 }
 

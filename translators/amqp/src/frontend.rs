@@ -24,6 +24,9 @@ pub struct AmqpConfig {
     pub heartbeat_secs: u16,
     /// The largest message body accepted.
     pub max_message_bytes: u64,
+    /// Message bytes published and not yet persisted, across all connections, before
+    /// publishers are blocked (connection.blocked) until the backend catches up.
+    pub max_unpersisted_bytes: usize,
 }
 
 impl Default for AmqpConfig {
@@ -36,6 +39,7 @@ impl Default for AmqpConfig {
             channel_max: 2047,
             heartbeat_secs: 60,
             max_message_bytes: 64 << 20,
+            max_unpersisted_bytes: 256 << 20,
         }
     }
 }
@@ -48,16 +52,19 @@ pub struct AmqpFrontend {
     /// Names this instance in exclusive-queue owners.
     pub instance: String,
     next_connection: AtomicU64,
+    /// Credit for message bytes on their way to the backend (flow control).
+    pub unpersisted: Arc<tokio::sync::Semaphore>,
 }
 
 impl AmqpFrontend {
     pub fn new(config: AmqpConfig, backend: BackendRef) -> Arc<Self> {
         Arc::new(AmqpFrontend {
-            config,
             backend,
             vhosts: Mutex::new(HashMap::new()),
             instance: format!("{:016x}", rand::random::<u64>()),
             next_connection: AtomicU64::new(1),
+            unpersisted: Arc::new(tokio::sync::Semaphore::new(config.max_unpersisted_bytes)),
+            config,
         })
     }
 
