@@ -74,8 +74,6 @@ pub struct Channel {
     confirms: Option<(u64, mpsc::UnboundedSender<(u64, Pending)>)>,
     transaction: Option<Transaction>,
     consumers: HashMap<String, RunningConsumer>,
-    /// Sources basic.get reads, per queue.
-    gets: HashMap<String, (u64, SourceSet)>,
     prefetch: u16,
     global_credit: Option<Arc<Semaphore>>,
     last_queue: Option<String>,
@@ -97,7 +95,6 @@ impl Channel {
             confirms: None,
             transaction: None,
             consumers: HashMap::new(),
-            gets: HashMap::new(),
             prefetch: 0,
             global_credit: None,
             last_queue: None,
@@ -148,9 +145,6 @@ impl Channel {
         for unacked in self.deliveries.take_all() {
             let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
             let _ = unacked.source.send(SourceCommand::Close);
-        }
-        for (_, (_, mut set)) in self.gets.drain() {
-            set.close_all();
         }
     }
 
@@ -714,51 +708,52 @@ impl Channel {
                 credit.push(global.clone());
             }
         }
+        let prefetch = credit
+            .iter()
+            .map(|c| c.available_permits() as u32)
+            .min()
+            .unwrap_or(0);
         let target = ConsumerTarget {
             deliveries: self.deliveries.clone(),
             tag,
             no_ack: m.no_ack,
             credit,
+            prefetch,
         };
         tokio::spawn(run_consumer(self.session.clone(), queue, target, stopped));
         Ok(())
     }
 
+    /// basic.get: a consumer is attached, for this one get, to each source that has messages
+    /// (the queue's own topic first); one that handed out a message stays until it is settled.
+    /// Holding consumers between gets would hide messages from the queue's other consumers.
     async fn get(&mut self, m: basic::Get) -> AmqpResult<()> {
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
-        let count = objects::message_count(&self.session, &queue).await?;
-        let empty = AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
-        if count == 0 {
-            self.send(empty).await;
-            return Ok(());
-        }
+        let backlogs = objects::source_backlogs(&self.session, &queue).await?;
+        let count: u64 = backlogs.iter().map(|(_, n)| n).sum();
         let vhost = self.vhost().clone();
         let backend = self.session.frontend.backend.clone();
         let policy = Arc::new(crate::arguments::policy_of(&queue));
-        let entry = self
-            .gets
-            .entry(queue.name.clone())
-            .or_insert_with(|| (queue.incarnation, SourceSet::default()));
-        if entry.0 != queue.incarnation {
-            entry.1.close_all();
-            *entry = (queue.incarnation, SourceSet::default());
-        }
-        let wanted = delivery::sources_of(&vhost, &*vhost.snapshot().await, &queue);
-        entry
-            .1
-            .reconcile(&backend, &vhost, wanted, &policy, || None)
-            .await?;
-        let handles: Vec<_> = entry.1.running.values().cloned().collect();
-        for handle in handles {
+        for (spec, _) in backlogs.into_iter().filter(|(_, n)| *n > 0) {
+            let mut set = SourceSet::default();
+            set.reconcile(&backend, &vhost, vec![spec], &policy, || None)
+                .await?;
+            let Some(handle) = set.running.values().next().cloned() else {
+                continue;
+            };
             let (reply, answer) = tokio::sync::oneshot::channel();
-            if handle.send(SourceCommand::Get(GET_WAIT, reply)).is_err() {
+            let asked = handle.send(SourceCommand::Get(GET_WAIT, reply));
+            // After the get: the source ends once what it handed out is settled.
+            set.drain_all();
+            if asked.is_err() {
                 continue;
             }
             let Ok(Some((id, message, redelivered))) = answer.await else {
                 continue;
             };
             let tag = self.deliveries.next_tag();
+            let left = count.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
             let frames = delivery::content_frames(
                 self.id,
                 basic::AMQPMethod::GetOk(basic::GetOk {
@@ -766,7 +761,7 @@ impl Channel {
                     redelivered,
                     exchange: message.exchange.as_str().into(),
                     routing_key: message.routing_key.as_str().into(),
-                    message_count: count.saturating_sub(1),
+                    message_count: left,
                 }),
                 &message,
                 self.session.frame_max,
@@ -774,25 +769,26 @@ impl Channel {
             if m.no_ack {
                 let _ = handle.send(SourceCommand::Ack(id));
             } else {
+                let unacked = Unacked {
+                    source: handle,
+                    id,
+                    _credit: Vec::new(),
+                    message: Arc::new(message),
+                    policy,
+                };
                 self.deliveries
                     .unacked
                     .lock()
                     .expect("unacked lock")
-                    .insert(
-                        tag,
-                        Unacked {
-                            source: handle,
-                            id,
-                            _credit: Vec::new(),
-                            message: Arc::new(message),
-                            policy,
-                        },
-                    );
+                    .insert(tag, unacked);
             }
             let _ = self.session.out.send(frames).await;
             return Ok(());
         }
-        self.send(empty).await;
+        self.send(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
+            basic::GetEmpty {},
+        )))
+        .await;
         Ok(())
     }
 
@@ -952,6 +948,7 @@ struct ConsumerTarget {
     tag: String,
     no_ack: bool,
     credit: Vec<Arc<Semaphore>>,
+    prefetch: u32,
 }
 
 /// Keeps a consumer's sources in step with its queue's bindings, and tells the client when the
@@ -973,6 +970,7 @@ async fn run_consumer(
             consumer_tag: target.tag.clone(),
             no_ack: target.no_ack,
             credit: target.credit.clone(),
+            prefetch: target.prefetch,
         })
     };
     loop {

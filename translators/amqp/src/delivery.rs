@@ -142,20 +142,24 @@ fn walk_upstream<'a>(
     }
 }
 
+/// A consumer on the source's subscription that lets the backend hold about `prefetch`
+/// messages ahead of it: what is held for one consumer is invisible to the others.
 pub async fn attach(
     backend: &BackendRef,
     spec: &SourceSpec,
+    prefetch: u32,
 ) -> gateway_core::Result<Box<dyn Consumer>> {
     let initial = match spec.initial {
         InitialPositionSpec::Earliest => InitialPosition::Earliest,
         InitialPositionSpec::Latest => InitialPosition::Latest,
     };
     backend
-        .subscribe(
+        .subscribe_with_prefetch(
             &spec.topic,
             &spec.subscription,
             SubscriptionType::Shared,
             initial,
+            prefetch,
         )
         .await
 }
@@ -275,6 +279,8 @@ pub struct PushTarget {
     pub no_ack: bool,
     /// basic.qos credit: the consumer's own limit and the channel's global one, when set.
     pub credit: Vec<Arc<Semaphore>>,
+    /// The smallest of those limits (0 when there is none).
+    pub prefetch: u32,
 }
 
 /// One source's task: what it reads and for whom.
@@ -307,7 +313,8 @@ pub async fn run_source(
     let mark_key = DeliveredMarks::key(&spec.topic, &spec.subscription);
     // Messages at or below this mark may have reached a client before this source started.
     let seen_before = vhost.delivered.get(&mark_key);
-    let mut draining = push.is_none();
+    // Drain asked for: receive no more, and end once every delivered message is settled.
+    let mut draining = false;
     let mut closing = false;
     loop {
         // Commands first: they settle credit and may end the task.
@@ -337,7 +344,7 @@ pub async fn run_source(
                 SourceCommand::Close => closing = true,
             }
         }
-        if closing || (draining && push.is_some() && outstanding.is_empty()) {
+        if closing || (draining && outstanding.is_empty()) {
             break;
         }
         let Some(target) = push.as_ref().filter(|_| !draining) else {
@@ -592,14 +599,22 @@ impl SourceSet {
             if self.running.contains_key(&spec) {
                 continue;
             }
-            let consumer = attach(backend, &spec).await?;
+            let target = push();
+            // A pushing source may be held its consumer's prefetch ahead; a source that only
+            // answers basic.get holds one message, so that others see the rest.
+            let prefetch = match &target {
+                Some(t) if t.prefetch > 0 => t.prefetch,
+                Some(_) => RECEIVE_BATCH as u32 * 4,
+                None => 1,
+            };
+            let consumer = attach(backend, &spec, prefetch).await?;
             let (handle, commands) = mpsc::unbounded_channel();
             let task = SourceTask {
                 backend: backend.clone(),
                 vhost: vhost.clone(),
                 spec: spec.clone(),
                 policy: policy.clone(),
-                push: push(),
+                push: target,
                 handle: handle.clone(),
             };
             tokio::spawn(run_source(task, consumer, commands));
@@ -611,12 +626,6 @@ impl SourceSet {
     pub fn drain_all(&mut self) {
         for (_, handle) in self.running.drain() {
             let _ = handle.send(SourceCommand::Drain);
-        }
-    }
-
-    pub fn close_all(&mut self) {
-        for (_, handle) in self.running.drain() {
-            let _ = handle.send(SourceCommand::Close);
         }
     }
 }

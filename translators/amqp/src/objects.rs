@@ -42,7 +42,7 @@ async fn apply(session: &Session, changes: Vec<Change>) -> AmqpResult<()> {
     };
     for source in &added {
         ensure_topic(session, &source.topic).await?;
-        delivery::attach(&session.frontend.backend, source)
+        delivery::attach(&session.frontend.backend, source, 1)
             .await?
             .close()
             .await;
@@ -132,22 +132,35 @@ pub async fn usable_queue(session: &Session, name: &str) -> AmqpResult<Queue> {
 
 /// Messages ready in a queue: the backlog of each of its subscriptions.
 pub async fn message_count(session: &Session, queue: &Queue) -> AmqpResult<u32> {
+    let total: u64 = source_backlogs(session, queue)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    Ok(total.min(u64::from(u32::MAX)) as u32)
+}
+
+/// Each source of the queue (its own topic first) with its backlog.
+pub async fn source_backlogs(
+    session: &Session,
+    queue: &Queue,
+) -> AmqpResult<Vec<(SourceSpec, u64)>> {
     let vhost = &session.vhost;
     let sources = delivery::sources_of(vhost, &*vhost.snapshot().await, queue);
-    let mut total: u64 = 0;
+    let mut backlogs = Vec::with_capacity(sources.len());
     for source in sources {
-        match session
+        let backlog = session
             .frontend
             .backend
             .backlog(&source.topic, &source.subscription)
-            .await
-        {
-            Ok(n) => total += n,
+            .await;
+        match backlog {
+            Ok(n) => backlogs.push((source, n)),
             Err(BackendError::SubscriptionNotFound(_)) | Err(BackendError::TopicNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(total.min(u64::from(u32::MAX)) as u32)
+    Ok(backlogs)
 }
 
 pub async fn exchange_declare(session: &Session, m: &exchange::Declare) -> AmqpResult<()> {

@@ -141,6 +141,20 @@ pub trait Backend: Send + Sync + 'static {
         initial: InitialPosition,
     ) -> Result<Box<dyn Consumer>>;
 
+    /// `subscribe`, with the backend holding at most about `prefetch` messages for this consumer
+    /// ahead of `receive` (Pulsar's receiver queue), so that on a Shared subscription the other
+    /// consumers get the rest. A backend that only hands messages out on `receive` ignores it.
+    async fn subscribe_with_prefetch(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        sub_type: SubscriptionType,
+        initial: InitialPosition,
+        _prefetch: u32,
+    ) -> Result<Box<dyn Consumer>> {
+        self.subscribe(topic, subscription, sub_type, initial).await
+    }
+
     /// Moves a durable subscription, creating it if needed, so that `next` is the first message
     /// it has not acknowledged: everything before is acknowledged, everything from `next` on is
     /// backlog. It needs no consumer of the caller's and may move backwards. Used to mirror Kafka

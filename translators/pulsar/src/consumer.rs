@@ -22,8 +22,9 @@ use crate::proto::{
     KeySharedMeta, MessageIdData, MessageMetadata,
 };
 
-/// Messages the broker may push ahead of what was taken; refilled when half is used.
-const PERMITS: u32 = 1000;
+/// Messages the broker may push ahead of what was taken, unless the caller asks for fewer;
+/// refilled when half is used.
+pub const PERMITS: u32 = 1000;
 
 fn message_id(ledger: u64, entry: u64) -> MessageIdData {
     MessageIdData {
@@ -52,6 +53,8 @@ struct Spec {
     initial: i32,
     /// Read the topic's compacted view.
     compacted: bool,
+    /// Flow permits: how many messages the broker may push ahead of `receive`.
+    permits: u32,
 }
 
 struct Subscription {
@@ -121,7 +124,7 @@ impl Subscription {
                 payload,
             }) => {
                 self.used_permits += metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
-                if self.used_permits >= PERMITS / 2 {
+                if self.used_permits >= (self.spec.permits / 2).max(1) {
                     let permits = std::mem::take(&mut self.used_permits);
                     self.flow(permits);
                 }
@@ -221,7 +224,7 @@ async fn subscribe(
         r#type: t::FLOW,
         flow: Some(CommandFlow {
             consumer_id,
-            message_permits: PERMITS,
+            message_permits: spec.permits,
         }),
         ..Default::default()
     };
@@ -272,6 +275,7 @@ impl PulsarReader {
             durable: false,
             initial: 1,
             compacted,
+            permits: PERMITS,
         };
         let subscription = Subscription::open(pool, spec, Some(start_before(start))).await?;
         Ok(PulsarReader {
@@ -371,6 +375,7 @@ impl PulsarConsumer {
         name: &str,
         sub_type: SubscriptionType,
         initial: InitialPosition,
+        permits: u32,
     ) -> Result<PulsarConsumer> {
         let wire_type = match sub_type {
             SubscriptionType::Exclusive => sub_type::EXCLUSIVE,
@@ -391,6 +396,7 @@ impl PulsarConsumer {
                 durable: true,
                 compacted: false,
                 initial,
+                permits: permits.max(1),
             },
             None,
         )

@@ -301,6 +301,28 @@ impl Backend for PulsarBackend {
                 subscription,
                 sub_type,
                 initial,
+                consumer::PERMITS,
+            )
+            .await?,
+        ))
+    }
+
+    async fn subscribe_with_prefetch(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        sub_type: SubscriptionType,
+        initial: InitialPosition,
+        prefetch: u32,
+    ) -> Result<Box<dyn Consumer>> {
+        Ok(Box::new(
+            consumer::PulsarConsumer::open(
+                self.pool.clone(),
+                &topic.to_string(),
+                subscription,
+                sub_type,
+                initial,
+                prefetch.clamp(1, consumer::PERMITS),
             )
             .await?,
         ))
