@@ -78,6 +78,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             "frame does not end with 0xCE",
         )));
     }
+    let payload = &buf[7..buf.len() - 1];
+    let nesting_ok = match frame_type {
+        constants::FRAME_METHOD => crate::nesting::method_within_limit(payload),
+        constants::FRAME_HEADER => crate::nesting::header_within_limit(payload),
+        _ => true,
+    };
+    if !nesting_ok {
+        return Err(ReadError::Protocol(AmqpError::connection(
+            ReplyCode::SyntaxError,
+            format!(
+                "field tables nested deeper than {} levels",
+                crate::nesting::MAX_NESTING
+            ),
+        )));
+    }
     match parse_frame(&buf[..]) {
         Ok((_, frame)) => Ok(frame),
         Err(_) if frame_type == constants::FRAME_METHOD => Err(ReadError::Protocol(
@@ -197,6 +212,73 @@ mod tests {
         match read_frame(&mut &wire[..], 4096, &mut buf).await {
             Err(ReadError::Protocol(e)) => assert_eq!(e.code, ReplyCode::FrameError),
             other => panic!("expected a frame error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn deeply_nested_tables_are_refused_without_overflowing_the_stack() {
+        // queue.declare (50.10) whose arguments nest tables 20,000 deep: 'F' + size + name...
+        let depth = 20_000usize;
+        let mut table = Vec::new();
+        for _ in 0..depth {
+            // key "a", type 'F', then the nested table's length (filled in below)
+            table.extend_from_slice(&[1, b'a', b'F', 0, 0, 0, 0]);
+        }
+        // Each level's length covers every level inside it.
+        for level in 0..depth {
+            let at = level * 7 + 3;
+            let inner = ((depth - level - 1) * 7) as u32;
+            table[at..at + 4].copy_from_slice(&inner.to_be_bytes());
+        }
+        let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+        payload.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&table);
+        let mut wire = vec![1u8, 0, 1];
+        wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&payload);
+        wire.push(0xCE);
+        let mut buf = Vec::new();
+        let got = read_frame(&mut &wire[..], 1 << 20, &mut buf).await;
+        match got {
+            Err(ReadError::Protocol(e)) => assert_eq!(e.code, ReplyCode::SyntaxError),
+            other => panic!("a 20,000-deep table must be refused, got {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, reading a frame returns a frame or an error; it never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut reader = &bytes[..];
+                let mut buf = Vec::new();
+                for _ in 0..8 {
+                    if read_frame(&mut reader, 4096, &mut buf).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+
+        /// Valid frame headers around random payloads: the method parser sees arbitrary bytes.
+        #[test]
+        fn arbitrary_method_payloads_never_panic(
+            class_id in 0u16..100, method_id in 0u16..130,
+            rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let mut payload = class_id.to_be_bytes().to_vec();
+            payload.extend_from_slice(&method_id.to_be_bytes());
+            payload.extend_from_slice(&rest);
+            let mut wire = vec![1u8, 0, 1];
+            wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&payload);
+            wire.push(0xCE);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut buf = Vec::new();
+                let _ = read_frame(&mut &wire[..], 131072, &mut buf).await;
+            });
         }
     }
 }

@@ -256,9 +256,13 @@ fn authenticate(
             )
         }
         "AMQPLAIN" => {
-            let table = amq_protocol::types::parsing::parse_field_table(response)
-                .map(|(_, t)| t)
-                .unwrap_or_default();
+            let table = if crate::nesting::table_within_limit(response, 0) {
+                amq_protocol::types::parsing::parse_field_table(response)
+                    .map(|(_, t)| t)
+                    .unwrap_or_default()
+            } else {
+                FieldTable::default()
+            };
             let get = |k: &str| match table.inner().get(k) {
                 Some(AMQPValue::LongString(s)) => {
                     String::from_utf8_lossy(s.as_bytes()).into_owned()

@@ -15,6 +15,7 @@ mod delivery;
 pub mod error;
 mod frontend;
 pub mod message;
+mod nesting;
 mod objects;
 mod publish;
 pub mod routing;

@@ -130,6 +130,9 @@ pub fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
 }
 
 pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
+    if !crate::nesting::properties_within_limit(raw) {
+        return None;
+    }
     parse_properties(raw).ok().map(|(_, p)| p)
 }
 
