@@ -4,7 +4,7 @@
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::deadletter::DeadLetter;
-use crate::delivery::QueuePolicy;
+use crate::delivery::{Overflow, QueuePolicy};
 use crate::error::{AmqpError, AmqpResult};
 use crate::topology::{Exchange, Queue};
 
@@ -14,6 +14,8 @@ pub const QUEUE_ARGUMENTS: &[&str] = &[
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
     "x-queue-type",
+    "x-max-length",
+    "x-overflow",
 ];
 
 pub fn policy_of(queue: &Queue) -> QueuePolicy {
@@ -25,13 +27,24 @@ pub fn policy_of(queue: &Queue) -> QueuePolicy {
             exchange,
             routing_key: args.get("x-dead-letter-routing-key").and_then(text_value),
         });
+    let overflow = match args.get("x-overflow").and_then(text_value).as_deref() {
+        Some("reject-publish") => Overflow::RejectPublish,
+        Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+        _ => Overflow::DropHead,
+    };
     QueuePolicy {
         queue: queue.name.clone(),
+        incarnation: queue.incarnation,
         message_ttl: args
             .get("x-message-ttl")
             .and_then(int_value)
             .and_then(|v| u64::try_from(v).ok()),
         dead_letter,
+        max_length: args
+            .get("x-max-length")
+            .and_then(int_value)
+            .and_then(|v| u64::try_from(v).ok()),
+        overflow,
     }
 }
 
@@ -73,10 +86,18 @@ pub fn validate_queue_arguments(arguments: &FieldTable) -> AmqpResult<()> {
             )))
         };
         match key {
-            "x-message-ttl" => match int_value(value) {
+            "x-message-ttl" | "x-max-length" => match int_value(value) {
                 Some(n) if n >= 0 => {}
                 _ => return bad("must be a non-negative integer"),
             },
+            "x-overflow"
+                if !matches!(
+                    text_value(value).as_deref(),
+                    Some("drop-head" | "reject-publish" | "reject-publish-dlx")
+                ) =>
+            {
+                return bad("must be drop-head, reject-publish or reject-publish-dlx")
+            }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key"
                 if text_value(value).is_none() =>
             {

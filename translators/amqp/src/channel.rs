@@ -10,7 +10,6 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
 };
-use gateway_core::PendingSend;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
 
@@ -39,10 +38,10 @@ struct Incoming {
     body: Vec<u8>,
 }
 
-/// What confirms wait for, in publish order.
+/// What a publish's confirm waits for, in publish order: true for an ack, false for a nack.
 enum Pending {
-    Persist(PendingSend),
-    Done,
+    Persist(futures::future::BoxFuture<'static, bool>),
+    Done(bool),
 }
 
 struct RunningConsumer {
@@ -578,11 +577,7 @@ impl Channel {
             let _ = confirmer.send((*next, pending));
             *next += 1;
         } else if let Pending::Persist(future) = pending {
-            tokio::spawn(async move {
-                if let Err(e) = future.await {
-                    warn!(error = %e, "an unconfirmed publish was not persisted");
-                }
-            });
+            tokio::spawn(future);
         }
         Ok(())
     }
@@ -640,9 +635,7 @@ impl Channel {
         .await
         .map_err(|e| e.on_method(60, 40))?;
         match route {
-            Route::Topic(topic) => Ok(Pending::Persist(
-                publish::submit(&self.session.frontend.backend, &topic, message).await?,
-            )),
+            Route::Topic(topic) => self.store(topic, message).await,
             Route::Unroutable => {
                 if method.mandatory {
                     let frames = delivery::content_frames(
@@ -658,9 +651,53 @@ impl Channel {
                     );
                     let _ = self.session.out.send(frames).await;
                 }
-                Ok(Pending::Done)
+                Ok(Pending::Done(true))
             }
         }
+    }
+
+    /// Writes a routed message, applying its queues' length limits; the confirm is a nack when
+    /// a full queue refused it.
+    async fn store(
+        &self,
+        topic: gateway_core::TopicName,
+        message: &AmqpMessage,
+    ) -> AmqpResult<Pending> {
+        let session = &self.session;
+        let destinations = publish::destinations(
+            &*session.vhost.snapshot().await,
+            &message.exchange,
+            &message.routing_key,
+            message.properties.headers().as_ref(),
+        );
+        let decision = crate::limits::decide(session, &destinations, message).await?;
+        if decision.refused_everywhere {
+            return Ok(Pending::Done(false));
+        }
+        let marks = if decision.refused.is_empty() {
+            Vec::new()
+        } else {
+            let refused: Vec<String> = decision.refused.iter().map(|i| format!("{i:x}")).collect();
+            vec![(delivery::REJECTED_BY.to_owned(), refused.join(","))]
+        };
+        let persisted =
+            publish::submit_marked(&session.frontend.backend, &topic, message, marks).await?;
+        let accepted_everywhere = decision.refused.is_empty();
+        let session = session.clone();
+        Ok(Pending::Persist(Box::pin(async move {
+            match persisted.await {
+                Ok(_) => {
+                    for (queue, policy) in &decision.trim {
+                        crate::limits::trim_head(&session, queue, policy).await;
+                    }
+                    accepted_everywhere
+                }
+                Err(e) => {
+                    warn!(error = %e, "a published message was not persisted");
+                    false
+                }
+            }
+        })))
     }
 
     async fn consume(&mut self, m: basic::Consume) -> AmqpResult<()> {
@@ -874,7 +911,12 @@ impl Channel {
                     }
                 }
                 for p in persisted {
-                    p.await.map_err(AmqpError::from)?;
+                    if !p.await {
+                        return Err(AmqpError::connection(
+                            ReplyCode::InternalError,
+                            "a message of the transaction could not be stored",
+                        ));
+                    }
                 }
                 for (_, how, unacked) in tx.settles {
                     self.apply_settle(&how, unacked).await;
@@ -916,8 +958,8 @@ fn spawn_confirmer(
     tokio::spawn(async move {
         while let Some((seq, pending)) = rx.recv().await {
             let ok = match pending {
-                Pending::Done => true,
-                Pending::Persist(future) => future.await.is_ok(),
+                Pending::Done(ok) => ok,
+                Pending::Persist(future) => future.await,
             };
             let method = if ok {
                 basic::AMQPMethod::Ack(basic::Ack {

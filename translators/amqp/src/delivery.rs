@@ -68,7 +68,7 @@ impl std::hash::Hash for Filter {
 }
 
 impl Filter {
-    fn accepts(&self, message: &AmqpMessage) -> bool {
+    pub fn accepts(&self, message: &AmqpMessage) -> bool {
         routing::matches(
             self.kind,
             &self.key,
@@ -186,9 +186,28 @@ pub type SourceHandle = mpsc::UnboundedSender<SourceCommand>;
 #[derive(Clone)]
 pub struct QueuePolicy {
     pub queue: String,
+    pub incarnation: u64,
     pub message_ttl: Option<u64>,
     pub dead_letter: Option<DeadLetter>,
+    /// `x-max-length` and what happens beyond it.
+    pub max_length: Option<u64>,
+    pub overflow: Overflow,
 }
+
+/// `x-overflow`: what a queue at its `x-max-length` does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest.
+    DropHead,
+    /// Refuse the new one (the publisher's confirm is a nack).
+    RejectPublish,
+    /// Refuse it and dead-letter it.
+    RejectPublishDlx,
+}
+
+/// A message property naming the queues (by incarnation) that refused it for being full; their
+/// sources skip it, the exchange's other queues take it.
+pub const REJECTED_BY: &str = "amqp.rejected-by";
 
 /// A delivery not yet settled by the client.
 pub struct Unacked {
@@ -516,7 +535,16 @@ async fn admit(
     received: &ReceivedMessage,
 ) -> Option<AmqpMessage> {
     let message = AmqpMessage::from_pulsar(&received.message, &spec.exchange);
-    if !spec.filters.iter().all(|f| f.accepts(&message)) {
+    let refused = received
+        .message
+        .properties
+        .iter()
+        .find(|(k, _)| k == REJECTED_BY)
+        .is_some_and(|(_, v)| {
+            v.split(',')
+                .any(|q| q == format!("{:x}", policy.incarnation))
+        });
+    if refused || !spec.filters.iter().all(|f| f.accepts(&message)) {
         let _ = consumer.ack(&[received.id]).await;
         return None;
     }

@@ -14,6 +14,7 @@ mod deadletter;
 mod delivery;
 pub mod error;
 mod frontend;
+mod limits;
 pub mod message;
 mod nesting;
 mod objects;

@@ -80,8 +80,7 @@ fn decide(
         return Ok(Route::Topic(exchange_topic(vhost, exchange)));
     }
     // An alternate exchange takes what its exchange cannot route (one level, as configured).
-    if let Some(AMQPValue::LongString(ae)) = x.arguments.inner().get("alternate-exchange") {
-        let ae = String::from_utf8_lossy(ae.as_bytes()).into_owned();
+    if let Some(ae) = alternate_exchange(&x.arguments) {
         if topology.exchanges.contains_key(&ae)
             && routes_somewhere(topology, &ae, routing_key, headers)
         {
@@ -99,28 +98,93 @@ fn routes_somewhere(
     routing_key: &str,
     headers: Option<&FieldTable>,
 ) -> bool {
-    let mut visited = Vec::new();
-    routes_from(topology, exchange, routing_key, headers, &mut visited)
+    let mut queues = Vec::new();
+    collect_queues(
+        topology,
+        exchange,
+        routing_key,
+        headers,
+        &mut Vec::new(),
+        &mut queues,
+    );
+    !queues.is_empty()
 }
 
-fn routes_from<'a>(
+/// The queues a message published to `exchange` reaches (through its alternate exchange when
+/// nothing else takes it).
+pub fn destinations(
+    topology: &Topology,
+    exchange: &str,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+) -> Vec<String> {
+    if exchange.is_empty() {
+        return vec![routing_key.to_owned()];
+    }
+    let mut queues = Vec::new();
+    collect_queues(
+        topology,
+        exchange,
+        routing_key,
+        headers,
+        &mut Vec::new(),
+        &mut queues,
+    );
+    if queues.is_empty() {
+        if let Some(ae) = topology
+            .exchanges
+            .get(exchange)
+            .and_then(|x| alternate_exchange(&x.arguments))
+        {
+            collect_queues(
+                topology,
+                &ae,
+                routing_key,
+                headers,
+                &mut Vec::new(),
+                &mut queues,
+            );
+        }
+    }
+    queues.sort();
+    queues.dedup();
+    queues
+}
+
+fn alternate_exchange(arguments: &FieldTable) -> Option<String> {
+    match arguments.inner().get("alternate-exchange") {
+        Some(AMQPValue::LongString(ae)) => {
+            Some(String::from_utf8_lossy(ae.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
+}
+
+fn collect_queues<'a>(
     topology: &'a Topology,
     exchange: &'a str,
     routing_key: &str,
     headers: Option<&FieldTable>,
     visited: &mut Vec<&'a str>,
-) -> bool {
+    queues: &mut Vec<String>,
+) {
     let Some(x) = topology.exchanges.get(exchange) else {
-        return false;
+        return;
     };
     if visited.contains(&exchange) {
-        return false;
+        return;
     }
     visited.push(exchange);
-    topology.bindings_of_exchange(exchange).any(|b| {
-        routing::matches(x.kind, &b.routing_key, &b.arguments, routing_key, headers)
-            && (!b.to_exchange || routes_from(topology, &b.queue, routing_key, headers, visited))
-    })
+    for b in topology.bindings_of_exchange(exchange) {
+        if !routing::matches(x.kind, &b.routing_key, &b.arguments, routing_key, headers) {
+            continue;
+        }
+        if b.to_exchange {
+            collect_queues(topology, &b.queue, routing_key, headers, visited, queues);
+        } else {
+            queues.push(b.queue.clone());
+        }
+    }
 }
 
 /// Queues the message on its topic (in call order); the future resolves once persisted.
@@ -129,11 +193,23 @@ pub async fn submit(
     topic: &TopicName,
     message: &AmqpMessage,
 ) -> AmqpResult<PendingSend> {
+    submit_marked(backend, topic, message, Vec::new()).await
+}
+
+/// `submit`, with extra Pulsar properties on the stored message.
+pub async fn submit_marked(
+    backend: &BackendRef,
+    topic: &TopicName,
+    message: &AmqpMessage,
+    marks: Vec<(String, String)>,
+) -> AmqpResult<PendingSend> {
+    let mut stored = message.to_pulsar();
+    stored.properties.extend(marks);
     Ok(backend
         .submit(
             topic,
             vec![EntryToSend {
-                messages: vec![message.to_pulsar()],
+                messages: vec![stored],
                 dedup: None,
             }],
         )

@@ -199,6 +199,8 @@ pub struct Vhost {
     applied: watch::Sender<Option<EntryId>>,
     /// Orders this instance's writes (check-then-write sequences) with each other.
     pub write_lock: Mutex<()>,
+    /// Orders this instance's trims of full queues (x-max-length drop-head).
+    pub trim_lock: Mutex<()>,
     /// Bumped on every applied change, so consumers can follow their queue's bindings.
     pub changes: watch::Sender<u64>,
     /// What has been delivered on each subscription, for `redelivered` after a crash.
@@ -234,6 +236,7 @@ impl Vhost {
             state: RwLock::new(Topology::default()),
             applied: watch::channel(None).0,
             write_lock: Mutex::new(()),
+            trim_lock: Mutex::new(()),
             changes: watch::channel(0).0,
             local_consumers: Default::default(),
         });
