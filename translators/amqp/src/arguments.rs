@@ -16,6 +16,7 @@ pub const QUEUE_ARGUMENTS: &[&str] = &[
     "x-queue-type",
     "x-max-length",
     "x-overflow",
+    "x-expires",
 ];
 
 pub fn policy_of(queue: &Queue) -> QueuePolicy {
@@ -89,6 +90,10 @@ pub fn validate_queue_arguments(arguments: &FieldTable) -> AmqpResult<()> {
             "x-message-ttl" | "x-max-length" => match int_value(value) {
                 Some(n) if n >= 0 => {}
                 _ => return bad("must be a non-negative integer"),
+            },
+            "x-expires" => match int_value(value) {
+                Some(n) if n > 0 => {}
+                _ => return bad("must be a positive integer"),
             },
             "x-overflow"
                 if !matches!(

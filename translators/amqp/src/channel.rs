@@ -767,6 +767,7 @@ impl Channel {
     async fn get(&mut self, m: basic::Get) -> AmqpResult<()> {
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
+        crate::expiry::mark_used(self.vhost(), &queue).await;
         let backlogs = objects::source_backlogs(&self.session, &queue).await?;
         let count: u64 = backlogs.iter().map(|(_, n)| n).sum();
         let vhost = self.vhost().clone();
@@ -880,7 +881,7 @@ impl Channel {
     async fn auto_delete(&mut self, name: &str) {
         let queue = self.vhost().snapshot().await.queues.get(name).cloned();
         if let Some(queue) = queue.filter(|q| q.auto_delete) {
-            if let Err(e) = objects::delete_queue(&self.session, &queue).await {
+            if let Err(e) = objects::delete_queue(&self.session.vhost, &queue).await {
                 warn!(queue = name, error = %e.text, "deleting an auto-delete queue failed");
             }
         }

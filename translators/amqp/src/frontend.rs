@@ -112,6 +112,7 @@ impl AmqpFrontend {
                     format!("vhost '{name}' not found or not available: {}", e.text),
                 )
             })?;
+        crate::expiry::start(&vhost);
         vhosts.insert(name.to_owned(), vhost.clone());
         Ok(vhost)
     }

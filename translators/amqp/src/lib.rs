@@ -13,6 +13,7 @@ mod connection;
 mod deadletter;
 mod delivery;
 pub mod error;
+mod expiry;
 mod frontend;
 mod limits;
 pub mod message;

@@ -4,6 +4,7 @@
 //! bind-ok on any instance; subscriptions it no longer needs are removed after.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::protocol::{exchange, queue};
@@ -30,8 +31,7 @@ fn all_sources(vhost: &Vhost, topology: &Topology) -> HashSet<SourceSpec> {
 }
 
 /// Writes `changes` with the subscriptions they imply. Call with the vhost's write lock held.
-async fn apply(session: &Session, changes: Vec<Change>) -> AmqpResult<()> {
-    let vhost = &session.vhost;
+async fn apply(vhost: &Arc<Vhost>, changes: Vec<Change>) -> AmqpResult<()> {
     let (added, removed) = {
         let now = vhost.snapshot().await;
         let before = all_sources(vhost, &now);
@@ -41,19 +41,19 @@ async fn apply(session: &Session, changes: Vec<Change>) -> AmqpResult<()> {
         (added, removed)
     };
     for source in &added {
-        ensure_topic(session, &source.topic).await?;
-        delivery::attach(&session.frontend.backend, source, 1)
+        ensure_topic(vhost, &source.topic).await?;
+        delivery::attach(vhost.backend(), source, 1)
             .await?
             .close()
             .await;
     }
     vhost.write(changes).await?;
-    remove_subscriptions(session, removed);
+    remove_subscriptions(vhost, removed);
     Ok(())
 }
 
-async fn ensure_topic(session: &Session, topic: &TopicName) -> AmqpResult<()> {
-    let backend = &session.frontend.backend;
+async fn ensure_topic(vhost: &Vhost, topic: &TopicName) -> AmqpResult<()> {
+    let backend = vhost.backend();
     if backend.topic_info(topic).await?.is_some() {
         return Ok(());
     }
@@ -65,12 +65,12 @@ async fn ensure_topic(session: &Session, topic: &TopicName) -> AmqpResult<()> {
 
 /// Deletes subscriptions once their consumers have left (they see the topology change and go),
 /// retrying for a while, in the background.
-fn remove_subscriptions(session: &Session, removed: Vec<SourceSpec>) {
+fn remove_subscriptions(vhost: &Arc<Vhost>, removed: Vec<SourceSpec>) {
     if removed.is_empty() {
         return;
     }
-    let backend = session.frontend.backend.clone();
-    let vhost = session.vhost.clone();
+    let backend = vhost.backend().clone();
+    let vhost = vhost.clone();
     tokio::spawn(async move {
         for source in removed {
             let key = DeliveredMarks::key(&source.topic, &source.subscription);
@@ -213,9 +213,9 @@ pub async fn exchange_declare(session: &Session, m: &exchange::Declare) -> AmqpR
     if let Some(existing) = vhost.snapshot().await.exchanges.get(name) {
         return equivalent_exchange(existing, &declared, &vhost.name);
     }
-    ensure_topic(session, &exchange_topic(vhost, name)).await?;
+    ensure_topic(vhost, &exchange_topic(vhost, name)).await?;
     apply(
-        session,
+        &session.vhost,
         vec![Change::Exchange(name.to_owned(), Some(declared))],
     )
     .await
@@ -269,7 +269,7 @@ pub async fn exchange_delete(session: &Session, name: &str, if_unused: bool) -> 
         changes.extend(bindings_touching(&topology, name));
         changes
     };
-    apply(session, changes).await
+    apply(&session.vhost, changes).await
 }
 
 pub struct QueueDeclared {
@@ -283,6 +283,7 @@ pub async fn queue_declare(session: &Session, m: &queue::Declare) -> AmqpResult<
     let mut name = m.queue.as_str().to_owned();
     if m.passive {
         let queue = usable_queue(session, &name).await?;
+        crate::expiry::mark_used(vhost, &queue).await;
         return Ok(QueueDeclared {
             messages: message_count(session, &queue).await?,
             consumers: vhost.consumers_of(&queue.name) as u32,
@@ -311,6 +312,7 @@ pub async fn queue_declare(session: &Session, m: &queue::Declare) -> AmqpResult<
     if let Some(existing) = existing {
         let queue = usable_queue(session, &name).await?;
         equivalent_queue(&existing, &declared, &vhost.name)?;
+        crate::expiry::mark_used(vhost, &queue).await;
         return Ok(QueueDeclared {
             messages: message_count(session, &queue).await?,
             consumers: vhost.consumers_of(&name) as u32,
@@ -318,7 +320,12 @@ pub async fn queue_declare(session: &Session, m: &queue::Declare) -> AmqpResult<
         });
     }
     // The queue's own subscription exists before declare-ok, so nothing sent to it is missed.
-    apply(session, vec![Change::Queue(name.clone(), Some(declared))]).await?;
+    let mut changes = Vec::new();
+    if crate::expiry::expires_ms(&declared).is_some() {
+        changes.push(Change::Used(name.clone(), Some(crate::expiry::now_ms())));
+    }
+    changes.push(Change::Queue(name.clone(), Some(declared)));
+    apply(&session.vhost, changes).await?;
     Ok(QueueDeclared {
         name,
         messages: 0,
@@ -370,7 +377,7 @@ pub async fn bind(
             return Ok(());
         }
     }
-    apply(session, vec![Change::Binding(binding, true)]).await
+    apply(&session.vhost, vec![Change::Binding(binding, true)]).await
 }
 
 pub async fn unbind(
@@ -403,7 +410,7 @@ pub async fn unbind(
         changes.extend(auto_deleted(&topology, &topology.with(&changes)));
         changes
     };
-    apply(session, changes).await
+    apply(&session.vhost, changes).await
 }
 
 pub async fn queue_purge(session: &Session, name: &str) -> AmqpResult<u32> {
@@ -453,13 +460,12 @@ pub async fn queue_delete(
             vhost.name
         )));
     }
-    delete_queue(session, &queue).await?;
+    delete_queue(&session.vhost, &queue).await?;
     Ok(count)
 }
 
 /// Removes a queue, its bindings, and exchanges that auto-delete with them.
-pub async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
-    let vhost = &session.vhost;
+pub async fn delete_queue(vhost: &Arc<Vhost>, queue: &Queue) -> AmqpResult<()> {
     let _guard = vhost.write_lock.lock().await;
     let changes = {
         let topology = vhost.snapshot().await;
@@ -467,6 +473,9 @@ pub async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
             return Ok(());
         }
         let mut changes = vec![Change::Queue(queue.name.clone(), None)];
+        if topology.used.contains_key(&queue.name) {
+            changes.push(Change::Used(queue.name.clone(), None));
+        }
         changes.extend(
             topology
                 .bindings_of_queue(&queue.name)
@@ -475,7 +484,7 @@ pub async fn delete_queue(session: &Session, queue: &Queue) -> AmqpResult<()> {
         changes.extend(auto_deleted(&topology, &topology.with(&changes)));
         changes
     };
-    apply(session, changes).await
+    apply(vhost, changes).await
 }
 
 /// Exclusive queues go with the connection that declared them.
@@ -490,7 +499,7 @@ pub async fn release_exclusive_queues(session: &Session) {
         .cloned()
         .collect();
     for queue in owned {
-        if let Err(e) = delete_queue(session, &queue).await {
+        if let Err(e) = delete_queue(&session.vhost, &queue).await {
             warn!(queue = %queue.name, error = %e.text, "deleting an exclusive queue failed");
         }
     }

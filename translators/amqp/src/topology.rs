@@ -104,6 +104,8 @@ pub struct Topology {
     pub queues: BTreeMap<String, Queue>,
     /// By binding key (`binding/queue/exchange/id`).
     pub bindings: BTreeMap<String, Binding>,
+    /// When each queue with `x-expires` was last used (ms since the epoch), by any instance.
+    pub used: BTreeMap<String, u64>,
 }
 
 impl Topology {
@@ -120,6 +122,11 @@ impl Topology {
             match value.and_then(parsed) {
                 Some(q) => self.queues.insert(name.to_owned(), q),
                 None => self.queues.remove(name),
+            };
+        } else if let Some(name) = key.strip_prefix("used/") {
+            match value.and_then(parsed) {
+                Some(ms) => self.used.insert(name.to_owned(), ms),
+                None => self.used.remove(name),
             };
         } else if key.starts_with("binding/") || key.starts_with("xbinding/") {
             match value.and_then(parsed) {
@@ -172,6 +179,8 @@ pub enum Change {
     Exchange(String, Option<Exchange>),
     Queue(String, Option<Queue>),
     Binding(Binding, bool),
+    /// A queue with `x-expires` was used at this time (ms since the epoch).
+    Used(String, Option<u64>),
 }
 
 impl Change {
@@ -183,6 +192,7 @@ impl Change {
             Change::Exchange(name, x) => (format!("exchange/{name}"), x.as_ref().map(json)),
             Change::Queue(name, q) => (format!("queue/{name}"), q.as_ref().map(json)),
             Change::Binding(b, keep) => (b.key(), keep.then(|| json(b))),
+            Change::Used(name, ms) => (format!("used/{name}"), ms.as_ref().map(json)),
         }
     }
 }
@@ -283,6 +293,11 @@ impl Vhost {
             .expect("consumers lock")
             .get(queue)
             .map_or(0, |e| e.0)
+    }
+
+    /// The backend the vhost's topics live on.
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
     }
 
     /// A snapshot of the topology as far as this instance has read it.
