@@ -752,8 +752,74 @@ macro_rules! conformance {
     };
 }
 
+/// `ready`: the backlog less what consumers hold unacknowledged; a consumer attached with a
+/// small prefetch leaves the rest to the others.
+async fn ready_and_prefetch(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("ready");
+    b.create_topic(&t, 0).await.unwrap();
+    let mut first = b
+        .subscribe_with_prefetch(
+            &t,
+            "s",
+            SubscriptionType::Shared,
+            InitialPosition::Earliest,
+            1,
+        )
+        .await
+        .unwrap();
+    persisted(
+        b.as_ref(),
+        &t,
+        (0..6).map(|i| entry(&[&format!("m{i}")])).collect(),
+    )
+    .await;
+    let got = first.receive(1, ARRIVES).await.unwrap();
+    assert_eq!(got.len(), 1);
+    // Stats catch up with dispatch asynchronously on Pulsar.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.backlog(&t, "s").await.unwrap(), 6);
+    let ready = b.ready(&t, "s").await.unwrap();
+    assert!(
+        (3..=5).contains(&ready),
+        "one delivered, at most a prefetch of one more held back: ready {ready}"
+    );
+    // A second consumer gets messages the first one's small prefetch left alone.
+    let mut second = b
+        .subscribe_with_prefetch(
+            &t,
+            "s",
+            SubscriptionType::Shared,
+            InitialPosition::Earliest,
+            10,
+        )
+        .await
+        .unwrap();
+    let other = second.receive(4, ARRIVES).await.unwrap();
+    assert!(!other.is_empty(), "the second consumer is not starved");
+    first.ack(&[got[0].id]).await.unwrap();
+    first.close().await;
+    second.close().await;
+    let deadline = tokio::time::Instant::now() + ARRIVES;
+    loop {
+        let (backlog, ready) = (
+            b.backlog(&t, "s").await.unwrap(),
+            b.ready(&t, "s").await.unwrap(),
+        );
+        if backlog == 5 && ready == 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "with no consumers every unacknowledged message is ready again: backlog {backlog}, ready {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 conformance!(
     topic_lifecycle,
+    ready_and_prefetch,
     send_and_read,
     seek_by_publish_time,
     deduplication,

@@ -47,6 +47,8 @@ enum Pending {
 struct RunningConsumer {
     queue: String,
     stop: watch::Sender<bool>,
+    /// Shared with the consumer's sources: set, nothing more is delivered.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A settlement held back by a transaction.
@@ -77,6 +79,28 @@ pub struct Channel {
     global_credit: Option<Arc<Semaphore>>,
     last_queue: Option<String>,
     opened: bool,
+}
+
+impl RunningConsumer {
+    /// Stops the consumer; returns how many consumers of its queue this instance has left,
+    /// or `None` when the server had already cancelled it (its queue was deleted).
+    fn end(&self, vhost: &Vhost) -> Option<usize> {
+        let _ = self.stop.send(true);
+        end_consumer(&self.cancelled, vhost, &self.queue)
+    }
+}
+
+/// Marks a consumer cancelled and unregisters it, once, whoever gets there first: the client's
+/// basic.cancel, its channel closing, or the server cancelling it because its queue went.
+fn end_consumer(
+    cancelled: &std::sync::atomic::AtomicBool,
+    vhost: &Vhost,
+    queue: &str,
+) -> Option<usize> {
+    if cancelled.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
+    Some(vhost.consumer_left(queue))
 }
 
 fn method_ids(class: &AMQPClass) -> (u16, u16) {
@@ -138,8 +162,7 @@ impl Channel {
         self.transaction = None;
         self.confirms = None;
         for (_, consumer) in self.consumers.drain() {
-            let _ = consumer.stop.send(true);
-            self.session.vhost.consumer_left(&consumer.queue);
+            consumer.end(&self.session.vhost);
         }
         for unacked in self.deliveries.take_all() {
             let _ = unacked.source.send(SourceCommand::Requeue(unacked.id));
@@ -467,9 +490,8 @@ impl Channel {
             basic::AMQPMethod::Cancel(m) => {
                 let tag = m.consumer_tag.as_str().to_owned();
                 if let Some(consumer) = self.consumers.remove(&tag) {
-                    let _ = consumer.stop.send(true);
                     let vhost = self.vhost().clone();
-                    if vhost.consumer_left(&consumer.queue) == 0 {
+                    if consumer.end(&vhost) == Some(0) {
                         self.auto_delete(&consumer.queue).await;
                     }
                 }
@@ -721,11 +743,13 @@ impl Channel {
             )));
         }
         let (stop, stopped) = watch::channel(false);
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.consumers.insert(
             tag.clone(),
             RunningConsumer {
                 queue: queue.name.clone(),
                 stop,
+                cancelled: cancelled.clone(),
             },
         );
         if !m.nowait {
@@ -756,6 +780,7 @@ impl Channel {
             no_ack: m.no_ack,
             credit,
             prefetch,
+            cancelled,
         };
         tokio::spawn(run_consumer(self.session.clone(), queue, target, stopped));
         Ok(())
@@ -992,6 +1017,7 @@ struct ConsumerTarget {
     no_ack: bool,
     credit: Vec<Arc<Semaphore>>,
     prefetch: u32,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Keeps a consumer's sources in step with its queue's bindings, and tells the client when the
@@ -1007,6 +1033,7 @@ async fn run_consumer(
     let policy = Arc::new(crate::arguments::policy_of(&queue));
     let mut changes = vhost.changes.subscribe();
     let mut sources = SourceSet::default();
+    let stop_signal = stopped.clone();
     let push = || {
         Some(PushTarget {
             deliveries: target.deliveries.clone(),
@@ -1014,6 +1041,8 @@ async fn run_consumer(
             no_ack: target.no_ack,
             credit: target.credit.clone(),
             prefetch: target.prefetch,
+            cancelled: target.cancelled.clone(),
+            stopped: stop_signal.clone(),
         })
     };
     loop {
@@ -1032,6 +1061,9 @@ async fn run_consumer(
             }
             _ => {
                 // The queue is gone: a server-sent cancel (RabbitMQ's consumer_cancel_notify).
+                if end_consumer(&target.cancelled, &vhost, &queue.name).is_none() {
+                    break;
+                }
                 let cancel = AMQPFrame::Method(
                     target.deliveries.channel,
                     AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {

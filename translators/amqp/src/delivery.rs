@@ -300,6 +300,10 @@ pub struct PushTarget {
     pub credit: Vec<Arc<Semaphore>>,
     /// The smallest of those limits (0 when there is none).
     pub prefetch: u32,
+    /// Set by basic.cancel before cancel-ok goes out: nothing is delivered after it.
+    pub cancelled: Arc<std::sync::atomic::AtomicBool>,
+    /// Turns true when the consumer stops (cancel, channel close).
+    pub stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One source's task: what it reads and for whom.
@@ -352,8 +356,16 @@ pub async fn run_source(
                     }
                 }
                 SourceCommand::Get(wait, reply) => {
-                    let got =
+                    let mut got =
                         pull_one(&backend, &vhost, &spec, &policy, consumer.as_mut(), wait).await;
+                    if let Some((id, _, redelivered)) = &mut got {
+                        *redelivered |= seen_before.is_some_and(|mark| *id <= mark);
+                        // Recorded before the client sees it, as for pushed deliveries.
+                        if vhost.delivered.raise(&mark_key, *id).await.is_err() {
+                            let _ = consumer.nack(&[*id]).await;
+                            got = None;
+                        }
+                    }
                     if let Some((id, _, _)) = &got {
                         outstanding.insert(*id);
                     }
@@ -402,7 +414,17 @@ pub async fn run_source(
         } else {
             permits.len()
         };
-        let received = match consumer.receive(want, RECEIVE_WAIT).await {
+        // A cancel interrupts the wait, so a cancelled consumer takes nothing more: what a
+        // dropped receive had already taken goes back when the source closes.
+        let mut stopped = target.stopped.clone();
+        let received = tokio::select! {
+            received = consumer.receive(want, RECEIVE_WAIT) => received,
+            _ = stopped.wait_for(|s| *s) => {
+                draining = true;
+                continue;
+            }
+        };
+        let received = match received {
             Ok(received) => received,
             Err(e) => {
                 warn!(error = %e, topic = %spec.topic, "receiving from the backend failed");
@@ -435,7 +457,21 @@ pub async fn run_source(
                 continue;
             }
         }
-        for (received, message) in admitted {
+        let mut admitted = admitted.into_iter();
+        while let Some((received, message)) = admitted.next() {
+            if target.cancelled.load(Ordering::Acquire) {
+                // Cancelled while these were on their way: they go back to the queue.
+                let back: Vec<MessageId> = std::iter::once(received.id)
+                    .chain(admitted.by_ref().map(|(r, _)| r.id))
+                    .collect();
+                debug!(
+                    count = back.len(),
+                    "consumer cancelled; handing messages back"
+                );
+                let _ = consumer.nack(&back).await;
+                draining = true;
+                break;
+            }
             let redelivered = received.redelivery_count > 0
                 || seen_before.is_some_and(|mark| received.id <= mark);
             if target.no_ack {
@@ -576,6 +612,34 @@ async fn admit(
     Some(message)
 }
 
+/// Takes expired messages off the head of a source (dead-lettering or dropping them, as
+/// `admit` does), up to the first live one, which is left where it was. RabbitMQ removes
+/// expired messages of a TTL queue promptly even when nobody reads it; the delayed-retry
+/// pattern (a TTL queue without consumers, dead-lettering back) depends on it.
+pub async fn sweep_expired(
+    backend: &BackendRef,
+    vhost: &Arc<Vhost>,
+    spec: &SourceSpec,
+    policy: &QueuePolicy,
+) -> gateway_core::Result<()> {
+    let mut consumer = attach(backend, spec, 0).await?;
+    loop {
+        let received = consumer.receive(1, Duration::from_millis(300)).await?;
+        let Some(received) = received.into_iter().next() else {
+            break;
+        };
+        if admit(backend, vhost, spec, policy, consumer.as_mut(), &received)
+            .await
+            .is_some()
+        {
+            // Live: closing without an ack hands it back untouched (not counted as redelivered).
+            break;
+        }
+    }
+    consumer.close().await;
+    Ok(())
+}
+
 async fn pull_one(
     backend: &BackendRef,
     vhost: &Arc<Vhost>,
@@ -629,11 +693,11 @@ impl SourceSet {
             }
             let target = push();
             // A pushing source may be held its consumer's prefetch ahead; a source that only
-            // answers basic.get holds one message, so that others see the rest.
+            // answers basic.get holds nothing beyond what it takes, so others see the rest.
             let prefetch = match &target {
                 Some(t) if t.prefetch > 0 => t.prefetch,
                 Some(_) => RECEIVE_BATCH as u32 * 4,
-                None => 1,
+                None => 0,
             };
             let consumer = attach(backend, &spec, prefetch).await?;
             let (handle, commands) = mpsc::unbounded_channel();

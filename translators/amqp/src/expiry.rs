@@ -68,6 +68,7 @@ pub async fn run(vhost: Weak<Vhost>) {
                 })
                 .collect()
         };
+        sweep_ttl_queues(&vhost).await;
         for (queue, expires, last) in candidates {
             if vhost.consumers_of(&queue.name) > 0 {
                 // In use here: tell the other instances.
@@ -77,6 +78,44 @@ pub async fn run(vhost: Weak<Vhost>) {
                 if let Err(e) = objects::delete_queue(&vhost, &queue).await {
                     warn!(queue = %queue.name, error = %e.text, "deleting an expired queue failed");
                 }
+            }
+        }
+    }
+}
+
+/// Dead-letters (or drops) the expired heads of queues with `x-message-ttl` that no consumer on
+/// this instance is reading (a consumer expires what it reads on its own).
+async fn sweep_ttl_queues(vhost: &Arc<Vhost>) {
+    let queues: Vec<Queue> = vhost
+        .snapshot()
+        .await
+        .queues
+        .values()
+        .filter(|q| q.arguments.inner().contains_key("x-message-ttl"))
+        .cloned()
+        .collect();
+    for queue in queues {
+        if vhost.consumers_of(&queue.name) > 0 {
+            continue;
+        }
+        let policy = crate::arguments::policy_of(&queue);
+        let sources = {
+            let topology = vhost.snapshot().await;
+            crate::delivery::sources_of(vhost, &topology, &queue)
+        };
+        for source in sources {
+            match vhost
+                .backend()
+                .ready(&source.topic, &source.subscription)
+                .await
+            {
+                Ok(0) | Err(_) => continue,
+                Ok(_) => {}
+            }
+            if let Err(e) =
+                crate::delivery::sweep_expired(vhost.backend(), vhost, &source, &policy).await
+            {
+                warn!(queue = %queue.name, error = %e, "expiring messages failed");
             }
         }
     }

@@ -103,7 +103,7 @@ pub async fn trim_head(session: &Session, queue: &Queue, policy: &QueuePolicy) {
             continue;
         }
         let take = excess.min(backlog);
-        let Ok(mut consumer) = delivery::attach(backend, &source, take as u32).await else {
+        let Ok(mut consumer) = delivery::attach(backend, &source, 0).await else {
             continue;
         };
         let mut taken = 0;

@@ -42,7 +42,7 @@ async fn apply(vhost: &Arc<Vhost>, changes: Vec<Change>) -> AmqpResult<()> {
     };
     for source in &added {
         ensure_topic(vhost, &source.topic).await?;
-        delivery::attach(vhost.backend(), source, 1)
+        delivery::attach(vhost.backend(), source, 0)
             .await?
             .close()
             .await;
@@ -130,7 +130,8 @@ pub async fn usable_queue(session: &Session, name: &str) -> AmqpResult<Queue> {
     Ok(queue)
 }
 
-/// Messages ready in a queue: the backlog of each of its subscriptions.
+/// Messages ready in a queue (RabbitMQ's message count: delivered and unacknowledged ones are
+/// not counted): the ready backlog of each of its subscriptions.
 pub async fn message_count(session: &Session, queue: &Queue) -> AmqpResult<u32> {
     let total: u64 = source_backlogs(session, queue)
         .await?
@@ -140,7 +141,7 @@ pub async fn message_count(session: &Session, queue: &Queue) -> AmqpResult<u32> 
     Ok(total.min(u64::from(u32::MAX)) as u32)
 }
 
-/// Each source of the queue (its own topic first) with its backlog.
+/// Each source of the queue (its own topic first) with its ready messages.
 pub async fn source_backlogs(
     session: &Session,
     queue: &Queue,
@@ -152,7 +153,7 @@ pub async fn source_backlogs(
         let backlog = session
             .frontend
             .backend
-            .backlog(&source.topic, &source.subscription)
+            .ready(&source.topic, &source.subscription)
             .await;
         match backlog {
             Ok(n) => backlogs.push((source, n)),

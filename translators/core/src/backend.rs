@@ -143,7 +143,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// `subscribe`, with the backend holding at most about `prefetch` messages for this consumer
     /// ahead of `receive` (Pulsar's receiver queue), so that on a Shared subscription the other
-    /// consumers get the rest. A backend that only hands messages out on `receive` ignores it.
+    /// consumers get the rest; 0 holds none (a message is asked for only while `receive`
+    /// waits). A backend that only hands messages out on `receive` ignores it.
     async fn subscribe_with_prefetch(
         &self,
         topic: &TopicName,
@@ -197,6 +198,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Entries not yet fully acknowledged on a subscription: Pulsar's `msgBacklog`, which counts
     /// a batch entry once however many messages it holds, until all of them are acknowledged.
     async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64>;
+
+    /// Of the backlog, the messages not handed to any consumer yet (RabbitMQ's "ready"
+    /// messages): delivered but unacknowledged ones are left out. A backend that cannot tell
+    /// answers the backlog.
+    async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        self.backlog(topic, subscription).await
+    }
 }
 
 /// An exclusive writer on a topic (see `Backend::try_lease`). Dropping it releases the topic.

@@ -238,6 +238,12 @@ impl Backend for EmbeddedBackend {
         let (topics, name) = (self.topics.clone(), subscription.to_owned());
         blocking(move || subscription::backlog(&topics, &state, &name)).await
     }
+
+    async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        blocking(move || subscription::ready(&topics, &state, &name)).await
+    }
 }
 
 /// Runs storage work off the async threads; redb calls block on disk.

@@ -231,6 +231,20 @@ pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
     Ok(backlog)
 }
 
+/// The backlog less the messages delivered to consumers and not yet acknowledged.
+pub fn ready(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
+    let backlog = backlog(topics, topic, name)?;
+    let delivered = topic
+        .subscriptions
+        .lock()
+        .expect("subscriptions lock")
+        .get(name)
+        .map_or(0, |state| {
+            state.lock().expect("subscription lock").pending.len() as u64
+        });
+    Ok(backlog.saturating_sub(delivered))
+}
+
 impl SubscriptionState {
     fn is_acked(&self, id: MessageId) -> bool {
         if id.entry_id() < self.cursor.read_from {

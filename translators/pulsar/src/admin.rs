@@ -229,17 +229,33 @@ impl AdminClient {
     /// Pulsar's `msgBacklog` of one subscription of a topic or partition. Pulsar counts it in
     /// entries, so a batch counts once.
     pub async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        Ok(self
+            .subscription_stats(topic, subscription)
+            .await?
+            .msg_backlog)
+    }
+
+    /// The backlog less what is dispatched to consumers and not acknowledged.
+    pub async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        let stats = self.subscription_stats(topic, subscription).await?;
+        Ok(stats.msg_backlog.saturating_sub(stats.unacked_messages))
+    }
+
+    async fn subscription_stats(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+    ) -> Result<SubscriptionStats> {
         let reply = self
             .call(Method::GET, &self.topic_url(topic, "/stats"), None)
             .await?;
         if !reply.status.is_success() {
             return Err(reply.error(topic));
         }
-        let stats: TopicStats = reply.json(topic)?;
+        let mut stats: TopicStats = reply.json(topic)?;
         stats
             .subscriptions
-            .get(subscription)
-            .map(|s| s.msg_backlog)
+            .remove(subscription)
             .ok_or_else(|| BackendError::SubscriptionNotFound(subscription.to_owned()))
     }
 
@@ -657,6 +673,9 @@ struct PublisherStats {
 #[serde(rename_all = "camelCase")]
 struct SubscriptionStats {
     msg_backlog: u64,
+    /// Messages dispatched to the subscription's consumers and not acknowledged.
+    #[serde(default)]
+    unacked_messages: u64,
 }
 
 /// Pulsar's `MessageIdImpl`, or `BatchMessageIdImpl` when the last entry is a batch.

@@ -53,7 +53,8 @@ struct Spec {
     initial: i32,
     /// Read the topic's compacted view.
     compacted: bool,
-    /// Flow permits: how many messages the broker may push ahead of `receive`.
+    /// Flow permits: how many messages the broker may push ahead of `receive`. 0 asks for one
+    /// message at a time, only while a `receive` waits.
     permits: u32,
 }
 
@@ -64,6 +65,8 @@ struct Subscription {
     consumer_id: u64,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
     used_permits: u32,
+    /// On-demand flow (`permits` 0): a permit for one message is out.
+    asked: bool,
     /// Set once the broker confirmed the close; Drop then has nothing left to do.
     closed: bool,
 }
@@ -82,6 +85,7 @@ impl Subscription {
             consumer_id,
             events,
             used_permits: 0,
+            asked: false,
             closed: false,
         })
     }
@@ -112,6 +116,10 @@ impl Subscription {
         wait: Duration,
         reopen_at: Option<MessageIdData>,
     ) -> Result<Option<RawEntry>> {
+        if self.spec.permits == 0 && !self.asked {
+            self.flow(1);
+            self.asked = true;
+        }
         let event = match tokio::time::timeout(wait, self.events.recv()).await {
             Err(_) => return Ok(None),
             Ok(event) => event,
@@ -124,7 +132,10 @@ impl Subscription {
                 payload,
             }) => {
                 self.used_permits += metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
-                if self.used_permits >= (self.spec.permits / 2).max(1) {
+                if self.spec.permits == 0 {
+                    self.asked = false;
+                    self.used_permits = 0;
+                } else if self.used_permits >= (self.spec.permits / 2).max(1) {
                     let permits = std::mem::take(&mut self.used_permits);
                     self.flow(permits);
                 }
@@ -152,6 +163,7 @@ impl Subscription {
         self.consumer_id = consumer_id;
         self.events = events;
         self.used_permits = 0;
+        self.asked = false;
         self.closed = false;
         Ok(())
     }
@@ -220,15 +232,16 @@ async fn subscribe(
         connection.forget_consumer(consumer_id);
         return Err(e);
     }
-    let handle_flow = BaseCommand {
-        r#type: t::FLOW,
-        flow: Some(CommandFlow {
-            consumer_id,
-            message_permits: spec.permits,
-        }),
-        ..Default::default()
-    };
-    connection.fire(handle_flow);
+    if spec.permits > 0 {
+        connection.fire(BaseCommand {
+            r#type: t::FLOW,
+            flow: Some(CommandFlow {
+                consumer_id,
+                message_permits: spec.permits,
+            }),
+            ..Default::default()
+        });
+    }
     Ok((connection, consumer_id, events))
 }
 
@@ -396,7 +409,7 @@ impl PulsarConsumer {
                 durable: true,
                 compacted: false,
                 initial,
-                permits: permits.max(1),
+                permits,
             },
             None,
         )

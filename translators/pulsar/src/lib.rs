@@ -322,7 +322,7 @@ impl Backend for PulsarBackend {
                 subscription,
                 sub_type,
                 initial,
-                prefetch.clamp(1, consumer::PERMITS),
+                prefetch.min(consumer::PERMITS),
             )
             .await?,
         ))
@@ -364,5 +364,9 @@ impl Backend for PulsarBackend {
 
     async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
         self.admin.backlog(topic, subscription).await
+    }
+
+    async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        self.admin.ready(topic, subscription).await
     }
 }
