@@ -341,21 +341,20 @@ pub async fn run_source(
     let mut closing = false;
     loop {
         // Commands first: they settle credit and may end the task.
+        // Settlements go to the backend in batches: one call per turn, not per message.
+        let (mut acks, mut requeues) = (Vec::new(), Vec::new());
         while let Ok(command) = commands.try_recv() {
             match command {
                 SourceCommand::Ack(id) => {
                     outstanding.remove(&id);
-                    if let Err(e) = consumer.ack(&[id]).await {
-                        warn!(error = %e, "ack to the backend failed");
-                    }
+                    acks.push(id);
                 }
                 SourceCommand::Requeue(id) => {
                     outstanding.remove(&id);
-                    if let Err(e) = consumer.nack(&[id]).await {
-                        warn!(error = %e, "requeue to the backend failed");
-                    }
+                    requeues.push(id);
                 }
                 SourceCommand::Get(wait, reply) => {
+                    settle(consumer.as_mut(), &mut acks, &mut requeues).await;
                     let mut got =
                         pull_one(&backend, &vhost, &spec, &policy, consumer.as_mut(), wait).await;
                     if let Some((id, _, redelivered)) = &mut got {
@@ -375,6 +374,7 @@ pub async fn run_source(
                 SourceCommand::Close => closing = true,
             }
         }
+        settle(consumer.as_mut(), &mut acks, &mut requeues).await;
         if closing || (draining && outstanding.is_empty()) {
             break;
         }
@@ -457,6 +457,7 @@ pub async fn run_source(
                 continue;
             }
         }
+        let mut auto_acked = Vec::new();
         let mut admitted = admitted.into_iter();
         while let Some((received, message)) = admitted.next() {
             if target.cancelled.load(Ordering::Acquire) {
@@ -480,7 +481,8 @@ pub async fn run_source(
                     closing = true;
                     break;
                 }
-                let _ = consumer.ack(&[received.id]).await;
+                // Delivered is settled for a no-ack consumer; acked with the batch below.
+                auto_acked.push(received.id);
                 continue;
             }
             let tag = target.deliveries.next_tag();
@@ -507,12 +509,37 @@ pub async fn run_source(
                 break;
             }
         }
+        if !auto_acked.is_empty() {
+            if let Err(e) = consumer.ack(&auto_acked).await {
+                warn!(error = %e, "ack to the backend failed");
+            }
+        }
         if closing {
             break;
         }
     }
     debug!(topic = %spec.topic, subscription = %spec.subscription, "source closed");
     consumer.close().await;
+}
+
+/// Hands a turn's acks and requeues to the backend.
+async fn settle(
+    consumer: &mut dyn Consumer,
+    acks: &mut Vec<MessageId>,
+    requeues: &mut Vec<MessageId>,
+) {
+    if !acks.is_empty() {
+        if let Err(e) = consumer.ack(acks).await {
+            warn!(error = %e, "ack to the backend failed");
+        }
+        acks.clear();
+    }
+    if !requeues.is_empty() {
+        if let Err(e) = consumer.nack(requeues).await {
+            warn!(error = %e, "requeue to the backend failed");
+        }
+        requeues.clear();
+    }
 }
 
 fn deliver_frames(

@@ -13,6 +13,11 @@ use gateway_core::{table, BackendRef, MessageId, TopicName};
 use crate::error::AmqpResult;
 
 const DELIVERED_TOPIC: &str = "__amqp_delivered";
+/// A mark is written this many entries ahead of what is delivered, so a subscription costs one
+/// write per that many entries, not one per batch. After a crash, at most this many messages
+/// that had not reached a client yet also come back flagged `redelivered` (which AMQP allows:
+/// the flag means "may have been delivered before").
+pub const MARK_HEADROOM: u64 = 512;
 
 pub struct DeliveredMarks {
     backend: BackendRef,
@@ -56,7 +61,8 @@ impl DeliveredMarks {
         self.marks.lock().expect("marks lock").get(key).copied()
     }
 
-    /// Records `id` as delivered, returning once persisted; a no-op when it is not above the mark.
+    /// Records `id` as delivered, returning once persisted; a no-op when the mark covers it.
+    /// The mark written runs [`MARK_HEADROOM`] entries ahead.
     pub async fn raise(&self, key: &str, id: MessageId) -> AmqpResult<()> {
         if self.get(key).is_some_and(|mark| mark >= id) {
             return Ok(());
@@ -65,6 +71,11 @@ impl DeliveredMarks {
         if self.get(key).is_some_and(|mark| mark >= id) {
             return Ok(());
         }
+        let id = MessageId {
+            ledger: id.ledger,
+            entry: id.entry.saturating_add(MARK_HEADROOM),
+            batch_index: u32::MAX,
+        };
         let value = Bytes::from(serde_json::to_vec(&id).unwrap_or_default());
         table::put(self.backend.as_ref(), &self.topic, key, Some(value)).await?;
         self.marks

@@ -30,6 +30,10 @@ pub struct Producer {
     /// When a send last used it (ms since epoch), for closing idle producers.
     pub last_used: AtomicU64,
     unsettled: Arc<Mutex<Unsettled>>,
+    /// Held from taking sequence ids to writing the frames: concurrent submits must reach the
+    /// broker in sequence order, or its deduplication refuses the lower one ("cannot determine
+    /// whether the message is a duplicate").
+    send_order: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Producer {
@@ -109,6 +113,7 @@ impl Producer {
             codec,
             last_used: AtomicU64::new(batch::now_millis()),
             unsettled: Arc::default(),
+            send_order: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -122,6 +127,7 @@ impl Producer {
     /// `may_replace` knows which sends settled even when nobody polls that future yet.
     pub async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         self.last_used.store(batch::now_millis(), Ordering::Relaxed);
+        let in_order = self.send_order.lock().await;
         let mut waiting = Vec::with_capacity(entries.len());
         let mut written = Ok(());
         for entry in &entries {
@@ -167,6 +173,7 @@ impl Producer {
                 break;
             }
         }
+        drop(in_order);
         // Even after a failed write, the entries already handed over must settle.
         let receipts = settle(waiting, self.unsettled.clone());
         written?;
