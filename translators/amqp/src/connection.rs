@@ -113,9 +113,18 @@ impl AmqpFrontend {
             })
             .await;
         }
+        // The writer ends once every sender is gone (channels and their tasks hold some): give
+        // it a moment to flush the close, then stop it, which closes the socket either way.
+        drop(channels);
         drop(out);
         drop(session);
-        let _ = writer_task.await;
+        let mut writer_task = writer_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
+            .await
+            .is_err()
+        {
+            writer_task.abort();
+        }
         Ok(())
     }
 
