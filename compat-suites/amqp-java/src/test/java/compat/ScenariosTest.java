@@ -130,6 +130,11 @@ class ScenariosTest {
 
     // ---- connection -------------------------------------------------------------------------
 
+    /**
+     * Open a connection and a channel, close cleanly; the server properties advertise the
+     * capabilities publisher_confirms, exchange_exchange_bindings, basic.nack,
+     * consumer_cancel_notify, connection.blocked, authentication_failure_close, per_consumer_qos
+     */
     @Test
     void connect_and_close() throws Exception {
         Map<String, Object> caps = (Map<String, Object>) conn.getServerProperties().get("capabilities");
@@ -143,13 +148,22 @@ class ScenariosTest {
         assertFalse(conn.isOpen());
     }
 
+    /**
+     * PLAIN login with a wrong password fails with the client's AuthenticationFailureException
+     * (ACCESS_REFUSED 403)
+     */
     @Test
     void wrong_password_refused() throws Exception {
         ConnectionFactory f = factory();
         f.setPassword("not-the-password");
-        assertThrows(AuthenticationFailureException.class, f::newConnection);
+        Exception e = assertThrows(AuthenticationFailureException.class, f::newConnection);
+        assertTrue(e.getMessage().contains("ACCESS_REFUSED"), e.getMessage());
     }
 
+    /**
+     * A requested heartbeat of 1 s is negotiated; the idle connection stays open for 4 s and is
+     * still usable
+     */
     @Test
     void heartbeat_negotiated() throws Exception {
         ConnectionFactory f = factory();
@@ -162,6 +176,10 @@ class ScenariosTest {
         c.createChannel().exchangeDeclarePassive("amq.direct");
     }
 
+    /**
+     * A 300 KiB body (more than one frame at the negotiated frame_max, at most 128 KiB)
+     * round-trips byte for byte
+     */
     @Test
     void frame_max_respected() throws Exception {
         String q = tempQueue(confirmed(ch));
@@ -172,14 +190,28 @@ class ScenariosTest {
         assertTrue(conn.getFrameMax() <= 131072 && conn.getFrameMax() >= 4096);
     }
 
+    /**
+     * The client asks for channel_max 60 in tune-ok: the connection uses 60 (the broker offers
+     * more), all 60 channels open and work, and the client refuses a 61st (it returns null).
+     */
     @Test
     void channel_max_enforced() throws Exception {
+        ConnectionFactory f = factory();
+        f.setRequestedChannelMax(60);
+        Connection c = f.newConnection();
+        opened.add(c);
+        assertEquals(60, c.getChannelMax());
         List<Channel> channels = new ArrayList<>();
-        for (int i = 0; i < 50; i++) channels.add(conn.createChannel());
-        for (Channel c : channels) c.exchangeDeclarePassive("amq.fanout");
-        assertTrue(conn.getChannelMax() >= 50);
+        for (int i = 0; i < 60; i++) channels.add(c.createChannel());
+        for (Channel each : channels) each.exchangeDeclarePassive("amq.fanout");
+        assertNull(c.createChannel(), "no channel beyond the negotiated channel_max");
+        assertTrue(c.isOpen());
     }
 
+    /**
+     * A passive declare of a missing queue closes that channel with 404 NOT_FOUND; the connection
+     * and a new channel keep working
+     */
     @Test
     void channel_close_on_error() throws Exception {
         Channel broken = conn.createChannel();
@@ -214,6 +246,7 @@ class ScenariosTest {
         return got;
     }
 
+    /** A direct exchange routes by exact key; an unmatched key reaches no queue */
     @Test
     void exchange_direct_routing() throws Exception {
         var got = route("direct", List.of("a", "b"), null,
@@ -221,6 +254,7 @@ class ScenariosTest {
         assertEquals(List.of(List.of("1"), List.of("2")), got);
     }
 
+    /** A fanout exchange copies every message to every bound queue, whatever the keys */
     @Test
     void exchange_fanout_routing() throws Exception {
         var got = route("fanout", List.of("", "ignored"), null,
@@ -228,6 +262,7 @@ class ScenariosTest {
         assertEquals(List.of(List.of("1", "2"), List.of("1", "2")), got);
     }
 
+    /** Topic patterns a.*, a.#, #, a.#.z, *.b.*: * is one word, # zero or more */
     @Test
     void exchange_topic_routing() throws Exception {
         var got = route("topic", List.of("a.*", "a.#", "#", "a.#.z", "*.b.*"), null,
@@ -238,6 +273,7 @@ class ScenariosTest {
                 List.of("a", "ab", "abcz", "az", "xby"), List.of("abcz", "az"), List.of("xby")), got);
     }
 
+    /** Headers exchange with x-match=all: every bound header must match (extra headers are fine) */
     @Test
     void exchange_headers_all() throws Exception {
         var got = route("headers", List.of(""), List.of(Map.of("x-match", "all", "a", "1", "b", "2")),
@@ -247,6 +283,10 @@ class ScenariosTest {
         assertEquals(List.of(List.of("both", "more")), got);
     }
 
+    /**
+     * Headers exchange with x-match=any: one matching header is enough; a wrong value does not
+     * match
+     */
     @Test
     void exchange_headers_any() throws Exception {
         var got = route("headers", List.of(""), List.of(Map.of("x-match", "any", "a", "1", "b", "2")),
@@ -255,6 +295,7 @@ class ScenariosTest {
         assertEquals(List.of(List.of("a", "b")), got);
     }
 
+    /** Publishing to "" with a queue's name delivers to that queue */
     @Test
     void default_exchange_routing() throws Exception {
         String q = ch.queueDeclare(name("q"), false, false, false, null).getQueue();
@@ -263,6 +304,10 @@ class ScenariosTest {
         ch.queueDelete(q);
     }
 
+    /**
+     * amq.direct, amq.fanout, amq.topic, amq.headers, amq.match exist (passive declare); declaring
+     * an amq.* name is 403 ACCESS_REFUSED
+     */
     @Test
     void amq_builtin_exchanges() throws Exception {
         for (String x : List.of("amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match")) {
@@ -271,11 +316,13 @@ class ScenariosTest {
         closedWith(403, () -> ch.exchangeDeclare("amq.custom", "direct"));
     }
 
+    /** Passive declare of a missing exchange: 404 NOT_FOUND */
     @Test
     void exchange_passive_declare() throws Exception {
         closedWith(404, () -> ch.exchangeDeclarePassive(name("nope")));
     }
 
+    /** Redeclaring with the same type is fine; with another type: 406 PRECONDITION_FAILED */
     @Test
     void exchange_redeclare_mismatch() throws Exception {
         String x = name("x");
@@ -285,6 +332,7 @@ class ScenariosTest {
         conn.createChannel().exchangeDelete(x);
     }
 
+    /** delete(if-unused) with a binding: 406; after unbinding it deletes */
     @Test
     void exchange_delete_if_unused() throws Exception {
         String x = name("x");
@@ -298,6 +346,7 @@ class ScenariosTest {
         closedWith(404, () -> c.exchangeDeclarePassive(x));
     }
 
+    /** An auto-delete exchange is deleted when its last binding goes */
     @Test
     void exchange_auto_delete() throws Exception {
         String x = name("x");
@@ -308,6 +357,10 @@ class ScenariosTest {
         closedWith(404, () -> ch.exchangeDeclarePassive(x));
     }
 
+    /**
+     * Publishing to an internal exchange is 403; messages reach it through an exchange-to-exchange
+     * binding
+     */
     @Test
     void exchange_internal() throws Exception {
         confirmed(ch);
@@ -325,6 +378,10 @@ class ScenariosTest {
         c.exchangeDelete(inner);
     }
 
+    /**
+     * A queue bound to X2, with X2 bound to X1, gets what X1 routes to X2's key; unbinding X2
+     * stops it
+     */
     @Test
     void exchange_to_exchange_binding() throws Exception {
         confirmed(ch);
@@ -345,6 +402,7 @@ class ScenariosTest {
         ch.exchangeDelete(dst);
     }
 
+    /** Unroutable messages go to the alternate-exchange's queue; routable ones do not */
     @Test
     void alternate_exchange() throws Exception {
         confirmed(ch);
@@ -364,11 +422,16 @@ class ScenariosTest {
 
     // ---- queues -----------------------------------------------------------------------------
 
+    /** Declaring with an empty name gives a server-generated amq.gen-... name */
     @Test
     void queue_server_named() throws Exception {
         assertTrue(tempQueue(ch).startsWith("amq.gen-"));
     }
 
+    /**
+     * Passive declare: a missing queue is 404; an existing one returns its message and consumer
+     * counts
+     */
     @Test
     void queue_passive_declare() throws Exception {
         closedWith(404, () -> ch.queueDeclarePassive(name("missing")));
@@ -380,6 +443,7 @@ class ScenariosTest {
         assertEquals(0, ok.getConsumerCount());
     }
 
+    /** After 5 confirmed publishes declare-ok says 5 messages; with one consumer, consumer_count 1 */
     @Test
     void queue_message_count() throws Exception {
         confirmed(ch);
@@ -390,6 +454,10 @@ class ScenariosTest {
         assertEquals(1, ch.queueDeclarePassive(q).getConsumerCount());
     }
 
+    /**
+     * Another connection touching an exclusive queue gets 405 RESOURCE_LOCKED; the queue goes when
+     * its owner closes
+     */
     @Test
     void queue_exclusive() throws Exception {
         Connection owner = connect();
@@ -402,6 +470,7 @@ class ScenariosTest {
         closedWith(404, () -> after.queueDeclarePassive(q));
     }
 
+    /** An auto-delete queue is deleted when its last consumer cancels */
     @Test
     void queue_auto_delete() throws Exception {
         String q = ch.queueDeclare(name("auto"), false, false, true, null).getQueue();
@@ -412,6 +481,7 @@ class ScenariosTest {
         closedWith(404, () -> c.queueDeclarePassive(q));
     }
 
+    /** Redeclaring a durable queue as non-durable: 406 PRECONDITION_FAILED */
     @Test
     void queue_durable_redeclare_mismatch() throws Exception {
         String q = ch.queueDeclare(name("q"), true, false, false, null).getQueue();
@@ -419,6 +489,7 @@ class ScenariosTest {
         conn.createChannel().queueDelete(q);
     }
 
+    /** Purge returns the number of messages removed; the queue is empty after */
     @Test
     void queue_purge() throws Exception {
         confirmed(ch);
@@ -429,6 +500,7 @@ class ScenariosTest {
         assertEquals(List.of(), getAll(ch, q));
     }
 
+    /** delete(if-unused) of a queue with a consumer: 406 */
     @Test
     void queue_delete_if_unused() throws Exception {
         String q = ch.queueDeclare(name("q"), false, false, false, null).getQueue();
@@ -438,6 +510,7 @@ class ScenariosTest {
         conn.createChannel().queueDelete(q);
     }
 
+    /** delete(if-empty) of a queue with messages: 406 */
     @Test
     void queue_delete_if_empty() throws Exception {
         confirmed(ch);
@@ -447,6 +520,7 @@ class ScenariosTest {
         conn.createChannel().queueDelete(q);
     }
 
+    /** delete-ok carries the number of messages deleted */
     @Test
     void queue_delete_returns_count() throws Exception {
         confirmed(ch);
@@ -455,6 +529,7 @@ class ScenariosTest {
         assertEquals(3, ch.queueDelete(q).getMessageCount());
     }
 
+    /** x-message-ttl: a message older than the TTL is not delivered */
     @Test
     void queue_message_ttl() throws Exception {
         confirmed(ch);
@@ -464,6 +539,7 @@ class ScenariosTest {
         assertEquals(List.of(), getAll(ch, q));
     }
 
+    /** x-expires: a queue nobody uses disappears after the timeout */
     @Test
     void queue_expires() throws Exception {
         String q = ch.queueDeclare(name("exp"), false, false, false, Map.of("x-expires", 1000)).getQueue();
@@ -472,6 +548,7 @@ class ScenariosTest {
         closedWith(404, () -> c.queueDeclarePassive(q));
     }
 
+    /** x-max-length 3 (default overflow drop-head): of 5 messages the 3 newest remain */
     @Test
     void queue_max_length_drop_head() throws Exception {
         confirmed(ch);
@@ -480,6 +557,10 @@ class ScenariosTest {
         assertEquals(List.of("m2", "m3", "m4"), getAll(ch, q));
     }
 
+    /**
+     * x-overflow reject-publish: the publish over the limit is nacked to a confirming publisher
+     * and not queued
+     */
     @Test
     void queue_max_length_reject_publish() throws Exception {
         confirmed(ch);
@@ -503,6 +584,10 @@ class ScenariosTest {
         return new String[] {q, dlq, dlx};
     }
 
+    /**
+     * Rejected and expired messages go to the x-dead-letter-exchange with an x-death entry (count,
+     * reason, queue, exchange, routing-keys)
+     */
     @Test
     void queue_dead_letter_exchange() throws Exception {
         confirmed(ch);
@@ -530,6 +615,7 @@ class ScenariosTest {
         ch.exchangeDelete(t[2]);
     }
 
+    /** x-dead-letter-routing-key replaces the routing key of dead-lettered messages */
     @Test
     void queue_dead_letter_routing_key() throws Exception {
         confirmed(ch);
@@ -547,6 +633,10 @@ class ScenariosTest {
         ch.exchangeDelete(dlx);
     }
 
+    /**
+     * Invalid values of known arguments (x-max-length "many" or -1, x-overflow "sometimes",
+     * x-message-ttl -5): 406 PRECONDITION_FAILED
+     */
     @Test
     void queue_unsupported_argument() throws Exception {
         for (Map<String, Object> bad : List.<Map<String, Object>>of(Map.of("x-max-length", "many"),
@@ -558,6 +648,12 @@ class ScenariosTest {
 
     // ---- publishing -------------------------------------------------------------------------
 
+    /**
+     * Every basic property (content type and encoding, headers, delivery mode, priority,
+     * correlation id, reply-to, expiration, message id, timestamp, type, user id = the connection's
+     * user, app id) and every header type (strings, ints, longs, booleans, nested tables and
+     * arrays, byte arrays, timestamps, decimals) arrive unchanged, with a binary and an empty body
+     */
     @Test
     void publish_properties_preserved() throws Exception {
         confirmed(ch);
@@ -572,6 +668,9 @@ class ScenariosTest {
         headers.put("nested", nested);
         headers.put("list", List.of(1, "two", false));
         headers.put("bytes", new byte[] {0, (byte) 0xff});
+        headers.put("when", new Date(1700000000000L));           // field type T (seconds)
+        headers.put("price", new java.math.BigDecimal("12.345"));  // field type D
+        headers.put("deep", Map.of("inner", Map.of("list", List.of(List.of(7, "x"), Map.of("k", "v")))));
         AMQP.BasicProperties sent = new AMQP.BasicProperties.Builder()
                 .contentType("application/json").contentEncoding("gzip").headers(headers)
                 .deliveryMode(2).priority(5).correlationId("corr-1").replyTo("replies")
@@ -603,11 +702,23 @@ class ScenariosTest {
             Map<String, Object> n = (Map<String, Object>) h.get("nested");
             assertEquals(1, ((Number) n.get("a")).intValue());
             assertEquals("x", ((List<?>) n.get("b")).get(0).toString());
-            assertEquals(3, ((List<?>) h.get("list")).size());
+            List<?> list = (List<?>) h.get("list");
+            assertEquals(3, list.size());
+            assertEquals(1, ((Number) list.get(0)).intValue());
+            assertEquals("two", list.get(1).toString());
+            assertEquals(Boolean.FALSE, list.get(2));
             assertArrayEquals(new byte[] {0, (byte) 0xff}, (byte[]) h.get("bytes"));
+            assertEquals(new Date(1700000000000L), h.get("when"));
+            assertEquals(new java.math.BigDecimal("12.345"), h.get("price"));
+            Map<String, Object> inner = (Map<String, Object>) ((Map<String, Object>) h.get("deep")).get("inner");
+            List<?> deepList = (List<?>) inner.get("list");
+            assertEquals(7, ((Number) ((List<?>) deepList.get(0)).get(0)).intValue());
+            assertEquals("x", ((List<?>) deepList.get(0)).get(1).toString());
+            assertEquals("v", ((Map<String, Object>) deepList.get(1)).get("k").toString());
         }
     }
 
+    /** A mandatory unroutable publish comes back as basic.return 312 NO_ROUTE with its body */
     @Test
     void mandatory_unroutable_returned() throws Exception {
         confirmed(ch);
@@ -623,6 +734,7 @@ class ScenariosTest {
         ch.exchangeDelete(x);
     }
 
+    /** A mandatory routable publish is delivered and not returned */
     @Test
     void mandatory_routable_not_returned() throws Exception {
         confirmed(ch);
@@ -635,6 +747,7 @@ class ScenariosTest {
         assertEquals(List.of(), returned);
     }
 
+    /** A message with expiration 100 ms is not delivered after it expires; one with 60 s is */
     @Test
     void per_message_ttl() throws Exception {
         confirmed(ch);
@@ -645,6 +758,7 @@ class ScenariosTest {
         assertEquals(List.of("lasting"), getAll(ch, q));
     }
 
+    /** With confirms on, one publish is acked and is in the queue */
     @Test
     void publisher_confirms_single() throws Exception {
         confirmed(ch);
@@ -653,34 +767,45 @@ class ScenariosTest {
         assertEquals(1, ch.queueDeclarePassive(q).getMessageCount());
     }
 
+    /**
+     * 500 asynchronous publishes: every sequence number 1..500 is acked exactly once, and the
+     * confirms come in order (each one's tag above the last; multiple=true covers the gap).
+     */
     @Test
     void publisher_confirms_multiple() throws Exception {
         confirmed(ch);
         String q = tempQueue(ch);
-        Set<Long> acked = ConcurrentHashMap.newKeySet(), nacked = ConcurrentHashMap.newKeySet();
         int n = 500;
-        CountDownLatch all = new CountDownLatch(n);
+        // Recorded as they arrive and checked here: an assertion in the listener's thread would
+        // not fail the test.
+        List<long[]> confirms = new CopyOnWriteArrayList<>();   // {tag, multiple ? 1 : 0, ack ? 1 : 0}
+        CompletableFuture<Void> last = new CompletableFuture<>();
         ch.addConfirmListener(new ConfirmListener() {
-            void record(Set<Long> into, long tag, boolean multiple) {
-                for (long t = multiple ? 1 : tag; t <= tag; t++) {
-                    if (!acked.contains(t) && !nacked.contains(t)) {
-                        into.add(t);
-                        all.countDown();
-                    } else if (!multiple) {
-                        fail(t + " confirmed twice");
-                    }
-                }
+            void record(long tag, boolean multiple, boolean ack) {
+                confirms.add(new long[] {tag, multiple ? 1 : 0, ack ? 1 : 0});
+                if (tag >= n) last.complete(null);
             }
-            public void handleAck(long tag, boolean multiple) { record(acked, tag, multiple); }
-            public void handleNack(long tag, boolean multiple) { record(nacked, tag, multiple); }
+            public void handleAck(long tag, boolean multiple) { record(tag, multiple, true); }
+            public void handleNack(long tag, boolean multiple) { record(tag, multiple, false); }
         });
         for (int i = 0; i < n; i++) ch.basicPublish("", q, null, b("m" + i));
-        assertTrue(all.await(20, TimeUnit.SECONDS), "every publish confirmed");
-        assertEquals(Set.of(), nacked);
-        assertEquals(n, acked.size());
+        last.get(20, TimeUnit.SECONDS);
+        Thread.sleep(200);   // a duplicate confirm would arrive by now
+        long previous = 0;
+        List<Long> covered = new ArrayList<>();
+        for (long[] c : confirms) {
+            assertEquals(1, c[2], "confirm " + c[0] + " is a nack");
+            assertTrue(c[0] > previous, "confirm " + c[0] + " after " + previous + ": out of order or twice");
+            for (long t = c[1] == 1 ? previous + 1 : c[0]; t <= c[0]; t++) covered.add(t);
+            previous = c[0];
+        }
+        List<Long> expected = new ArrayList<>();
+        for (long t = 1; t <= n; t++) expected.add(t);
+        assertEquals(expected, covered, "every sequence number confirmed once, no gaps");
         assertEquals(n, ch.queueDeclarePassive(q).getMessageCount());
     }
 
+    /** An unroutable publish is still acked (not nacked) */
     @Test
     void publisher_confirms_unroutable() throws Exception {
         confirmed(ch);
@@ -690,6 +815,7 @@ class ScenariosTest {
         ch.exchangeDelete(x);
     }
 
+    /** Publishes in a transaction are invisible to another connection until commit, visible after */
     @Test
     void tx_commit_publishes() throws Exception {
         String q = ch.queueDeclare(name("tx"), false, false, false, null).getQueue();
@@ -703,6 +829,7 @@ class ScenariosTest {
         observer.queueDelete(q);
     }
 
+    /** Rolled-back publishes are discarded; later committed ones are kept */
     @Test
     void tx_rollback_publishes() throws Exception {
         String q = tempQueue(ch);
@@ -714,6 +841,10 @@ class ScenariosTest {
         assertEquals(List.of("kept"), getAll(ch, q));
     }
 
+    /**
+     * An ack inside a transaction takes effect on commit; a rolled-back ack leaves the message
+     * unacked, redelivered after the channel closes
+     */
     @Test
     void tx_acks() throws Exception {
         Channel setup = confirmed(conn.createChannel());
@@ -735,6 +866,7 @@ class ScenariosTest {
         conn.createChannel().queueDelete(q);
     }
 
+    /** tx.commit without tx.select: 406 PRECONDITION_FAILED */
     @Test
     void tx_commit_without_select() throws Exception {
         closedWith(406, () -> ch.txCommit());
@@ -742,6 +874,7 @@ class ScenariosTest {
 
     // ---- consuming --------------------------------------------------------------------------
 
+    /** An auto-ack consumer gets every message in order and the queue is left empty */
     @Test
     void consume_auto_ack() throws Exception {
         confirmed(ch);
@@ -756,6 +889,7 @@ class ScenariosTest {
         assertEquals(0, ch.queueDeclarePassive(q).getMessageCount());
     }
 
+    /** Unacked deliveries return (redelivered) when the channel closes; acked ones do not */
     @Test
     void consume_manual_ack() throws Exception {
         confirmed(ch);
@@ -775,6 +909,7 @@ class ScenariosTest {
         c2.queueDelete(q);
     }
 
+    /** A second consumer on a queue with an exclusive consumer: 403 ACCESS_REFUSED */
     @Test
     void consume_exclusive() throws Exception {
         String q = ch.queueDeclare(name("q"), false, false, false, null).getQueue();
@@ -784,6 +919,7 @@ class ScenariosTest {
         ch.queueDelete(q);
     }
 
+    /** Nothing is delivered after cancel-ok; the message stays in the queue */
     @Test
     void consume_cancel() throws Exception {
         confirmed(ch);
@@ -797,6 +933,7 @@ class ScenariosTest {
         assertEquals(List.of("after cancel"), getAll(ch, q));
     }
 
+    /** Deleting a queue from another channel sends the consumer basic.cancel */
     @Test
     void server_cancel_on_queue_delete() throws Exception {
         String q = ch.queueDeclare(name("q"), false, false, false, null).getQueue();
@@ -806,6 +943,7 @@ class ScenariosTest {
         assertEquals(tag, cancelled.get(5, TimeUnit.SECONDS));
     }
 
+    /** basic.get: get-empty on an empty queue; get-ok with the remaining message_count */
     @Test
     void basic_get() throws Exception {
         confirmed(ch);
@@ -820,6 +958,7 @@ class ScenariosTest {
         ch.basicAck(r.getEnvelope().getDeliveryTag(), false);
     }
 
+    /** basic.get with no-ack removes the message at once */
     @Test
     void basic_get_no_ack() throws Exception {
         confirmed(ch);
@@ -829,6 +968,7 @@ class ScenariosTest {
         assertEquals(0, ch.queueDeclarePassive(q).getMessageCount());
     }
 
+    /** ack(multiple) of the 4th delivery acks the first four; only the 5th comes back */
     @Test
     void ack_multiple() throws Exception {
         confirmed(ch);
@@ -847,6 +987,7 @@ class ScenariosTest {
         c.queueDelete(q);
     }
 
+    /** nack(multiple, requeue) requeues every outstanding delivery, redelivered */
     @Test
     void nack_multiple_requeue() throws Exception {
         confirmed(ch);
@@ -863,6 +1004,7 @@ class ScenariosTest {
         assertTrue(again.stream().allMatch(r -> r.getEnvelope().isRedeliver()));
     }
 
+    /** reject(requeue): the second delivery has redelivered=true */
     @Test
     void reject_requeue_redelivered() throws Exception {
         confirmed(ch);
@@ -876,6 +1018,7 @@ class ScenariosTest {
         assertTrue(again.get(0).getEnvelope().isRedeliver());
     }
 
+    /** nack(requeue=false) without a dead-letter exchange drops the message */
     @Test
     void nack_no_requeue_dropped() throws Exception {
         confirmed(ch);
@@ -886,6 +1029,7 @@ class ScenariosTest {
         assertEquals(List.of(), getAll(ch, q));
     }
 
+    /** reject(requeue=false) with a dead-letter exchange dead-letters it (x-death reason rejected) */
     @Test
     void reject_no_requeue_dead_lettered() throws Exception {
         confirmed(ch);
@@ -900,12 +1044,14 @@ class ScenariosTest {
         ch.exchangeDelete(s[2]);
     }
 
+    /** Acking an unknown delivery tag closes the channel with 406 PRECONDITION_FAILED */
     @Test
     void unknown_delivery_tag_ack() throws Exception {
         ch.basicAck(12345, false);
         closedWith(406, () -> ch.exchangeDeclarePassive("amq.direct"));
     }
 
+    /** basic.recover(requeue) redelivers unacked messages with redelivered=true */
     @Test
     void basic_recover_requeue() throws Exception {
         confirmed(ch);
@@ -918,6 +1064,7 @@ class ScenariosTest {
         assertTrue(again.get(0).getEnvelope().isRedeliver());
     }
 
+    /** Prefetch 2: a consumer holds at most 2 unacked; acking 2 lets 2 more through */
     @Test
     void qos_prefetch_per_consumer() throws Exception {
         confirmed(ch);
@@ -935,6 +1082,7 @@ class ScenariosTest {
         assertEquals(2, got.size(), "two acked, two more");
     }
 
+    /** basic.qos(3, global=true): 3 unacked shared by all consumers of the channel */
     @Test
     void qos_prefetch_global() throws Exception {
         confirmed(ch);
@@ -953,17 +1101,20 @@ class ScenariosTest {
 
     // ---- errors -----------------------------------------------------------------------------
 
+    /** Publishing to a missing exchange closes the channel with 404 NOT_FOUND */
     @Test
     void publish_to_missing_exchange() throws Exception {
         confirmed(ch);
         closedWith(404, () -> publish(ch, name("nowhere"), "k", b("x")));
     }
 
+    /** Consuming from a missing queue: 404 NOT_FOUND */
     @Test
     void consume_missing_queue() throws Exception {
         closedWith(404, () -> ch.basicConsume(name("nope"), true, (t, d) -> {}, t -> {}));
     }
 
+    /** Binding a missing queue: 404 NOT_FOUND */
     @Test
     void bind_missing_queue() throws Exception {
         closedWith(404, () -> ch.queueBind(name("nope"), "amq.direct", "k"));
