@@ -58,4 +58,28 @@ def ch(conn):
 
 @pytest.fixture
 def name():
-    return lambda prefix="s": f"compat-{prefix}-{uuid.uuid4().hex[:10]}"
+    """Makes unique names (compat-<prefix>-<random>). Whatever queue or exchange got one of them
+    is deleted after the scenario, even when it failed half-way, so nothing is left behind."""
+    made = []
+
+    def make(prefix="s"):
+        made.append(f"compat-{prefix}-{uuid.uuid4().hex[:10]}")
+        return made[-1]
+
+    yield make
+    if not made:
+        return
+    try:
+        c = pika.BlockingConnection(params())
+    except Exception:
+        return  # the broker is gone; the scenario has already failed
+    try:
+        for n in made:
+            for delete in ("queue_delete", "exchange_delete"):
+                try:
+                    getattr(c.channel(), delete)(n)  # deleting what is not there is fine
+                except Exception:
+                    pass
+    finally:
+        if c.is_open:
+            c.close()
