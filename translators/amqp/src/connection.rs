@@ -527,8 +527,9 @@ async fn handle_frame(
         _ => {}
     }
     if id > session.channel_max {
+        // RabbitMQ's answer (NOT_ALLOWED), which clients expect.
         return Err(AmqpError::connection(
-            ReplyCode::ChannelError,
+            ReplyCode::NotAllowed,
             format!(
                 "channel {id} is above the negotiated channel_max {}",
                 session.channel_max

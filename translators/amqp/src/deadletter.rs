@@ -34,7 +34,7 @@ pub async fn publish(
         .routing_key
         .clone()
         .unwrap_or_else(|| message.routing_key.clone());
-    let dead = with_death(message, queue, reason, &routing_key);
+    let dead = with_death(message, queue, reason, &dead_letter.exchange, &routing_key);
     match publish::route(
         vhost,
         &dead_letter.exchange,
@@ -54,8 +54,15 @@ pub async fn publish(
 
 /// The message as it is dead-lettered: `x-death` gains (or counts up) the entry for this queue
 /// and reason, the `x-first-death-*` headers are set once, and an expiration is moved to
-/// `original-expiration` so the message does not expire again.
-fn with_death(message: &AmqpMessage, queue: &str, reason: &str, routing_key: &str) -> AmqpMessage {
+/// `original-expiration` so the message does not expire again. It is delivered as coming from
+/// the dead-letter exchange, as RabbitMQ does; `x-death` keeps where it was first published.
+fn with_death(
+    message: &AmqpMessage,
+    queue: &str,
+    reason: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> AmqpMessage {
     let mut headers = message.properties.headers().clone().unwrap_or_default();
     let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
@@ -109,7 +116,7 @@ fn with_death(message: &AmqpMessage, queue: &str, reason: &str, routing_key: &st
         properties = without_expiration(properties);
     }
     AmqpMessage {
-        exchange: message.exchange.clone(),
+        exchange: exchange.to_owned(),
         routing_key: routing_key.to_owned(),
         properties,
         body: message.body.clone(),

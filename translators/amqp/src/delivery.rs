@@ -3,14 +3,13 @@
 //! are received, so a slow client holds back the backend instead of filling memory. Acks, nacks
 //! and gets reach the task as commands, in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, AMQPClass};
-use amq_protocol::types::FieldTable;
 use gateway_core::{
     BackendRef, Consumer, InitialPosition, MessageId, ReceivedMessage, SubscriptionType, TopicName,
 };
@@ -19,10 +18,9 @@ use tracing::{debug, warn};
 
 use crate::codec::FRAME_OVERHEAD;
 use crate::deadletter::{self, DeadLetter};
-use crate::frontend::{exchange_topic, path_subscription, queue_subscription, queue_topic};
+use crate::frontend::{exchange_subscription, exchange_topic, queue_subscription, queue_topic};
 use crate::message::AmqpMessage;
-use crate::routing::{self, ExchangeType};
-use crate::topology::{Binding, Queue, Topology, Vhost};
+use crate::topology::{Queue, Topology, Vhost};
 use crate::watermarks::DeliveredMarks;
 
 /// Frames for one client, written in order; a delivery's frames go as one item so that nothing
@@ -39,11 +37,9 @@ const RECEIVE_WAIT: Duration = Duration::from_millis(100);
 pub struct SourceSpec {
     pub topic: TopicName,
     pub subscription: String,
-    /// The exchange whose topic this is ("" for the queue's own topic).
+    /// The exchange whose topic this is ("" for the queue's own topic). What it holds is
+    /// filtered by the bindings from it to the queue as they are when the message is read.
     pub exchange: String,
-    /// Every one must match: one per binding on the way from `exchange` to the queue (fanout
-    /// hops add none). Empty for the queue's own topic.
-    pub filters: Vec<Filter>,
     pub initial: InitialPositionSpec,
 }
 
@@ -53,93 +49,38 @@ pub enum InitialPositionSpec {
     Latest,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    pub kind: ExchangeType,
-    pub key: String,
-    pub arguments: FieldTable,
-}
-
-impl Eq for Filter {}
-impl std::hash::Hash for Filter {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-impl Filter {
-    pub fn accepts(&self, message: &AmqpMessage) -> bool {
-        routing::matches(
-            self.kind,
-            &self.key,
-            &self.arguments,
-            &message.routing_key,
-            message.properties.headers().as_ref(),
-        )
-    }
-}
-
-/// Where queue Q's messages come from: its own topic, and one subscription per path of bindings
-/// that leads to it: a queue binding on exchange X, and also, for each exchange-to-exchange
-/// binding S -> X, a subscription on S's topic that applies both bindings' filters.
+/// Where queue Q's messages come from: its own topic, and one subscription on the topic of each
+/// exchange Q is reachable from: those it is bound to, and upwards through exchange-to-exchange
+/// bindings.
 pub fn sources_of(vhost: &Vhost, topology: &Topology, queue: &Queue) -> Vec<SourceSpec> {
     let mut sources = vec![SourceSpec {
         topic: queue_topic(vhost, &queue.name),
         subscription: queue_subscription(queue),
         exchange: String::new(),
-        filters: Vec::new(),
         initial: InitialPositionSpec::Earliest,
     }];
-    for binding in topology.bindings_of_queue(&queue.name) {
-        let mut path = vec![binding];
-        walk_upstream(vhost, topology, queue, &mut path, &mut sources);
-    }
-    sources
-}
-
-/// Adds the source for `path` (bindings from the queue upwards) and for every longer path.
-fn walk_upstream<'a>(
-    vhost: &Vhost,
-    topology: &'a Topology,
-    queue: &Queue,
-    path: &mut Vec<&'a Binding>,
-    sources: &mut Vec<SourceSpec>,
-) {
-    let last: &'a Binding = path.last().expect("paths start with a binding");
-    let top: &'a str = &last.exchange;
-    if !topology.exchanges.contains_key(top) {
-        return;
-    }
-    let mut filters = Vec::new();
-    for hop in path.iter() {
-        let Some(exchange) = topology.exchanges.get(&hop.exchange) else {
-            return;
-        };
-        if exchange.kind != ExchangeType::Fanout {
-            filters.push(Filter {
-                kind: exchange.kind,
-                key: hop.routing_key.clone(),
-                arguments: hop.arguments.clone(),
-            });
-        }
-    }
-    let ids: Vec<String> = path.iter().map(|b| b.id()).collect();
-    sources.push(SourceSpec {
-        topic: exchange_topic(vhost, top),
-        subscription: path_subscription(queue, &ids),
-        exchange: top.to_owned(),
-        filters,
-        initial: InitialPositionSpec::Latest,
-    });
-    for upstream in topology.bindings_into_exchange(top) {
-        // Each exchange once per path: cycles of exchange bindings end here.
-        if path.iter().any(|b| b.exchange == upstream.exchange) || upstream.exchange == top {
+    let mut found: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = topology
+        .bindings_of_queue(&queue.name)
+        .map(|b| b.exchange.as_str())
+        .collect();
+    while let Some(exchange) = todo.pop() {
+        if !topology.exchanges.contains_key(exchange) || !found.insert(exchange) {
             continue;
         }
-        path.push(upstream);
-        walk_upstream(vhost, topology, queue, path, sources);
-        path.pop();
+        todo.extend(
+            topology
+                .bindings_into_exchange(exchange)
+                .map(|b| b.exchange.as_str()),
+        );
     }
+    sources.extend(found.into_iter().map(|exchange| SourceSpec {
+        topic: exchange_topic(vhost, exchange),
+        subscription: exchange_subscription(queue, exchange),
+        exchange: exchange.to_owned(),
+        initial: InitialPositionSpec::Latest,
+    }));
+    sources
 }
 
 /// A consumer on the source's subscription that lets the backend hold about `prefetch`
@@ -607,7 +548,7 @@ async fn admit(
             v.split(',')
                 .any(|q| q == format!("{:x}", policy.incarnation))
         });
-    if refused || !spec.filters.iter().all(|f| f.accepts(&message)) {
+    if refused || !reaches_queue(vhost, spec, policy, &message, received).await {
         let _ = consumer.ack(&[received.id]).await;
         return None;
     }
@@ -637,6 +578,27 @@ async fn admit(
         }
     }
     Some(message)
+}
+
+/// Whether a message read from `spec` is the queue's: anything from its own topic is; one from
+/// an exchange's topic is when some binding path from that exchange takes it to the queue.
+pub async fn reaches_queue(
+    vhost: &Vhost,
+    spec: &SourceSpec,
+    policy: &QueuePolicy,
+    message: &AmqpMessage,
+    received: &ReceivedMessage,
+) -> bool {
+    spec.exchange.is_empty()
+        || vhost
+            .routes_to(
+                &spec.exchange,
+                &message.routing_key,
+                message.properties.headers().as_ref(),
+                &policy.queue,
+                received.publish_time,
+            )
+            .await
 }
 
 /// Takes expired messages off the head of a source (dead-lettering or dropping them, as

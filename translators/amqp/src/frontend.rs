@@ -150,20 +150,15 @@ pub fn queue_subscription(queue: &Queue) -> String {
     format!("amqp.queue.{:x}", queue.incarnation)
 }
 
-/// The subscription through which queue Q reads an exchange's topic along a path of bindings
-/// (ids from the queue's own binding upwards).
-pub fn path_subscription(queue: &Queue, binding_ids: &[String]) -> String {
-    let path = match binding_ids {
-        [one] => one.clone(),
-        many => {
-            let parts: Vec<&[u8]> = many.iter().map(|id| id.as_bytes()).collect();
-            format!("{:016x}", crate::topology::fnv64(&parts))
-        }
-    };
+/// The subscription through which queue Q reads the topic of an exchange it is reachable from
+/// (bound to it, or to an exchange bound to it): one per exchange, however many bindings, so a
+/// message comes once and in publish order. The exchange is hashed to keep the name short.
+pub fn exchange_subscription(queue: &Queue, exchange: &str) -> String {
     format!(
-        "amqp.{}.{:x}.{path}",
+        "amqp.{}.{:x}.x{:016x}",
         escape(&queue.name),
-        queue.incarnation
+        queue.incarnation,
+        crate::topology::fnv64(&[exchange.as_bytes()])
     )
 }
 

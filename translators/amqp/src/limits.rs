@@ -121,7 +121,14 @@ pub async fn trim_head(session: &Session, queue: &Queue, policy: &QueuePolicy) {
             for received in batch {
                 let message = AmqpMessage::from_pulsar(&received.message, &source.exchange);
                 if let Some(dl) = &policy.dead_letter {
-                    let matched = source.filters.iter().all(|f| f.accepts(&message));
+                    let matched = delivery::reaches_queue(
+                        &session.vhost,
+                        &source,
+                        policy,
+                        &message,
+                        &received,
+                    )
+                    .await;
                     if matched {
                         let dead = deadletter::publish(
                             backend,

@@ -182,11 +182,6 @@ pub async fn exchange_declare(session: &Session, m: &exchange::Declare) -> AmqpR
             ))),
         };
     }
-    if name.starts_with("amq.") {
-        return Err(AmqpError::access_refused(format!(
-            "exchange name '{name}' contains reserved prefix 'amq.*'"
-        )));
-    }
     let Some(kind) = ExchangeType::parse(m.kind.as_str()) else {
         return Err(AmqpError::command_invalid(format!(
             "unknown exchange type '{}'",
@@ -213,6 +208,12 @@ pub async fn exchange_declare(session: &Session, m: &exchange::Declare) -> AmqpR
     vhost.sync().await?;
     if let Some(existing) = vhost.snapshot().await.exchanges.get(name) {
         return equivalent_exchange(existing, &declared, &vhost.name);
+    }
+    // A built-in may be redeclared as it is; no new name may take the reserved prefix.
+    if name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "exchange name '{name}' contains reserved prefix 'amq.*'"
+        )));
     }
     ensure_topic(vhost, &exchange_topic(vhost, name)).await?;
     apply(

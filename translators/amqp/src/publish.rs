@@ -98,6 +98,17 @@ fn routes_somewhere(
     routing_key: &str,
     headers: Option<&FieldTable>,
 ) -> bool {
+    !destinations_via(topology, exchange, routing_key, headers).is_empty()
+}
+
+/// The queues a message in `exchange`'s topic reaches through bindings (the alternate exchange
+/// is not consulted: a message its exchange could not route was written to the AE's topic).
+pub fn destinations_via(
+    topology: &Topology,
+    exchange: &str,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+) -> Vec<String> {
     let mut queues = Vec::new();
     collect_queues(
         topology,
@@ -107,7 +118,7 @@ fn routes_somewhere(
         &mut Vec::new(),
         &mut queues,
     );
-    !queues.is_empty()
+    queues
 }
 
 /// The queues a message published to `exchange` reaches (through its alternate exchange when
@@ -121,29 +132,14 @@ pub fn destinations(
     if exchange.is_empty() {
         return vec![routing_key.to_owned()];
     }
-    let mut queues = Vec::new();
-    collect_queues(
-        topology,
-        exchange,
-        routing_key,
-        headers,
-        &mut Vec::new(),
-        &mut queues,
-    );
+    let mut queues = destinations_via(topology, exchange, routing_key, headers);
     if queues.is_empty() {
         if let Some(ae) = topology
             .exchanges
             .get(exchange)
             .and_then(|x| alternate_exchange(&x.arguments))
         {
-            collect_queues(
-                topology,
-                &ae,
-                routing_key,
-                headers,
-                &mut Vec::new(),
-                &mut queues,
-            );
+            queues = destinations_via(topology, &ae, routing_key, headers);
         }
     }
     queues.sort();

@@ -5,6 +5,7 @@
 //! instance has read it back, so what a client was told is what the log says.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,15 @@ use tokio::sync::{watch, Mutex, RwLock};
 use tracing::warn;
 
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::expiry::now_ms;
 use crate::routing::ExchangeType;
 
 const TOPOLOGY_TOPIC: &str = "__amqp_topology";
 /// How long a read-your-writes wait may take before the client gets an error.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+/// How far apart the clocks of a fleet's instances may be: a message's publish time (the
+/// publishing instance's clock) is compared with this instance's last sync.
+const CLOCK_SLACK_MS: u64 = 2_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
@@ -217,6 +222,8 @@ pub struct Vhost {
     pub delivered: crate::watermarks::DeliveredMarks,
     /// This instance's consumers per queue, and whether one of them is exclusive.
     local_consumers: std::sync::Mutex<std::collections::HashMap<String, (usize, bool)>>,
+    /// Wall-clock ms: every change written to the log before then is folded in (set by `sync`).
+    synced_before: AtomicU64,
 }
 
 impl Vhost {
@@ -249,6 +256,7 @@ impl Vhost {
             trim_lock: Mutex::new(()),
             changes: watch::channel(0).0,
             local_consumers: Default::default(),
+            synced_before: AtomicU64::new(0),
         });
         let reader = backend
             .open_compacted_reader(&topic, EntryId::EARLIEST)
@@ -307,10 +315,39 @@ impl Vhost {
 
     /// Waits until everything written to the log so far (by any instance) is folded in.
     pub async fn sync(&self) -> AmqpResult<()> {
-        let Some(last) = self.backend.last_message_id(&self.topic).await? else {
-            return Ok(());
+        let started = now_ms();
+        if let Some(last) = self.backend.last_message_id(&self.topic).await? {
+            self.wait_applied(last.entry_id()).await?;
+        }
+        self.synced_before.fetch_max(started, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether a message published to `exchange` at `published_ms` reaches `queue`. The
+    /// topology is read up to date first when the local copy might predate the publish: a
+    /// binding made through another instance just before the publish must count.
+    pub async fn routes_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        queue: &str,
+        published_ms: u64,
+    ) -> bool {
+        let reaches = |t: &Topology| {
+            crate::publish::destinations_via(t, exchange, routing_key, headers)
+                .iter()
+                .any(|q| q == queue)
         };
-        self.wait_applied(last.entry_id()).await
+        if reaches(&*self.snapshot().await) {
+            return true;
+        }
+        let recent = published_ms.saturating_add(CLOCK_SLACK_MS)
+            >= self.synced_before.load(Ordering::Relaxed);
+        if recent && self.sync().await.is_ok() {
+            return reaches(&*self.snapshot().await);
+        }
+        false
     }
 
     async fn wait_applied(&self, id: EntryId) -> AmqpResult<()> {

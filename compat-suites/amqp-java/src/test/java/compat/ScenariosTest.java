@@ -271,6 +271,14 @@ class ScenariosTest {
                         new Object[] {"a.z", null, "az"}));
         assertEquals(List.of(List.of("ab", "az"), List.of("a", "ab", "abcz", "az"),
                 List.of("a", "ab", "abcz", "az", "xby"), List.of("abcz", "az"), List.of("xby")), got);
+        // One queue with overlapping bindings gets each message once, in publish order.
+        String x = name("topic");
+        ch.exchangeDeclare(x, "topic");
+        String q = tempQueue(ch);
+        for (String key : List.of("a.*", "*.b", "#")) ch.queueBind(q, x, key);
+        for (String key : List.of("a.b", "x.y", "a.c", "z.b")) publish(ch, x, key, b(key));
+        assertEquals(List.of("a.b", "x.y", "a.c", "z.b"), getAll(ch, q));
+        ch.exchangeDelete(x);
     }
 
     /** Headers exchange with x-match=all: every bound header must match (extra headers are fine) */
@@ -597,6 +605,7 @@ class ScenariosTest {
         ch.basicReject(r.getEnvelope().getDeliveryTag(), false);
         List<GetResponse> dead = waitFor(ch, s[1], 1, 5000);
         assertEquals("rejected-one", s(dead.get(0).getBody()));
+        assertEquals(s[2], dead.get(0).getEnvelope().getExchange(), "delivered from the dead-letter exchange");
         Map<String, Object> headers = dead.get(0).getProps().getHeaders();
         Map<String, Object> death = (Map<String, Object>) ((List<?>) headers.get("x-death")).get(0);
         assertEquals(1L, ((Number) death.get("count")).longValue());
