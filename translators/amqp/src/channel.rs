@@ -10,12 +10,14 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
 };
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::warn;
 
 use crate::connection::Session;
 use crate::deadletter;
-use crate::delivery::{self, ChannelDeliveries, PushTarget, SourceCommand, SourceSet, Unacked};
+use crate::delivery::{
+    self, ChannelDeliveries, PushTarget, SourceCommand, SourceHandle, SourceSet, Unacked,
+};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::message::AmqpMessage;
 use crate::objects;
@@ -79,6 +81,9 @@ pub struct Channel {
     global_credit: Option<Arc<Semaphore>>,
     last_queue: Option<String>,
     opened: bool,
+    /// Sources this channel sent settlements to since it last counted messages: counts wait
+    /// for them, so a get or declare after an ack sees the ack, as on RabbitMQ.
+    settled_on: Vec<SourceHandle>,
 }
 
 impl RunningConsumer {
@@ -122,6 +127,7 @@ impl Channel {
             global_credit: None,
             last_queue: None,
             opened: false,
+            settled_on: Vec::new(),
         }
     }
 
@@ -395,6 +401,7 @@ impl Channel {
         let session = self.session.clone();
         let ok = match method {
             queue::AMQPMethod::Declare(m) => {
+                self.flush_settlements().await;
                 let declared = objects::queue_declare(&session, &m).await?;
                 self.last_queue = Some(declared.name.clone());
                 (!m.nowait).then(|| {
@@ -790,6 +797,7 @@ impl Channel {
     /// (the queue's own topic first); one that handed out a message stays until it is settled.
     /// Holding consumers between gets would hide messages from the queue's other consumers.
     async fn get(&mut self, m: basic::Get) -> AmqpResult<()> {
+        self.flush_settlements().await;
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
         crate::expiry::mark_used(self.vhost(), &queue).await;
@@ -831,6 +839,7 @@ impl Channel {
             );
             if m.no_ack {
                 let _ = handle.send(SourceCommand::Ack(id));
+                self.note_settled(&handle);
             } else {
                 let unacked = Unacked {
                     source: handle,
@@ -872,7 +881,25 @@ impl Channel {
         Ok(())
     }
 
-    async fn apply_settle(&self, how: &Settle, unacked: Unacked) {
+    fn note_settled(&mut self, source: &SourceHandle) {
+        if !self.settled_on.iter().any(|s| s.same_channel(source)) {
+            self.settled_on.push(source.clone());
+        }
+    }
+
+    /// Waits until the settlements this channel sent have reached the backend (bounded: a
+    /// source that is gone has settled everything it had).
+    async fn flush_settlements(&mut self) {
+        for source in std::mem::take(&mut self.settled_on) {
+            let (reply, done) = oneshot::channel();
+            if source.send(SourceCommand::Flush(reply)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+            }
+        }
+    }
+
+    async fn apply_settle(&mut self, how: &Settle, unacked: Unacked) {
+        self.note_settled(&unacked.source);
         match how {
             Settle::Ack => {
                 let _ = unacked.source.send(SourceCommand::Ack(unacked.id));

@@ -115,6 +115,8 @@ pub enum SourceCommand {
         Duration,
         oneshot::Sender<Option<(MessageId, AmqpMessage, bool)>>,
     ),
+    /// Answers once every settlement sent before it has reached the backend.
+    Flush(oneshot::Sender<()>),
     /// Stop receiving; finish once every delivered message is settled.
     Drain,
     /// Close now (after the commands already queued).
@@ -284,6 +286,7 @@ pub async fn run_source(
         // Commands first: they settle credit and may end the task.
         // Settlements go to the backend in batches: one call per turn, not per message.
         let (mut acks, mut requeues) = (Vec::new(), Vec::new());
+        let mut flushed = Vec::new();
         while let Ok(command) = commands.try_recv() {
             match command {
                 SourceCommand::Ack(id) => {
@@ -311,11 +314,15 @@ pub async fn run_source(
                     }
                     let _ = reply.send(got);
                 }
+                SourceCommand::Flush(reply) => flushed.push(reply),
                 SourceCommand::Drain => draining = true,
                 SourceCommand::Close => closing = true,
             }
         }
         settle(consumer.as_mut(), &mut acks, &mut requeues).await;
+        for reply in flushed {
+            let _ = reply.send(());
+        }
         if closing || (draining && outstanding.is_empty()) {
             break;
         }
