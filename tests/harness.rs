@@ -122,7 +122,11 @@ impl GatewayProcess {
             .args(["--kafka-listen", &kafka.to_string()])
             .args(own_amqp)
             .args(["--admin-listen", &admin.to_string()])
-            .args(["--log-level", "warn"])
+            .args(if extra.iter().any(|a| a == "--log-level") {
+                vec![]
+            } else {
+                vec!["--log-level", "warn"]
+            })
             .args(match test_pulsar() {
                 Some((url, admin)) => vec![
                     "--backend".into(),

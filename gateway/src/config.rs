@@ -29,6 +29,18 @@ pub struct Config {
     pub backend: BackendSettings,
     pub log: LogSettings,
     pub limits: Limits,
+    pub auth: AuthSettings,
+}
+
+/// Client authentication (DESIGN.md §8): Pulsar tokens, checked with Pulsar's key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthSettings {
+    /// Pulsar's `tokenSecretKey` (HS256), as `file:///path` or `data:;base64,...`.
+    pub token_secret_key: Option<String>,
+    /// Pulsar's `tokenPublicKey` (RS256), in the same forms.
+    pub token_public_key: Option<String>,
+    /// Every listener requires authentication.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +201,7 @@ impl Default for Config {
                 level: "info".into(),
                 format: LogFormat::Text,
             },
+            auth: AuthSettings::default(),
             limits: Limits {
                 max_frame_bytes: 100 * 1024 * 1024,
                 max_in_flight_per_connection: 16,
@@ -315,6 +328,19 @@ impl Config {
         {
             errors.push(
                 "kafka.internal_listen: required when kafka.group_coordination is \"forward\""
+                    .to_string(),
+            );
+        }
+        let auth = &self.auth;
+        if auth.token_secret_key.is_some() && auth.token_public_key.is_some() {
+            errors.push(
+                "auth.token_secret_key and auth.token_public_key: give one of them, not both"
+                    .to_string(),
+            );
+        }
+        if auth.required && auth.token_secret_key.is_none() && auth.token_public_key.is_none() {
+            errors.push(
+                "auth.required: needs auth.token_secret_key or auth.token_public_key to check tokens with"
                     .to_string(),
             );
         }
@@ -659,6 +685,27 @@ pub static OPTIONS: &[OptionSpec] = &[
         get: |c| integer(c.amqp.heartbeat_secs),
     },
     OptionSpec {
+        key: "auth.token_secret_key",
+        flag: "auth-token-secret-key",
+        help: "Key that checks HS256 tokens, as Pulsar's tokenSecretKey: file:///path or data:;base64,...",
+        set: |c, v| parse_key_spec(v).map(|x| c.auth.token_secret_key = Some(x)),
+        get: |c| c.auth.token_secret_key.as_deref().map(shown_key_spec),
+    },
+    OptionSpec {
+        key: "auth.token_public_key",
+        flag: "auth-token-public-key",
+        help: "Key that checks RS256 tokens, as Pulsar's tokenPublicKey: file:///path or data:;base64,...",
+        set: |c, v| parse_key_spec(v).map(|x| c.auth.token_public_key = Some(x)),
+        get: |c| c.auth.token_public_key.as_deref().map(shown_key_spec),
+    },
+    OptionSpec {
+        key: "auth.required",
+        flag: "auth-required",
+        help: "Require a Pulsar token on every listener (Kafka SASL PLAIN or OAUTHBEARER, AMQP PLAIN)",
+        set: |c, v| parse_bool(v).map(|x| c.auth.required = x),
+        get: |c| Some(toml::Value::Boolean(c.auth.required)),
+    },
+    OptionSpec {
         key: "admin.listen",
         flag: "admin-listen",
         help: "Address of the admin HTTP server: /livez, /readyz, /metrics (IP:PORT)",
@@ -811,6 +858,25 @@ fn parse_socket_addr(v: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address \"{v}\"; expected IP:PORT such as 0.0.0.0:9092"))
 }
 
+/// A key as Pulsar names one; the key itself is read when the gateway starts.
+fn parse_key_spec(v: &str) -> Result<String, String> {
+    if v.starts_with("file:") || v.starts_with("data:") {
+        Ok(v.to_owned())
+    } else {
+        // Never echo the value: it may be a key pasted in the wrong form.
+        Err("expected file:///path or data:;base64,...".to_string())
+    }
+}
+
+/// How a key option is printed: a file's path, never inline key material.
+fn shown_key_spec(v: &str) -> toml::Value {
+    toml::Value::String(if v.starts_with("data:") {
+        "data:<inline key, not shown>".to_string()
+    } else {
+        v.to_owned()
+    })
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" => Ok(true),
@@ -919,10 +985,17 @@ impl CliArgs {
                     .help("Validate the configuration, print it (or every error) and exit"),
             );
         for spec in OPTIONS {
+            // A boolean flag given alone means true (`--auth-required`).
+            let boolean = matches!(
+                (spec.get)(&Config::default()),
+                Some(toml::Value::Boolean(_))
+            );
             command = command.arg(
                 Arg::new(spec.flag)
                     .long(spec.flag)
                     .value_name("VALUE")
+                    .num_args(if boolean { 0..=1 } else { 1..=1 })
+                    .default_missing_value("true")
                     .help(match spec.default_value() {
                         Some(default) => format!(
                             "{} [default: {default}] [env: {}]",
@@ -1204,6 +1277,59 @@ mod tests {
         let err = check_config(&args, &env_of(&[])).unwrap_err();
         assert_eq!(err.errors.len(), 3, "{err}");
         assert!(err.to_string().contains("invalid log filter"), "{err}");
+    }
+
+    #[test]
+    fn auth_options_come_from_flags_env_and_file_and_keys_are_never_printed() {
+        let inline = "data:;base64,c2VjcmV0LWtleS1ieXRlcw==";
+        let args = cli(&["--auth-required", "--auth-token-secret-key", inline]);
+        let config = Config::load(&args, &env_of(&[])).unwrap();
+        assert!(config.auth.required);
+        assert_eq!(config.auth.token_secret_key.as_deref(), Some(inline));
+        let printed = check_config(&args, &env_of(&[])).unwrap();
+        assert!(!printed.contains("c2VjcmV0"), "{printed}");
+        assert!(printed.contains("<inline key, not shown>"), "{printed}");
+
+        let env = env_of(&[
+            (
+                "PULSAR_GATEWAY_AUTH_TOKEN_PUBLIC_KEY",
+                "file:///etc/pulsar/public.key",
+            ),
+            ("PULSAR_GATEWAY_AUTH_REQUIRED", "true"),
+        ]);
+        let config = Config::load(&cli(&[]), &env).unwrap();
+        assert_eq!(
+            config.auth.token_public_key.as_deref(),
+            Some("file:///etc/pulsar/public.key")
+        );
+        assert!(config.auth.required);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(
+            &dir,
+            "[auth]\nrequired = true\ntoken_secret_key = \"file:///k\"\n",
+        );
+        let config = Config::load(&cli(&["--config", &file]), &env_of(&[])).unwrap();
+        assert!(config.auth.required);
+        assert_eq!(config.auth.token_secret_key.as_deref(), Some("file:///k"));
+    }
+
+    #[test]
+    fn auth_settings_that_cannot_work_are_refused() {
+        let err = Config::load(&cli(&["--auth-required"]), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("auth.required"), "{err}");
+        let both = cli(&[
+            "--auth-token-secret-key",
+            "file:///a",
+            "--auth-token-public-key",
+            "file:///b",
+        ]);
+        let err = Config::load(&both, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        // A key pasted without its form is refused without being echoed.
+        let pasted = cli(&["--auth-token-secret-key", "Zm9vYmFyLXNlY3JldA=="]);
+        let err = Config::load(&pasted, &env_of(&[])).unwrap_err();
+        assert!(!err.to_string().contains("Zm9vYmFy"), "{err}");
     }
 
     #[test]

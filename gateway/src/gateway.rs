@@ -12,6 +12,7 @@ use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::{KafkaConfig, KafkaFrontend};
 use gateway_pulsar::{PulsarBackend, PulsarConfig};
+use gateway_security::{read_key, TokenKey, TokenVerifier};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,6 +36,8 @@ const ADMIN_GRACE: Duration = Duration::from_secs(1);
 pub enum StartError {
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigErrors),
+    #[error("cannot load the token key: {0}")]
+    TokenKey(String),
     #[error("cannot create data directory {path}: {cause}")]
     DataDir { path: PathBuf, cause: io::Error },
     #[error("cannot open the {kind} backend: {cause}")]
@@ -149,6 +152,8 @@ pub async fn start_with_backend(
     let frontend_backend = backend.clone();
     let limits = config.limits.clone();
     let kafka = config.kafka.clone();
+    let verifier = token_verifier(&config.auth)?;
+    let auth_required = config.auth.required;
     start_with_handler(config, backend, move |addresses| {
         let advertised = &addresses.kafka;
         let kafka_config = KafkaConfig {
@@ -163,6 +168,8 @@ pub async fn start_with_backend(
             node_id: node_id(&kafka, advertised),
             groups: group_settings(&kafka, advertised, addresses.internal.as_ref()),
             forward_groups: kafka.group_coordination == GroupCoordination::Forward,
+            auth: verifier.clone(),
+            auth_required,
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
@@ -183,6 +190,24 @@ pub async fn start_with_backend(
         })
     })
     .await
+}
+
+/// The token verifier the auth settings describe, if any (DESIGN.md §8).
+pub(crate) fn token_verifier(
+    auth: &crate::config::AuthSettings,
+) -> Result<Option<Arc<TokenVerifier>>, StartError> {
+    let key = match (&auth.token_secret_key, &auth.token_public_key) {
+        (Some(spec), _) => {
+            TokenKey::Secret(read_key(spec).map_err(|e| StartError::TokenKey(e.to_string()))?)
+        }
+        (None, Some(spec)) => {
+            TokenKey::Public(read_key(spec).map_err(|e| StartError::TokenKey(e.to_string()))?)
+        }
+        (None, None) => return Ok(None),
+    };
+    TokenVerifier::new(key)
+        .map(|v| Some(Arc::new(v)))
+        .map_err(|e| StartError::TokenKey(e.to_string()))
 }
 
 /// The configured broker id, else one derived from the advertised address. Two gateways on one
@@ -347,7 +372,7 @@ pub(crate) async fn start_with_handler(
     }
     let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
     let amqp_task = tokio::spawn(amqp.run(
-        amqp_handler(&config, backend.clone()),
+        amqp_handler(&config, backend.clone())?,
         drain_rx.clone(),
         sessions.clone(),
     ));
@@ -387,7 +412,7 @@ pub(crate) async fn start_with_handler(
 }
 
 /// The AMQP 0-9-1 connection handler.
-fn amqp_handler(config: &Config, backend: BackendRef) -> Handler {
+fn amqp_handler(config: &Config, backend: BackendRef) -> Result<Handler, StartError> {
     let settings = &config.amqp;
     let (tenant, namespace) = settings
         .default_namespace
@@ -398,13 +423,17 @@ fn amqp_handler(config: &Config, backend: BackendRef) -> Handler {
             default_tenant: tenant.to_owned(),
             default_namespace: namespace.to_owned(),
             users: settings.users.clone(),
+            auth: token_verifier(&config.auth)?,
+            auth_required: config.auth.required,
             frame_max: settings.frame_max,
             heartbeat_secs: settings.heartbeat_secs,
             ..AmqpConfig::default()
         },
         backend,
     );
-    Arc::new(move |stream, drain| Box::pin(frontend.clone().serve_connection(stream, drain)))
+    Ok(Arc::new(move |stream, drain| {
+        Box::pin(frontend.clone().serve_connection(stream, drain))
+    }))
 }
 
 /// The configured advertised address; where it is unset or has port 0, the bound one.

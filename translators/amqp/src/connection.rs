@@ -158,7 +158,7 @@ impl AmqpFrontend {
         let user = authenticate(
             start_ok.mechanism.as_str(),
             start_ok.response.as_bytes(),
-            &config.users,
+            config,
         )
         .map_err(Some)?;
         let tune = AMQPFrame::Method(
@@ -239,11 +239,14 @@ async fn read_method<R: AsyncRead + Unpin>(
     }
 }
 
-/// PLAIN (`\0user\0password`) and AMQPLAIN (a field table with LOGIN and PASSWORD).
+/// PLAIN (`\0user\0password`) and AMQPLAIN (a field table with LOGIN and PASSWORD). With token
+/// authentication the password is a Pulsar token (optionally `token:<jwt>`) and the user name is
+/// informational; the configured users are accepted only while authentication is not required.
+/// Returns the user (the token's role with a token).
 fn authenticate(
     mechanism: &str,
     response: &[u8],
-    users: &[(String, String)],
+    config: &crate::frontend::AmqpConfig,
 ) -> Result<String, AmqpError> {
     let refused = |user: &str| {
         AmqpError::connection(
@@ -288,10 +291,26 @@ fn authenticate(
             ))
         }
     };
-    if users.iter().any(|(u, p)| *u == user && *p == password) {
-        Ok(user)
-    } else {
-        Err(refused(&user))
+    if !config.auth_required
+        && config
+            .users
+            .iter()
+            .any(|(u, p)| *u == user && *p == password)
+    {
+        return Ok(user);
+    }
+    let Some(verifier) = &config.auth else {
+        tracing::info!(%user, "AMQP login refused: unknown user or wrong password");
+        return Err(refused(&user));
+    };
+    let token = password.strip_prefix("token:").unwrap_or(&password);
+    match verifier.verify(token) {
+        Ok(principal) => Ok(principal.role),
+        Err(reason) => {
+            metrics::counter!("amqp_authentication_failures_total").increment(1);
+            tracing::info!(%user, %reason, "AMQP login refused");
+            Err(refused(&user))
+        }
     }
 }
 

@@ -16,8 +16,12 @@ pub struct AmqpConfig {
     /// Where vhost `/` lives, and the tenant of a single-word vhost.
     pub default_tenant: String,
     pub default_namespace: String,
-    /// Accepted PLAIN credentials (user, password).
+    /// Accepted PLAIN credentials (user, password), unless authentication is required.
     pub users: Vec<(String, String)>,
+    /// Checks Pulsar tokens given as the PLAIN password.
+    pub auth: Option<std::sync::Arc<gateway_security::TokenVerifier>>,
+    /// Only tokens are accepted.
+    pub auth_required: bool,
     /// What the server proposes in connection.tune.
     pub frame_max: u32,
     pub channel_max: u16,
@@ -35,6 +39,8 @@ impl Default for AmqpConfig {
             default_tenant: "public".into(),
             default_namespace: "default".into(),
             users: vec![("guest".into(), "guest".into())],
+            auth: None,
+            auth_required: false,
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat_secs: 60,

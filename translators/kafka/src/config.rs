@@ -27,6 +27,10 @@ pub struct KafkaConfig {
     /// groups coordinated elsewhere are forwarded to that instance's internal listener, and
     /// FindCoordinator always names this address.
     pub forward_groups: bool,
+    /// Checks the tokens of SASL authentication; without it SASL is refused.
+    pub auth: Option<std::sync::Arc<gateway_security::TokenVerifier>>,
+    /// Every client must authenticate before any other request.
+    pub auth_required: bool,
 }
 
 impl Default for KafkaConfig {
@@ -44,6 +48,8 @@ impl Default for KafkaConfig {
             max_in_flight: 16,
             groups: crate::groups::GroupSettings::default(),
             forward_groups: false,
+            auth: None,
+            auth_required: false,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::frontend::KafkaFrontend;
 use crate::handlers::api_versions as api_versions_handler;
 use crate::handlers::fetch::FetchState;
 use crate::handlers::groups::{self, ClientInfo};
+use crate::handlers::sasl::SaslState;
 
 /// Smallest request: api key, api version, correlation id and client id length.
 const MIN_REQUEST: usize = 10;
@@ -37,6 +38,12 @@ pub enum Refusal {
     UnsupportedVersion(ApiKey, i16),
     #[error("malformed {0:?} request: {1}")]
     Malformed(ApiKey, String),
+    #[error("{0:?} before authentication")]
+    Unauthenticated(ApiKey),
+    #[error("the session's token expired and the client did not re-authenticate")]
+    SessionExpired,
+    #[error("authentication failed")]
+    AuthenticationFailed,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -116,6 +123,7 @@ impl KafkaFrontend {
         let mut conn = Connection {
             draining,
             fetch: FetchState::default(),
+            sasl: SaslState::default(),
             client: ClientInfo {
                 client_id: String::new(),
                 host: peer_host,
@@ -175,6 +183,10 @@ impl KafkaFrontend {
                         break end;
                     }
                 }
+                Ok(Answer::Last(response)) => {
+                    let _ = deliver(&mut writer, Ok(Some(response)), true).await;
+                    break Ok(());
+                }
                 Err(refusal) => {
                     // Requests read before the bad one are still answered.
                     let _ = drain(&mut writer, &mut in_flight).await;
@@ -197,6 +209,16 @@ impl KafkaFrontend {
         mut frame: Bytes,
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
+        if conn.sasl.raw_next {
+            // After a v0 SaslHandshake: a raw SASL token, answered with a raw one.
+            let token = self
+                .handle_raw_sasl(&mut conn.sasl, &frame)
+                .ok_or(Refusal::AuthenticationFailed)?;
+            let mut out = BytesMut::with_capacity(4 + token.len());
+            out.put_i32(token.len() as i32);
+            out.put_slice(&token);
+            return Ok(Answer::Now(Some(out)));
+        }
         let raw_key = frame.clone().get_i16();
         let version = frame.clone().advance_then_i16();
         let key = ApiKey::try_from(raw_key).map_err(|_| Refusal::UnknownApi(raw_key))?;
@@ -209,6 +231,16 @@ impl KafkaFrontend {
             let correlation_id = frame.clone().advance_then_correlation();
             let response = ResponseKind::ApiVersions(api_versions_handler::unsupported());
             return encode(correlation_id, key, 0, &response).map(|r| Answer::Now(Some(r)));
+        }
+        if !is_sasl_step(key) {
+            // Kafka closes a SASL connection that skips authentication, and (KIP-368) one
+            // whose session outlived its credentials.
+            if self.config.auth_required && conn.sasl.authenticated.is_none() {
+                return Err(Refusal::Unauthenticated(key));
+            }
+            if conn.sasl.expired() {
+                return Err(Refusal::SessionExpired);
+            }
         }
         let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
@@ -230,6 +262,24 @@ impl KafkaFrontend {
         let response = match request {
             RequestKind::ApiVersions(_) => {
                 Some(ResponseKind::ApiVersions(api_versions_handler::handle()))
+            }
+            RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
+                self.handle_sasl_handshake(&mut conn.sasl, r, version),
+            )),
+            RequestKind::SaslAuthenticate(r) => {
+                let (response, ok) = self.handle_sasl_authenticate(&mut conn.sasl, r, version);
+                record_request_metrics(key, started);
+                let encoded = encode(
+                    header.correlation_id,
+                    key,
+                    version,
+                    &ResponseKind::SaslAuthenticate(response),
+                )?;
+                return Ok(if ok {
+                    Answer::Now(Some(encoded))
+                } else {
+                    Answer::Last(encoded)
+                });
             }
             RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
                 self.handle_metadata(r, version).await,
@@ -333,12 +383,22 @@ struct Connection {
     /// Turns true when the gateway drains: requests waiting on a rebalance are answered then.
     draining: watch::Receiver<bool>,
     fetch: FetchState,
+    sasl: SaslState,
     client: ClientInfo,
 }
 
-/// A response that is ready, or one that waits for the backend.
+/// Requests a client may send before it has authenticated.
+fn is_sasl_step(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+/// A response that is ready, one that waits for the backend, or the last one before closing.
 enum Answer {
     Now(Option<BytesMut>),
+    Last(BytesMut),
     Later(Later),
 }
 

@@ -7,6 +7,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod sasl;
 
 use kafka_protocol::protocol::StrBytes;
 

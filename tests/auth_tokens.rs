@@ -1,0 +1,627 @@
+//! Token authentication (issue 6, DESIGN.md §8) on the Kafka and AMQP listeners of a gateway
+//! started with `--auth-required` and an HS256 secret key, as Pulsar's `tokenSecretKey`.
+//!
+//! - Kafka: librdkafka with SASL/PLAIN (`token:<jwt>` as password); OAUTHBEARER over a raw
+//!   socket (this librdkafka build has no OAUTHBEARER: it needs the `ssl` feature); a
+//!   table of refused credentials over a raw socket, each answered SASL_AUTHENTICATION_FAILED
+//!   (58) and closed, and requests before authentication closed.
+//! - AMQP: lapin with the token as PLAIN password; the same table, each refused with
+//!   ACCESS_REFUSED (403).
+//!
+//! The tokens are signed here with jsonwebtoken, as Pulsar's token tool signs them (HS256,
+//! `sub` = role, optional `exp`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use e2e_tests::rdkafka_util::unique;
+use e2e_tests::InProcessGateway;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use lapin::{Connection, ConnectionProperties};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message};
+use serde_json::json;
+
+const SECRET: &[u8] = b"issue-6-test-secret-key-0123456789abcdef";
+const OTHER_SECRET: &[u8] = b"some-other-key-nobody-configured-000000";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(claims: serde_json::Value, key: &[u8]) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+fn valid_token() -> String {
+    sign(json!({"sub": "tenant-a-app", "exp": now() + 3600}), SECRET)
+}
+
+/// A gateway requiring tokens checked with [`SECRET`], given as Pulsar gives it (a file URL).
+async fn secured_gateway() -> InProcessGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    std::fs::write(&key, SECRET).unwrap();
+    let spec = format!("file://{}", key.display());
+    let gateway = InProcessGateway::start_with(|c| {
+        c.auth.token_secret_key = Some(spec);
+        c.auth.required = true;
+    })
+    .await;
+    // The key was read at start.
+    drop(dir);
+    gateway
+}
+
+/// Credentials that must be refused, each with what is wrong with it. `None` as the password
+/// means the PLAIN password is the text as given (no `token:` prefix added).
+fn refused_passwords() -> Vec<(&'static str, String)> {
+    let none_alg = {
+        // alg "none": no signature at all.
+        let b64 = |v: serde_json::Value| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none"})),
+            b64(json!({"sub": "x"}))
+        )
+    };
+    let good = valid_token();
+    let tampered = {
+        // The payload swapped for another role, the signature kept.
+        let parts: Vec<&str> = good.split('.').collect();
+        let other = sign(json!({"sub": "admin", "exp": now() + 3600}), SECRET);
+        let other_payload = other.split('.').nth(1).unwrap().to_owned();
+        format!("{}.{}.{}", parts[0], other_payload, parts[2])
+    };
+    vec![
+        (
+            "expired",
+            format!(
+                "token:{}",
+                sign(json!({"sub": "a", "exp": now() - 10}), SECRET)
+            ),
+        ),
+        (
+            "signed with another key",
+            format!("token:{}", sign(json!({"sub": "a"}), OTHER_SECRET)),
+        ),
+        ("malformed", "token:not-a-jwt".to_owned()),
+        ("three garbage parts", "token:a.b.c".to_owned()),
+        ("empty password", String::new()),
+        ("empty token", "token:".to_owned()),
+        ("alg none", format!("token:{none_alg}")),
+        ("tampered payload", format!("token:{tampered}")),
+        (
+            "no subject",
+            format!("token:{}", sign(json!({"exp": now() + 60}), SECRET)),
+        ),
+        (
+            "not valid yet",
+            format!(
+                "token:{}",
+                sign(json!({"sub": "a", "nbf": now() + 3600}), SECRET)
+            ),
+        ),
+        (
+            "truncated signature",
+            format!("token:{}", &good[..good.len() - 4]),
+        ),
+    ]
+}
+
+// ---- Kafka over a raw socket ------------------------------------------------------------------
+
+fn request(key: ApiKey, version: i16, correlation: i32, body: impl Encodable) -> Vec<u8> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation;
+    header.client_id = Some(StrBytes::from_static_str("auth-test"));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&buf);
+    framed
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// One response body (after the correlation id, for header v0 responses), or `None` when the
+/// gateway closed the connection.
+fn response(s: &mut TcpStream, key: ApiKey, version: i16) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    let mut body = Bytes::from(body);
+    body.advance(4); // correlation id
+    if key.response_header_version(version) >= 1 {
+        // Tagged fields of a flexible header: none are sent.
+        body.advance(1);
+    }
+    Some(body)
+}
+
+fn closed(s: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(s.read(&mut byte), Ok(0) | Err(_))
+}
+
+/// SaslHandshake v1 for `mechanism`, then SaslAuthenticate v2 with `auth_bytes`.
+fn sasl(
+    addr: SocketAddr,
+    mechanism: &str,
+    auth_bytes: Vec<u8>,
+) -> (TcpStream, SaslAuthenticateResponse) {
+    let mut s = connect(addr);
+    let mut hs = SaslHandshakeRequest::default();
+    hs.mechanism = StrBytes::from_string(mechanism.to_owned());
+    s.write_all(&request(ApiKey::SaslHandshake, 1, 1, hs))
+        .unwrap();
+    let mut body = response(&mut s, ApiKey::SaslHandshake, 1).expect("handshake answered");
+    let handshake = SaslHandshakeResponse::decode(&mut body, 1).unwrap();
+    assert_eq!(handshake.error_code, 0, "{mechanism} is offered");
+    let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(offered, ["PLAIN", "OAUTHBEARER"]);
+    let mut auth = SaslAuthenticateRequest::default();
+    auth.auth_bytes = Bytes::from(auth_bytes);
+    s.write_all(&request(ApiKey::SaslAuthenticate, 2, 2, auth))
+        .unwrap();
+    let mut body = response(&mut s, ApiKey::SaslAuthenticate, 2).expect("authenticate answered");
+    let answer = SaslAuthenticateResponse::decode(&mut body, 2).unwrap();
+    (s, answer)
+}
+
+fn plain_bytes(user: &str, password: &str) -> Vec<u8> {
+    format!("\0{user}\0{password}").into_bytes()
+}
+
+fn metadata_request() -> Vec<u8> {
+    request(
+        ApiKey::Metadata,
+        9,
+        7,
+        kafka_protocol::messages::MetadataRequest::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_refuses_every_bad_credential_with_sasl_authentication_failed_and_closes() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.kafka_addr();
+    let mut cases: Vec<(String, Vec<u8>)> = refused_passwords()
+        .into_iter()
+        .map(|(what, password)| {
+            (
+                format!("PLAIN, {what}"),
+                plain_bytes("public/default", &password),
+            )
+        })
+        .collect();
+    cases.push((
+        "PLAIN, token without the token: prefix".into(),
+        plain_bytes("public/default", &valid_token()),
+    ));
+    cases.push(("PLAIN, no separators".into(), b"garbage".to_vec()));
+    cases.push((
+        "OAUTHBEARER, expired".into(),
+        format!(
+            "n,,\x01auth=Bearer {}\x01\x01",
+            sign(json!({"sub": "a", "exp": now() - 10}), SECRET)
+        )
+        .into_bytes(),
+    ));
+    cases.push((
+        "OAUTHBEARER, another key".into(),
+        format!(
+            "n,,\x01auth=Bearer {}\x01\x01",
+            sign(json!({"sub": "a"}), OTHER_SECRET)
+        )
+        .into_bytes(),
+    ));
+    cases.push(("OAUTHBEARER, no token".into(), b"n,,\x01\x01".to_vec()));
+    for (what, bytes) in cases {
+        let mechanism = if what.starts_with("OAUTHBEARER") {
+            "OAUTHBEARER"
+        } else {
+            "PLAIN"
+        };
+        let (mut s, answer) = tokio::task::spawn_blocking(move || sasl(addr, mechanism, bytes))
+            .await
+            .unwrap();
+        assert_eq!(answer.error_code, 58, "{what}: SASL_AUTHENTICATION_FAILED");
+        let message = answer
+            .error_message
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        // A reason, and never the token (every JWT starts with `eyJ`, the encoded `{"`).
+        assert!(
+            !message.is_empty() && !message.contains("eyJ"),
+            "{what}: {message}"
+        );
+        assert!(
+            tokio::task::spawn_blocking(move || closed(&mut s))
+                .await
+                .unwrap(),
+            "{what}: the connection is closed after the refusal"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_requests_before_authentication_close_the_connection() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        // ApiVersions is allowed first (clients ask before SASL), and lists the SASL APIs.
+        let mut s = connect(addr);
+        s.write_all(&request(
+            ApiKey::ApiVersions,
+            3,
+            1,
+            kafka_protocol::messages::ApiVersionsRequest::default(),
+        ))
+        .unwrap();
+        let mut body = response(&mut s, ApiKey::ApiVersions, 0).expect("ApiVersions answered");
+        let versions = kafka_protocol::messages::ApiVersionsResponse::decode(&mut body, 3).unwrap();
+        let keys: Vec<i16> = versions.api_keys.iter().map(|k| k.api_key).collect();
+        assert!(keys.contains(&(ApiKey::SaslHandshake as i16)));
+        assert!(keys.contains(&(ApiKey::SaslAuthenticate as i16)));
+        // Metadata before SASL: closed without an answer.
+        s.write_all(&metadata_request()).unwrap();
+        assert!(response(&mut s, ApiKey::Metadata, 9).is_none());
+        // An unknown mechanism is refused with the list of offered ones.
+        let mut s = connect(addr);
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = StrBytes::from_static_str("SCRAM-SHA-256");
+        s.write_all(&request(ApiKey::SaslHandshake, 1, 1, hs))
+            .unwrap();
+        let mut body = response(&mut s, ApiKey::SaslHandshake, 1).unwrap();
+        let answer = SaslHandshakeResponse::decode(&mut body, 1).unwrap();
+        assert_eq!(answer.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+        assert_eq!(answer.mechanisms.len(), 2);
+        // OAUTHBEARER with a valid token.
+        let bearer = format!("n,,\x01auth=Bearer {}\x01\x01", valid_token());
+        let (_, answer) = sasl(addr, "OAUTHBEARER", bearer.into_bytes());
+        assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+        // A valid token authenticates; then Metadata is answered.
+        let (mut s, answer) = sasl(
+            addr,
+            "PLAIN",
+            plain_bytes("public", &format!("token:{}", valid_token())),
+        );
+        assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+        let lifetime = answer.session_lifetime_ms;
+        assert!(
+            (3_500_000..=3_600_000).contains(&lifetime),
+            "the session lasts until the token expires (KIP-368): {lifetime} ms"
+        );
+        s.write_all(&metadata_request()).unwrap();
+        assert!(response(&mut s, ApiKey::Metadata, 9).is_some());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_v0_handshake_takes_a_raw_plain_token() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        for (token, accepted) in [(valid_token(), true), ("not-a-jwt".to_owned(), false)] {
+            let mut s = connect(addr);
+            let mut hs = SaslHandshakeRequest::default();
+            hs.mechanism = StrBytes::from_static_str("PLAIN");
+            s.write_all(&request(ApiKey::SaslHandshake, 0, 1, hs))
+                .unwrap();
+            let mut body = response(&mut s, ApiKey::SaslHandshake, 0).unwrap();
+            assert_eq!(
+                SaslHandshakeResponse::decode(&mut body, 0)
+                    .unwrap()
+                    .error_code,
+                0
+            );
+            let raw = plain_bytes("public", &format!("token:{token}"));
+            let mut framed = BytesMut::new();
+            framed.put_i32(raw.len() as i32);
+            framed.put_slice(&raw);
+            s.write_all(&framed).unwrap();
+            let mut len = [0u8; 4];
+            if accepted {
+                s.read_exact(&mut len).unwrap();
+                assert_eq!(i32::from_be_bytes(len), 0, "an empty server token");
+                s.write_all(&metadata_request()).unwrap();
+                assert!(response(&mut s, ApiKey::Metadata, 9).is_some());
+            } else {
+                assert!(closed(&mut s), "a bad raw token closes the connection");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+// ---- Kafka with librdkafka --------------------------------------------------------------------
+
+fn sasl_plain(bootstrap: &str, password: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", "PLAIN")
+        .set("sasl.username", "public/default")
+        .set("sasl.password", password)
+        .set("message.timeout.ms", "10000");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_produces_and_consumes_with_sasl_plain_and_a_token() {
+    let gateway = secured_gateway().await;
+    let topic = unique("auth-plain");
+    let password = format!("token:{}", valid_token());
+    let producer: FutureProducer = sasl_plain(&gateway.bootstrap(), &password)
+        .create()
+        .unwrap();
+    for i in 0..5 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let consumer: BaseConsumer = sasl_plain(&gateway.bootstrap(), &password)
+        .set("group.id", unique("auth-group"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 5 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+/// Keeps the errors librdkafka reports through its error callback.
+#[derive(Default)]
+struct RecordingContext(std::sync::Mutex<Vec<String>>);
+
+impl ClientContext for RecordingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error:?}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RecordingContext {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_with_an_expired_token_gets_an_authentication_error() {
+    let gateway = secured_gateway().await;
+    let expired = format!(
+        "token:{}",
+        sign(json!({"sub": "a", "exp": now() - 10}), SECRET)
+    );
+    let client: BaseConsumer<RecordingContext> = sasl_plain(&gateway.bootstrap(), &expired)
+        .create_with_context(RecordingContext::default())
+        .unwrap();
+    let metadata =
+        tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(3)));
+    assert!(
+        metadata.is_err(),
+        "nothing is served without authentication"
+    );
+    // Error callbacks are served by polls.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.context().0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::task::block_in_place(|| client.poll(Duration::from_millis(100)));
+    }
+    // librdkafka reports the broker's refusal, with its message, as an authentication error.
+    let errors = client.context().0.lock().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("Authentication") && e.contains("expired")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|e| !e.contains("eyJ")),
+        "no token in errors"
+    );
+}
+
+// ---- AMQP with lapin --------------------------------------------------------------------------
+
+async fn amqp_connect(
+    gateway: &InProcessGateway,
+    user: &str,
+    password: &str,
+) -> lapin::Result<Connection> {
+    let uri = format!(
+        "amqp://{user}:{}@{}/%2f",
+        percent(password),
+        gateway.gateway.amqp_addr()
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("an answer within 10 s")
+}
+
+/// URI userinfo escaping for the characters a JWT or these passwords hold.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_accepts_a_token_as_the_plain_password() {
+    let gateway = secured_gateway().await;
+    for password in [valid_token(), format!("token:{}", valid_token())] {
+        let connection = amqp_connect(&gateway, "any-user", &password)
+            .await
+            .expect("a valid token logs in");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_declare(
+                "auth-q".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        connection.close(200, "bye".into()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_refuses_every_bad_credential_with_access_refused() {
+    let gateway = secured_gateway().await;
+    let mut cases = refused_passwords();
+    // The configured users are not accepted once tokens are required.
+    cases.push((
+        "guest's password while tokens are required",
+        "guest".to_owned(),
+    ));
+    for (what, password) in cases {
+        let user = if what.starts_with("guest") {
+            "guest"
+        } else {
+            "app"
+        };
+        let err = amqp_connect(&gateway, user, &password)
+            .await
+            .expect_err(what);
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("ACCESS_REFUSED") || text.contains("403"),
+            "{what}: {text}"
+        );
+    }
+    // And the listener still serves.
+    amqp_connect(&gateway, "app", &valid_token())
+        .await
+        .expect("still serving");
+}
+
+// ---- secrets never reach the log --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_key_appears_in_a_trace_level_log() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let inline_key = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    let kafka = SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port()));
+    let gateway = e2e_tests::GatewayProcess::start_with_args(
+        env!("CARGO_BIN_EXE_gateway-under-test"),
+        &dir.path().join("data"),
+        kafka,
+        admin,
+        Some(&log),
+        &[
+            "--log-level".into(),
+            "trace".into(),
+            "--auth-required".into(),
+            "--auth-token-secret-key".into(),
+            format!("data:;base64,{inline_key}"),
+        ],
+    );
+    let good = valid_token();
+    let bad: Vec<String> = refused_passwords().into_iter().map(|(_, p)| p).collect();
+    // Kafka: a session that works, and every refused credential.
+    let producer: FutureProducer = sasl_plain(&kafka.to_string(), &format!("token:{good}"))
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&unique("auth-log")).payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+    for password in &bad {
+        let bytes = plain_bytes("public", password);
+        tokio::task::spawn_blocking(move || sasl(kafka, "PLAIN", bytes))
+            .await
+            .unwrap();
+    }
+    // AMQP: the same.
+    let uri = |password: &str| format!("amqp://app:{}@{}/%2f", percent(password), gateway.amqp);
+    let connection = Connection::connect(&uri(&good), ConnectionProperties::default())
+        .await
+        .expect("a valid token logs in");
+    connection.close(200, "bye".into()).await.unwrap();
+    for password in &bad {
+        let _ = Connection::connect(&uri(password), ConnectionProperties::default()).await;
+    }
+    drop(producer);
+    gateway.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The log holds the authentication events (the success is logged at debug level).
+    for event in [
+        "Kafka client authenticated",
+        "Kafka authentication refused",
+        "AMQP login refused",
+    ] {
+        assert!(text.contains(event), "the log has '{event}'");
+    }
+    let mut secrets: Vec<String> = vec![good.clone(), inline_key];
+    for password in bad.iter().chain([&good]) {
+        let token = password.strip_prefix("token:").unwrap_or(password);
+        // Each signature, and each whole token, on its own (a token may be split in a log).
+        secrets.extend(
+            token
+                .split('.')
+                .filter(|part| part.len() >= 16)
+                .map(str::to_owned),
+        );
+    }
+    for secret in secrets {
+        assert!(!text.contains(&secret), "the log holds a secret: {secret}");
+    }
+    assert!(!text.contains(std::str::from_utf8(SECRET).unwrap()));
+}

@@ -1,0 +1,274 @@
+//! SASL authentication: SaslHandshake (KIP-43: v0 is followed by raw SASL tokens, v1 by
+//! SaslAuthenticate requests, KIP-152), and re-authentication on a live connection (KIP-368).
+//!
+//! The credentials are Pulsar tokens (DESIGN.md §8):
+//! - PLAIN: username `tenant` or `tenant/namespace`, password `token:<jwt>`;
+//! - OAUTHBEARER: the client's initial response carries the JWT as its bearer token.
+//!
+//! A failed authentication is answered SASL_AUTHENTICATION_FAILED and the connection closed, as
+//! a Kafka broker does. Neither the token nor the password is ever logged.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gateway_security::{AuthError, Principal};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use tracing::{debug, info};
+
+use super::str_bytes;
+use crate::frontend::KafkaFrontend;
+
+/// Mechanisms offered, in the order SaslHandshake lists them.
+pub const MECHANISMS: &[&str] = &["PLAIN", "OAUTHBEARER"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    OAuthBearer,
+}
+
+/// A client that has authenticated.
+#[derive(Debug, Clone)]
+pub struct KafkaPrincipal {
+    pub principal: Principal,
+    /// The tenant and namespace named in a PLAIN username, if any. Topic names do not resolve
+    /// in them yet (issue 6, tenancy).
+    #[allow(dead_code)]
+    pub tenant: Option<String>,
+    #[allow(dead_code)]
+    pub namespace: Option<String>,
+}
+
+/// A connection's progress through SASL.
+#[derive(Debug, Default)]
+pub struct SaslState {
+    /// Chosen by SaslHandshake; the next authentication uses it.
+    pub mechanism: Option<Mechanism>,
+    /// After a v0 handshake the next frame is a raw SASL token, not a Kafka request.
+    pub raw_next: bool,
+    pub authenticated: Option<KafkaPrincipal>,
+    /// When the session ends unless the client re-authenticates (the token's `exp`).
+    pub session_end: Option<Instant>,
+}
+
+impl SaslState {
+    /// Whether the session has outlived its token (KIP-368: the client had to re-authenticate).
+    pub fn expired(&self) -> bool {
+        self.session_end.is_some_and(|end| Instant::now() >= end)
+    }
+}
+
+impl KafkaFrontend {
+    pub(crate) fn handle_sasl_handshake(
+        &self,
+        state: &mut SaslState,
+        request: SaslHandshakeRequest,
+        version: i16,
+    ) -> SaslHandshakeResponse {
+        let mut response = SaslHandshakeResponse::default();
+        if self.config.auth.is_none() {
+            // Kafka's answer on a listener without SASL.
+            response.error_code = ResponseError::IllegalSaslState.code();
+            return response;
+        }
+        response.mechanisms = MECHANISMS.iter().map(|m| str_bytes(*m)).collect();
+        state.mechanism = match request.mechanism.as_str() {
+            "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
+            _ => None,
+        };
+        if state.mechanism.is_none() {
+            response.error_code = ResponseError::UnsupportedSaslMechanism.code();
+        } else {
+            state.raw_next = version == 0;
+        }
+        response
+    }
+
+    /// Answers SaslAuthenticate; `false` when the connection must close after the response.
+    pub(crate) fn handle_sasl_authenticate(
+        &self,
+        state: &mut SaslState,
+        request: SaslAuthenticateRequest,
+        version: i16,
+    ) -> (SaslAuthenticateResponse, bool) {
+        let mut response = SaslAuthenticateResponse::default();
+        let Some(mechanism) = state.mechanism.take() else {
+            response.error_code = ResponseError::IllegalSaslState.code();
+            response.error_message = Some(str_bytes("SaslAuthenticate without a SaslHandshake"));
+            return (response, false);
+        };
+        match self.authenticate(state, mechanism, &request.auth_bytes) {
+            Ok(lifetime) => {
+                if version >= 1 {
+                    response.session_lifetime_ms = lifetime.map_or(0, |d| d.as_millis() as i64);
+                }
+                (response, true)
+            }
+            Err(reason) => {
+                response.error_code = ResponseError::SaslAuthenticationFailed.code();
+                response.error_message = Some(str_bytes(reason));
+                (response, false)
+            }
+        }
+    }
+
+    /// A raw SASL token after a v0 handshake: the (empty) server token on success, `None` when
+    /// the connection must close.
+    pub(crate) fn handle_raw_sasl(&self, state: &mut SaslState, token: &[u8]) -> Option<Bytes> {
+        state.raw_next = false;
+        let mechanism = state.mechanism.take()?;
+        self.authenticate(state, mechanism, token).ok()?;
+        Some(Bytes::new())
+    }
+
+    /// Checks the credentials; on success records the principal and returns how long the
+    /// session may last (until the token expires).
+    fn authenticate(
+        &self,
+        state: &mut SaslState,
+        mechanism: Mechanism,
+        auth_bytes: &[u8],
+    ) -> Result<Option<Duration>, String> {
+        let verifier = self
+            .config
+            .auth
+            .as_ref()
+            .ok_or("authentication is not enabled on this listener")?;
+        let outcome = match mechanism {
+            Mechanism::Plain => plain(auth_bytes).and_then(|(user, token)| {
+                let principal = verifier.verify(&token).map_err(|e| refusal(&e))?;
+                let (tenant, namespace) = match user.split_once('/') {
+                    Some((t, n)) => (Some(t.to_owned()), Some(n.to_owned())),
+                    None if user.is_empty() => (None, None),
+                    None => (Some(user), None),
+                };
+                Ok(KafkaPrincipal {
+                    principal,
+                    tenant,
+                    namespace,
+                })
+            }),
+            Mechanism::OAuthBearer => oauth_bearer(auth_bytes).and_then(|token| {
+                let principal = verifier.verify(&token).map_err(|e| refusal(&e))?;
+                Ok(KafkaPrincipal {
+                    principal,
+                    tenant: None,
+                    namespace: None,
+                })
+            }),
+        };
+        let authenticated = match outcome {
+            Ok(p) => p,
+            Err(reason) => {
+                metrics::counter!("kafka_authentication_failures_total").increment(1);
+                info!(?mechanism, %reason, "Kafka authentication refused");
+                return Err(reason);
+            }
+        };
+        // A re-authentication must keep the identity (KIP-368).
+        if let Some(before) = &state.authenticated {
+            if before.principal.role != authenticated.principal.role {
+                return Err("re-authentication must not change the principal".into());
+            }
+        }
+        let lifetime = authenticated.principal.expires_at.map(|exp| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Duration::from_secs(exp).saturating_sub(now)
+        });
+        debug!(role = %authenticated.principal.role, ?mechanism, "Kafka client authenticated");
+        state.session_end = lifetime.map(|l| Instant::now() + l);
+        state.authenticated = Some(authenticated);
+        Ok(lifetime)
+    }
+}
+
+/// The failure text a client sees: the reason, never the token.
+fn refusal(e: &AuthError) -> String {
+    format!("authentication failed: {e}")
+}
+
+/// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`; the password must be `token:<jwt>`.
+fn plain(bytes: &[u8]) -> Result<(String, String), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "PLAIN credentials are not UTF-8")?;
+    let mut parts = text.split('\0');
+    let (Some(_authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed PLAIN credentials".into());
+    };
+    let token = password
+        .strip_prefix("token:")
+        .ok_or("the password must be token:<jwt>")?;
+    if token.is_empty() {
+        return Err(refusal(&AuthError::Missing));
+    }
+    Ok((user.to_owned(), token.to_owned()))
+}
+
+/// OAUTHBEARER's initial client response (RFC 7628 §3.1): a GS2 header, then `key=value`
+/// pairs separated by ^A, one of which is `auth=Bearer <token>`.
+fn oauth_bearer(bytes: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "OAUTHBEARER response is not UTF-8")?;
+    let (gs2, rest) = text
+        .split_once('\x01')
+        .ok_or("malformed OAUTHBEARER response")?;
+    if !gs2.starts_with("n,") && !gs2.starts_with("y,") {
+        return Err("malformed OAUTHBEARER response".into());
+    }
+    let token = rest
+        .split('\x01')
+        .find_map(|kv| kv.strip_prefix("auth="))
+        .and_then(|auth| {
+            auth.strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("bearer "))
+        })
+        .ok_or("the OAUTHBEARER response has no bearer token")?;
+    Ok(token.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_takes_the_token_from_the_password() {
+        assert_eq!(
+            plain(b"\0tenant-a/ns\0token:abc.def.ghi").unwrap(),
+            ("tenant-a/ns".to_owned(), "abc.def.ghi".to_owned())
+        );
+        assert_eq!(
+            plain(b"authz\0tenant-a\0token:x").unwrap(),
+            ("tenant-a".to_owned(), "x".to_owned())
+        );
+        assert!(
+            plain(b"\0tenant-a\0abc.def.ghi").is_err(),
+            "no token: prefix"
+        );
+        assert!(plain(b"\0tenant-a\0token:").is_err(), "empty token");
+        assert!(plain(b"\0tenant-a\0").is_err(), "empty password");
+        assert!(plain(b"tenant-a").is_err());
+        assert!(plain(b"\0a\0b\0c").is_err());
+        assert!(plain(&[0xff, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn oauthbearer_finds_the_bearer_token() {
+        assert_eq!(
+            oauth_bearer(b"n,,\x01auth=Bearer abc.def.ghi\x01\x01").unwrap(),
+            "abc.def.ghi"
+        );
+        assert_eq!(
+            oauth_bearer(b"n,a=user,\x01host=h\x01auth=Bearer t\x01\x01").unwrap(),
+            "t"
+        );
+        assert!(oauth_bearer(b"n,,\x01host=h\x01\x01").is_err());
+        assert!(oauth_bearer(b"garbage").is_err());
+        assert!(oauth_bearer(b"").is_err());
+    }
+}
