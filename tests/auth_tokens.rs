@@ -1,8 +1,7 @@
 //! Token authentication (issue 6, DESIGN.md §8) on the Kafka and AMQP listeners of a gateway
 //! started with `--auth-required` and an HS256 secret key, as Pulsar's `tokenSecretKey`.
 //!
-//! - Kafka: librdkafka with SASL/PLAIN (`token:<jwt>` as password); OAUTHBEARER over a raw
-//!   socket (this librdkafka build has no OAUTHBEARER: it needs the `ssl` feature); a
+//! - Kafka: librdkafka with SASL/PLAIN (`token:<jwt>` as password) and SASL/OAUTHBEARER; a
 //!   table of refused credentials over a raw socket, each answered SASL_AUTHENTICATION_FAILED
 //!   (58) and closed, and requests before authentication closed.
 //! - AMQP: lapin with the token as PLAIN password; the same table, each refused with
@@ -459,6 +458,45 @@ async fn rdkafka_with_an_expired_token_gets_an_authentication_error() {
         errors.iter().all(|e| !e.contains("eyJ")),
         "no token in errors"
     );
+}
+
+/// Hands librdkafka a token for OAUTHBEARER (its callback for custom token sources).
+struct BearerContext(String);
+
+impl ClientContext for BearerContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        Ok(rdkafka::client::OAuthToken {
+            token: self.0.clone(),
+            principal_name: "tenant-a-app".into(),
+            lifetime_ms: ((now() + 3600) * 1000) as i64,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_authenticates_with_oauthbearer() {
+    let gateway = secured_gateway().await;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", gateway.bootstrap())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", "OAUTHBEARER")
+        .set("message.timeout.ms", "10000");
+    let producer: FutureProducer<BearerContext> = config
+        .create_with_context(BearerContext(valid_token()))
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&unique("auth-bearer")).payload("via-bearer"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
 }
 
 // ---- AMQP with lapin --------------------------------------------------------------------------

@@ -30,6 +30,21 @@ pub struct Config {
     pub log: LogSettings,
     pub limits: Limits,
     pub auth: AuthSettings,
+    pub tls: TlsSettings,
+}
+
+/// TLS listeners (DESIGN.md §8). One certificate serves every TLS listener.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    pub kafka_listen: Option<SocketAddr>,
+    /// What Metadata tells clients of the TLS listener; by default its bound address.
+    pub kafka_advertised: Option<HostPort>,
+    pub amqp_listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate issued by one.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Client authentication (DESIGN.md §8): Pulsar tokens, checked with Pulsar's key.
@@ -202,6 +217,7 @@ impl Default for Config {
                 format: LogFormat::Text,
             },
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
             limits: Limits {
                 max_frame_bytes: 100 * 1024 * 1024,
                 max_in_flight_per_connection: 16,
@@ -328,6 +344,15 @@ impl Config {
         {
             errors.push(
                 "kafka.internal_listen: required when kafka.group_coordination is \"forward\""
+                    .to_string(),
+            );
+        }
+        let tls = &self.tls;
+        if (tls.kafka_listen.is_some() || tls.amqp_listen.is_some())
+            && (tls.cert_file.is_none() || tls.key_file.is_none())
+        {
+            errors.push(
+                "tls.cert_file and tls.key_file: required when a TLS listener is configured"
                     .to_string(),
             );
         }
@@ -683,6 +708,57 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Heartbeat interval the gateway proposes in connection.tune (0 turns heartbeats off)",
         set: |c, v| parse_number(v, 0, 3600).map(|x| c.amqp.heartbeat_secs = x),
         get: |c| integer(c.amqp.heartbeat_secs),
+    },
+    OptionSpec {
+        key: "tls.kafka_listen",
+        flag: "kafka-tls-listen",
+        help: "Address of the Kafka TLS listener (IP:PORT), besides the plaintext one",
+        set: |c, v| parse_socket_addr(v).map(|x| c.tls.kafka_listen = Some(x)),
+        get: |c| c.tls.kafka_listen.map(|a| toml::Value::String(a.to_string())),
+    },
+    OptionSpec {
+        key: "tls.kafka_advertised",
+        flag: "kafka-tls-advertised",
+        help: "HOST:PORT that Metadata gives clients of the Kafka TLS listener (default: its bound address)",
+        set: |c, v| v.parse().map(|x| c.tls.kafka_advertised = Some(x)),
+        get: |c| c.tls.kafka_advertised.as_ref().map(|a| toml::Value::String(a.to_string())),
+    },
+    OptionSpec {
+        key: "tls.amqp_listen",
+        flag: "amqp-tls-listen",
+        help: "Address of the AMQP TLS listener (IP:PORT, amqps), besides the plaintext one",
+        set: |c, v| parse_socket_addr(v).map(|x| c.tls.amqp_listen = Some(x)),
+        get: |c| c.tls.amqp_listen.map(|a| toml::Value::String(a.to_string())),
+    },
+    OptionSpec {
+        key: "tls.cert_file",
+        flag: "tls-cert-file",
+        help: "PEM certificate chain of the TLS listeners; reloaded when the file changes",
+        set: |c, v| {
+            c.tls.cert_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+        get: |c| c.tls.cert_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+    },
+    OptionSpec {
+        key: "tls.key_file",
+        flag: "tls-key-file",
+        help: "PEM private key of the TLS listeners; reloaded when the file changes",
+        set: |c, v| {
+            c.tls.key_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+        get: |c| c.tls.key_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+    },
+    OptionSpec {
+        key: "tls.client_ca_file",
+        flag: "tls-client-ca-file",
+        help: "PEM CA certificates; when set, TLS clients must present a certificate they issued",
+        set: |c, v| {
+            c.tls.client_ca_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+        get: |c| c.tls.client_ca_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
     },
     OptionSpec {
         key: "auth.token_secret_key",

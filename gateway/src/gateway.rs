@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use gateway_amqp::{AmqpConfig, AmqpFrontend};
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
+use gateway_kafka::ClientInfo;
 use gateway_kafka::{KafkaConfig, KafkaFrontend};
 use gateway_pulsar::{PulsarBackend, PulsarConfig};
 use gateway_security::{read_key, TokenKey, TokenVerifier};
@@ -25,6 +26,7 @@ use crate::config::{
 use crate::listener::{Handler, Listener, Sessions};
 use crate::shutdown::{Phase, ShutdownReport, ShutdownTrigger};
 use crate::telemetry;
+use crate::tls::{ReloadingAcceptor, TlsFiles};
 
 /// Admin traffic is a few probes and scrapes; a small cap keeps it from eating descriptors.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -38,6 +40,8 @@ pub enum StartError {
     Config(#[from] ConfigErrors),
     #[error("cannot load the token key: {0}")]
     TokenKey(String),
+    #[error("cannot load the TLS certificate: {0}")]
+    Tls(String),
     #[error("cannot create data directory {path}: {cause}")]
     DataDir { path: PathBuf, cause: io::Error },
     #[error("cannot open the {kind} backend: {cause}")]
@@ -60,6 +64,8 @@ pub enum StartError {
 pub struct RunningGateway {
     kafka_addr: SocketAddr,
     amqp_addr: SocketAddr,
+    kafka_tls_addr: Option<SocketAddr>,
+    amqp_tls_addr: Option<SocketAddr>,
     kafka_advertised: HostPort,
     admin_addr: SocketAddr,
     backend: BackendRef,
@@ -77,6 +83,16 @@ impl RunningGateway {
     /// The bound AMQP 0-9-1 listener address.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.amqp_addr
+    }
+
+    /// The bound Kafka TLS listener, when one is configured.
+    pub fn kafka_tls_addr(&self) -> Option<SocketAddr> {
+        self.kafka_tls_addr
+    }
+
+    /// The bound AMQP TLS listener (amqps), when one is configured.
+    pub fn amqp_tls_addr(&self) -> Option<SocketAddr> {
+        self.amqp_tls_addr
     }
 
     /// The address Kafka clients are told to connect to.
@@ -174,19 +190,25 @@ pub async fn start_with_backend(
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
         let internal_addr = addresses.internal.as_ref().map(|(bound, _)| *bound);
+        let tls = addresses.tls.clone();
         Arc::new(move |stream, drain| {
-            // DescribeGroups reports each member's host, as Kafka does.
-            let peer = stream
-                .peer_addr()
-                .map(|a| format!("/{}", a.ip()))
-                .unwrap_or_default();
-            // Connections to the internal listener are peers forwarding group requests.
-            let internal = internal_addr.is_some() && stream.local_addr().ok() == internal_addr;
-            Box::pin(
-                frontend
-                    .clone()
-                    .serve_connection(stream, peer, internal, drain),
-            )
+            let local = stream.local_addr().ok();
+            let client = ClientInfo {
+                client_id: String::new(),
+                // DescribeGroups reports each member's host, as Kafka does.
+                host: stream
+                    .peer_addr()
+                    .map(|a| format!("/{}", a.ip()))
+                    .unwrap_or_default(),
+                // Connections to the internal listener are peers forwarding group requests.
+                internal: internal_addr.is_some() && local == internal_addr,
+                // Clients of the TLS listener are sent back to it.
+                advertised: tls
+                    .as_ref()
+                    .filter(|(bound, _)| stream.is_tls() && local == Some(*bound))
+                    .map(|(_, advertised)| (advertised.host.clone(), advertised.port)),
+            };
+            Box::pin(frontend.clone().serve_connection(stream, client, drain))
         })
     })
     .await
@@ -228,6 +250,8 @@ pub(crate) struct KafkaAddresses {
     pub kafka: HostPort,
     /// The internal listener's bound and advertised addresses, when there is one.
     pub internal: Option<(SocketAddr, HostPort)>,
+    /// The TLS listener's bound and advertised addresses, when there is one.
+    pub tls: Option<(SocketAddr, HostPort)>,
 }
 
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
@@ -337,6 +361,35 @@ pub(crate) async fn start_with_handler(
     )
     .await?;
     let admin = bind("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert_file), Some(key_file))
+            if config.tls.kafka_listen.is_some() || config.tls.amqp_listen.is_some() =>
+        {
+            Some(
+                ReloadingAcceptor::new(TlsFiles {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                    client_ca_file: config.tls.client_ca_file.clone(),
+                })
+                .map_err(StartError::Tls)?,
+            )
+        }
+        _ => None,
+    };
+    let max = config.limits.max_connections_per_listener;
+    let tls_listener = |name: &'static str, addr: Option<SocketAddr>| {
+        let tls = tls.clone();
+        async move {
+            match (addr, tls) {
+                (Some(addr), Some(tls)) => Ok(Some(bind(name, addr, max).await?.with_tls(tls))),
+                _ => Ok::<_, StartError>(None),
+            }
+        }
+    };
+    let kafka_tls = tls_listener("kafka-tls", config.tls.kafka_listen).await?;
+    let amqp_tls = tls_listener("amqp-tls", config.tls.amqp_listen).await?;
+    let kafka_tls_addr = kafka_tls.as_ref().map(|l| l.local_addr());
+    let amqp_tls_addr = amqp_tls.as_ref().map(|l| l.local_addr());
     let kafka_addr = kafka.local_addr();
     let amqp_addr = amqp.local_addr();
     let admin_addr = admin.local_addr();
@@ -362,7 +415,18 @@ pub(crate) async fn start_with_handler(
     let handler = kafka_handler(&KafkaAddresses {
         kafka: advertised.clone(),
         internal: internal_addresses.clone(),
+        tls: kafka_tls_addr.map(|bound| {
+            (
+                bound,
+                advertised_address(config.tls.kafka_advertised.as_ref(), bound),
+            )
+        }),
     });
+    // TLS listeners drain with the others; their sessions are tracked with the others.
+    if let Some(listener) = kafka_tls {
+        info!(addr = %listener.local_addr(), "kafka TLS listening");
+        tokio::spawn(listener.run(handler.clone(), drain_rx.clone(), sessions.clone()));
+    }
     if let Some(listener) = internal {
         // Drained with the client listener; its sessions are tracked with the others.
         tokio::spawn(listener.run(handler.clone(), drain_rx.clone(), sessions.clone()));
@@ -371,11 +435,12 @@ pub(crate) async fn start_with_handler(
         }
     }
     let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
-    let amqp_task = tokio::spawn(amqp.run(
-        amqp_handler(&config, backend.clone())?,
-        drain_rx.clone(),
-        sessions.clone(),
-    ));
+    let amqp_connections = amqp_handler(&config, backend.clone())?;
+    if let Some(listener) = amqp_tls {
+        info!(addr = %listener.local_addr(), "amqp TLS listening");
+        tokio::spawn(listener.run(amqp_connections.clone(), drain_rx.clone(), sessions.clone()));
+    }
+    let amqp_task = tokio::spawn(amqp.run(amqp_connections, drain_rx.clone(), sessions.clone()));
     let admin_task = tokio::spawn(admin.run(
         admin::handler(state.clone()),
         admin_stop_rx,
@@ -402,6 +467,8 @@ pub(crate) async fn start_with_handler(
     Ok(RunningGateway {
         kafka_addr,
         amqp_addr,
+        kafka_tls_addr,
+        amqp_tls_addr,
         kafka_advertised: advertised,
         admin_addr,
         backend,

@@ -19,6 +19,7 @@ mod gateway;
 mod listener;
 pub mod shutdown;
 pub mod telemetry;
+mod tls;
 
 #[cfg(test)]
 mod test_support;

@@ -16,14 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::{Context, Poll};
+
 use metrics::{counter, gauge};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::telemetry::names;
+use crate::tls::ReloadingAcceptor;
 
 /// The future serving one connection.
 pub(crate) type ConnectionFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
@@ -31,7 +36,74 @@ pub(crate) type ConnectionFuture = Pin<Box<dyn Future<Output = io::Result<()>> +
 /// Serves one accepted connection. The `watch` turns `true` when the gateway drains: the session
 /// should finish the requests it has read and return.
 pub(crate) type Handler =
-    Arc<dyn Fn(TcpStream, watch::Receiver<bool>) -> ConnectionFuture + Send + Sync>;
+    Arc<dyn Fn(ClientStream, watch::Receiver<bool>) -> ConnectionFuture + Send + Sync>;
+
+/// An accepted connection: plain TCP, or TLS over it (after the handshake).
+pub(crate) enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -55,9 +127,17 @@ pub(crate) struct Listener {
     addr: SocketAddr,
     permits: Arc<Semaphore>,
     max_connections: usize,
+    /// Set on a TLS listener: connections are handed over after the handshake.
+    tls: Option<Arc<ReloadingAcceptor>>,
 }
 
 impl Listener {
+    /// Makes this a TLS listener.
+    pub fn with_tls(mut self, tls: Arc<ReloadingAcceptor>) -> Listener {
+        self.tls = Some(tls);
+        self
+    }
+
     pub async fn bind(
         name: &'static str,
         addr: SocketAddr,
@@ -75,6 +155,7 @@ impl Listener {
             addr,
             permits: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            tls: None,
         })
     }
 
@@ -148,10 +229,22 @@ impl Listener {
             let handler = handler.clone();
             let session_drain = drain.clone();
             let abort = sessions.abort.clone();
+            let tls = self.tls.clone();
             sessions.tracker.spawn(
                 async move {
                     let _guard = guard;
                     debug!("connection accepted");
+                    let stream = match tls {
+                        None => ClientStream::Plain(stream),
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(secured) => ClientStream::Tls(Box::new(secured)),
+                            Err(e) => {
+                                counter!(names::CONNECTIONS_REFUSED, "listener" => name, "reason" => "tls").increment(1);
+                                debug!(error = %e, "TLS handshake failed; connection closed");
+                                return;
+                            }
+                        },
+                    };
                     tokio::select! {
                         result = handler(stream, session_drain) => match result {
                             Ok(()) => debug!("connection closed"),

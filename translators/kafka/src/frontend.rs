@@ -36,6 +36,20 @@ impl KafkaFrontend {
         })
     }
 
+    /// The address to give `client` for this instance: its listener's, else the configured one.
+    pub(crate) fn advertised_for(
+        &self,
+        client: &crate::handlers::groups::ClientInfo,
+    ) -> (String, i32) {
+        match &client.advertised {
+            Some((host, port)) => (host.clone(), i32::from(*port)),
+            None => (
+                self.config.advertised_host.clone(),
+                i32::from(self.config.advertised_port),
+            ),
+        }
+    }
+
     /// The Pulsar topic a Kafka topic name maps to: short names live in the default namespace;
     /// `tenant/ns/topic` and `persistent://...` are taken as they are.
     pub(crate) fn pulsar_topic(&self, kafka_name: &str) -> Option<TopicName> {

@@ -15,4 +15,5 @@ mod session;
 pub use config::KafkaConfig;
 pub use frontend::KafkaFrontend;
 pub use handlers::fetch::encode_entries;
+pub use handlers::groups::ClientInfo;
 pub use handlers::produce::batch_to_entries;

@@ -88,8 +88,7 @@ impl KafkaFrontend {
     pub async fn serve_connection<S>(
         self: Arc<Self>,
         stream: S,
-        peer_host: String,
-        internal: bool,
+        client: ClientInfo,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()>
     where
@@ -124,11 +123,7 @@ impl KafkaFrontend {
             draining,
             fetch: FetchState::default(),
             sasl: SaslState::default(),
-            client: ClientInfo {
-                client_id: String::new(),
-                host: peer_host,
-                internal,
-            },
+            client,
         };
         // Produce responses still waiting for the backend, oldest first.
         let mut in_flight: VecDeque<Later> = VecDeque::new();
@@ -282,7 +277,7 @@ impl KafkaFrontend {
                 });
             }
             RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
-                self.handle_metadata(r, version).await,
+                self.handle_metadata(r, version, &conn.client).await,
             )),
             RequestKind::Produce(r) => {
                 let pending = self.dispatch_produce(r).await;
@@ -319,10 +314,10 @@ impl KafkaFrontend {
                 self.handle_describe_configs(r).await,
             )),
             RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
-                self.handle_describe_cluster(),
+                self.handle_describe_cluster(&conn.client),
             )),
             RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
-                self.handle_find_coordinator(r, version).await,
+                self.handle_find_coordinator(r, version, &conn.client).await,
             )),
             // A join or sync may wait for a whole rebalance; a draining gateway answers it
             // NOT_COORDINATOR at once, so the member moves to the next coordinator.

@@ -244,14 +244,18 @@ impl KafkaFrontend {
         ]
     }
 
-    pub(crate) fn handle_describe_cluster(&self) -> DescribeClusterResponse {
+    pub(crate) fn handle_describe_cluster(
+        &self,
+        client: &crate::handlers::groups::ClientInfo,
+    ) -> DescribeClusterResponse {
+        let (host, port) = self.advertised_for(client);
         let mut response = DescribeClusterResponse::default();
         response.cluster_id = str_bytes(self.config.cluster_id.clone());
         response.controller_id = BrokerId(self.config.node_id);
         let mut broker = DescribeClusterBroker::default();
         broker.broker_id = BrokerId(self.config.node_id);
-        broker.host = str_bytes(self.config.advertised_host.clone());
-        broker.port = self.config.advertised_port as i32;
+        broker.host = str_bytes(host);
+        broker.port = port;
         response.brokers = vec![broker];
         response
     }

@@ -81,6 +81,9 @@ pub struct ClientInfo {
     pub host: String,
     /// Arrived on the internal listener: served here, never forwarded again.
     pub internal: bool,
+    /// The address this client's listener advertises, when it is not the configured one (a
+    /// TLS listener tells its clients to come back to it).
+    pub advertised: Option<(String, u16)>,
 }
 
 fn millis(ms: i32) -> Option<Duration> {
@@ -92,7 +95,9 @@ impl KafkaFrontend {
         &self,
         request: FindCoordinatorRequest,
         version: i16,
+        client: &ClientInfo,
     ) -> FindCoordinatorResponse {
+        let (host, port) = self.advertised_for(client);
         let keys = if version >= 4 {
             request.coordinator_keys
         } else {
@@ -108,14 +113,14 @@ impl KafkaFrontend {
                 // Forward mode: every instance answers for every group.
                 KEY_GROUP if self.config.forward_groups => {
                     c.node_id = BrokerId(self.config.node_id);
-                    c.host = str_bytes(self.config.advertised_host.clone());
-                    c.port = self.config.advertised_port as i32;
+                    c.host = str_bytes(host.clone());
+                    c.port = port;
                 }
                 KEY_GROUP => match self.groups.owner_of(&key).await {
                     Ok(Owner::Local) => {
                         c.node_id = BrokerId(self.config.node_id);
-                        c.host = str_bytes(self.config.advertised_host.clone());
-                        c.port = self.config.advertised_port as i32;
+                        c.host = str_bytes(host.clone());
+                        c.port = port;
                     }
                     Ok(Owner::Remote(owner)) => {
                         c.node_id = BrokerId(owner.node_id);

@@ -17,14 +17,16 @@ impl KafkaFrontend {
         &self,
         request: MetadataRequest,
         version: i16,
+        client: &crate::handlers::groups::ClientInfo,
     ) -> MetadataResponse {
+        let (host, port) = self.advertised_for(client);
         let config = &self.config;
         let node = BrokerId(config.node_id);
         let mut response = MetadataResponse::default();
         let mut broker = MetadataResponseBroker::default();
         broker.node_id = node;
-        broker.host = str_bytes(config.advertised_host.clone());
-        broker.port = config.advertised_port as i32;
+        broker.host = str_bytes(host);
+        broker.port = port;
         response.brokers = vec![broker];
         response.cluster_id = Some(str_bytes(config.cluster_id.clone()));
         response.controller_id = node;

@@ -1,0 +1,381 @@
+//! TLS listeners (issue 6): a gateway with `--kafka-tls-listen` and `--amqp-tls-listen`, a
+//! certificate issued by a test CA, and tokens required.
+//!
+//! - librdkafka with SASL_SSL + PLAIN produces and consumes; told to trust nothing but the
+//!   system roots, it refuses the gateway's certificate.
+//! - lapin over amqps with the token as password.
+//! - A plaintext client on either TLS port is closed promptly, and the gateway keeps serving.
+//! - A certificate replaced on disk is served to the next connection, without a restart.
+//! - With a client CA, a client without a certificate is refused.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e_tests::rdkafka_util::unique;
+use e2e_tests::InProcessGateway;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use lapin::tcp::OwnedTLSConfig;
+use lapin::{Connection, ConnectionProperties};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message};
+
+const SECRET: &[u8] = b"tls-test-secret-key-0123456789abcdef";
+
+fn token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "tls-client", "exp": exp}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+/// A CA, and server certificates it issues for 127.0.0.1 and localhost, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "pulsar-gateway test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        };
+        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues a certificate for `names` into `<stem>.pem` and `<stem>.key`.
+    fn issue(&self, stem: &str, names: &[&str]) {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        std::fs::write(self.path(&format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+async fn tls_gateway(pki: &Pki, client_ca: bool) -> InProcessGateway {
+    pki.issue("server", &["127.0.0.1", "localhost"]);
+    let secret = pki.path("secret.key");
+    std::fs::write(&secret, SECRET).unwrap();
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    InProcessGateway::start_with(move |c| {
+        c.tls.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tls.amqp_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.tls.client_ca_file = client_ca.then_some(ca);
+        c.auth.token_secret_key = Some(format!("file://{}", secret.display()));
+        c.auth.required = true;
+    })
+    .await
+}
+
+fn sasl_ssl(bootstrap: SocketAddr, ca: Option<&Path>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap.to_string())
+        .set("security.protocol", "SASL_SSL")
+        .set("sasl.mechanisms", "PLAIN")
+        .set("sasl.username", "public/default")
+        .set("sasl.password", format!("token:{}", token()))
+        .set("message.timeout.ms", "10000");
+    if let Some(ca) = ca {
+        c.set("ssl.ca.location", ca.display().to_string());
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_produces_and_consumes_over_sasl_ssl() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, false).await;
+    let tls = gateway
+        .gateway
+        .kafka_tls_addr()
+        .expect("a Kafka TLS listener");
+    let ca = pki.path("ca.pem");
+    let topic = unique("tls");
+    let producer: FutureProducer = sasl_ssl(tls, Some(&ca)).create().unwrap();
+    for i in 0..5 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged over TLS");
+    }
+    // Metadata sent the client back to the TLS listener (a plaintext address would fail here).
+    let consumer: BaseConsumer = sasl_ssl(tls, Some(&ca))
+        .set("group.id", unique("tls-group"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 5 && Instant::now() < deadline {
+        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        if let Some(Ok(m)) = polled {
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+/// Keeps the errors librdkafka reports through its error callback.
+#[derive(Default)]
+struct RecordingContext(std::sync::Mutex<Vec<String>>);
+
+impl ClientContext for RecordingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error:?}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RecordingContext {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_that_does_not_trust_the_certificate_fails() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, false).await;
+    let tls = gateway.gateway.kafka_tls_addr().unwrap();
+    // Only the system's roots: the test CA is not among them.
+    let client: BaseConsumer<RecordingContext> = sasl_ssl(tls, None)
+        .create_with_context(RecordingContext::default())
+        .unwrap();
+    let metadata =
+        tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(3)));
+    assert!(metadata.is_err(), "no metadata from an untrusted server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.context().0.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::task::block_in_place(|| client.poll(Duration::from_millis(100)));
+    }
+    let errors = client.context().0.lock().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("SSL") && e.contains("certificate verify failed")),
+        "{errors:?}"
+    );
+}
+
+/// Connects without TLS, sends `hello`, and says whether the gateway closed the connection
+/// within 5 s (an answer or silence past then is a failure).
+fn plaintext_is_closed(addr: SocketAddr, hello: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let _ = s.write_all(hello);
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return started.elapsed() < Duration::from_secs(5),
+            // A TLS alert may come before the close.
+            Ok(_) => continue,
+            Err(e) => {
+                return matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                )
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_clients_on_tls_ports_are_closed_promptly() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, false).await;
+    let kafka_tls = gateway.gateway.kafka_tls_addr().unwrap();
+    let amqp_tls = gateway.gateway.amqp_tls_addr().unwrap();
+    // A Kafka ApiVersions v0 request, and the AMQP 0-9-1 protocol header.
+    let api_versions = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let amqp_header = *b"AMQP\x00\x00\x09\x01";
+    let closed = tokio::task::spawn_blocking(move || {
+        (
+            plaintext_is_closed(kafka_tls, &api_versions),
+            plaintext_is_closed(amqp_tls, &amqp_header),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, (true, true), "both closed, neither hung");
+    // The TLS listeners still serve.
+    let ca = pki.path("ca.pem");
+    let producer: FutureProducer = sasl_ssl(kafka_tls, Some(&ca)).create().unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&unique("tls-after")).payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+}
+
+async fn amqps(addr: SocketAddr, ca_pem: Option<String>) -> lapin::Result<Connection> {
+    amqps_as(addr, ca_pem, None).await
+}
+
+/// amqps, presenting the client certificate `<stem>.pem`/`<stem>.key` of `pki` when given.
+async fn amqps_as(
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+    client: Option<(&Pki, &str)>,
+) -> lapin::Result<Connection> {
+    let uri = format!("amqps://app:{}@localhost:{}/%2f", token(), addr.port());
+    let identity = client.map(|(pki, stem)| lapin::tcp::OwnedIdentity::PKCS8 {
+        pem: std::fs::read(pki.path(&format!("{stem}.pem"))).unwrap(),
+        key: std::fs::read(pki.path(&format!("{stem}.key"))).unwrap(),
+    });
+    let tls = OwnedTLSConfig {
+        identity,
+        cert_chain: ca_pem,
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect_with_config(
+            &uri,
+            ConnectionProperties::default(),
+            tls,
+            lapin::runtime::default_runtime()?,
+        ),
+    )
+    .await
+    .expect("an answer within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapin_publishes_and_gets_over_amqps_with_a_token() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, false).await;
+    let addr = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    let connection = amqps(addr, Some(ca)).await.expect("amqps with the CA");
+    let channel = connection.create_channel().await.unwrap();
+    let queue = unique("tls-q");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            b"over tls",
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let got = channel
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.delivery.data, b"over tls");
+    // Without the CA, lapin refuses the certificate.
+    assert!(amqps(addr, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, false).await;
+    let addr = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    amqps(addr, Some(ca.clone()))
+        .await
+        .expect("the first certificate");
+    // A new certificate from another CA: clients trusting only the old CA now fail, clients
+    // trusting the new one succeed.
+    let other = Pki::new();
+    other.issue("server", &["127.0.0.1", "localhost"]);
+    // The modification time must differ from the first files' (coarse clocks).
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::copy(other.path("server.key"), pki.path("server.key")).unwrap();
+    std::fs::copy(other.path("server.pem"), pki.path("server.pem")).unwrap();
+    let new_ca = std::fs::read_to_string(other.path("ca.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if amqps(addr, Some(new_ca.clone())).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        amqps(addr, Some(ca)).await.is_err(),
+        "the old CA no longer matches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
+    let pki = Pki::new();
+    let gateway = tls_gateway(&pki, true).await;
+    let addr = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    assert!(
+        amqps(addr, Some(ca.clone())).await.is_err(),
+        "no client certificate"
+    );
+    // One issued by another CA is refused; one issued by the configured CA is accepted.
+    let stranger = Pki::new();
+    stranger.issue("client", &["app"]);
+    assert!(
+        amqps_as(addr, Some(ca.clone()), Some((&stranger, "client")))
+            .await
+            .is_err(),
+        "a certificate from another CA"
+    );
+    pki.issue("client", &["app"]);
+    amqps_as(addr, Some(ca), Some((&pki, "client")))
+        .await
+        .expect("a certificate from the configured CA");
+}
