@@ -122,6 +122,8 @@ pub struct BackendSettings {
     pub data_dir: PathBuf,
     pub pulsar_url: Option<String>,
     pub pulsar_admin_url: Option<String>,
+    /// The gateway's own credential for Pulsar: a token, or `file:///path` holding one.
+    pub pulsar_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +213,7 @@ impl Default for Config {
                 data_dir: PathBuf::from("./data"),
                 pulsar_url: None,
                 pulsar_admin_url: None,
+                pulsar_token: None,
             },
             log: LogSettings {
                 level: "info".into(),
@@ -833,6 +836,22 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Pulsar admin REST URL (http://HOST:8080 or https://HOST:8443)",
         set: |c, v| parse_url(v, &["http://", "https://"]).map(|x| c.backend.pulsar_admin_url = Some(x)),
         get: |c| c.backend.pulsar_admin_url.as_deref().and_then(string),
+    },
+    OptionSpec {
+        key: "backend.pulsar_token",
+        flag: "pulsar-token",
+        help: "The gateway's own token for Pulsar (binary protocol and admin REST): the token, or file:///path holding it",
+        set: |c, v| {
+            c.backend.pulsar_token = Some(v.trim().to_owned());
+            Ok(())
+        },
+        // A file's path may be shown; a token never is.
+        get: |c| {
+            c.backend
+                .pulsar_token
+                .as_deref()
+                .map(|t| toml::Value::String(if t.starts_with("file:") { t.to_owned() } else { "<token, not shown>".to_owned() }))
+        },
     },
     OptionSpec {
         key: "log.level",

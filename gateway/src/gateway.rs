@@ -290,10 +290,17 @@ fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {
     match settings.kind {
         BackendKind::Pulsar => {
             // Validation guarantees both URLs. Nothing connects yet: /readyz says when Pulsar answers.
+            let token = match &settings.pulsar_token {
+                Some(spec) if spec.starts_with("file:") => {
+                    let bytes = read_key(spec).map_err(|e| StartError::TokenKey(e.to_string()))?;
+                    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
+                }
+                other => other.clone(),
+            };
             let config = PulsarConfig {
                 service_url: settings.pulsar_url.clone().unwrap_or_default(),
                 admin_url: settings.pulsar_admin_url.clone().unwrap_or_default(),
-                token: None,
+                token,
                 compression: gateway_pulsar::proto::compression::LZ4,
             };
             let backend = PulsarBackend::new(config).map_err(|cause| StartError::Backend {

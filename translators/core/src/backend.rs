@@ -64,6 +64,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and metrics ("embedded", "pulsar").
     fn kind(&self) -> &'static str;
 
+    /// This backend as the client holding `token` sees it, when the backend authorizes
+    /// operations itself (Pulsar): everything done through the result runs with that client's
+    /// rights, never the gateway's. `None` when it does not (the embedded backend).
+    fn as_client(&self, token: &str) -> Option<BackendRef> {
+        let _ = token;
+        None
+    }
+
     /// Whether the backend can serve requests now (used by `/readyz`).
     async fn is_ready(&self) -> bool;
 

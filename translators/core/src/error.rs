@@ -34,6 +34,10 @@ pub enum BackendError {
     Storage(String),
     #[error("backend is shutting down")]
     Closed,
+    /// The backend refused the client's credentials or the operation for them (Pulsar's own
+    /// authorization decided).
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
 }
 
 impl BackendError {
@@ -44,7 +48,8 @@ impl BackendError {
             | BackendError::SubscriptionNotFound(_)
             | BackendError::ConsumerBusy(_)
             | BackendError::InvalidArgument(_)
-            | BackendError::OutOfRange(_) => ErrorSource::Client,
+            | BackendError::OutOfRange(_)
+            | BackendError::NotAuthorized(_) => ErrorSource::Client,
             BackendError::Unavailable(_) | BackendError::Closed => ErrorSource::Backend,
             BackendError::Storage(_) => ErrorSource::Internal,
         }

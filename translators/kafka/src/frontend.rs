@@ -12,13 +12,13 @@ pub struct KafkaFrontend {
     pub config: KafkaConfig,
     pub backend: BackendRef,
     /// Idempotent producers' sequence state, per (producer id, topic, partition).
-    pub(crate) sequences: crate::sequences::Sequences,
+    pub(crate) sequences: Arc<crate::sequences::Sequences>,
     /// Recent (high watermark, log start) per concrete topic, for fetches.
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
     /// Consumer groups and their committed offsets.
     pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
     /// Connections to the instances coordinating other groups (forward mode).
-    pub(crate) forwarder: crate::groups::forward::Forwarder,
+    pub(crate) forwarder: Arc<crate::groups::forward::Forwarder>,
 }
 
 impl KafkaFrontend {
@@ -34,6 +34,22 @@ impl KafkaFrontend {
                 crate::handlers::fetch::WATERMARK_TTL,
             ),
         })
+    }
+
+    /// This front end acting for one client: topics and records go through `backend` (the
+    /// backend as that client, so Pulsar's authorization decides); groups, sequences and the
+    /// forwarder stay shared with every other connection.
+    pub(crate) fn for_client(&self, backend: BackendRef) -> KafkaFrontend {
+        KafkaFrontend {
+            config: self.config.clone(),
+            backend,
+            sequences: self.sequences.clone(),
+            watermark_cache: gateway_core::recent::Recent::new(
+                crate::handlers::fetch::WATERMARK_TTL,
+            ),
+            groups: self.groups.clone(),
+            forwarder: self.forwarder.clone(),
+        }
     }
 
     /// The address to give `client` for this instance: its listener's, else the configured one.
@@ -112,5 +128,6 @@ pub(crate) fn backend_error(e: BackendError) -> ResponseError {
         }
         BackendError::SubscriptionNotFound(_) => ResponseError::UnknownServerError,
         BackendError::Storage(_) => ResponseError::KafkaStorageError,
+        BackendError::NotAuthorized(_) => ResponseError::TopicAuthorizationFailed,
     }
 }

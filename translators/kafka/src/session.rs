@@ -123,6 +123,7 @@ impl KafkaFrontend {
             draining,
             fetch: FetchState::default(),
             sasl: SaslState::default(),
+            as_client: None,
             client,
         };
         // Produce responses still waiting for the backend, oldest first.
@@ -168,7 +169,12 @@ impl KafkaFrontend {
                 }
             }
             let outcome = match frame {
-                Ok(frame) => self.answer(&mut conn, frame).await,
+                Ok(frame) => {
+                    // After authentication with a backend that authorizes (Pulsar), the
+                    // client's requests run with its own credentials.
+                    let frontend = conn.as_client.clone().unwrap_or_else(|| self.clone());
+                    frontend.answer(&mut conn, frame).await
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -209,6 +215,7 @@ impl KafkaFrontend {
             let token = self
                 .handle_raw_sasl(&mut conn.sasl, &frame)
                 .ok_or(Refusal::AuthenticationFailed)?;
+            conn.as_client = self.acting_for(&conn.sasl);
             let mut out = BytesMut::with_capacity(4 + token.len());
             out.put_i32(token.len() as i32);
             out.put_slice(&token);
@@ -263,6 +270,9 @@ impl KafkaFrontend {
             )),
             RequestKind::SaslAuthenticate(r) => {
                 let (response, ok) = self.handle_sasl_authenticate(&mut conn.sasl, r, version);
+                if ok {
+                    conn.as_client = self.acting_for(&conn.sasl);
+                }
                 record_request_metrics(key, started);
                 let encoded = encode(
                     header.correlation_id,
@@ -379,6 +389,9 @@ struct Connection {
     draining: watch::Receiver<bool>,
     fetch: FetchState,
     sasl: SaslState,
+    /// The front end acting with the authenticated client's credentials, when the backend
+    /// enforces authorization itself.
+    as_client: Option<Arc<KafkaFrontend>>,
     client: ClientInfo,
 }
 

@@ -553,9 +553,9 @@ impl Reply {
         let detail = format!("{status}: {reason}");
         let detail = detail.trim_end_matches([':', ' ']);
         match status.as_u16() {
-            401 | 403 => BackendError::Unavailable(format!(
-                "not authorized by the Pulsar admin API for {subject}: {detail}"
-            )),
+            401 | 403 => {
+                BackendError::NotAuthorized(format!("the Pulsar admin API for {subject}: {detail}"))
+            }
             404 => BackendError::TopicNotFound(subject.to_string()),
             409 => BackendError::TopicAlreadyExists(subject.to_string()),
             400 | 405 | 406 | 412 | 422 => {
@@ -882,11 +882,11 @@ mod tests {
         let e = reply(401, page).error(&t);
         assert_eq!(
             e.to_string(),
-            "backend unavailable: not authorized by the Pulsar admin API for \
+            "not authorized: the Pulsar admin API for \
              persistent://public/default/t: 401 Unauthorized"
         );
         let e = reply(403, "").error(&t);
-        assert!(matches!(&e, BackendError::Unavailable(m) if m.contains("not authorized")));
+        assert!(matches!(&e, BackendError::NotAuthorized(m) if m.contains("403")));
         assert!(matches!(
             reply(404, "").error(&t),
             BackendError::TopicNotFound(_)
@@ -1258,7 +1258,7 @@ mod tests {
             assert!(!without.is_ready().await);
             let e = without.topic_info(&unique("any")).await;
             assert!(
-                matches!(&e, Err(BackendError::Unavailable(m)) if m.contains("not authorized")),
+                matches!(&e, Err(BackendError::NotAuthorized(m)) if m.contains("401")),
                 "{e:?}"
             );
         }

@@ -63,10 +63,18 @@ pub struct Connection {
     pub max_message_size: usize,
 }
 
-/// Credentials sent in CONNECT.
-#[derive(Clone, Debug, Default)]
+/// Credentials sent in CONNECT. `Debug` never shows the token.
+#[derive(Clone, Default)]
 pub struct Auth {
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 pub fn unavailable(what: impl std::fmt::Display) -> BackendError {
@@ -84,7 +92,7 @@ pub fn server_error(code: i32, message: &str) -> BackendError {
         | server_error::PRODUCER_BUSY
         | server_error::PRODUCER_FENCED => BackendError::ConsumerBusy(message.to_owned()),
         server_error::AUTHENTICATION_ERROR | server_error::AUTHORIZATION_ERROR => {
-            BackendError::Unavailable(format!("not authorized: {message}"))
+            BackendError::NotAuthorized(message.to_owned())
         }
         _ => BackendError::Unavailable(format!("broker error {code}: {message}")),
     }

@@ -63,8 +63,8 @@ const TOPIC_INFO_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long to wait for an entry known to exist to reach a reader.
 const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How the gateway reaches Pulsar.
-#[derive(Debug, Clone)]
+/// How the gateway reaches Pulsar. `Debug` never shows the token.
+#[derive(Clone)]
 pub struct PulsarConfig {
     /// `pulsar://host:port` of a broker, a proxy or a load balancer in front of brokers.
     pub service_url: String,
@@ -76,9 +76,24 @@ pub struct PulsarConfig {
     pub compression: i32,
 }
 
+impl std::fmt::Debug for PulsarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PulsarConfig")
+            .field("service_url", &self.service_url)
+            .field("admin_url", &self.admin_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
 type ProducerSlot = Arc<Mutex<Option<Arc<Producer>>>>;
 
 pub struct PulsarBackend {
+    config: PulsarConfig,
+    /// The backends acting for clients, by token; each holds its own connections, made with
+    /// that client's token, so Pulsar authorizes what it does (see `as_client`).
+    clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<PulsarBackend>>>,
     pool: Arc<Pool>,
     admin: AdminClient,
     compression: i32,
@@ -96,6 +111,8 @@ impl PulsarBackend {
             token: config.token.clone(),
         };
         Ok(Arc::new(PulsarBackend {
+            config: config.clone(),
+            clients: Default::default(),
             pool: Arc::new(Pool::new(&config.service_url, auth)?),
             admin: AdminClient::new(&config.admin_url, config.token)?,
             compression: config.compression,
@@ -150,6 +167,24 @@ impl PulsarBackend {
 impl Backend for PulsarBackend {
     fn kind(&self) -> &'static str {
         "pulsar"
+    }
+
+    /// Connections made with the client's own token (one set per token, shared by that
+    /// client's sessions while any is open), the way a Pulsar client of its own would connect:
+    /// Pulsar authenticates and authorizes the client itself, with no proxy role to configure.
+    fn as_client(&self, token: &str) -> Option<gateway_core::BackendRef> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(backend) = clients.get(token).and_then(|w| w.upgrade()) {
+            return Some(backend);
+        }
+        clients.retain(|_, w| w.strong_count() > 0);
+        let backend = PulsarBackend::new(PulsarConfig {
+            token: Some(token.to_owned()),
+            ..self.config.clone()
+        })
+        .ok()?;
+        clients.insert(token.to_owned(), Arc::downgrade(&backend));
+        Some(backend)
     }
 
     async fn is_ready(&self) -> bool {

@@ -34,11 +34,9 @@ pub enum Mechanism {
 #[derive(Debug, Clone)]
 pub struct KafkaPrincipal {
     pub principal: Principal,
-    /// The tenant and namespace named in a PLAIN username, if any. Topic names do not resolve
-    /// in them yet (issue 6, tenancy).
-    #[allow(dead_code)]
+    /// The tenant and namespace named in a PLAIN username, if any: short topic names resolve
+    /// there (the namespace defaults to the configured one).
     pub tenant: Option<String>,
-    #[allow(dead_code)]
     pub namespace: Option<String>,
 }
 
@@ -86,6 +84,27 @@ impl KafkaFrontend {
             state.raw_next = version == 0;
         }
         response
+    }
+
+    /// The front end to serve an authenticated client with: short topic names resolve in the
+    /// tenant and namespace its PLAIN username named, and, when the backend authorizes on its
+    /// own (Pulsar), everything runs with the client's token. `None`: this one serves as it is.
+    pub(crate) fn acting_for(&self, state: &SaslState) -> Option<std::sync::Arc<KafkaFrontend>> {
+        let authenticated = state.authenticated.as_ref()?;
+        let backend = self
+            .backend
+            .as_client(authenticated.principal.token.expose());
+        if backend.is_none() && authenticated.tenant.is_none() {
+            return None;
+        }
+        let mut frontend = self.for_client(backend.unwrap_or_else(|| self.backend.clone()));
+        if let Some(tenant) = &authenticated.tenant {
+            frontend.config.default_tenant = tenant.clone();
+            if let Some(namespace) = &authenticated.namespace {
+                frontend.config.default_namespace = namespace.clone();
+            }
+        }
+        Some(std::sync::Arc::new(frontend))
     }
 
     /// Answers SaslAuthenticate; `false` when the connection must close after the response.

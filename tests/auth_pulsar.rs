@@ -1,0 +1,227 @@
+//! Pulsar's authorization decides (issue 6): a gateway in front of a Pulsar started with
+//! `compat-suites/pulsar/start --auth`, checking tokens with Pulsar's own key, and acting for each
+//! Kafka client with that client's token. Tokens come from Pulsar's own tool
+//! (`compat-suites/pulsar/token`, TokensCliUtils).
+//!
+//! Needs PULSAR_URL, PULSAR_ADMIN_URL, PULSAR_ADMIN_TOKEN and PULSAR_TOKEN_SECRET_KEY of such a
+//! Pulsar (CI starts one); ignored otherwise.
+//!
+//! Two tenants, each with a namespace whose produce and consume permissions belong to one role.
+//! The tenant-a token works on tenant-a's topics; on tenant-b's it gets TOPIC_AUTHORIZATION_FAILED
+//! and nothing is written; an expired token from Pulsar's tool is refused.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e_tests::rdkafka_util::unique;
+use e2e_tests::InProcessGateway;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+
+struct AuthPulsar {
+    url: String,
+    admin_url: String,
+    admin_token: String,
+    secret_key: String,
+}
+
+fn auth_pulsar() -> AuthPulsar {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("needs {k} (compat-suites/pulsar/start --auth)"))
+    };
+    AuthPulsar {
+        url: var("PULSAR_URL"),
+        admin_url: var("PULSAR_ADMIN_URL"),
+        admin_token: var("PULSAR_ADMIN_TOKEN"),
+        secret_key: var("PULSAR_TOKEN_SECRET_KEY"),
+    }
+}
+
+/// A token from Pulsar's TokensCliUtils.
+fn pulsar_token(pulsar: &AuthPulsar, subject: &str, expiry: Option<&str>) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
+    let out = Command::new(script)
+        .arg(subject)
+        .args(expiry)
+        .env("PULSAR_TOKEN_SECRET_KEY", &pulsar.secret_key)
+        .output()
+        .expect("run compat-suites/pulsar/token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One admin REST call with the superuser token; returns the status and body.
+fn admin(pulsar: &AuthPulsar, method: &str, path: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", pulsar.admin_token),
+        ])
+        .args(["-H", "Content-Type: application/json", "--data", body])
+        .arg(format!("{}{path}", pulsar.admin_url))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Tenant `tenant` with namespace `ns` where `role` may produce and consume, and a
+/// one-partition topic `topic` in it.
+fn tenant_with_role(pulsar: &AuthPulsar, tenant: &str, role: &str, topic: &str) {
+    let (status, body) = admin(
+        pulsar,
+        "PUT",
+        &format!("/admin/v2/tenants/{tenant}"),
+        r#"{"adminRoles":[],"allowedClusters":["standalone"]}"#,
+    );
+    assert!(
+        matches!(status, 204 | 409),
+        "tenant {tenant}: {status} {body}"
+    );
+    let (status, body) = admin(
+        pulsar,
+        "PUT",
+        &format!("/admin/v2/namespaces/{tenant}/ns"),
+        "{}",
+    );
+    assert!(matches!(status, 204 | 409), "namespace: {status} {body}");
+    let (status, body) = admin(
+        pulsar,
+        "POST",
+        &format!("/admin/v2/namespaces/{tenant}/ns/permissions/{role}"),
+        r#"["produce","consume"]"#,
+    );
+    assert_eq!(status, 204, "permissions: {body}");
+    let (status, body) = admin(
+        pulsar,
+        "PUT",
+        &format!("/admin/v2/persistent/{tenant}/ns/{topic}/partitions"),
+        "1",
+    );
+    assert!(matches!(status, 204 | 409), "topic: {status} {body}");
+}
+
+/// Messages Pulsar received on the topic's partition 0.
+fn messages_in(pulsar: &AuthPulsar, tenant: &str, topic: &str) -> u64 {
+    let (status, body) = admin(
+        pulsar,
+        "GET",
+        &format!("/admin/v2/persistent/{tenant}/ns/{topic}-partition-0/stats"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    stats["msgInCounter"].as_u64().unwrap_or(0)
+}
+
+fn client(bootstrap: &str, user: &str, token: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", "PLAIN")
+        .set("sasl.username", user)
+        .set("sasl.password", format!("token:{token}"))
+        .set("message.timeout.ms", "8000");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth"]
+async fn pulsar_authorizes_each_kafka_client_with_its_own_token() {
+    let pulsar = auth_pulsar();
+    let run = unique("t");
+    let (tenant_a, tenant_b) = (format!("a-{run}"), format!("b-{run}"));
+    tenant_with_role(&pulsar, &tenant_a, "tenant-a-role", "orders");
+    tenant_with_role(&pulsar, &tenant_b, "tenant-b-role", "orders");
+    let token_a = pulsar_token(&pulsar, "tenant-a-role", None);
+    let expired = pulsar_token(&pulsar, "tenant-a-role", Some("1s"));
+
+    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
+    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
+    let gateway = InProcessGateway::start_with(move |c| {
+        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
+        c.backend.pulsar_url = Some(url);
+        c.backend.pulsar_admin_url = Some(admin_url);
+        c.backend.pulsar_token = Some(admin_token);
+        c.auth.token_secret_key = Some(key);
+        c.auth.required = true;
+    })
+    .await;
+    let bootstrap = gateway.bootstrap();
+
+    // tenant-a's token in tenant-a's namespace: produced, and read back.
+    let own = format!("{tenant_a}/ns");
+    let producer: FutureProducer = client(&bootstrap, &own, &token_a).create().unwrap();
+    for i in 0..3 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("orders").payload(&format!("a{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("tenant-a may produce to its own topic");
+    }
+    assert_eq!(messages_in(&pulsar, &tenant_a, "orders"), 3);
+    let consumer: BaseConsumer = client(&bootstrap, &own, &token_a)
+        .set("group.id", unique("g"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 3 && Instant::now() < deadline {
+        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        if let Some(Ok(m)) = polled {
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, ["a0", "a1", "a2"]);
+
+    // The same token on tenant-b's topic: refused by Pulsar, and nothing is written.
+    let other = format!("{tenant_b}/ns");
+    let intruder: FutureProducer = client(&bootstrap, &other, &token_a).create().unwrap();
+    let refused = intruder
+        .send(
+            FutureRecord::<(), _>::to("orders").payload("intrusion"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect_err("tenant-a may not produce to tenant-b");
+    assert!(
+        matches!(
+            refused.0,
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed)
+        ),
+        "{:?}",
+        refused.0
+    );
+    assert_eq!(
+        messages_in(&pulsar, &tenant_b, "orders"),
+        0,
+        "nothing was written"
+    );
+
+    // An expired token from Pulsar's tool is refused at authentication.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late: FutureProducer = client(&bootstrap, &own, &expired)
+        .set("message.timeout.ms", "3000")
+        .create()
+        .unwrap();
+    late.send(
+        FutureRecord::<(), _>::to("orders").payload("late"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("an expired token is refused");
+    assert_eq!(messages_in(&pulsar, &tenant_a, "orders"), 3);
+}
