@@ -225,3 +225,90 @@ async fn pulsar_authorizes_each_kafka_client_with_its_own_token() {
     .expect_err("an expired token is refused");
     assert_eq!(messages_in(&pulsar, &tenant_a, "orders"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth"]
+async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
+    use lapin::{Connection, ConnectionProperties};
+    let pulsar = auth_pulsar();
+    let run = unique("v");
+    let (tenant_a, tenant_b) = (format!("a-{run}"), format!("b-{run}"));
+    tenant_with_role(&pulsar, &tenant_a, "tenant-a-role", "unused");
+    tenant_with_role(&pulsar, &tenant_b, "tenant-b-role", "unused");
+    let token_a = pulsar_token(&pulsar, "tenant-a-role", None);
+
+    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
+    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
+    let gateway = InProcessGateway::start_with(move |c| {
+        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
+        c.backend.pulsar_url = Some(url);
+        c.backend.pulsar_admin_url = Some(admin_url);
+        c.backend.pulsar_token = Some(admin_token);
+        c.auth.token_secret_key = Some(key);
+        c.auth.required = true;
+    })
+    .await;
+    let amqp = gateway.gateway.amqp_addr();
+    let connect = |vhost: String| {
+        let uri = format!("amqp://app:{token_a}@{amqp}/{}", vhost.replace('/', "%2F"));
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                Connection::connect(&uri, ConnectionProperties::default()),
+            )
+            .await
+            .expect("an answer")
+        }
+    };
+    // Its own vhost: declare, publish with a confirm, get.
+    let connection = connect(format!("{tenant_a}/ns"))
+        .await
+        .expect("tenant-a's vhost");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare("jobs".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            "jobs".into(),
+            Default::default(),
+            b"job-1",
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let got = channel
+        .basic_get(
+            "jobs".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.delivery.data, b"job-1");
+    // tenant-b's vhost: refused as RabbitMQ refuses a vhost (530 NOT_ALLOWED), nothing created.
+    let err = connect(format!("{tenant_b}/ns"))
+        .await
+        .expect_err("tenant-b's vhost is refused");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NOT_ALLOWED") || text.contains("530"),
+        "{text}"
+    );
+    let (status, _) = admin(
+        &pulsar,
+        "GET",
+        &format!("/admin/v2/persistent/{tenant_b}/ns/__amqp_topology/partitions"),
+        "",
+    );
+    assert_eq!(
+        status, 404,
+        "the gateway wrote nothing in tenant-b's namespace"
+    );
+}

@@ -155,7 +155,7 @@ impl AmqpFrontend {
             }
             _ => false,
         };
-        let user = authenticate(
+        let (user, token) = authenticate(
             start_ok.mechanism.as_str(),
             start_ok.response.as_bytes(),
             config,
@@ -193,7 +193,22 @@ impl AmqpFrontend {
             AMQPClass::Connection(connection::AMQPMethod::Open(m)) => m,
             other => return Err(Some(unexpected(&other))),
         };
-        let vhost = self.vhost(open.virtual_host.as_str()).await.map_err(Some)?;
+        let name = open.virtual_host.as_str();
+        if let Some(token) = &token {
+            // Pulsar decides, with the client's own token, before anything is done there.
+            if !self
+                .may_use_vhost(name, token.expose())
+                .await
+                .map_err(Some)?
+            {
+                tracing::info!(%user, vhost = name, "AMQP vhost access refused by Pulsar");
+                return Err(Some(AmqpError::connection(
+                    ReplyCode::NotAllowed,
+                    format!("access to vhost '{name}' refused for user '{user}'"),
+                )));
+            }
+        }
+        let vhost = self.vhost(name).await.map_err(Some)?;
         let open_ok = AMQPFrame::Method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
@@ -242,12 +257,12 @@ async fn read_method<R: AsyncRead + Unpin>(
 /// PLAIN (`\0user\0password`) and AMQPLAIN (a field table with LOGIN and PASSWORD). With token
 /// authentication the password is a Pulsar token (optionally `token:<jwt>`) and the user name is
 /// informational; the configured users are accepted only while authentication is not required.
-/// Returns the user (the token's role with a token).
+/// Returns the user (the token's role with a token) and the token.
 fn authenticate(
     mechanism: &str,
     response: &[u8],
     config: &crate::frontend::AmqpConfig,
-) -> Result<String, AmqpError> {
+) -> Result<(String, Option<gateway_security::Secret>), AmqpError> {
     let refused = |user: &str| {
         AmqpError::connection(
             ReplyCode::AccessRefused,
@@ -297,7 +312,7 @@ fn authenticate(
             .iter()
             .any(|(u, p)| *u == user && *p == password)
     {
-        return Ok(user);
+        return Ok((user, None));
     }
     let Some(verifier) = &config.auth else {
         tracing::info!(%user, "AMQP login refused: unknown user or wrong password");
@@ -305,7 +320,7 @@ fn authenticate(
     };
     let token = password.strip_prefix("token:").unwrap_or(&password);
     match verifier.verify(token) {
-        Ok(principal) => Ok(principal.role),
+        Ok(principal) => Ok((principal.role, Some(principal.token))),
         Err(reason) => {
             metrics::counter!("amqp_authentication_failures_total").increment(1);
             tracing::info!(%user, %reason, "AMQP login refused");

@@ -86,6 +86,22 @@ impl AmqpFrontend {
         if let Some(v) = vhosts.get(name) {
             return Ok(v.clone());
         }
+        let (tenant, namespace) = self.vhost_namespace(name)?;
+        let vhost = Vhost::open(self.backend.clone(), name, &tenant, &namespace)
+            .await
+            .map_err(|e| {
+                AmqpError::connection(
+                    ReplyCode::NotAllowed,
+                    format!("vhost '{name}' not found or not available: {}", e.text),
+                )
+            })?;
+        crate::expiry::start(&vhost);
+        vhosts.insert(name.to_owned(), vhost.clone());
+        Ok(vhost)
+    }
+
+    /// The Pulsar tenant and namespace of a vhost name.
+    fn vhost_namespace(&self, name: &str) -> AmqpResult<(String, String)> {
         let (tenant, namespace) = match name {
             "/" | "" => (
                 self.config.default_tenant.clone(),
@@ -110,17 +126,23 @@ impl AmqpFrontend {
                 format!("vhost '{name}' not found"),
             ));
         }
-        let vhost = Vhost::open(self.backend.clone(), name, &tenant, &namespace)
-            .await
-            .map_err(|e| {
-                AmqpError::connection(
-                    ReplyCode::NotAllowed,
-                    format!("vhost '{name}' not found or not available: {}", e.text),
-                )
-            })?;
-        crate::expiry::start(&vhost);
-        vhosts.insert(name.to_owned(), vhost.clone());
-        Ok(vhost)
+        Ok((tenant, namespace))
+    }
+
+    /// Whether the client holding `token` may use the vhost: asked of Pulsar with the client's
+    /// own token (may it look up the vhost's topology topic?), before the gateway touches the
+    /// vhost for it. Always true on a backend that does not authorize (embedded).
+    pub async fn may_use_vhost(&self, name: &str, token: &str) -> AmqpResult<bool> {
+        let Some(client) = self.backend.as_client(token) else {
+            return Ok(true);
+        };
+        let (tenant, namespace) = self.vhost_namespace(name)?;
+        let topic = TopicName::new(&tenant, &namespace, crate::topology::TOPOLOGY_TOPIC);
+        match client.topic_info(&topic).await {
+            Ok(_) => Ok(true),
+            Err(gateway_core::BackendError::NotAuthorized(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::expiry::now_ms;
 use crate::routing::ExchangeType;
 
-const TOPOLOGY_TOPIC: &str = "__amqp_topology";
+pub(crate) const TOPOLOGY_TOPIC: &str = "__amqp_topology";
 /// How long a read-your-writes wait may take before the client gets an error.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 /// How far apart the clocks of a fleet's instances may be: a message's publish time (the
