@@ -55,6 +55,13 @@ fn valid_token() -> String {
 
 /// A gateway requiring tokens checked with [`SECRET`], given as Pulsar gives it (a file URL).
 async fn secured_gateway() -> InProcessGateway {
+    secured_gateway_with(|_| {}).await
+}
+
+/// [`secured_gateway`] with more settings.
+async fn secured_gateway_with(
+    adjust: impl FnOnce(&mut pulsar_gateway::Config) + Send,
+) -> InProcessGateway {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("secret.key");
     std::fs::write(&key, SECRET).unwrap();
@@ -62,6 +69,7 @@ async fn secured_gateway() -> InProcessGateway {
     let gateway = InProcessGateway::start_with(|c| {
         c.auth.token_secret_key = Some(spec);
         c.auth.required = true;
+        adjust(c);
     })
     .await;
     // The key was read at start.
@@ -662,4 +670,186 @@ async fn no_token_or_key_appears_in_a_trace_level_log() {
         assert!(!text.contains(&secret), "the log holds a secret: {secret}");
     }
     assert!(!text.contains(std::str::from_utf8(SECRET).unwrap()));
+}
+
+// ---- tenancy ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_sees_only_its_own_groups_and_topics() {
+    let gateway = secured_gateway().await;
+    let bootstrap = gateway.bootstrap();
+    let password = format!("token:{}", valid_token());
+    let as_tenant = |namespace: &str| {
+        let mut c = sasl_plain(&bootstrap, &password);
+        c.set("sasl.username", namespace);
+        c
+    };
+    let (topic, group) = (unique("orders"), unique("billing"));
+    // tenant-a produces to `orders` (its namespace's) and commits as group `billing`.
+    let producer: FutureProducer = as_tenant("tenant-a/ns").create().unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload("a-1"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+    let consumer: BaseConsumer = as_tenant("tenant-a/ns")
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        assert!(std::time::Instant::now() < deadline, "no message");
+        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        if let Some(Ok(m)) = polled {
+            break m.detach();
+        }
+    };
+    assert_eq!(message.payload(), Some(&b"a-1"[..]));
+    tokio::task::block_in_place(|| {
+        consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+    })
+    .expect("committed");
+    let groups_seen_by = |namespace: &str| {
+        let client: BaseConsumer = as_tenant(namespace).create().unwrap();
+        let list =
+            tokio::task::block_in_place(|| client.fetch_group_list(None, Duration::from_secs(10)))
+                .expect("ListGroups");
+        list.groups()
+            .iter()
+            .map(|g| g.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        groups_seen_by("tenant-a/ns").contains(&group),
+        "tenant-a sees its group by its name"
+    );
+    let seen_by_b = groups_seen_by("tenant-b/ns");
+    assert!(
+        seen_by_b.iter().all(|g| !g.contains(&group)),
+        "tenant-b sees none of tenant-a's groups: {seen_by_b:?}"
+    );
+    // tenant-b's `orders` is another topic: tenant-a's record is not there.
+    let b_consumer: BaseConsumer = as_tenant("tenant-b/ns")
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let metadata =
+        tokio::task::block_in_place(|| b_consumer.fetch_metadata(None, Duration::from_secs(10)))
+            .expect("Metadata");
+    assert!(
+        metadata.topics().iter().all(|t| t.name() != topic),
+        "tenant-b's Metadata does not list tenant-a's topic"
+    );
+}
+
+// ---- limits -----------------------------------------------------------------------------------
+
+/// Whether the gateway closes `s` within `limit` (reading nothing but the close).
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(s.read(&mut byte), Ok(0))
+        || matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_closes_clients_that_do_not_authenticate_in_time_and_idle_sessions() {
+    let gateway = secured_gateway_with(|c| {
+        c.limits.auth_timeout = Duration::from_millis(500);
+        c.limits.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = gateway.gateway.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        // Connected, silent: closed after the authentication timeout.
+        let mut silent = connect(addr);
+        let started = std::time::Instant::now();
+        assert!(closed_within(&mut silent, Duration::from_secs(5)));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // Authenticated, then idle: closed after the idle timeout, not before.
+        let (mut idle, answer) = sasl(
+            addr,
+            "PLAIN",
+            plain_bytes("public", &format!("token:{}", valid_token())),
+        );
+        assert_eq!(answer.error_code, 0);
+        std::thread::sleep(Duration::from_secs(1));
+        idle.write_all(&metadata_request()).unwrap();
+        assert!(
+            response(&mut idle, ApiKey::Metadata, 9).is_some(),
+            "still open after 1 s"
+        );
+        let started = std::time::Instant::now();
+        assert!(closed_within(&mut idle, Duration::from_secs(6)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_holds_at_most_its_connection_limit_across_listeners() {
+    let gateway = secured_gateway_with(|c| c.limits.max_connections_per_principal = 2).await;
+    let kafka = gateway.gateway.kafka_addr();
+    let token = valid_token();
+    let password = format!("token:{token}");
+    // One Kafka connection and one AMQP connection of the same role.
+    let (held_kafka, answer) = {
+        let bytes = plain_bytes("public", &password);
+        tokio::task::spawn_blocking(move || sasl(kafka, "PLAIN", bytes))
+            .await
+            .unwrap()
+    };
+    assert_eq!(answer.error_code, 0);
+    let held_amqp = amqp_connect(&gateway, "app", &token)
+        .await
+        .expect("second connection");
+    // A third, on either protocol, is refused.
+    let bytes = plain_bytes("public", &password);
+    let (mut third, answer) = tokio::task::spawn_blocking(move || sasl(kafka, "PLAIN", bytes))
+        .await
+        .unwrap();
+    assert_eq!(answer.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    let message = answer
+        .error_message
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("too many connections"), "{message}");
+    assert!(tokio::task::spawn_blocking(move || closed(&mut third))
+        .await
+        .unwrap());
+    let err = amqp_connect(&gateway, "app", &token)
+        .await
+        .expect_err("a third connection");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NOT_ALLOWED") || text.contains("530"),
+        "{text}"
+    );
+    // Another role is not affected.
+    let other = sign(json!({"sub": "another-role"}), SECRET);
+    amqp_connect(&gateway, "app", &other)
+        .await
+        .expect("another role");
+    // Closing one frees its place.
+    held_amqp.close(200, "bye".into()).await.unwrap();
+    drop(held_kafka);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    amqp_connect(&gateway, "app", &token)
+        .await
+        .expect("a place was freed");
 }

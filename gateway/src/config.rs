@@ -141,6 +141,13 @@ pub struct Limits {
     pub max_in_flight_per_connection: usize,
     /// Open connections per listener; further ones are accepted and closed at once.
     pub max_connections_per_listener: usize,
+    /// Authenticated connections one principal (role) may hold across all listeners.
+    pub max_connections_per_principal: usize,
+    /// How long a client has to authenticate when authentication is required.
+    pub auth_timeout: Duration,
+    /// A Kafka connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
     /// How long a drain waits for sessions to finish before closing them.
     pub shutdown_grace_period: Duration,
 }
@@ -225,6 +232,9 @@ impl Default for Config {
                 max_frame_bytes: 100 * 1024 * 1024,
                 max_in_flight_per_connection: 16,
                 max_connections_per_listener: 10_000,
+                max_connections_per_principal: 1_000,
+                auth_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(600),
                 shutdown_grace_period: Duration::from_secs(10),
             },
         }
@@ -904,6 +914,27 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Open connections per listener; more are accepted and closed at once",
         set: |c, v| parse_number(v, 1, 1_000_000).map(|x| c.limits.max_connections_per_listener = x),
         get: |c| integer(c.limits.max_connections_per_listener),
+    },
+    OptionSpec {
+        key: "limits.max_connections_per_principal",
+        flag: "max-connections-per-principal",
+        help: "Authenticated connections one principal may hold across all listeners",
+        set: |c, v| parse_number(v, 1, 1_000_000).map(|x| c.limits.max_connections_per_principal = x),
+        get: |c| integer(c.limits.max_connections_per_principal),
+    },
+    OptionSpec {
+        key: "limits.auth_timeout",
+        flag: "auth-timeout",
+        help: "How long a client has to authenticate when authentication is required, e.g. 10s",
+        set: |c, v| parse_duration(v).map(|x| c.limits.auth_timeout = x),
+        get: |c| string(&format_duration(c.limits.auth_timeout)),
+    },
+    OptionSpec {
+        key: "limits.idle_timeout",
+        flag: "idle-timeout",
+        help: "A Kafka connection without requests for this long is closed (connections.max.idle.ms), e.g. 10m",
+        set: |c, v| parse_duration(v).map(|x| c.limits.idle_timeout = x),
+        get: |c| string(&format_duration(c.limits.idle_timeout)),
     },
     OptionSpec {
         key: "limits.shutdown_grace_period",

@@ -13,7 +13,7 @@ use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::ClientInfo;
 use gateway_kafka::{KafkaConfig, KafkaFrontend};
 use gateway_pulsar::{PulsarBackend, PulsarConfig};
-use gateway_security::{read_key, TokenKey, TokenVerifier};
+use gateway_security::{read_key, PrincipalConnections, TokenKey, TokenVerifier};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -182,10 +182,16 @@ pub async fn start_with_backend(
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
             node_id: node_id(&kafka, advertised),
-            groups: group_settings(&kafka, advertised, addresses.internal.as_ref()),
+            groups: gateway_kafka::groups::GroupSettings {
+                scoped_groups: auth_required,
+                ..group_settings(&kafka, advertised, addresses.internal.as_ref())
+            },
             forward_groups: kafka.group_coordination == GroupCoordination::Forward,
             auth: verifier.clone(),
             auth_required,
+            auth_timeout: limits.auth_timeout,
+            idle_timeout: limits.idle_timeout,
+            principal_connections: Some(addresses.principal_connections.clone()),
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
@@ -252,6 +258,8 @@ pub(crate) struct KafkaAddresses {
     pub internal: Option<(SocketAddr, HostPort)>,
     /// The TLS listener's bound and advertised addresses, when there is one.
     pub tls: Option<(SocketAddr, HostPort)>,
+    /// Authenticated connections per principal, counted across the Kafka and AMQP listeners.
+    pub principal_connections: Arc<PrincipalConnections>,
 }
 
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
@@ -419,7 +427,10 @@ pub(crate) async fn start_with_handler(
             advertised_address(config.kafka.internal_advertised.as_ref(), bound),
         )
     });
+    let principal_connections =
+        PrincipalConnections::new(config.limits.max_connections_per_principal);
     let handler = kafka_handler(&KafkaAddresses {
+        principal_connections: principal_connections.clone(),
         kafka: advertised.clone(),
         internal: internal_addresses.clone(),
         tls: kafka_tls_addr.map(|bound| {
@@ -442,7 +453,7 @@ pub(crate) async fn start_with_handler(
         }
     }
     let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
-    let amqp_connections = amqp_handler(&config, backend.clone())?;
+    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
     if let Some(listener) = amqp_tls {
         info!(addr = %listener.local_addr(), "amqp TLS listening");
         tokio::spawn(listener.run(amqp_connections.clone(), drain_rx.clone(), sessions.clone()));
@@ -486,7 +497,11 @@ pub(crate) async fn start_with_handler(
 }
 
 /// The AMQP 0-9-1 connection handler.
-fn amqp_handler(config: &Config, backend: BackendRef) -> Result<Handler, StartError> {
+fn amqp_handler(
+    config: &Config,
+    backend: BackendRef,
+    principal_connections: Arc<PrincipalConnections>,
+) -> Result<Handler, StartError> {
     let settings = &config.amqp;
     let (tenant, namespace) = settings
         .default_namespace
@@ -499,6 +514,7 @@ fn amqp_handler(config: &Config, backend: BackendRef) -> Result<Handler, StartEr
             users: settings.users.clone(),
             auth: token_verifier(&config.auth)?,
             auth_required: config.auth.required,
+            principal_connections: Some(principal_connections),
             frame_max: settings.frame_max,
             heartbeat_secs: settings.heartbeat_secs,
             ..AmqpConfig::default()

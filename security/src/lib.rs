@@ -10,9 +10,11 @@
 //! Tokens and keys are wrapped in [`Secret`], whose `Debug` and `Display` never show them.
 
 mod keys;
+mod limits;
 mod secret;
 
 pub use keys::{read_key, KeyError};
+pub use limits::{ConnectionSlot, PrincipalConnections};
 pub use secret::Secret;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

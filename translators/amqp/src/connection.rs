@@ -26,6 +26,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTGOING_QUEUE: usize = 256;
 
 /// What the connection learned in the handshake.
+/// What the opening handshake settled.
+struct Handshake {
+    user: String,
+    vhost: Arc<Vhost>,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    accepts_blocked: bool,
+    /// Held for the connection's life: its place in its principal's connection count.
+    slot: Option<gateway_security::ConnectionSlot>,
+}
+
 pub struct Session {
     pub frontend: Arc<AmqpFrontend>,
     pub vhost: Arc<Vhost>,
@@ -67,7 +79,15 @@ impl AmqpFrontend {
             self.handshake(&mut reader, &mut writer, &mut buf),
         )
         .await;
-        let (user, vhost, frame_max, channel_max, heartbeat, accepts_blocked) = match handshake {
+        let Handshake {
+            user,
+            vhost,
+            frame_max,
+            channel_max,
+            heartbeat,
+            accepts_blocked,
+            slot: _slot,
+        } = match handshake {
             Ok(Ok(done)) => done,
             Ok(Err(Some(error))) => {
                 send_close(&mut writer, &error).await;
@@ -135,7 +155,7 @@ impl AmqpFrontend {
         reader: &mut R,
         writer: &mut W,
         buf: &mut Vec<u8>,
-    ) -> Result<(String, Arc<Vhost>, u32, u16, u16, bool), Option<AmqpError>>
+    ) -> Result<Handshake, Option<AmqpError>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -208,20 +228,35 @@ impl AmqpFrontend {
                 )));
             }
         }
+        // A token's role holds at most so many connections across the listeners.
+        let slot = match (&token, &config.principal_connections) {
+            (Some(_), Some(counter)) => Some(counter.acquire(&user).ok_or_else(|| {
+                tracing::info!(%user, max = counter.max(), "AMQP connection refused: the principal's connection limit is reached");
+                Some(AmqpError::connection(
+                    ReplyCode::NotAllowed,
+                    format!(
+                        "connection refused for user '{user}': its limit of {} connections is reached",
+                        counter.max()
+                    ),
+                ))
+            })?),
+            _ => None,
+        };
         let vhost = self.vhost(name).await.map_err(Some)?;
         let open_ok = AMQPFrame::Method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
         );
         send(writer, &open_ok).await.map_err(|_| None)?;
-        Ok((
+        Ok(Handshake {
             user,
             vhost,
             frame_max,
             channel_max,
-            tune_ok.heartbeat,
+            heartbeat: tune_ok.heartbeat,
             accepts_blocked,
-        ))
+            slot,
+        })
     }
 }
 

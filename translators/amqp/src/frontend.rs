@@ -22,6 +22,8 @@ pub struct AmqpConfig {
     pub auth: Option<std::sync::Arc<gateway_security::TokenVerifier>>,
     /// Only tokens are accepted.
     pub auth_required: bool,
+    /// Token-authenticated connections per principal, shared with the other listeners.
+    pub principal_connections: Option<std::sync::Arc<gateway_security::PrincipalConnections>>,
     /// What the server proposes in connection.tune.
     pub frame_max: u32,
     pub channel_max: u16,
@@ -41,6 +43,7 @@ impl Default for AmqpConfig {
             users: vec![("guest".into(), "guest".into())],
             auth: None,
             auth_required: false,
+            principal_connections: None,
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat_secs: 60,

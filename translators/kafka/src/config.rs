@@ -31,6 +31,15 @@ pub struct KafkaConfig {
     pub auth: Option<std::sync::Arc<gateway_security::TokenVerifier>>,
     /// Every client must authenticate before any other request.
     pub auth_required: bool,
+    /// Set for an authenticated session when authentication is required: its group ids live
+    /// inside its tenant/namespace.
+    pub group_scope: Option<crate::groups::scope::GroupScope>,
+    /// How long a client has to authenticate when authentication is required.
+    pub auth_timeout: std::time::Duration,
+    /// A connection without requests for this long is closed (`connections.max.idle.ms`).
+    pub idle_timeout: std::time::Duration,
+    /// Authenticated connections per principal, shared with the other listeners.
+    pub principal_connections: Option<std::sync::Arc<gateway_security::PrincipalConnections>>,
 }
 
 impl Default for KafkaConfig {
@@ -50,6 +59,10 @@ impl Default for KafkaConfig {
             forward_groups: false,
             auth: None,
             auth_required: false,
+            group_scope: None,
+            auth_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(600),
+            principal_connections: None,
         }
     }
 }

@@ -126,6 +126,8 @@ impl KafkaFrontend {
             as_client: None,
             client,
         };
+        let connected = tokio::time::Instant::now();
+        let mut last_request = connected;
         // Produce responses still waiting for the backend, oldest first.
         let mut in_flight: VecDeque<Later> = VecDeque::new();
         let cap = self.config.max_in_flight.max(1);
@@ -141,6 +143,16 @@ impl KafkaFrontend {
                     break Err(e);
                 }
             }
+            // A client that has not authenticated in time, or sends nothing for the idle
+            // timeout, is closed (with nothing in flight: a slow backend is not the client's).
+            let unauthenticated = self.config.auth_required
+                && conn.sasl.authenticated.is_none()
+                && !conn.client.internal;
+            let deadline = if unauthenticated {
+                connected + self.config.auth_timeout
+            } else {
+                last_request + self.config.idle_timeout
+            };
             let step = tokio::select! {
                 biased;
                 outcome = async { in_flight.front_mut().expect("checked").await }, if waiting => {
@@ -148,7 +160,12 @@ impl KafkaFrontend {
                     Step::Finished(outcome)
                 }
                 item = queue.recv(), if room => Step::Arrived(item),
+                _ = tokio::time::sleep_until(deadline), if !waiting => {
+                    tracing::debug!(unauthenticated, "closing a Kafka connection: timed out");
+                    break Ok(());
+                }
             };
+            last_request = tokio::time::Instant::now();
             let frame = match step {
                 Step::Finished(outcome) => match deliver(&mut writer, outcome, false).await {
                     Ok(()) => continue,
@@ -237,7 +254,12 @@ impl KafkaFrontend {
         if !is_sasl_step(key) {
             // Kafka closes a SASL connection that skips authentication, and (KIP-368) one
             // whose session outlived its credentials.
-            if self.config.auth_required && conn.sasl.authenticated.is_none() {
+            // Peers forwarding group requests on the internal listener do not authenticate;
+            // what they forward was authenticated where the client connected.
+            if self.config.auth_required
+                && conn.sasl.authenticated.is_none()
+                && !conn.client.internal
+            {
                 return Err(Refusal::Unauthenticated(key));
             }
             if conn.sasl.expired() {
@@ -246,17 +268,24 @@ impl KafkaFrontend {
         }
         let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
-        let request = RequestKind::decode(key, &mut frame, version)
+        let mut request = RequestKind::decode(key, &mut frame, version)
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
+        let scope = self.config.group_scope.as_ref();
+        if let Some(scope) = scope {
+            scope.enter(&mut request);
+        }
         if let Some(id) = &header.client_id {
             if conn.client.client_id.as_str() != id.as_str() {
                 conn.client.client_id = id.to_string();
             }
         }
-        if let Some(response) = self
+        if let Some(mut response) = self
             .route_group_request(&conn.client, key, version, &request)
             .await
         {
+            if let Some(scope) = scope {
+                scope.leave(&mut response);
+            }
             record_request_metrics(key, started);
             return encode(header.correlation_id, key, version, &response)
                 .map(|r| Answer::Now(Some(r)));
@@ -375,7 +404,10 @@ impl KafkaFrontend {
         };
         record_request_metrics(key, started);
         match response {
-            Some(r) => {
+            Some(mut r) => {
+                if let Some(scope) = scope {
+                    scope.leave(&mut r);
+                }
                 encode(header.correlation_id, key, version, &r).map(|r| Answer::Now(Some(r)))
             }
             None => Ok(Answer::Now(None)),

@@ -37,6 +37,9 @@ pub struct GroupSettings {
     pub mirror_interval: Duration,
     /// Kafka's `offset.metadata.max.bytes`.
     pub max_metadata_bytes: usize,
+    /// Group ids carry their tenant/namespace scope (authentication is required); the mirrored
+    /// subscriptions are named without it.
+    pub scoped_groups: bool,
     /// How other instances reach this one, published as the name of the shard leases it holds.
     pub instance: Instance,
 }
@@ -101,6 +104,7 @@ impl Default for GroupSettings {
             timing: Timing::default(),
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
+            scoped_groups: false,
             instance: Instance {
                 node_id: 0,
                 host: "127.0.0.1".into(),
@@ -212,7 +216,11 @@ impl GroupCoordinator {
                 }
             })
             .collect();
-        let mirror = Mirror::new(backend.clone(), settings.mirror_interval);
+        let mirror = Mirror::new(
+            backend.clone(),
+            settings.mirror_interval,
+            settings.scoped_groups,
+        );
         Arc::new(GroupCoordinator {
             settings,
             backend,

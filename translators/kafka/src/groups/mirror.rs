@@ -19,16 +19,19 @@ const CONCURRENCY: usize = 8;
 pub struct Mirror {
     backend: BackendRef,
     interval: Duration,
+    /// Group ids carry a tenant/namespace scope, left out of the subscription name.
+    scoped: bool,
     /// (group, Pulsar partition topic) -> the committed offset, or `None` to remove the
     /// subscription.
     pending: Mutex<HashMap<(String, String), Option<i64>>>,
 }
 
 impl Mirror {
-    pub fn new(backend: BackendRef, interval: Duration) -> Arc<Mirror> {
+    pub fn new(backend: BackendRef, interval: Duration, scoped: bool) -> Arc<Mirror> {
         Arc::new(Mirror {
             backend,
             interval,
+            scoped,
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -90,6 +93,7 @@ impl Mirror {
         let Some(topic) = TopicName::parse(pulsar_topic, "public", "default") else {
             return Ok(());
         };
+        let group = super::scope::subscription_name(group, self.scoped);
         match offset {
             Some(offset) => {
                 self.backend

@@ -5,12 +5,14 @@
 //! - `coordinator`: groups hashed to shards whose state lives in table topics;
 //! - `mirror`: committed offsets copied to a subscription named after the group;
 //! - `forward`: passing group requests to the coordinating instance (forward mode);
-//! - `consumer_protocol`: reading the consumer protocol's subscription bytes.
+//! - `consumer_protocol`: reading the consumer protocol's subscription bytes;
+//! - `scope`: group ids inside the principal's tenant/namespace when authentication is required.
 
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod forward;
 pub mod mirror;
+pub mod scope;
 pub mod state;
 
 pub use coordinator::{GroupCoordinator, GroupSettings, INTERNAL_TOPIC_PREFIX};

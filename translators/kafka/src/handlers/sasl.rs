@@ -20,6 +20,7 @@ use tracing::{debug, info};
 
 use super::str_bytes;
 use crate::frontend::KafkaFrontend;
+use crate::groups::scope::GroupScope;
 
 /// Mechanisms offered, in the order SaslHandshake lists them.
 pub const MECHANISMS: &[&str] = &["PLAIN", "OAUTHBEARER"];
@@ -50,6 +51,8 @@ pub struct SaslState {
     pub authenticated: Option<KafkaPrincipal>,
     /// When the session ends unless the client re-authenticates (the token's `exp`).
     pub session_end: Option<Instant>,
+    /// This connection's place in its principal's connection count.
+    pub slot: Option<gateway_security::ConnectionSlot>,
 }
 
 impl SaslState {
@@ -94,15 +97,23 @@ impl KafkaFrontend {
         let backend = self
             .backend
             .as_client(authenticated.principal.token.expose());
-        if backend.is_none() && authenticated.tenant.is_none() {
+        if backend.is_none() && authenticated.tenant.is_none() && !self.config.auth_required {
             return None;
         }
         let mut frontend = self.for_client(backend.unwrap_or_else(|| self.backend.clone()));
+        let config = &mut frontend.config;
         if let Some(tenant) = &authenticated.tenant {
-            frontend.config.default_tenant = tenant.clone();
+            config.default_tenant = tenant.clone();
             if let Some(namespace) = &authenticated.namespace {
-                frontend.config.default_namespace = namespace.clone();
+                config.default_namespace = namespace.clone();
             }
+        }
+        // With authentication required, every session's groups are its namespace's.
+        if self.config.auth_required {
+            config.group_scope = Some(GroupScope::new(
+                &config.default_tenant,
+                &config.default_namespace,
+            ));
         }
         Some(std::sync::Arc::new(frontend))
     }
@@ -200,6 +211,16 @@ impl KafkaFrontend {
                 .unwrap_or_default();
             Duration::from_secs(exp).saturating_sub(now)
         });
+        if state.slot.is_none() {
+            if let Some(counter) = &self.config.principal_connections {
+                let role = &authenticated.principal.role;
+                state.slot = Some(counter.acquire(role).ok_or_else(|| {
+                    metrics::counter!("kafka_authentication_failures_total").increment(1);
+                    info!(%role, max = counter.max(), "Kafka connection refused: the principal's connection limit is reached");
+                    format!("too many connections for this principal (at most {})", counter.max())
+                })?);
+            }
+        }
         debug!(role = %authenticated.principal.role, ?mechanism, "Kafka client authenticated");
         state.session_end = lifetime.map(|l| Instant::now() + l);
         state.authenticated = Some(authenticated);
