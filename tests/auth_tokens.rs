@@ -188,11 +188,18 @@ fn sasl(
     auth_bytes: Vec<u8>,
 ) -> (TcpStream, SaslAuthenticateResponse) {
     let mut s = connect(addr);
+    let answer = sasl_on(&mut s, mechanism, auth_bytes);
+    (s, answer)
+}
+
+/// SaslHandshake v1 and SaslAuthenticate v2 on an open connection (KIP-368 re-authenticates
+/// this way).
+fn sasl_on(s: &mut TcpStream, mechanism: &str, auth_bytes: Vec<u8>) -> SaslAuthenticateResponse {
     let mut hs = SaslHandshakeRequest::default();
     hs.mechanism = StrBytes::from_string(mechanism.to_owned());
     s.write_all(&request(ApiKey::SaslHandshake, 1, 1, hs))
         .unwrap();
-    let mut body = response(&mut s, ApiKey::SaslHandshake, 1).expect("handshake answered");
+    let mut body = response(s, ApiKey::SaslHandshake, 1).expect("handshake answered");
     let handshake = SaslHandshakeResponse::decode(&mut body, 1).unwrap();
     assert_eq!(handshake.error_code, 0, "{mechanism} is offered");
     let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
@@ -201,9 +208,8 @@ fn sasl(
     auth.auth_bytes = Bytes::from(auth_bytes);
     s.write_all(&request(ApiKey::SaslAuthenticate, 2, 2, auth))
         .unwrap();
-    let mut body = response(&mut s, ApiKey::SaslAuthenticate, 2).expect("authenticate answered");
-    let answer = SaslAuthenticateResponse::decode(&mut body, 2).unwrap();
-    (s, answer)
+    let mut body = response(s, ApiKey::SaslAuthenticate, 2).expect("authenticate answered");
+    SaslAuthenticateResponse::decode(&mut body, 2).unwrap()
 }
 
 fn plain_bytes(user: &str, password: &str) -> Vec<u8> {
@@ -852,4 +858,419 @@ async fn a_principal_holds_at_most_its_connection_limit_across_listeners() {
     amqp_connect(&gateway, "app", &token)
         .await
         .expect("a place was freed");
+}
+
+// ---- the authentication matrix ----------------------------------------------------------------
+
+/// Tokens of every kind a client may present, each with whether it must be accepted.
+fn token_cases() -> Vec<(&'static str, String, bool)> {
+    use base64::Engine;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let with = |alg: Algorithm, claims: serde_json::Value| {
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    };
+    let rsa_private = include_bytes!("../security/tests/fixtures/rsa-private.pem");
+    let good = valid_token();
+    let parts: Vec<&str> = good.split('.').collect();
+    let other = sign(json!({"sub": "someone-else"}), SECRET);
+    let other_sig = other.rsplit('.').next().unwrap();
+    vec![
+        ("no exp", sign(json!({"sub": "r"}), SECRET), true),
+        ("exp in an hour", good.clone(), true),
+        ("HS384", with(Algorithm::HS384, json!({"sub": "r"})), true),
+        ("HS512", with(Algorithm::HS512, json!({"sub": "r"})), true),
+        (
+            "extra claims (iss, aud, iat)",
+            sign(
+                json!({"sub": "r", "iss": "x", "aud": "y", "iat": now()}),
+                SECRET,
+            ),
+            true,
+        ),
+        (
+            "nbf in the past",
+            sign(json!({"sub": "r", "nbf": now() - 60}), SECRET),
+            true,
+        ),
+        (
+            "expired an hour ago",
+            sign(json!({"sub": "r", "exp": now() - 3600}), SECRET),
+            false,
+        ),
+        (
+            "expired a second ago",
+            sign(json!({"sub": "r", "exp": now() - 1}), SECRET),
+            false,
+        ),
+        (
+            "nbf in an hour",
+            sign(json!({"sub": "r", "nbf": now() + 3600}), SECRET),
+            false,
+        ),
+        (
+            "signed with another key",
+            sign(json!({"sub": "r"}), OTHER_SECRET),
+            false,
+        ),
+        (
+            "RS256 where HS256 is configured",
+            encode(
+                &Header::new(Algorithm::RS256),
+                &json!({"sub": "r"}),
+                &EncodingKey::from_rsa_pem(rsa_private).unwrap(),
+            )
+            .unwrap(),
+            false,
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none"})),
+                b64(&json!({"sub": "r"}))
+            ),
+            false,
+        ),
+        (
+            "payload swapped, signature kept",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(&json!({"sub": "admin"})),
+                parts[2]
+            ),
+            false,
+        ),
+        (
+            "another token's signature",
+            format!("{}.{}.{other_sig}", parts[0], parts[1]),
+            false,
+        ),
+        (
+            "truncated signature",
+            good[..good.len() - 4].to_owned(),
+            false,
+        ),
+        (
+            "no subject",
+            sign(json!({"exp": now() + 60}), SECRET),
+            false,
+        ),
+        ("empty subject", sign(json!({"sub": ""}), SECRET), false),
+        (
+            "subject not a string",
+            sign(json!({"sub": 42}), SECRET),
+            false,
+        ),
+        (
+            "exp not a number",
+            sign(json!({"sub": "r", "exp": "tomorrow"}), SECRET),
+            false,
+        ),
+        ("two parts", format!("{}.{}", parts[0], parts[1]), false),
+        ("four parts", format!("{good}.x"), false),
+        ("not base64", "!!!.@@@.###".to_owned(), false),
+        (
+            "header not JSON",
+            format!("{}.{}.{}", b64(&json!("x")), parts[1], parts[2]),
+            false,
+        ),
+        ("empty", String::new(), false),
+        ("whitespace", "   ".to_owned(), false),
+    ]
+}
+
+/// What a Kafka client gets for `auth_bytes`: accepted (and then served), or refused with
+/// SASL_AUTHENTICATION_FAILED and closed. Anything else fails the case.
+fn kafka_outcome(addr: SocketAddr, mechanism: &str, auth_bytes: Vec<u8>) -> Result<bool, String> {
+    let (mut s, answer) = sasl(addr, mechanism, auth_bytes);
+    match answer.error_code {
+        0 => {
+            s.write_all(&metadata_request()).unwrap();
+            response(&mut s, ApiKey::Metadata, 9)
+                .map(|_| true)
+                .ok_or_else(|| "accepted, then not served".to_owned())
+        }
+        58 if closed(&mut s) => Ok(false),
+        58 => Err("refused but left open".into()),
+        code => Err(format!("error code {code}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_authentication_matrix() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.kafka_addr();
+    let results = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::new();
+        for (what, token, accept) in token_cases() {
+            let plain = plain_bytes("public", &format!("token:{token}"));
+            results.push((
+                format!("PLAIN token:<{what}>"),
+                accept,
+                kafka_outcome(addr, "PLAIN", plain),
+            ));
+            let bearer = format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes();
+            results.push((
+                format!("OAUTHBEARER <{what}>"),
+                accept,
+                kafka_outcome(addr, "OAUTHBEARER", bearer),
+            ));
+        }
+        let good = valid_token();
+        let flows: Vec<(&str, &str, Vec<u8>, bool)> = vec![
+            (
+                "PLAIN, valid token without token:",
+                "PLAIN",
+                plain_bytes("public", &good),
+                false,
+            ),
+            (
+                "PLAIN, empty password",
+                "PLAIN",
+                plain_bytes("public", ""),
+                false,
+            ),
+            (
+                "PLAIN, no NUL separators",
+                "PLAIN",
+                b"public token:x".to_vec(),
+                false,
+            ),
+            (
+                "PLAIN, four fields",
+                "PLAIN",
+                format!("\0a\0token:{good}\0x").into_bytes(),
+                false,
+            ),
+            (
+                "PLAIN, tenant/namespace username",
+                "PLAIN",
+                plain_bytes("public/default", &format!("token:{good}")),
+                true,
+            ),
+            (
+                "PLAIN, empty username",
+                "PLAIN",
+                plain_bytes("", &format!("token:{good}")),
+                true,
+            ),
+            (
+                "OAUTHBEARER, no auth key",
+                "OAUTHBEARER",
+                b"n,,\x01host=x\x01\x01".to_vec(),
+                false,
+            ),
+            (
+                "OAUTHBEARER, not a GS2 header",
+                "OAUTHBEARER",
+                format!("auth=Bearer {good}").into_bytes(),
+                false,
+            ),
+        ];
+        for (what, mechanism, bytes, accept) in flows {
+            results.push((
+                what.to_owned(),
+                accept,
+                kafka_outcome(addr, mechanism, bytes),
+            ));
+        }
+        results
+    })
+    .await
+    .unwrap();
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(what, accept, got)| match got {
+            Ok(accepted) if accepted == accept => None,
+            Ok(accepted) => Some(format!(
+                "{what}: expected {}, got {}",
+                verdict(*accept),
+                verdict(*accepted)
+            )),
+            Err(e) => Some(format!("{what}: {e}")),
+        })
+        .collect();
+    assert!(results.len() >= 30, "{} cases", results.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+fn verdict(accept: bool) -> &'static str {
+    if accept {
+        "accepted"
+    } else {
+        "refused"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sasl_protocol_misuse_and_reauthentication() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        // SaslAuthenticate without a handshake: ILLEGAL_SASL_STATE.
+        let mut s = connect(addr);
+        let mut auth = SaslAuthenticateRequest::default();
+        auth.auth_bytes = Bytes::from(plain_bytes("public", &format!("token:{}", valid_token())));
+        s.write_all(&request(ApiKey::SaslAuthenticate, 2, 1, auth))
+            .unwrap();
+        let mut body = response(&mut s, ApiKey::SaslAuthenticate, 2).expect("answered");
+        assert_eq!(
+            SaslAuthenticateResponse::decode(&mut body, 2)
+                .unwrap()
+                .error_code,
+            34
+        );
+        // Re-authentication (KIP-368) with the same role: accepted, the session goes on.
+        let role = |r: &str| sign(json!({"sub": r, "exp": now() + 600}), SECRET);
+        let (mut s, answer) = sasl(
+            addr,
+            "PLAIN",
+            plain_bytes("public", &format!("token:{}", role("app"))),
+        );
+        assert_eq!(answer.error_code, 0);
+        let again = sasl_on(
+            &mut s,
+            "OAUTHBEARER",
+            format!("n,,\x01auth=Bearer {}\x01\x01", role("app")).into_bytes(),
+        );
+        assert_eq!(again.error_code, 0, "{:?}", again.error_message);
+        assert!(again.session_lifetime_ms > 0, "the new token's lifetime");
+        s.write_all(&metadata_request()).unwrap();
+        assert!(response(&mut s, ApiKey::Metadata, 9).is_some());
+        // Re-authenticating as another role is refused, and the connection closed.
+        let other = sasl_on(
+            &mut s,
+            "PLAIN",
+            plain_bytes("public", &format!("token:{}", role("intruder"))),
+        );
+        assert_eq!(other.error_code, 58);
+        assert!(closed(&mut s));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_authentication_matrix() {
+    let gateway = secured_gateway().await;
+    let addr = gateway.gateway.amqp_addr();
+    let outcome = |user: &str, password: &str, mechanism: &str| {
+        let uri = format!(
+            "amqp://{user}:{}@{addr}/%2f?auth_mechanism={mechanism}",
+            percent(password)
+        );
+        async move {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                Connection::connect(&uri, ConnectionProperties::default()),
+            )
+            .await
+            {
+                Err(_) => Err("no answer within 10 s".to_owned()),
+                Ok(Ok(connection)) => {
+                    let served = connection.create_channel().await.is_ok();
+                    let _ = connection.close(200, "bye".into()).await;
+                    if served {
+                        Ok(true)
+                    } else {
+                        Err("accepted, then not served".into())
+                    }
+                }
+                Ok(Err(e)) => {
+                    let text = format!("{e:?}");
+                    if text.contains("ACCESS_REFUSED") || text.contains("403") {
+                        Ok(false)
+                    } else {
+                        Err(format!("refused without 403: {text}"))
+                    }
+                }
+            }
+        }
+    };
+    let mut results = Vec::new();
+    for (what, token, accept) in token_cases() {
+        results.push((
+            format!("PLAIN <{what}>"),
+            accept,
+            outcome("app", &token, "plain").await,
+        ));
+        results.push((
+            format!("PLAIN token:<{what}>"),
+            accept,
+            outcome("app", &format!("token:{token}"), "plain").await,
+        ));
+    }
+    let good = valid_token();
+    let expired = sign(json!({"sub": "r", "exp": now() - 60}), SECRET);
+    for (what, user, password, mechanism, accept) in [
+        (
+            "AMQPLAIN, valid token",
+            "app",
+            good.as_str(),
+            "amqplain",
+            true,
+        ),
+        (
+            "AMQPLAIN, expired token",
+            "app",
+            expired.as_str(),
+            "amqplain",
+            false,
+        ),
+        (
+            "PLAIN, guest's password while tokens are required",
+            "guest",
+            "guest",
+            "plain",
+            false,
+        ),
+        ("PLAIN, empty password", "app", "", "plain", false),
+        (
+            "PLAIN, empty user and a valid token",
+            "",
+            good.as_str(),
+            "plain",
+            true,
+        ),
+    ] {
+        results.push((
+            what.to_owned(),
+            accept,
+            outcome(user, password, mechanism).await,
+        ));
+    }
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(what, accept, got)| match got {
+            Ok(accepted) if accepted == accept => None,
+            Ok(accepted) => Some(format!(
+                "{what}: expected {}, got {}",
+                verdict(*accept),
+                verdict(*accepted)
+            )),
+            Err(e) => Some(format!("{what}: {e}")),
+        })
+        .collect();
+    assert!(results.len() >= 30, "{} cases", results.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
 }

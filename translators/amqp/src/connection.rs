@@ -318,6 +318,11 @@ fn authenticate(
             )
         }
         "AMQPLAIN" => {
+            // The response is a field table's contents without its length prefix (as RabbitMQ
+            // and its clients send it); put the prefix back to parse it.
+            let mut table_bytes = (response.len() as u32).to_be_bytes().to_vec();
+            table_bytes.extend_from_slice(response);
+            let response = table_bytes.as_slice();
             let table = if crate::nesting::table_within_limit(response, 0) {
                 amq_protocol::types::parsing::parse_field_table(response)
                     .map(|(_, t)| t)
