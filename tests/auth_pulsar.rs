@@ -312,3 +312,218 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
         "the gateway wrote nothing in tenant-b's namespace"
     );
 }
+
+/// What one Kafka operation got: done, or refused with TOPIC_AUTHORIZATION_FAILED. Any other
+/// failure fails the case.
+type Verdict = Result<bool, String>;
+
+fn authz(result: Result<(), KafkaError>) -> Verdict {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let text = format!("{e:?}");
+            if text.contains("TopicAuthorizationFailed") || text.contains("TopicAuthorization") {
+                Ok(false)
+            } else {
+                Err(text)
+            }
+        }
+    }
+}
+
+/// Runs `op` on `topic` (a name inside the client's namespace) as the client.
+async fn kafka_op(bootstrap: &str, namespace: &str, token: &str, op: &str, topic: &str) -> Verdict {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let config = client(bootstrap, namespace, token);
+    match op {
+        "produce" => {
+            let producer: FutureProducer = config.clone().create().unwrap();
+            authz(
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload("x"),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e),
+            )
+        }
+        "metadata" => {
+            let consumer: BaseConsumer = config.clone().create().unwrap();
+            let metadata = tokio::task::block_in_place(|| {
+                consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+            });
+            match metadata {
+                Err(e) => authz(Err(e)),
+                Ok(m) => match m.topics().first().and_then(|t| t.error()) {
+                    None => Ok(true),
+                    Some(code) => authz(Err(KafkaError::MetadataFetch(code.into()))),
+                },
+            }
+        }
+        "list_offsets" => {
+            let consumer: BaseConsumer = config.clone().create().unwrap();
+            let offsets = tokio::task::block_in_place(|| {
+                consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))
+            });
+            match offsets {
+                // librdkafka asks Metadata first; refused there, it reports the partition as
+                // unknown and never sends ListOffsets.
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition)) => Ok(false),
+                other => authz(other.map(|_| ())),
+            }
+        }
+        "fetch" => {
+            let consumer: BaseConsumer = config
+                .clone()
+                .set("group.id", unique("authz"))
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .unwrap();
+            // Subscribed (not assigned), librdkafka reports a refused topic as a consumer error.
+            consumer.subscribe(&[topic]).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let polled =
+                    tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+                match polled {
+                    Some(Ok(_)) => return Ok(true),
+                    Some(Err(e)) => return authz(Err(e)),
+                    None if Instant::now() > deadline => {
+                        return Err("nothing fetched, no error".into())
+                    }
+                    None => {}
+                }
+            }
+        }
+        "create" | "delete" => {
+            let admin: AdminClient<DefaultClientContext> = config.clone().create().unwrap();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let name = unique("created");
+            let results = if op == "create" {
+                admin
+                    .create_topics(
+                        &[NewTopic::new(&name, 1, TopicReplication::Fixed(1))],
+                        &options,
+                    )
+                    .await
+            } else {
+                admin.delete_topics(&[topic], &options).await
+            };
+            match results {
+                Err(e) => authz(Err(e)),
+                Ok(r) => match r.into_iter().next() {
+                    Some(Err((_, code))) => authz(Err(KafkaError::AdminOp(code))),
+                    _ => Ok(true),
+                },
+            }
+        }
+        other => Err(format!("unknown op {other}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth"]
+async fn kafka_authorization_matrix() {
+    let pulsar = auth_pulsar();
+    let run = unique("m");
+    let (tenant_a, tenant_b) = (format!("a-{run}"), format!("b-{run}"));
+    tenant_with_role(&pulsar, &tenant_a, "rw-role", "data");
+    tenant_with_role(&pulsar, &tenant_b, "other-role", "data");
+    // Produce-only and consume-only roles on tenant-a's namespace.
+    for (role, actions) in [
+        ("writer-role", r#"["produce"]"#),
+        ("reader-role", r#"["consume"]"#),
+    ] {
+        let (status, body) = admin(
+            &pulsar,
+            "POST",
+            &format!("/admin/v2/namespaces/{tenant_a}/ns/permissions/{role}"),
+            actions,
+        );
+        assert_eq!(status, 204, "{body}");
+    }
+    // Something to fetch in tenant-a's topic, written with the superuser token.
+    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
+    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
+    let gateway = InProcessGateway::start_with(move |c| {
+        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
+        c.backend.pulsar_url = Some(url);
+        c.backend.pulsar_admin_url = Some(admin_url);
+        c.backend.pulsar_token = Some(admin_token);
+        c.auth.token_secret_key = Some(key);
+        c.auth.required = true;
+    })
+    .await;
+    let bootstrap = gateway.bootstrap();
+    let own = format!("{tenant_a}/ns");
+    let other = format!("{tenant_b}/ns");
+    let tokens: Vec<(&str, String)> = [
+        "rw-role",
+        "writer-role",
+        "reader-role",
+        "nobody-role",
+        "admin",
+    ]
+    .into_iter()
+    .map(|role| (role, pulsar_token(&pulsar, role, None)))
+    .collect();
+    let token = |role: &str| tokens.iter().find(|(r, _)| *r == role).unwrap().1.clone();
+    let seed: FutureProducer = client(&bootstrap, &own, &token("admin")).create().unwrap();
+    seed.send(
+        FutureRecord::<(), _>::to("data").payload("seed"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the superuser writes anywhere");
+
+    // (role, namespace, operation, expected: allowed?)
+    let mut cases: Vec<(&str, String, &str, bool)> = Vec::new();
+    for op in ["produce", "fetch", "metadata", "list_offsets"] {
+        cases.push(("rw-role", own.clone(), op, true));
+        cases.push(("rw-role", other.clone(), op, false));
+        cases.push(("nobody-role", own.clone(), op, false));
+        cases.push(("admin", own.clone(), op, true));
+        cases.push(("admin", other.clone(), op, true));
+    }
+    for op in ["produce"] {
+        cases.push(("writer-role", own.clone(), op, true));
+        cases.push(("reader-role", own.clone(), op, false));
+    }
+    for op in ["fetch", "list_offsets"] {
+        cases.push(("reader-role", own.clone(), op, true));
+        cases.push(("writer-role", own.clone(), op, false));
+    }
+    // Topic administration needs Pulsar's tenant-admin rights.
+    for op in ["create", "delete"] {
+        cases.push(("rw-role", own.clone(), op, false));
+        cases.push(("rw-role", other.clone(), op, false));
+        cases.push(("nobody-role", own.clone(), op, false));
+    }
+    cases.push(("admin", own.clone(), "create", true));
+    let mut failures = Vec::new();
+    for (role, namespace, op, allowed) in &cases {
+        let got = kafka_op(&bootstrap, namespace, &token(role), op, "data").await;
+        match got {
+            Ok(done) if done == *allowed => {}
+            Ok(done) => failures.push(format!(
+                "{role} {op} in {namespace}: expected {}, got {}",
+                if *allowed { "allowed" } else { "refused" },
+                if done { "allowed" } else { "refused" }
+            )),
+            Err(e) => failures.push(format!("{role} {op} in {namespace}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    // Refused writes wrote nothing: tenant-b's topic holds only the superuser's record.
+    assert_eq!(messages_in(&pulsar, &tenant_b, "data"), 1);
+}

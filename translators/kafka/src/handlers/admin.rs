@@ -265,6 +265,8 @@ fn backend_error_for_create(e: &BackendError) -> ResponseError {
     match e {
         BackendError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         BackendError::InvalidArgument(_) => ResponseError::InvalidTopicException,
+        // Kafka's answer without CREATE permission (Pulsar wants a tenant admin).
+        BackendError::NotAuthorized(_) => ResponseError::TopicAuthorizationFailed,
         _ => ResponseError::UnknownServerError,
     }
 }
