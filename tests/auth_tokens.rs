@@ -691,8 +691,28 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
         c
     };
     let (topic, group) = (unique("orders"), unique("billing"));
-    // tenant-a produces to `orders` (its namespace's) and commits as group `billing`.
-    let producer: FutureProducer = as_tenant("tenant-a/ns").create().unwrap();
+    // Two namespaces; on Pulsar they must exist first (the gateway creates topics, not
+    // namespaces).
+    let (ns_a, ns_b) = (
+        format!("public/{}", unique("a")),
+        format!("public/{}", unique("b")),
+    );
+    if let Some((_, admin)) = e2e_tests::test_pulsar() {
+        for ns in [&ns_a, &ns_b] {
+            let status = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("{admin}/admin/v2/namespaces/{ns}"))
+                .output()
+                .expect("curl");
+            assert_eq!(
+                String::from_utf8_lossy(&status.stdout),
+                "204",
+                "namespace {ns}"
+            );
+        }
+    }
+    // Namespace a produces to `orders` (its own) and commits as group `billing`.
+    let producer: FutureProducer = as_tenant(&ns_a).create().unwrap();
     producer
         .send(
             FutureRecord::<(), _>::to(&topic).payload("a-1"),
@@ -700,7 +720,7 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
         )
         .await
         .expect("acknowledged");
-    let consumer: BaseConsumer = as_tenant("tenant-a/ns")
+    let consumer: BaseConsumer = as_tenant(&ns_a)
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -731,16 +751,16 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
             .collect::<Vec<_>>()
     };
     assert!(
-        groups_seen_by("tenant-a/ns").contains(&group),
+        groups_seen_by(&ns_a).contains(&group),
         "tenant-a sees its group by its name"
     );
-    let seen_by_b = groups_seen_by("tenant-b/ns");
+    let seen_by_b = groups_seen_by(&ns_b);
     assert!(
         seen_by_b.iter().all(|g| !g.contains(&group)),
         "tenant-b sees none of tenant-a's groups: {seen_by_b:?}"
     );
     // tenant-b's `orders` is another topic: tenant-a's record is not there.
-    let b_consumer: BaseConsumer = as_tenant("tenant-b/ns")
+    let b_consumer: BaseConsumer = as_tenant(&ns_b)
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .create()
