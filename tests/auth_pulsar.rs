@@ -171,7 +171,7 @@ async fn pulsar_authorizes_each_kafka_client_with_its_own_token() {
             .expect("tenant-a may produce to its own topic");
     }
     assert_eq!(messages_in(&pulsar, &tenant_a, "orders"), 3);
-    let consumer: BaseConsumer = client(&bootstrap, &own, &token_a)
+    let mut consumer: BaseConsumer = client(&bootstrap, &own, &token_a)
         .set("group.id", unique("g"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -180,7 +180,12 @@ async fn pulsar_authorizes_each_kafka_client_with_its_own_token() {
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 3 && Instant::now() < deadline {
-        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        let polled;
+        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
+            c.poll(Duration::from_millis(200))
+                .map(|r| r.map(|m| m.detach()))
+        })
+        .await;
         if let Some(Ok(m)) = polled {
             got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
         }
@@ -352,22 +357,25 @@ async fn kafka_op(bootstrap: &str, namespace: &str, token: &str, op: &str, topic
         }
         "metadata" => {
             let consumer: BaseConsumer = config.clone().create().unwrap();
-            let metadata = tokio::task::block_in_place(|| {
-                consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
-            });
+            let name = topic.to_owned();
+            let (_, metadata) = e2e_tests::blocking(consumer, move |c| {
+                c.fetch_metadata(Some(&name), Duration::from_secs(10))
+                    .map(|m| m.topics().first().and_then(|t| t.error()))
+            })
+            .await;
             match metadata {
                 Err(e) => authz(Err(e)),
-                Ok(m) => match m.topics().first().and_then(|t| t.error()) {
-                    None => Ok(true),
-                    Some(code) => authz(Err(KafkaError::MetadataFetch(code.into()))),
-                },
+                Ok(None) => Ok(true),
+                Ok(Some(code)) => authz(Err(KafkaError::MetadataFetch(code.into()))),
             }
         }
         "list_offsets" => {
             let consumer: BaseConsumer = config.clone().create().unwrap();
-            let offsets = tokio::task::block_in_place(|| {
-                consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))
-            });
+            let name = topic.to_owned();
+            let (_, offsets) = e2e_tests::blocking(consumer, move |c| {
+                c.fetch_watermarks(&name, 0, Duration::from_secs(10))
+            })
+            .await;
             match offsets {
                 // librdkafka asks Metadata first; refused there, it reports the partition as
                 // unknown and never sends ListOffsets.
@@ -376,7 +384,7 @@ async fn kafka_op(bootstrap: &str, namespace: &str, token: &str, op: &str, topic
             }
         }
         "fetch" => {
-            let consumer: BaseConsumer = config
+            let mut consumer: BaseConsumer = config
                 .clone()
                 .set("group.id", unique("authz"))
                 .set("auto.offset.reset", "earliest")
@@ -386,8 +394,12 @@ async fn kafka_op(bootstrap: &str, namespace: &str, token: &str, op: &str, topic
             consumer.subscribe(&[topic]).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let polled =
-                    tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+                let polled;
+                (consumer, polled) = e2e_tests::blocking(consumer, |c| {
+                    c.poll(Duration::from_millis(200))
+                        .map(|r| r.map(|m| m.detach()))
+                })
+                .await;
                 match polled {
                     Some(Ok(_)) => return Ok(true),
                     Some(Err(e)) => return authz(Err(e)),
@@ -488,10 +500,8 @@ async fn kafka_authorization_matrix() {
         cases.push(("admin", own.clone(), op, true));
         cases.push(("admin", other.clone(), op, true));
     }
-    for op in ["produce"] {
-        cases.push(("writer-role", own.clone(), op, true));
-        cases.push(("reader-role", own.clone(), op, false));
-    }
+    cases.push(("writer-role", own.clone(), "produce", true));
+    cases.push(("reader-role", own.clone(), "produce", false));
     for op in ["fetch", "list_offsets"] {
         cases.push(("reader-role", own.clone(), op, true));
         cases.push(("writer-role", own.clone(), op, false));

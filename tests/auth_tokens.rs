@@ -449,8 +449,10 @@ async fn rdkafka_with_an_expired_token_gets_an_authentication_error() {
     let client: BaseConsumer<RecordingContext> = sasl_plain(&gateway.bootstrap(), &expired)
         .create_with_context(RecordingContext::default())
         .unwrap();
-    let metadata =
-        tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(3)));
+    let (mut client, metadata) = e2e_tests::blocking(client, |c| {
+        c.fetch_metadata(None, Duration::from_secs(3)).map(|_| ())
+    })
+    .await;
     assert!(
         metadata.is_err(),
         "nothing is served without authentication"
@@ -458,7 +460,8 @@ async fn rdkafka_with_an_expired_token_gets_an_authentication_error() {
     // Error callbacks are served by polls.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while client.context().0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
-        tokio::task::block_in_place(|| client.poll(Duration::from_millis(100)));
+        (client, _) =
+            e2e_tests::blocking(client, |c| c.poll(Duration::from_millis(100)).is_some()).await;
     }
     // librdkafka reports the broker's refusal, with its message, as an authentication error.
     let errors = client.context().0.lock().unwrap().clone();
@@ -720,7 +723,7 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
         )
         .await
         .expect("acknowledged");
-    let consumer: BaseConsumer = as_tenant(&ns_a)
+    let mut consumer: BaseConsumer = as_tenant(&ns_a)
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -730,31 +733,43 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let message = loop {
         assert!(std::time::Instant::now() < deadline, "no message");
-        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        let polled;
+        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
+            c.poll(Duration::from_millis(200))
+                .map(|r| r.map(|m| m.detach()))
+        })
+        .await;
         if let Some(Ok(m)) = polled {
-            break m.detach();
+            break m;
         }
     };
     assert_eq!(message.payload(), Some(&b"a-1"[..]));
-    tokio::task::block_in_place(|| {
-        consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+    let (_consumer, committed) = e2e_tests::blocking(consumer, |c| {
+        c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
     })
-    .expect("committed");
+    .await;
+    committed.expect("committed");
     let groups_seen_by = |namespace: &str| {
         let client: BaseConsumer = as_tenant(namespace).create().unwrap();
-        let list =
-            tokio::task::block_in_place(|| client.fetch_group_list(None, Duration::from_secs(10)))
-                .expect("ListGroups");
-        list.groups()
-            .iter()
-            .map(|g| g.name().to_owned())
-            .collect::<Vec<_>>()
+        async move {
+            let (_, names) = e2e_tests::blocking(client, |c| {
+                c.fetch_group_list(None, Duration::from_secs(10))
+                    .map(|list| {
+                        list.groups()
+                            .iter()
+                            .map(|g| g.name().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+            })
+            .await;
+            names.expect("ListGroups")
+        }
     };
     assert!(
-        groups_seen_by(&ns_a).contains(&group),
+        groups_seen_by(&ns_a).await.contains(&group),
         "tenant-a sees its group by its name"
     );
-    let seen_by_b = groups_seen_by(&ns_b);
+    let seen_by_b = groups_seen_by(&ns_b).await;
     assert!(
         seen_by_b.iter().all(|g| !g.contains(&group)),
         "tenant-b sees none of tenant-a's groups: {seen_by_b:?}"
@@ -765,11 +780,17 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    let metadata =
-        tokio::task::block_in_place(|| b_consumer.fetch_metadata(None, Duration::from_secs(10)))
-            .expect("Metadata");
+    let (_, names) = e2e_tests::blocking(b_consumer, |c| {
+        c.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
+            m.topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
     assert!(
-        metadata.topics().iter().all(|t| t.name() != topic),
+        names.expect("Metadata").iter().all(|t| *t != topic),
         "tenant-b's Metadata does not list tenant-a's topic"
     );
 }

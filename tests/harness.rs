@@ -212,3 +212,18 @@ pub fn http_empty_request(method: &str, url: &str) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Runs a blocking call on `client` (librdkafka's `BaseConsumer` polls and metadata requests) on
+/// a blocking thread, and hands the client back with the result.
+pub async fn blocking<C, T>(client: C, call: impl FnOnce(&C) -> T + Send + 'static) -> (C, T)
+where
+    C: Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let result = call(&client);
+        (client, result)
+    })
+    .await
+    .expect("the blocking call finished")
+}

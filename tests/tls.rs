@@ -137,7 +137,7 @@ async fn rdkafka_produces_and_consumes_over_sasl_ssl() {
             .expect("acknowledged over TLS");
     }
     // Metadata sent the client back to the TLS listener (a plaintext address would fail here).
-    let consumer: BaseConsumer = sasl_ssl(tls, Some(&ca))
+    let mut consumer: BaseConsumer = sasl_ssl(tls, Some(&ca))
         .set("group.id", unique("tls-group"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -146,7 +146,12 @@ async fn rdkafka_produces_and_consumes_over_sasl_ssl() {
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 5 && Instant::now() < deadline {
-        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        let polled;
+        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
+            c.poll(Duration::from_millis(200))
+                .map(|r| r.map(|m| m.detach()))
+        })
+        .await;
         if let Some(Ok(m)) = polled {
             got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
         }
@@ -175,12 +180,15 @@ async fn rdkafka_that_does_not_trust_the_certificate_fails() {
     let client: BaseConsumer<RecordingContext> = sasl_ssl(tls, None)
         .create_with_context(RecordingContext::default())
         .unwrap();
-    let metadata =
-        tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(3)));
+    let (mut client, metadata) = e2e_tests::blocking(client, |c| {
+        c.fetch_metadata(None, Duration::from_secs(3)).map(|_| ())
+    })
+    .await;
     assert!(metadata.is_err(), "no metadata from an untrusted server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.context().0.lock().unwrap().is_empty() && Instant::now() < deadline {
-        tokio::task::block_in_place(|| client.poll(Duration::from_millis(100)));
+        (client, _) =
+            e2e_tests::blocking(client, |c| c.poll(Duration::from_millis(100)).is_some()).await;
     }
     let errors = client.context().0.lock().unwrap().clone();
     assert!(
