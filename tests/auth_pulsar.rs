@@ -318,8 +318,8 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
     );
 }
 
-/// What one Kafka operation got: done, or refused with TOPIC_AUTHORIZATION_FAILED. Any other
-/// failure fails the case.
+/// What one Kafka operation got: done, or refused with TOPIC_AUTHORIZATION_FAILED or
+/// GROUP_AUTHORIZATION_FAILED. Any other failure fails the case.
 type Verdict = Result<bool, String>;
 
 fn authz(result: Result<(), KafkaError>) -> Verdict {
@@ -327,7 +327,7 @@ fn authz(result: Result<(), KafkaError>) -> Verdict {
         Ok(()) => Ok(true),
         Err(e) => {
             let text = format!("{e:?}");
-            if text.contains("TopicAuthorizationFailed") || text.contains("TopicAuthorization") {
+            if text.contains("TopicAuthorization") || text.contains("GroupAuthorization") {
                 Ok(false)
             } else {
                 Err(text)
@@ -436,6 +436,72 @@ async fn kafka_op(bootstrap: &str, namespace: &str, token: &str, op: &str, topic
     }
 }
 
+/// Runs group operation `op` on group `group` as the client, against partition 0 of the
+/// client's topic `data`.
+async fn group_op(bootstrap: &str, namespace: &str, token: &str, op: &str, group: &str) -> Verdict {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::{Offset, TopicPartitionList};
+    let config = client(bootstrap, namespace, token);
+    let mut partition = TopicPartitionList::new();
+    partition
+        .add_partition_offset("data", 0, Offset::Offset(1))
+        .unwrap();
+    match op {
+        "commit" | "offset_fetch" => {
+            let consumer: BaseConsumer = config
+                .clone()
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            let commit = op == "commit";
+            let (consumer, result) = e2e_tests::blocking(consumer, move |c| {
+                if commit {
+                    c.commit(&partition, CommitMode::Sync)
+                } else {
+                    c.committed_offsets(partition, Duration::from_secs(5))
+                        .map(|_| ())
+                }
+            })
+            .await;
+            match result {
+                // Refused at FindCoordinator (as Kafka refuses a group without Describe),
+                // librdkafka keeps waiting for a coordinator and reports the refusal as a
+                // consumer error.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::WaitingForCoordinator))
+                | Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)) => {
+                    let (_, polled) = e2e_tests::blocking(consumer, |c| {
+                        c.poll(Duration::from_secs(5)).map(|r| r.map(|_| ()))
+                    })
+                    .await;
+                    match polled {
+                        Some(Err(e)) => authz(Err(e)),
+                        _ => authz(result),
+                    }
+                }
+                other => authz(other),
+            }
+        }
+        "delete_group" => {
+            let admin: AdminClient<DefaultClientContext> = config.clone().create().unwrap();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            match admin.delete_groups(&[group], &options).await {
+                Err(e) => authz(Err(e)),
+                // Authorization comes first; a group without state is simply not found.
+                Ok(r) => match r.into_iter().next() {
+                    Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) | Some(Ok(_)) | None => {
+                        Ok(true)
+                    }
+                    Some(Err((_, code))) => authz(Err(KafkaError::AdminOp(code))),
+                },
+            }
+        }
+        other => Err(format!("unknown group op {other}")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth"]
 async fn kafka_authorization_matrix() {
@@ -457,6 +523,15 @@ async fn kafka_authorization_matrix() {
         );
         assert_eq!(status, 204, "{body}");
     }
+    // Group `locked` of tenant-a's namespace is reader-role's alone, like a Pulsar subscription
+    // an admin narrowed with grant-subscription-permission.
+    let (status, body) = admin(
+        &pulsar,
+        "POST",
+        &format!("/admin/v2/namespaces/{tenant_a}/ns/permissions/subscription/locked"),
+        r#"["reader-role"]"#,
+    );
+    assert_eq!(status, 204, "{body}");
     // Something to fetch in tenant-a's topic, written with the superuser token.
     let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
     let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
@@ -513,9 +588,33 @@ async fn kafka_authorization_matrix() {
         cases.push(("nobody-role", own.clone(), op, false));
     }
     cases.push(("admin", own.clone(), "create", true));
+    // Groups: a group is the Pulsar subscription of its name, so consuming there decides.
+    let group_ops = ["commit", "offset_fetch", "delete_group"];
+    for op in group_ops {
+        cases.push(("rw-role", own.clone(), op, true));
+        cases.push(("rw-role", other.clone(), op, false));
+        cases.push(("nobody-role", own.clone(), op, false));
+        cases.push(("writer-role", own.clone(), op, false));
+        cases.push(("reader-role", own.clone(), op, true));
+        cases.push(("admin", other.clone(), op, true));
+    }
+    let locked = cases.len();
+    for op in ["commit", "offset_fetch"] {
+        cases.push(("rw-role", own.clone(), op, false));
+        cases.push(("reader-role", own.clone(), op, true));
+    }
     let mut failures = Vec::new();
-    for (role, namespace, op, allowed) in &cases {
-        let got = kafka_op(&bootstrap, namespace, &token(role), op, "data").await;
+    for (i, (role, namespace, op, allowed)) in cases.iter().enumerate() {
+        let got = if group_ops.contains(op) {
+            let group = if i >= locked {
+                "locked".to_owned()
+            } else {
+                format!("g-{role}")
+            };
+            group_op(&bootstrap, namespace, &token(role), op, &group).await
+        } else {
+            kafka_op(&bootstrap, namespace, &token(role), op, "data").await
+        };
         match got {
             Ok(done) if done == *allowed => {}
             Ok(done) => failures.push(format!(
@@ -536,4 +635,30 @@ async fn kafka_authorization_matrix() {
     assert!(cases.len() >= 30, "{} cases", cases.len());
     // Refused writes wrote nothing: tenant-b's topic holds only the superuser's record.
     assert_eq!(messages_in(&pulsar, &tenant_b, "data"), 1);
+    // rw-role's refused commit in tenant-b left no offset in tenant-b's group g-rw-role, as the
+    // superuser sees it, and no subscription of that name on tenant-b's topic.
+    let superuser: BaseConsumer = client(&bootstrap, &other, &token("admin"))
+        .set("group.id", "g-rw-role")
+        .create()
+        .unwrap();
+    let (_, committed) = e2e_tests::blocking(superuser, |c| {
+        let mut partition = rdkafka::TopicPartitionList::new();
+        partition.add_partition("data", 0);
+        c.committed_offsets(partition, Duration::from_secs(10))
+    })
+    .await;
+    let committed = committed.expect("the superuser reads tenant-b's group");
+    assert_eq!(
+        committed.elements()[0].offset(),
+        rdkafka::Offset::Invalid,
+        "no offset was stored for the refused commit"
+    );
+    let (status, body) = admin(
+        &pulsar,
+        "GET",
+        &format!("/admin/v2/persistent/{tenant_b}/ns/data-partition-0/subscriptions"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("g-rw-role"), "subscriptions: {body}");
 }

@@ -72,6 +72,20 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether the principal this backend acts for may consume in `tenant/namespace` through a
+    /// subscription named `subscription` (Pulsar's consume permission, narrowed by the
+    /// subscription's own role list if it has one). Creates nothing. Always true on a backend
+    /// that does not authorize (the embedded backend).
+    async fn may_subscribe(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        subscription: &str,
+    ) -> Result<bool> {
+        let _ = (tenant, namespace, subscription);
+        Ok(true)
+    }
+
     /// Whether the backend can serve requests now (used by `/readyz`).
     async fn is_ready(&self) -> bool;
 

@@ -19,6 +19,9 @@ pub struct KafkaFrontend {
     pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
     /// Connections to the instances coordinating other groups (forward mode).
     pub(crate) forwarder: Arc<crate::groups::forward::Forwarder>,
+    /// Set when this front end acts for one client on a backend that authorizes: its group
+    /// requests are checked against Pulsar's permissions first.
+    pub(crate) group_access: Option<Arc<crate::groups::access::GroupAccess>>,
 }
 
 impl KafkaFrontend {
@@ -28,6 +31,7 @@ impl KafkaFrontend {
             config,
             groups,
             forwarder: Default::default(),
+            group_access: None,
             backend,
             sequences: Default::default(),
             watermark_cache: gateway_core::recent::Recent::new(
@@ -49,6 +53,7 @@ impl KafkaFrontend {
             ),
             groups: self.groups.clone(),
             forwarder: self.forwarder.clone(),
+            group_access: None,
         }
     }
 

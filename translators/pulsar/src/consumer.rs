@@ -207,6 +207,14 @@ async fn subscribe(
     start: Option<MessageIdData>,
 ) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
     let connection = pool.owner_of(&spec.topic).await?;
+    subscribe_on(connection, spec, start).await
+}
+
+async fn subscribe_on(
+    connection: Arc<Connection>,
+    spec: &Spec,
+    start: Option<MessageIdData>,
+) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
     let (consumer_id, request_id) = (connection.next_id(), connection.next_id());
     let events = connection.register_consumer(consumer_id);
     let command = BaseCommand {
@@ -243,6 +251,69 @@ async fn subscribe(
         });
     }
     Ok((connection, consumer_id, events))
+}
+
+/// A topic nobody creates: the authorization probe subscribes to it with topic creation off.
+const PROBE_TOPIC: &str = "__pulsar_gateway_authorization_probe";
+
+/// Whether the pool's role may consume in `tenant/namespace` through a subscription named
+/// `subscription`: the namespace's (or tenant's) consume permission, and the subscription's own
+/// role list when an admin set one (`grant-subscription-permission`). A broker checks
+/// authorization before it looks for the topic, so a subscribe to a topic that does not exist,
+/// with topic creation off, answers exactly that question and leaves nothing behind.
+pub async fn may_subscribe(
+    pool: Arc<Pool>,
+    tenant: &str,
+    namespace: &str,
+    subscription: &str,
+) -> Result<bool> {
+    let spec = Spec {
+        topic: format!("persistent://{tenant}/{namespace}/{PROBE_TOPIC}"),
+        name: subscription.to_owned(),
+        sub_type: sub_type::SHARED,
+        durable: false,
+        initial: 0,
+        compacted: false,
+        permits: 0,
+    };
+    let connection = match pool.owner_of(&spec.topic).await {
+        Ok(connection) => connection,
+        // A namespace without topic auto-creation answers the lookup of a missing topic with
+        // TopicNotFound before any consume check; then any broker can check it.
+        Err(BackendError::TopicNotFound(_)) => pool.service_connection().await?,
+        Err(e) => return refused_or(e),
+    };
+    match subscribe_on(connection.clone(), &spec, None).await {
+        Ok((connection, consumer_id, events)) => {
+            // Someone made the topic after all: the non-durable subscription goes with its
+            // only consumer.
+            let mut probe = Subscription {
+                pool,
+                spec,
+                connection,
+                consumer_id,
+                events,
+                used_permits: 0,
+                asked: false,
+                closed: false,
+            };
+            probe.close_and_wait().await;
+            Ok(true)
+        }
+        Err(e) => refused_or(e),
+    }
+}
+
+/// A probe's failure: a refusal is the answer `false`; a broker error that comes only after
+/// the authorization check (no such topic, a busy subscription) means the check passed.
+fn refused_or(e: BackendError) -> Result<bool> {
+    match e {
+        BackendError::NotAuthorized(_) => Ok(false),
+        BackendError::TopicNotFound(_)
+        | BackendError::SubscriptionNotFound(_)
+        | BackendError::ConsumerBusy(_) => Ok(true),
+        e => Err(e),
+    }
 }
 
 /// A name that sorts in creation order: Pulsar makes the first consumer by name the active one

@@ -187,6 +187,15 @@ impl Backend for PulsarBackend {
         Some(backend)
     }
 
+    async fn may_subscribe(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        subscription: &str,
+    ) -> Result<bool> {
+        consumer::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
+    }
+
     async fn is_ready(&self) -> bool {
         self.admin.is_ready().await && self.pool.service_connection().await.is_ok()
     }

@@ -6,8 +6,10 @@
 //! - `mirror`: committed offsets copied to a subscription named after the group;
 //! - `forward`: passing group requests to the coordinating instance (forward mode);
 //! - `consumer_protocol`: reading the consumer protocol's subscription bytes;
-//! - `scope`: group ids inside the principal's tenant/namespace when authentication is required.
+//! - `scope`: group ids inside the principal's tenant/namespace when authentication is required;
+//! - `access`: whether Pulsar lets the client use a group (its subscription permission).
 
+pub mod access;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod forward;

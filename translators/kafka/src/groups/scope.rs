@@ -34,7 +34,7 @@ impl GroupScope {
     }
 
     /// The client's name for a stored id, or `None` if it is another scope's.
-    fn unscoped<'a>(&self, id: &'a str) -> Option<&'a str> {
+    pub(crate) fn unscoped<'a>(&self, id: &'a str) -> Option<&'a str> {
         id.strip_prefix(self.prefix.as_str())
     }
 

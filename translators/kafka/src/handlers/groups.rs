@@ -109,7 +109,14 @@ impl KafkaFrontend {
             c.node_id = BrokerId(-1);
             c.host = str_bytes("");
             c.port = -1;
+            let refused = match request.key_type {
+                KEY_GROUP => self.authorize_group(&key).await.err(),
+                _ => None,
+            };
             match request.key_type {
+                KEY_GROUP if refused.is_some() => {
+                    c.error_code = refused.map(|e| e.code()).unwrap_or_default();
+                }
                 // Forward mode: every instance answers for every group.
                 KEY_GROUP if self.config.forward_groups => {
                     c.node_id = BrokerId(self.config.node_id);
@@ -323,7 +330,14 @@ impl KafkaFrontend {
                     ));
                     continue;
                 }
-                match self.partition_topic(&name, p.partition_index).await {
+                let topic = match self.partition_topic(&name, p.partition_index).await {
+                    Ok(t) => match self.authorize_commit(&request.group_id.0, &t).await {
+                        Ok(()) => Ok(t),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                match topic {
                     Err(e) => partitions.push((p.partition_index, Some(e.code()))),
                     Ok(pulsar_topic) => {
                         partitions.push((p.partition_index, None));
@@ -388,6 +402,13 @@ impl KafkaFrontend {
         let mut response = OffsetFetchResponse::default();
         if version >= 8 {
             for group in request.groups {
+                if let Err(e) = self.authorize_group(&group.group_id.0).await {
+                    let mut refused = OffsetFetchResponseGroup::default();
+                    refused.group_id = group.group_id;
+                    refused.error_code = e.code();
+                    response.groups.push(refused);
+                    continue;
+                }
                 let single = {
                     let mut r = OffsetFetchRequest::default();
                     r.require_stable = request.require_stable;
@@ -475,6 +496,13 @@ impl KafkaFrontend {
                 RequestKind::DescribeGroups(r)
             };
             let mut described = DescribedGroup::default();
+            if let Err(e) = self.authorize_group(&group_id.0).await {
+                described.group_id = group_id;
+                described.error_code = e.code();
+                described.authorized_operations = OPERATIONS_NOT_REQUESTED;
+                response.groups.push(described);
+                continue;
+            }
             match self
                 .forwarded(
                     client,
@@ -590,6 +618,16 @@ impl KafkaFrontend {
                 );
             }
         }
+        // Kafka lists only the groups the client may describe.
+        if self.group_access.is_some() {
+            let mut listed = Vec::with_capacity(response.groups.len());
+            for g in std::mem::take(&mut response.groups) {
+                if self.authorize_group(g.group_id.as_str()).await.is_ok() {
+                    listed.push(g);
+                }
+            }
+            response.groups = listed;
+        }
         response
     }
 
@@ -607,6 +645,12 @@ impl KafkaFrontend {
                 RequestKind::DeleteGroups(r)
             };
             let mut result = DeletableGroupResult::default();
+            if let Err(e) = self.authorize_group(&group_id.0).await {
+                result.group_id = group_id;
+                result.error_code = e.code();
+                response.results.push(result);
+                continue;
+            }
             match self
                 .forwarded(client, &group_id.0, ApiKey::DeleteGroups, version, &single)
                 .await
@@ -712,8 +756,8 @@ impl KafkaFrontend {
         )
     }
 
-    /// Forward mode, for requests about one group: the coordinating instance's answer, or `None`
-    /// to answer here.
+    /// For requests about one group: the refusal when the client may not use the group, else
+    /// (forward mode) the coordinating instance's answer, or `None` to answer here.
     pub(crate) async fn route_group_request(
         &self,
         client: &ClientInfo,
@@ -722,6 +766,9 @@ impl KafkaFrontend {
         request: &RequestKind,
     ) -> Option<ResponseKind> {
         let group = single_group(request, version)?;
+        if let Err(e) = self.authorize_group(&group).await {
+            return Some(group_error(request, version, e.code()));
+        }
         match self
             .forwarded(client, &group, key, version, request)
             .await?

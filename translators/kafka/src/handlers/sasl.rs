@@ -100,7 +100,11 @@ impl KafkaFrontend {
         if backend.is_none() && authenticated.tenant.is_none() && !self.config.auth_required {
             return None;
         }
+        let authorizes = backend.is_some();
         let mut frontend = self.for_client(backend.unwrap_or_else(|| self.backend.clone()));
+        if authorizes {
+            frontend.group_access = Some(Default::default());
+        }
         let config = &mut frontend.config;
         if let Some(tenant) = &authenticated.tenant {
             config.default_tenant = tenant.clone();
