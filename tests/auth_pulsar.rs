@@ -241,6 +241,15 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
     tenant_with_role(&pulsar, &tenant_a, "tenant-a-role", "unused");
     tenant_with_role(&pulsar, &tenant_b, "tenant-b-role", "unused");
     let token_a = pulsar_token(&pulsar, "tenant-a-role", None);
+    // An amqps listener that verifies client certificates, for SASL EXTERNAL.
+    let pki = e2e_tests::pki::Pki::new();
+    pki.issue("server", &["127.0.0.1", "localhost"]);
+    pki.issue_client("cert-a", "tenant-a-role");
+    let (cert, cert_key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
 
     let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
     let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
@@ -251,6 +260,10 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
         c.backend.pulsar_token = Some(admin_token);
         c.auth.token_secret_key = Some(key);
         c.auth.required = true;
+        c.tls.amqp_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(cert_key);
+        c.tls.client_ca_file = Some(ca);
     })
     .await;
     let amqp = gateway.gateway.amqp_addr();
@@ -315,6 +328,36 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
     assert_eq!(
         status, 404,
         "the gateway wrote nothing in tenant-b's namespace"
+    );
+
+    // SASL EXTERNAL: a certificate whose common name is tenant-a's role opens tenant-a's vhost
+    // and, Pulsar deciding for that role, not tenant-b's.
+    let tls = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca_pem = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    let external = |vhost: String| {
+        let uri = format!(
+            "amqps://localhost:{}/{}?auth_mechanism=external",
+            tls.port(),
+            vhost.replace('/', "%2F")
+        );
+        let (ca_pem, pki) = (ca_pem.clone(), &pki);
+        async move { e2e_tests::pki::amqps(&uri, Some(ca_pem), Some((pki, "cert-a"))).await }
+    };
+    let connection = external(format!("{tenant_a}/ns"))
+        .await
+        .expect("EXTERNAL as tenant-a-role opens tenant-a's vhost");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare("certified".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    let err = external(format!("{tenant_b}/ns"))
+        .await
+        .expect_err("tenant-b's vhost is refused to tenant-a-role's certificate");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NOT_ALLOWED") || text.contains("530"),
+        "{text}"
     );
 }
 

@@ -3,22 +3,22 @@
 //!
 //! - librdkafka with SASL_SSL + PLAIN produces and consumes; told to trust nothing but the
 //!   system roots, it refuses the gateway's certificate.
-//! - lapin over amqps with the token as password.
+//! - lapin over amqps with the token as password, and with SASL EXTERNAL (the client
+//!   certificate's common name as the role).
 //! - A plaintext client on either TLS port is closed promptly, and the gateway keeps serving.
 //! - A certificate replaced on disk is served to the next connection, without a restart.
 //! - With a client CA, a client without a certificate is refused.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use e2e_tests::pki::Pki;
 use e2e_tests::rdkafka_util::unique;
 use e2e_tests::InProcessGateway;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use lapin::tcp::OwnedTLSConfig;
-use lapin::{Connection, ConnectionProperties};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use lapin::Connection;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,48 +40,15 @@ fn token() -> String {
     .unwrap()
 }
 
-/// A CA, and server certificates it issues for 127.0.0.1 and localhost, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "pulsar-gateway test CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-            ca_key,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Issues a certificate for `names` into `<stem>.pem` and `<stem>.key`.
-    fn issue(&self, stem: &str, names: &[&str]) {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        std::fs::write(self.path(&format!("{stem}.pem")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
-    }
-}
-
 async fn tls_gateway(pki: &Pki, client_ca: bool) -> InProcessGateway {
+    tls_gateway_with(pki, client_ca, |_| {}).await
+}
+
+async fn tls_gateway_with(
+    pki: &Pki,
+    client_ca: bool,
+    more: impl FnOnce(&mut pulsar_gateway::config::Config) + Send + 'static,
+) -> InProcessGateway {
     pki.issue("server", &["127.0.0.1", "localhost"]);
     let secret = pki.path("secret.key");
     std::fs::write(&secret, SECRET).unwrap();
@@ -98,6 +65,7 @@ async fn tls_gateway(pki: &Pki, client_ca: bool) -> InProcessGateway {
         c.tls.client_ca_file = client_ca.then_some(ca);
         c.auth.token_secret_key = Some(format!("file://{}", secret.display()));
         c.auth.required = true;
+        more(c);
     })
     .await
 }
@@ -263,25 +231,20 @@ async fn amqps_as(
     client: Option<(&Pki, &str)>,
 ) -> lapin::Result<Connection> {
     let uri = format!("amqps://app:{}@localhost:{}/%2f", token(), addr.port());
-    let identity = client.map(|(pki, stem)| lapin::tcp::OwnedIdentity::PKCS8 {
-        pem: std::fs::read(pki.path(&format!("{stem}.pem"))).unwrap(),
-        key: std::fs::read(pki.path(&format!("{stem}.key"))).unwrap(),
-    });
-    let tls = OwnedTLSConfig {
-        identity,
-        cert_chain: ca_pem,
-    };
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect_with_config(
-            &uri,
-            ConnectionProperties::default(),
-            tls,
-            lapin::runtime::default_runtime()?,
-        ),
-    )
-    .await
-    .expect("an answer within 10 s")
+    e2e_tests::pki::amqps(&uri, ca_pem, client).await
+}
+
+/// amqps with SASL EXTERNAL: the client certificate is the only credential.
+async fn amqps_external(
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+    client: Option<(&Pki, &str)>,
+) -> lapin::Result<Connection> {
+    let uri = format!(
+        "amqps://localhost:{}/%2f?auth_mechanism=external",
+        addr.port()
+    );
+    e2e_tests::pki::amqps(&uri, ca_pem, client).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,4 +349,62 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     amqps_as(addr, Some(ca), Some((&pki, "client")))
         .await
         .expect("a certificate from the configured CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_external_logs_in_as_the_client_certificate() {
+    let pki = Pki::new();
+    // One connection per role: a second EXTERNAL login as the same common name shows the
+    // certificate's name is the role.
+    let gateway =
+        tls_gateway_with(&pki, true, |c| c.limits.max_connections_per_principal = 1).await;
+    let addr = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    pki.issue_client("alice", "alice-role");
+    pki.issue_client("bob", "bob-role");
+    let alice = amqps_external(addr, Some(ca.clone()), Some((&pki, "alice")))
+        .await
+        .expect("EXTERNAL with a certificate from the configured CA");
+    let channel = alice.create_channel().await.unwrap();
+    let queue = unique("external-q");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("alice works in the vhost");
+    let again = amqps_external(addr, Some(ca.clone()), Some((&pki, "alice"))).await;
+    let text = format!(
+        "{:?}",
+        again.expect_err("alice-role's one connection is taken")
+    );
+    assert!(
+        text.contains("530") || text.contains("NOT_ALLOWED"),
+        "{text}"
+    );
+    amqps_external(addr, Some(ca.clone()), Some((&pki, "bob")))
+        .await
+        .expect("bob-role is another principal");
+    // PLAIN with a token still works on the same listener, with a certificate presented.
+    amqps_as(addr, Some(ca), Some((&pki, "bob")))
+        .await
+        .expect("PLAIN beside EXTERNAL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_external_without_a_verified_certificate_is_refused() {
+    let pki = Pki::new();
+    // No client CA: the listener asks for no certificate, so EXTERNAL has nothing to go by.
+    let gateway = tls_gateway(&pki, false).await;
+    let addr = gateway.gateway.amqp_tls_addr().unwrap();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    pki.issue_client("alice", "alice-role");
+    let refused = amqps_external(addr, Some(ca), Some((&pki, "alice"))).await;
+    let text = format!("{:?}", refused.expect_err("EXTERNAL is refused"));
+    assert!(
+        text.contains("ACCESS_REFUSED") && text.contains("EXTERNAL"),
+        "{text}"
+    );
 }

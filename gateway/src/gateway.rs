@@ -522,7 +522,12 @@ fn amqp_handler(
         backend,
     );
     Ok(Arc::new(move |stream, drain| {
-        Box::pin(frontend.clone().serve_connection(stream, drain))
+        let client_certificate = stream.client_certificate_name();
+        Box::pin(
+            frontend
+                .clone()
+                .serve_connection(stream, client_certificate, drain),
+        )
     }))
 }
 

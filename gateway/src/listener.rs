@@ -63,6 +63,24 @@ impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }
+
+    /// The subject common name of the certificate the client presented, when the listener
+    /// verified one against its client CA (rustls only keeps certificates it verified).
+    pub fn client_certificate_name(&self) -> Option<String> {
+        let ClientStream::Tls(s) = self else {
+            return None;
+        };
+        let der = s.get_ref().1.peer_certificates()?.first()?;
+        let (_, certificate) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let name = certificate
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_owned();
+        Some(name)
+    }
 }
 
 impl AsyncRead for ClientStream {

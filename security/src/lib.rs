@@ -17,7 +17,7 @@ pub use keys::{read_key, KeyError};
 pub use limits::{ConnectionSlot, PrincipalConnections};
 pub use secret::Secret;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 
 /// Who a client proved to be.
@@ -63,6 +63,9 @@ pub enum TokenKey {
 pub struct TokenVerifier {
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    /// With a secret key the gateway can also sign: it vouches for a client it authenticated
+    /// another way (a client certificate) with a short-lived token Pulsar checks as any other.
+    signing: Option<EncodingKey>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -89,12 +92,32 @@ impl TokenVerifier {
                 TokenVerifier {
                     key: DecodingKey::from_secret(&secret),
                     algorithms: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                    signing: Some(EncodingKey::from_secret(&secret)),
                 }
             }
             TokenKey::Public(bytes) => TokenVerifier {
                 key: keys::rsa_public_key(&bytes)?,
                 algorithms: vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+                signing: None,
             },
+        })
+    }
+
+    /// A token for `role` that expires after `lifetime`, signed (HS256) with the secret key;
+    /// `None` with a public key, which cannot sign.
+    pub fn issue(&self, role: &str, lifetime: std::time::Duration) -> Option<Principal> {
+        let signing = self.signing.as_ref()?;
+        let expires_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs()
+            + lifetime.as_secs().max(1);
+        let claims = serde_json::json!({ "sub": role, "exp": expires_at });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signing).ok()?;
+        Some(Principal {
+            role: role.to_owned(),
+            token: Secret::new(token),
+            expires_at: Some(expires_at),
         })
     }
 
@@ -143,7 +166,7 @@ impl TokenVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use jsonwebtoken::encode;
     use serde_json::json;
 
     const SECRET: &str = "a-secret-of-some-length-0123456789";
@@ -264,5 +287,24 @@ mod tests {
             .verify(&hs(json!({"sub": "r"}), SECRET))
             .unwrap();
         assert!(!format!("{principal:?}").contains(principal.token.expose()));
+    }
+
+    #[test]
+    fn an_issued_token_verifies_as_its_role_and_expires() {
+        let verifier = TokenVerifier::new(TokenKey::Secret(SECRET.as_bytes().to_vec())).unwrap();
+        let issued = verifier
+            .issue("cert-role", std::time::Duration::from_secs(60))
+            .expect("a secret key signs");
+        let checked = verifier.verify(issued.token.expose()).unwrap();
+        assert_eq!(checked.role, "cert-role");
+        let exp = checked.expires_at.unwrap();
+        assert!(exp > now() && exp <= now() + 60, "{exp}");
+        let public = TokenVerifier::new(TokenKey::Public(RSA_PUBLIC_PEM.to_vec())).unwrap();
+        assert!(
+            public
+                .issue("cert-role", std::time::Duration::from_secs(60))
+                .is_none(),
+            "a public key cannot sign"
+        );
     }
 }

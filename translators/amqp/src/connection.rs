@@ -53,9 +53,12 @@ pub struct Session {
 
 impl AmqpFrontend {
     /// Serves one client connection until it closes. Errors are logged by the caller.
+    /// `client_certificate`: the common name of the certificate the client presented on a TLS
+    /// listener that verifies them, which SASL EXTERNAL logs in as.
     pub async fn serve_connection<S>(
         self: Arc<Self>,
         stream: S,
+        client_certificate: Option<String>,
         mut drain: watch::Receiver<bool>,
     ) -> std::io::Result<()>
     where
@@ -76,7 +79,7 @@ impl AmqpFrontend {
         let mut buf = Vec::new();
         let handshake = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            self.handshake(&mut reader, &mut writer, &mut buf),
+            self.handshake(&mut reader, &mut writer, &mut buf, client_certificate),
         )
         .await;
         let Handshake {
@@ -155,13 +158,16 @@ impl AmqpFrontend {
         reader: &mut R,
         writer: &mut W,
         buf: &mut Vec<u8>,
+        client_certificate: Option<String>,
     ) -> Result<Handshake, Option<AmqpError>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let config = &self.config;
-        send(writer, &start_frame()).await.map_err(|_| None)?;
+        send(writer, &start_frame(client_certificate.is_some()))
+            .await
+            .map_err(|_| None)?;
         let start_ok = match read_method(reader, FRAME_MIN, buf).await? {
             AMQPClass::Connection(connection::AMQPMethod::StartOk(m)) => m,
             other => return Err(Some(unexpected(&other))),
@@ -178,6 +184,7 @@ impl AmqpFrontend {
         let (user, token) = authenticate(
             start_ok.mechanism.as_str(),
             start_ok.response.as_bytes(),
+            client_certificate.as_deref(),
             config,
         )
         .map_err(Some)?;
@@ -289,13 +296,19 @@ async fn read_method<R: AsyncRead + Unpin>(
     }
 }
 
+/// How long a token the gateway issues for a certificate's role lasts: it is used at once, to
+/// ask Pulsar whether that role may open the vhost.
+const CERTIFICATE_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
 /// PLAIN (`\0user\0password`) and AMQPLAIN (a field table with LOGIN and PASSWORD). With token
 /// authentication the password is a Pulsar token (optionally `token:<jwt>`) and the user name is
 /// informational; the configured users are accepted only while authentication is not required.
+/// EXTERNAL logs in as the common name of the verified client certificate.
 /// Returns the user (the token's role with a token) and the token.
 fn authenticate(
     mechanism: &str,
     response: &[u8],
+    client_certificate: Option<&str>,
     config: &crate::frontend::AmqpConfig,
 ) -> Result<(String, Option<gateway_security::Secret>), AmqpError> {
     let refused = |user: &str| {
@@ -307,6 +320,7 @@ fn authenticate(
         )
     };
     let (user, password) = match mechanism {
+        "EXTERNAL" => return authenticate_certificate(client_certificate, config),
         "PLAIN" => {
             let mut parts = response.split(|b| *b == 0);
             let _authzid = parts.next();
@@ -369,7 +383,39 @@ fn authenticate(
     }
 }
 
-fn start_frame() -> AMQPFrame {
+/// SASL EXTERNAL (RabbitMQ's rabbitmq_auth_mechanism_ssl): the client is who its certificate,
+/// verified against the configured client CA during the TLS handshake, names. Its common name is
+/// the role. With token authentication configured, Pulsar still decides what that role may do:
+/// the gateway signs a short-lived token for it with the secret key (it holds that key to check
+/// tokens anyway); with only a public key it cannot, and EXTERNAL is refused.
+fn authenticate_certificate(
+    client_certificate: Option<&str>,
+    config: &crate::frontend::AmqpConfig,
+) -> Result<(String, Option<gateway_security::Secret>), AmqpError> {
+    let refused = |reason: &str| {
+        tracing::info!(reason, "AMQP EXTERNAL login refused");
+        AmqpError::connection(
+            ReplyCode::AccessRefused,
+            format!("Login was refused using authentication mechanism EXTERNAL: {reason}"),
+        )
+    };
+    let Some(role) = client_certificate.filter(|r| !r.is_empty()) else {
+        return Err(refused(
+            "no verified client certificate with a common name on this connection",
+        ));
+    };
+    match &config.auth {
+        None => Ok((role.to_owned(), None)),
+        Some(verifier) => match verifier.issue(role, CERTIFICATE_TOKEN_LIFETIME) {
+            Some(principal) => Ok((principal.role, Some(principal.token))),
+            None => Err(refused(
+                "the gateway checks tokens with a public key and cannot vouch for a certificate's role",
+            )),
+        },
+    }
+}
+
+fn start_frame(external: bool) -> AMQPFrame {
     let mut capabilities = FieldTable::default();
     for name in [
         "publisher_confirms",
@@ -399,7 +445,11 @@ fn start_frame() -> AMQPFrame {
             version_major: 0,
             version_minor: 9,
             server_properties: properties,
-            mechanisms: LongString::from(b"PLAIN AMQPLAIN".to_vec()),
+            mechanisms: LongString::from(if external {
+                b"PLAIN AMQPLAIN EXTERNAL".to_vec()
+            } else {
+                b"PLAIN AMQPLAIN".to_vec()
+            }),
             locales: LongString::from(b"en_US".to_vec()),
         })),
     )
