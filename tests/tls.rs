@@ -8,6 +8,8 @@
 //! - A plaintext client on either TLS port is closed promptly, and the gateway keeps serving.
 //! - A certificate replaced on disk is served to the next connection, without a restart.
 //! - With a client CA, a client without a certificate is refused.
+//! - The plaintext listeners can be off (admin then over HTTPS), and in a fleet FindCoordinator
+//!   sends a TLS client to the coordinating peer's TLS listener.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +21,7 @@ use e2e_tests::rdkafka_util::unique;
 use e2e_tests::InProcessGateway;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lapin::Connection;
+use pulsar_gateway::config::Config;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -47,8 +50,19 @@ async fn tls_gateway(pki: &Pki, client_ca: bool) -> InProcessGateway {
 async fn tls_gateway_with(
     pki: &Pki,
     client_ca: bool,
-    more: impl FnOnce(&mut pulsar_gateway::config::Config) + Send + 'static,
+    more: impl FnOnce(&mut Config) + Send + 'static,
 ) -> InProcessGateway {
+    let tls = tls_settings(pki, client_ca);
+    InProcessGateway::start_with(move |c| {
+        tls(c);
+        more(c);
+    })
+    .await
+}
+
+/// Kafka and AMQP TLS listeners with a server certificate from `pki` (and its CA for client
+/// certificates when `client_ca`), and tokens required.
+fn tls_settings(pki: &Pki, client_ca: bool) -> impl Fn(&mut Config) + Send + 'static {
     pki.issue("server", &["127.0.0.1", "localhost"]);
     let secret = pki.path("secret.key");
     std::fs::write(&secret, SECRET).unwrap();
@@ -57,17 +71,15 @@ async fn tls_gateway_with(
         pki.path("server.key"),
         pki.path("ca.pem"),
     );
-    InProcessGateway::start_with(move |c| {
+    move |c| {
         c.tls.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
         c.tls.amqp_listen = Some("127.0.0.1:0".parse().unwrap());
-        c.tls.cert_file = Some(cert);
-        c.tls.key_file = Some(key);
-        c.tls.client_ca_file = client_ca.then_some(ca);
+        c.tls.cert_file = Some(cert.clone());
+        c.tls.key_file = Some(key.clone());
+        c.tls.client_ca_file = client_ca.then(|| ca.clone());
         c.auth.token_secret_key = Some(format!("file://{}", secret.display()));
         c.auth.required = true;
-        more(c);
-    })
-    .await
+    }
 }
 
 fn sasl_ssl(bootstrap: SocketAddr, ca: Option<&Path>) -> ClientConfig {
@@ -92,9 +104,13 @@ async fn rdkafka_produces_and_consumes_over_sasl_ssl() {
         .gateway
         .kafka_tls_addr()
         .expect("a Kafka TLS listener");
-    let ca = pki.path("ca.pem");
+    produce_and_consume_over_tls(tls, &pki.path("ca.pem")).await;
+}
+
+/// librdkafka over SASL_SSL: five records produced, then consumed in a group.
+async fn produce_and_consume_over_tls(tls: SocketAddr, ca: &Path) {
     let topic = unique("tls");
-    let producer: FutureProducer = sasl_ssl(tls, Some(&ca)).create().unwrap();
+    let producer: FutureProducer = sasl_ssl(tls, Some(ca)).create().unwrap();
     for i in 0..5 {
         producer
             .send(
@@ -105,7 +121,7 @@ async fn rdkafka_produces_and_consumes_over_sasl_ssl() {
             .expect("acknowledged over TLS");
     }
     // Metadata sent the client back to the TLS listener (a plaintext address would fail here).
-    let mut consumer: BaseConsumer = sasl_ssl(tls, Some(&ca))
+    let mut consumer: BaseConsumer = sasl_ssl(tls, Some(ca))
         .set("group.id", unique("tls-group"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -407,4 +423,129 @@ async fn amqp_external_without_a_verified_certificate_is_refused() {
         text.contains("ACCESS_REFUSED") && text.contains("EXTERNAL"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_plaintext_listeners_off_everything_runs_over_tls() {
+    let pki = Pki::new();
+    let gateway = tls_gateway_with(&pki, false, |c| {
+        c.kafka.listen = None;
+        c.amqp.listen = None;
+        c.admin.listen = None;
+        c.tls.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let running = &gateway.gateway;
+    // Kafka: Metadata and FindCoordinator can only name the TLS listener.
+    let kafka = running.kafka_tls_addr().unwrap();
+    assert_eq!(running.kafka_advertised().port, kafka.port());
+    produce_and_consume_over_tls(kafka, &pki.path("ca.pem")).await;
+    // AMQP over amqps.
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    let connection = amqps(running.amqp_tls_addr().unwrap(), Some(ca))
+        .await
+        .expect("amqps");
+    connection.close(200, "bye".into()).await.unwrap();
+    // Admin over HTTPS, verified against the CA (curl, a client nobody here wrote).
+    let admin = running.admin_tls_addr().expect("an admin TLS listener");
+    for path in ["/livez", "/readyz"] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .arg(format!("https://localhost:{}{path}", admin.port()))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{path}");
+    }
+    let metrics = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .arg(format!("https://localhost:{}/metrics", admin.port()))
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&metrics.stdout)
+            .contains("pulsar_gateway_connections_accepted_total"),
+        "metrics over HTTPS"
+    );
+    // Plain HTTP on the admin TLS port is closed, not answered.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}/livez", admin.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_coordinator_sends_a_tls_client_to_the_peers_tls_listener() {
+    // Two instances of an addressable fleet on one backend, each with plaintext and TLS Kafka
+    // listeners.
+    let pki = Pki::new();
+    let tls = tls_settings(&pki, false);
+    let fixture = e2e_tests::backends::EmbeddedFixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let mut config = Config::for_tests(dir.path());
+        tls(&mut config);
+        use e2e_tests::backends::BackendFixture;
+        instances.push(
+            pulsar_gateway::start_with_backend(config, fixture.backend())
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    let ca = pki.path("ca.pem");
+    let topic = unique("fleet-tls");
+    let group = unique("fleet-tls-group");
+    // B coordinates the group: the first commit for it goes through B, which claims it.
+    let producer: FutureProducer = sasl_ssl(b.kafka_tls_addr().unwrap(), Some(&ca))
+        .create()
+        .unwrap();
+    for i in 0..3 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let claim: BaseConsumer = sasl_ssl(b.kafka_tls_addr().unwrap(), Some(&ca))
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut start = rdkafka::TopicPartitionList::new();
+    start
+        .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(0))
+        .unwrap();
+    let (claim, committed) = e2e_tests::blocking(claim, move |c| {
+        c.commit(&start, rdkafka::consumer::CommitMode::Sync)
+    })
+    .await;
+    committed.expect("committed through B");
+    drop(claim);
+    // A TLS client of A is sent to B's TLS listener (B's plaintext port would fail the TLS
+    // handshake, and the group would never be joined).
+    let mut consumer: BaseConsumer = sasl_ssl(a.kafka_tls_addr().unwrap(), Some(&ca))
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 3 && Instant::now() < deadline {
+        let polled;
+        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
+            c.poll(Duration::from_millis(200))
+                .map(|r| r.map(|m| m.detach()))
+        })
+        .await;
+        if let Some(Ok(m)) = polled {
+            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, ["m0", "m1", "m2"], "consumed through B's coordinator");
 }

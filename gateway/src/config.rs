@@ -40,6 +40,8 @@ pub struct TlsSettings {
     /// What Metadata tells clients of the TLS listener; by default its bound address.
     pub kafka_advertised: Option<HostPort>,
     pub amqp_listen: Option<SocketAddr>,
+    /// HTTPS for `/livez`, `/readyz` and `/metrics`.
+    pub admin_listen: Option<SocketAddr>,
     /// PEM certificate chain and private key.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
@@ -60,8 +62,8 @@ pub struct AuthSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaSettings {
-    /// Address the Kafka listener binds.
-    pub listen: SocketAddr,
+    /// Address the plaintext Kafka listener binds; `None`: off (TLS only).
+    pub listen: Option<SocketAddr>,
     /// Address Metadata hands to clients; `None` means the bound listen address. A port of 0
     /// also means "the bound port".
     pub advertised: Option<HostPort>,
@@ -98,8 +100,8 @@ pub struct GroupOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AmqpSettings {
-    /// Address the AMQP 0-9-1 listener binds.
-    pub listen: SocketAddr,
+    /// Address the plaintext AMQP 0-9-1 listener binds; `None`: off.
+    pub listen: Option<SocketAddr>,
     /// The Pulsar `tenant/namespace` vhost `/` maps to.
     pub default_namespace: String,
     /// PLAIN credentials accepted until token authentication is configured.
@@ -111,8 +113,8 @@ pub struct AmqpSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
-    /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`).
-    pub listen: SocketAddr,
+    /// Address of the plain HTTP admin server (`/livez`, `/readyz`, `/metrics`); `None`: off.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +190,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             kafka: KafkaSettings {
-                listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
                 advertised: None,
                 auto_create_topics: true,
                 default_partitions: 1,
@@ -206,14 +208,14 @@ impl Default for Config {
                 },
             },
             amqp: AmqpSettings {
-                listen: SocketAddr::from(([127, 0, 0, 1], 5672)),
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 5672))),
                 default_namespace: "public/default".into(),
                 users: vec![("guest".into(), "guest".into())],
                 frame_max: 131_072,
                 heartbeat_secs: 60,
             },
             admin: AdminSettings {
-                listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 9400))),
             },
             backend: BackendSettings {
                 kind: BackendKind::Embedded,
@@ -246,9 +248,10 @@ impl Config {
     /// tests that start gateways in-process.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
         let mut config = Config::default();
-        config.kafka.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.amqp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let any_port = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.kafka.listen = any_port;
+        config.amqp.listen = any_port;
+        config.admin.listen = any_port;
         config.backend.data_dir = data_dir.into();
         config.limits.shutdown_grace_period = Duration::from_secs(5);
         config
@@ -338,11 +341,33 @@ impl Config {
                 );
             }
         }
-        let listens = [
+        let tls = &self.tls;
+        let listens: Vec<(&str, SocketAddr)> = [
             ("kafka.listen", self.kafka.listen),
             ("amqp.listen", self.amqp.listen),
             ("admin.listen", self.admin.listen),
-        ];
+            ("kafka.internal_listen", self.kafka.internal_listen),
+            ("tls.kafka_listen", tls.kafka_listen),
+            ("tls.amqp_listen", tls.amqp_listen),
+            ("tls.admin_listen", tls.admin_listen),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| (name, a)))
+        .collect();
+        if [
+            self.kafka.listen,
+            self.amqp.listen,
+            tls.kafka_listen,
+            tls.amqp_listen,
+        ]
+        .iter()
+        .all(Option::is_none)
+        {
+            errors.push(
+                "kafka.listen, amqp.listen, tls.kafka_listen, tls.amqp_listen: all are off; a gateway needs at least one client listener"
+                    .to_string(),
+            );
+        }
         for (i, (a, addr_a)) in listens.iter().enumerate() {
             for (b, addr_b) in &listens[i + 1..] {
                 if addr_a == addr_b && addr_a.port() != 0 {
@@ -360,8 +385,7 @@ impl Config {
                     .to_string(),
             );
         }
-        let tls = &self.tls;
-        if (tls.kafka_listen.is_some() || tls.amqp_listen.is_some())
+        if (tls.kafka_listen.is_some() || tls.amqp_listen.is_some() || tls.admin_listen.is_some())
             && (tls.cert_file.is_none() || tls.key_file.is_none())
         {
             errors.push(
@@ -548,9 +572,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "kafka.listen",
         flag: "kafka-listen",
-        help: "Address the Kafka listener binds (IP:PORT; port 0 picks a free port)",
-        set: |c, v| parse_socket_addr(v).map(|x| c.kafka.listen = x),
-        get: |c| string(&c.kafka.listen.to_string()),
+        help: "Address the plaintext Kafka listener binds (IP:PORT; port 0 picks a free port), or off (TLS only)",
+        set: |c, v| parse_listen(v).map(|x| c.kafka.listen = x),
+        get: |c| listen_value(c.kafka.listen),
     },
     OptionSpec {
         key: "kafka.advertised",
@@ -673,9 +697,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "amqp.listen",
         flag: "amqp-listen",
-        help: "Address the AMQP 0-9-1 (RabbitMQ) listener binds (IP:PORT; port 0 picks a free port)",
-        set: |c, v| parse_socket_addr(v).map(|x| c.amqp.listen = x),
-        get: |c| string(&c.amqp.listen.to_string()),
+        help: "Address the plaintext AMQP 0-9-1 (RabbitMQ) listener binds (IP:PORT; port 0 picks a free port), or off",
+        set: |c, v| parse_listen(v).map(|x| c.amqp.listen = x),
+        get: |c| listen_value(c.amqp.listen),
     },
     OptionSpec {
         key: "amqp.default_namespace",
@@ -744,6 +768,13 @@ pub static OPTIONS: &[OptionSpec] = &[
         get: |c| c.tls.amqp_listen.map(|a| toml::Value::String(a.to_string())),
     },
     OptionSpec {
+        key: "tls.admin_listen",
+        flag: "admin-tls-listen",
+        help: "Address of the admin HTTPS server (IP:PORT), besides the plain HTTP one",
+        set: |c, v| parse_socket_addr(v).map(|x| c.tls.admin_listen = Some(x)),
+        get: |c| c.tls.admin_listen.map(|a| toml::Value::String(a.to_string())),
+    },
+    OptionSpec {
         key: "tls.cert_file",
         flag: "tls-cert-file",
         help: "PEM certificate chain of the TLS listeners; reloaded when the file changes",
@@ -797,9 +828,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "admin.listen",
         flag: "admin-listen",
-        help: "Address of the admin HTTP server: /livez, /readyz, /metrics (IP:PORT)",
-        set: |c, v| parse_socket_addr(v).map(|x| c.admin.listen = x),
-        get: |c| string(&c.admin.listen.to_string()),
+        help: "Address of the plain HTTP admin server: /livez, /readyz, /metrics (IP:PORT), or off",
+        set: |c, v| parse_listen(v).map(|x| c.admin.listen = x),
+        get: |c| listen_value(c.admin.listen),
     },
     OptionSpec {
         key: "backend.kind",
@@ -977,6 +1008,20 @@ impl fmt::Display for HostPort {
             write!(f, "{}:{}", self.host, self.port)
         }
     }
+}
+
+/// A listener address, or `off` for no listener.
+fn parse_listen(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_socket_addr(v).map(Some)
+}
+
+fn listen_value(addr: Option<SocketAddr>) -> Option<toml::Value> {
+    Some(toml::Value::String(
+        addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+    ))
 }
 
 fn parse_socket_addr(v: &str) -> Result<SocketAddr, String> {
@@ -1195,8 +1240,8 @@ mod tests {
     fn defaults_without_any_layer() {
         let config = Config::load(&cli(&[]), &env_of(&[])).unwrap();
         assert_eq!(config, Config::default());
-        assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:9092");
-        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9400");
+        assert_eq!(config.kafka.listen.unwrap().to_string(), "127.0.0.1:9092");
+        assert_eq!(config.admin.listen.unwrap().to_string(), "127.0.0.1:9400");
         assert_eq!(config.backend.data_dir, PathBuf::from("./data"));
         assert_eq!(config.limits.shutdown_grace_period, Duration::from_secs(10));
         assert_eq!(config.limits.max_frame_bytes, 100 * 1024 * 1024);
@@ -1230,7 +1275,7 @@ mod tests {
         .unwrap();
 
         assert_eq!(
-            config.kafka.listen.to_string(),
+            config.kafka.listen.unwrap().to_string(),
             "127.0.0.1:1003",
             "CLI beats env and file"
         );
@@ -1239,7 +1284,7 @@ mod tests {
             config.kafka.default_tenant, "from-file",
             "file beats default"
         );
-        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:2001");
+        assert_eq!(config.admin.listen.unwrap().to_string(), "127.0.0.1:2001");
         assert_eq!(config.log.level, "warn");
         assert_eq!(config.log.format, LogFormat::Json, "env beats default");
         assert_eq!(
@@ -1277,7 +1322,12 @@ mod tests {
     fn empty_env_var_counts_as_unset() {
         let env = env_of(&[("PULSAR_GATEWAY_KAFKA_LISTEN", "")]);
         assert_eq!(
-            Config::load(&cli(&[]), &env).unwrap().kafka.listen.port(),
+            Config::load(&cli(&[]), &env)
+                .unwrap()
+                .kafka
+                .listen
+                .unwrap()
+                .port(),
             9092
         );
     }
@@ -1482,6 +1532,47 @@ mod tests {
         config.admin.listen = config.kafka.listen;
         let err = config.validate().unwrap_err();
         assert_eq!(err.errors.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn plaintext_listeners_can_be_turned_off() {
+        let env = env_of(&[("PULSAR_GATEWAY_AMQP_LISTEN", "off")]);
+        let config = Config::load(
+            &cli(&[
+                "--kafka-listen",
+                "off",
+                "--admin-listen",
+                "OFF",
+                "--kafka-tls-listen",
+                "127.0.0.1:9093",
+                "--admin-tls-listen",
+                "127.0.0.1:9443",
+                "--tls-cert-file",
+                "/etc/gateway/tls.crt",
+                "--tls-key-file",
+                "/etc/gateway/tls.key",
+            ]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            (config.kafka.listen, config.amqp.listen, config.admin.listen),
+            (None, None, None)
+        );
+        assert_eq!(config.tls.admin_listen.unwrap().port(), 9443);
+        // Nothing left for clients is an error, and so is one port for two listeners.
+        let mut config = Config::for_tests("/tmp/x");
+        config.kafka.listen = None;
+        config.amqp.listen = None;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at least one client listener"), "{err}");
+        let mut config = Config::for_tests("/tmp/x");
+        config.kafka.listen = Some("127.0.0.1:9092".parse().unwrap());
+        config.tls.kafka_listen = config.kafka.listen;
+        config.tls.cert_file = Some("/c".into());
+        config.tls.key_file = Some("/k".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("tls.kafka_listen"), "{err}");
     }
 
     #[test]

@@ -62,12 +62,13 @@ pub enum StartError {
 /// A gateway running in this process. Dropping it starts a drain in the background; call
 /// [`RunningGateway::shutdown`] to drain and wait.
 pub struct RunningGateway {
-    kafka_addr: SocketAddr,
-    amqp_addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
+    amqp_addr: Option<SocketAddr>,
     kafka_tls_addr: Option<SocketAddr>,
     amqp_tls_addr: Option<SocketAddr>,
     kafka_advertised: HostPort,
-    admin_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_tls_addr: Option<SocketAddr>,
     backend: BackendRef,
     trigger: ShutdownTrigger,
     phase: watch::Receiver<Phase>,
@@ -75,14 +76,21 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// The bound Kafka listener address (the real port when configured with port 0).
+    /// The bound plaintext Kafka listener address (the real port when configured with port 0).
+    ///
+    /// # Panics
+    /// When that listener is configured off.
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_addr
+            .expect("the plaintext Kafka listener is off")
     }
 
-    /// The bound AMQP 0-9-1 listener address.
+    /// The bound plaintext AMQP 0-9-1 listener address.
+    ///
+    /// # Panics
+    /// When that listener is configured off.
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.amqp_addr
+        self.amqp_addr.expect("the plaintext AMQP listener is off")
     }
 
     /// The bound Kafka TLS listener, when one is configured.
@@ -101,8 +109,17 @@ impl RunningGateway {
     }
 
     /// The bound admin HTTP address.
+    ///
+    /// # Panics
+    /// When the plain HTTP admin listener is configured off.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+            .expect("the plain HTTP admin listener is off")
+    }
+
+    /// The bound admin HTTPS address, when one is configured.
+    pub fn admin_tls_addr(&self) -> Option<SocketAddr> {
+        self.admin_tls_addr
     }
 
     pub fn backend(&self) -> &BackendRef {
@@ -184,7 +201,7 @@ pub async fn start_with_backend(
             node_id: node_id(&kafka, advertised),
             groups: gateway_kafka::groups::GroupSettings {
                 scoped_groups: auth_required,
-                ..group_settings(&kafka, advertised, addresses.internal.as_ref())
+                ..group_settings(&kafka, advertised, addresses)
             },
             forward_groups: kafka.group_coordination == GroupCoordination::Forward,
             auth: verifier.clone(),
@@ -267,7 +284,7 @@ pub(crate) struct KafkaAddresses {
 fn group_settings(
     kafka: &crate::config::KafkaSettings,
     advertised: &HostPort,
-    internal: Option<&(SocketAddr, HostPort)>,
+    addresses: &KafkaAddresses,
 ) -> gateway_kafka::groups::GroupSettings {
     use gateway_kafka::groups::coordinator::Instance;
     use gateway_kafka::groups::state::Timing;
@@ -283,7 +300,8 @@ fn group_settings(
             node_id: node_id(kafka, advertised),
             host: advertised.host.clone(),
             port: advertised.port,
-            internal: internal.map(|(_, a)| a.to_string()),
+            internal: addresses.internal.as_ref().map(|(_, a)| a.to_string()),
+            tls: addresses.tls.as_ref().map(|(_, a)| a.to_string()),
         },
         timing: Timing {
             initial_rebalance_delay: Duration::from_millis(options.initial_rebalance_delay_ms),
@@ -352,33 +370,24 @@ pub(crate) async fn start_with_handler(
                 cause,
             })
     };
-    let kafka = bind(
-        "kafka",
-        config.kafka.listen,
-        config.limits.max_connections_per_listener,
-    )
-    .await?;
-    let internal = match config.kafka.internal_listen {
-        Some(addr) => Some(
-            bind(
-                "kafka-internal",
-                addr,
-                config.limits.max_connections_per_listener,
-            )
-            .await?,
-        ),
-        None => None,
+    let max = config.limits.max_connections_per_listener;
+    // A listener configured off is `None`.
+    let bind_if = |listener: &'static str, addr: Option<SocketAddr>, max: usize| async move {
+        match addr {
+            Some(addr) => bind(listener, addr, max).await.map(Some),
+            None => Ok(None),
+        }
     };
-    let amqp = bind(
-        "amqp",
-        config.amqp.listen,
-        config.limits.max_connections_per_listener,
-    )
-    .await?;
-    let admin = bind("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
-    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+    let kafka = bind_if("kafka", config.kafka.listen, max).await?;
+    let internal = bind_if("kafka-internal", config.kafka.internal_listen, max).await?;
+    let amqp = bind_if("amqp", config.amqp.listen, max).await?;
+    let admin = bind_if("admin", config.admin.listen, ADMIN_MAX_CONNECTIONS).await?;
+    let tls_files = (&config.tls.cert_file, &config.tls.key_file);
+    let tls = match tls_files {
         (Some(cert_file), Some(key_file))
-            if config.tls.kafka_listen.is_some() || config.tls.amqp_listen.is_some() =>
+            if config.tls.kafka_listen.is_some()
+                || config.tls.amqp_listen.is_some()
+                || config.tls.admin_listen.is_some() =>
         {
             Some(
                 ReloadingAcceptor::new(TlsFiles {
@@ -391,8 +400,7 @@ pub(crate) async fn start_with_handler(
         }
         _ => None,
     };
-    let max = config.limits.max_connections_per_listener;
-    let tls_listener = |name: &'static str, addr: Option<SocketAddr>| {
+    let tls_listener = |name: &'static str, addr: Option<SocketAddr>, max: usize| {
         let tls = tls.clone();
         async move {
             match (addr, tls) {
@@ -401,15 +409,37 @@ pub(crate) async fn start_with_handler(
             }
         }
     };
-    let kafka_tls = tls_listener("kafka-tls", config.tls.kafka_listen).await?;
-    let amqp_tls = tls_listener("amqp-tls", config.tls.amqp_listen).await?;
-    let kafka_tls_addr = kafka_tls.as_ref().map(|l| l.local_addr());
-    let amqp_tls_addr = amqp_tls.as_ref().map(|l| l.local_addr());
-    let kafka_addr = kafka.local_addr();
-    let amqp_addr = amqp.local_addr();
-    let admin_addr = admin.local_addr();
-    let advertised = advertised_address(config.kafka.advertised.as_ref(), kafka_addr);
-    if kafka_addr.ip().is_unspecified() && config.kafka.advertised.is_none() {
+    let kafka_tls = tls_listener("kafka-tls", config.tls.kafka_listen, max).await?;
+    let amqp_tls = tls_listener("amqp-tls", config.tls.amqp_listen, max).await?;
+    let admin_tls =
+        tls_listener("admin-tls", config.tls.admin_listen, ADMIN_MAX_CONNECTIONS).await?;
+    let bound = |l: &Option<Listener>| l.as_ref().map(Listener::local_addr);
+    let (kafka_addr, kafka_tls_addr) = (bound(&kafka), bound(&kafka_tls));
+    let (amqp_addr, amqp_tls_addr) = (bound(&amqp), bound(&amqp_tls));
+    let (admin_addr, admin_tls_addr) = (bound(&admin), bound(&admin_tls));
+    // The address this instance goes by for Kafka (peers name it as a group's coordinator):
+    // the plaintext listener's, or the TLS listener's when only that one is on.
+    let advertised = match (kafka_addr, kafka_tls_addr) {
+        (Some(bound), _) => advertised_address(config.kafka.advertised.as_ref(), bound),
+        (None, Some(bound)) => advertised_address(
+            config
+                .tls
+                .kafka_advertised
+                .as_ref()
+                .or(config.kafka.advertised.as_ref()),
+            bound,
+        ),
+        // No Kafka listener: nobody is told this address.
+        (None, None) => advertised_address(
+            config.kafka.advertised.as_ref(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ),
+    };
+    if advertised
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
         warn!(%advertised, "advertising an unspecified address; set kafka.advertised to a name clients can reach");
     }
 
@@ -440,44 +470,50 @@ pub(crate) async fn start_with_handler(
             )
         }),
     });
-    // TLS listeners drain with the others; their sessions are tracked with the others.
-    if let Some(listener) = kafka_tls {
-        info!(addr = %listener.local_addr(), "kafka TLS listening");
-        tokio::spawn(listener.run(handler.clone(), drain_rx.clone(), sessions.clone()));
+    // Every protocol listener drains together; their sessions are tracked together.
+    let mut listener_tasks = Vec::new();
+    let mut serve = |listener: Option<Listener>, handler: &Handler, what: &str| {
+        if let Some(listener) = listener {
+            info!(addr = %listener.local_addr(), "{what} listening");
+            listener_tasks.push(tokio::spawn(listener.run(
+                handler.clone(),
+                drain_rx.clone(),
+                sessions.clone(),
+            )));
+        }
+    };
+    serve(kafka, &handler, "kafka");
+    serve(kafka_tls, &handler, "kafka TLS");
+    if let Some((bound, advertised)) = &internal_addresses {
+        info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
     }
-    if let Some(listener) = internal {
-        // Drained with the client listener; its sessions are tracked with the others.
-        tokio::spawn(listener.run(handler.clone(), drain_rx.clone(), sessions.clone()));
-        if let Some((bound, advertised)) = &internal_addresses {
-            info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
+    serve(internal, &handler, "kafka internal");
+    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
+    serve(amqp, &amqp_connections, "amqp");
+    serve(amqp_tls, &amqp_connections, "amqp TLS");
+    let admin_handler = admin::handler(state.clone());
+    let mut admin_tasks = Vec::new();
+    for (listener, what) in [(admin, "admin"), (admin_tls, "admin TLS")] {
+        if let Some(listener) = listener {
+            info!(addr = %listener.local_addr(), "{what} listening");
+            admin_tasks.push(tokio::spawn(listener.run(
+                admin_handler.clone(),
+                admin_stop_rx.clone(),
+                admin_sessions.clone(),
+            )));
         }
     }
-    let kafka_task = tokio::spawn(kafka.run(handler, drain_rx.clone(), sessions.clone()));
-    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
-    if let Some(listener) = amqp_tls {
-        info!(addr = %listener.local_addr(), "amqp TLS listening");
-        tokio::spawn(listener.run(amqp_connections.clone(), drain_rx.clone(), sessions.clone()));
-    }
-    let amqp_task = tokio::spawn(amqp.run(amqp_connections, drain_rx.clone(), sessions.clone()));
-    let admin_task = tokio::spawn(admin.run(
-        admin::handler(state.clone()),
-        admin_stop_rx,
-        admin_sessions.clone(),
-    ));
     state.set_listeners_bound();
-    info!(addr = %kafka_addr, %advertised, "kafka listening");
-    info!(addr = %amqp_addr, "amqp listening");
-    info!(addr = %admin_addr, "admin listening");
+    info!(%advertised, "kafka advertised");
     info!(backend = backend.kind(), "gateway started");
 
     let supervisor = tokio::spawn(supervise(Supervised {
         drain: drain_rx,
         grace: config.limits.shutdown_grace_period,
-        kafka_task,
-        amqp_task,
+        listener_tasks,
         sessions,
         admin_stop: admin_stop_tx,
-        admin_task,
+        admin_tasks,
         admin_sessions,
         phase: phase_tx,
     }));
@@ -489,6 +525,7 @@ pub(crate) async fn start_with_handler(
         amqp_tls_addr,
         kafka_advertised: advertised,
         admin_addr,
+        admin_tls_addr,
         backend,
         trigger: ShutdownTrigger(Arc::new(drain_tx)),
         phase: phase_rx,
@@ -550,11 +587,11 @@ fn advertised_address(configured: Option<&HostPort>, bound: SocketAddr) -> HostP
 struct Supervised {
     drain: watch::Receiver<bool>,
     grace: Duration,
-    kafka_task: JoinHandle<()>,
-    amqp_task: JoinHandle<()>,
+    /// The accept loops of the Kafka and AMQP listeners, plaintext and TLS.
+    listener_tasks: Vec<JoinHandle<()>>,
     sessions: Sessions,
     admin_stop: watch::Sender<bool>,
-    admin_task: JoinHandle<()>,
+    admin_tasks: Vec<JoinHandle<()>>,
     admin_sessions: Sessions,
     phase: watch::Sender<Phase>,
 }
@@ -569,8 +606,9 @@ async fn supervise(mut s: Supervised) -> ShutdownReport {
     );
 
     // The accept loop sees the same signal; once it has returned, its socket is closed.
-    let _ = (&mut s.kafka_task).await;
-    let _ = (&mut s.amqp_task).await;
+    for task in &mut s.listener_tasks {
+        let _ = task.await;
+    }
     s.phase.send_replace(Phase::ListenersClosed);
 
     let aborted_sessions = wait_or_abort(&s.sessions, s.grace).await;
@@ -583,7 +621,9 @@ async fn supervise(mut s: Supervised) -> ShutdownReport {
 
     // Admin goes last so that /readyz answers 503 throughout the drain.
     s.admin_stop.send_replace(true);
-    let _ = (&mut s.admin_task).await;
+    for task in &mut s.admin_tasks {
+        let _ = task.await;
+    }
     wait_or_abort(&s.admin_sessions, ADMIN_GRACE).await;
 
     s.phase.send_replace(Phase::Stopped);
@@ -866,7 +906,7 @@ mod tests {
 
         let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = test_config(PATIENCE);
-        config.admin.listen = taken.local_addr().unwrap();
+        config.admin.listen = Some(taken.local_addr().unwrap());
         let (_dir, backend) = embedded();
         let err = start_with_backend(config, backend)
             .await

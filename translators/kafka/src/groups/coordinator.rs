@@ -44,25 +44,29 @@ pub struct GroupSettings {
     pub instance: Instance,
 }
 
-/// How a gateway instance is reached: its Kafka node id and advertised address, and the internal
-/// address peers forward group requests to (when it has one).
+/// How a gateway instance is reached: its Kafka node id and advertised address, the address of
+/// its Kafka TLS listener, and the internal address peers forward group requests to (each when
+/// it has one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub node_id: i32,
     pub host: String,
     pub port: u16,
     pub internal: Option<String>,
+    /// `host:port` that TLS clients are given, so FindCoordinator keeps them on TLS.
+    pub tls: Option<String>,
 }
 
 impl Instance {
     /// The lease holder name that carries this instance's addresses to its peers.
     pub fn holder_name(&self) -> String {
         format!(
-            "kafka-coordinator;node={};kafka={}:{};internal={}",
+            "kafka-coordinator;node={};kafka={}:{};internal={};tls={}",
             self.node_id,
             self.host,
             self.port,
-            self.internal.as_deref().unwrap_or("-")
+            self.internal.as_deref().unwrap_or("-"),
+            self.tls.as_deref().unwrap_or("-")
         )
     }
 
@@ -85,7 +89,23 @@ impl Instance {
                 .get("internal")
                 .filter(|i| **i != "-")
                 .map(|i| i.to_string()),
+            // Absent in the names of instances from before TLS listeners.
+            tls: fields
+                .get("tls")
+                .filter(|t| **t != "-")
+                .map(|t| t.to_string()),
         })
+    }
+
+    /// The address to give a client: the TLS listener's to a TLS client, when there is one.
+    pub fn address_for(&self, tls_client: bool) -> (String, u16) {
+        if tls_client {
+            let tls = self.tls.as_deref().and_then(|t| t.rsplit_once(':'));
+            if let Some((host, port)) = tls.and_then(|(h, p)| Some((h, p.parse().ok()?))) {
+                return (host.to_owned(), port);
+            }
+        }
+        (self.host.clone(), self.port)
     }
 }
 
@@ -110,6 +130,7 @@ impl Default for GroupSettings {
                 host: "127.0.0.1".into(),
                 port: 9092,
                 internal: None,
+                tls: None,
             },
         }
     }
@@ -865,4 +886,29 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Instance;
+
+    #[test]
+    fn an_instance_name_carries_its_addresses_and_tls_clients_get_the_tls_one() {
+        let instance = Instance {
+            node_id: 7,
+            host: "gw-1.example".into(),
+            port: 9092,
+            internal: Some("10.0.0.1:9094".into()),
+            tls: Some("gw-1.example:9093".into()),
+        };
+        let parsed = Instance::parse(&instance.holder_name()).unwrap();
+        assert_eq!(parsed, instance);
+        assert_eq!(parsed.address_for(true), ("gw-1.example".into(), 9093));
+        assert_eq!(parsed.address_for(false), ("gw-1.example".into(), 9092));
+        // A name from an instance without TLS (or from before TLS): TLS clients get the only
+        // address there is.
+        let old = Instance::parse("kafka-coordinator;node=1;kafka=h:9092;internal=-").unwrap();
+        assert_eq!(old.tls, None);
+        assert_eq!(old.address_for(true), ("h".into(), 9092));
+    }
 }

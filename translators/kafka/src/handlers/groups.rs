@@ -130,9 +130,10 @@ impl KafkaFrontend {
                         c.port = port;
                     }
                     Ok(Owner::Remote(owner)) => {
+                        let (host, port) = owner.address_for(client.advertised.is_some());
                         c.node_id = BrokerId(owner.node_id);
-                        c.host = str_bytes(owner.host);
-                        c.port = owner.port as i32;
+                        c.host = str_bytes(host);
+                        c.port = i32::from(port);
                     }
                     Err(e) => c.error_code = e.code(),
                 },
