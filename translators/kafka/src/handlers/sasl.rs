@@ -175,23 +175,21 @@ impl KafkaFrontend {
         let outcome = match mechanism {
             Mechanism::Plain => plain(auth_bytes).and_then(|(user, token)| {
                 let principal = verifier.verify(&token).map_err(|e| refusal(&e))?;
-                let (tenant, namespace) = match user.split_once('/') {
-                    Some((t, n)) => (Some(t.to_owned()), Some(n.to_owned())),
-                    None if user.is_empty() => (None, None),
-                    None => (Some(user), None),
-                };
+                let (tenant, namespace) = scope_of(&user);
                 Ok(KafkaPrincipal {
                     principal,
                     tenant,
                     namespace,
                 })
             }),
-            Mechanism::OAuthBearer => oauth_bearer(auth_bytes).and_then(|token| {
+            // The SASL extension `namespace` (KIP-342) plays the part of PLAIN's username.
+            Mechanism::OAuthBearer => oauth_bearer(auth_bytes).and_then(|(token, namespace)| {
                 let principal = verifier.verify(&token).map_err(|e| refusal(&e))?;
+                let (tenant, namespace) = scope_of(namespace.as_deref().unwrap_or_default());
                 Ok(KafkaPrincipal {
                     principal,
-                    tenant: None,
-                    namespace: None,
+                    tenant,
+                    namespace,
                 })
             }),
         };
@@ -255,9 +253,20 @@ fn plain(bytes: &[u8]) -> Result<(String, String), String> {
     Ok((user.to_owned(), token.to_owned()))
 }
 
+/// `tenant` or `tenant/namespace` (a PLAIN username, an OAUTHBEARER `namespace` extension): where
+/// short topic names resolve. Empty: the configured defaults.
+fn scope_of(name: &str) -> (Option<String>, Option<String>) {
+    match name.split_once('/') {
+        Some((t, n)) => (Some(t.to_owned()), Some(n.to_owned())),
+        None if name.is_empty() => (None, None),
+        None => (Some(name.to_owned()), None),
+    }
+}
+
 /// OAUTHBEARER's initial client response (RFC 7628 §3.1): a GS2 header, then `key=value`
-/// pairs separated by ^A, one of which is `auth=Bearer <token>`.
-fn oauth_bearer(bytes: &[u8]) -> Result<String, String> {
+/// pairs separated by ^A, one of which is `auth=Bearer <token>`; the others are SASL extensions
+/// (KIP-342). Returns the token and the `namespace` extension, if given.
+fn oauth_bearer(bytes: &[u8]) -> Result<(String, Option<String>), String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "OAUTHBEARER response is not UTF-8")?;
     let (gs2, rest) = text
         .split_once('\x01')
@@ -273,7 +282,11 @@ fn oauth_bearer(bytes: &[u8]) -> Result<String, String> {
                 .or_else(|| auth.strip_prefix("bearer "))
         })
         .ok_or("the OAUTHBEARER response has no bearer token")?;
-    Ok(token.trim().to_owned())
+    let namespace = rest
+        .split('\x01')
+        .find_map(|kv| kv.strip_prefix("namespace="))
+        .map(str::to_owned);
+    Ok((token.trim().to_owned(), namespace))
 }
 
 #[cfg(test)]
@@ -305,12 +318,23 @@ mod tests {
     fn oauthbearer_finds_the_bearer_token() {
         assert_eq!(
             oauth_bearer(b"n,,\x01auth=Bearer abc.def.ghi\x01\x01").unwrap(),
-            "abc.def.ghi"
+            ("abc.def.ghi".to_owned(), None)
         );
         assert_eq!(
             oauth_bearer(b"n,a=user,\x01host=h\x01auth=Bearer t\x01\x01").unwrap(),
-            "t"
+            ("t".to_owned(), None)
         );
+        // Extensions (KIP-342) come in any order around auth.
+        assert_eq!(
+            oauth_bearer(b"n,,\x01namespace=tenant-a/ns\x01auth=Bearer t\x01\x01").unwrap(),
+            ("t".to_owned(), Some("tenant-a/ns".to_owned()))
+        );
+        assert_eq!(
+            scope_of("tenant-a/ns"),
+            (Some("tenant-a".into()), Some("ns".into()))
+        );
+        assert_eq!(scope_of("tenant-a"), (Some("tenant-a".into()), None));
+        assert_eq!(scope_of(""), (None, None));
         assert!(oauth_bearer(b"n,,\x01host=h\x01\x01").is_err());
         assert!(oauth_bearer(b"garbage").is_err());
         assert!(oauth_bearer(b"").is_err());
