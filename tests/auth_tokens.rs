@@ -795,6 +795,98 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
     );
 }
 
+/// Commits a group's offset for partition 0 of `topic` through `bootstrap`.
+async fn commit_offset(
+    config: ClientConfig,
+    topic: &str,
+    offset: i64,
+) -> rdkafka::error::KafkaResult<()> {
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut position = rdkafka::TopicPartitionList::new();
+    position
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    let (_, committed) = e2e_tests::blocking(consumer, move |c| {
+        c.commit(&position, rdkafka::consumer::CommitMode::Sync)
+    })
+    .await;
+    committed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_commit_resolves_topics_in_the_clients_namespace() {
+    // A forward-mode fleet of two instances on one backend: B coordinates the group, the client
+    // commits through A, which passes the request to B over the internal listener.
+    use e2e_tests::backends::BackendFixture;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    std::fs::write(&key, SECRET).unwrap();
+    let fixture = e2e_tests::backends::EmbeddedFixture::new();
+    let mut instances = Vec::new();
+    for i in 0..2 {
+        let mut config = pulsar_gateway::Config::for_tests(dir.path().join(i.to_string()));
+        config.auth.token_secret_key = Some(format!("file://{}", key.display()));
+        config.auth.required = true;
+        config.kafka.group_coordination = pulsar_gateway::config::GroupCoordination::Forward;
+        config.kafka.internal_listen = Some("127.0.0.1:0".parse().unwrap());
+        instances.push(
+            pulsar_gateway::start_with_backend(config, fixture.backend())
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b) = (
+        instances[0].kafka_addr().to_string(),
+        instances[1].kafka_addr().to_string(),
+    );
+    // A namespace other than the default: a short name means a topic there.
+    let namespace = format!("public/{}", unique("fwd"));
+    let password = format!("token:{}", valid_token());
+    let client = |bootstrap: &str| {
+        let mut c = sasl_plain(bootstrap, &password);
+        c.set("sasl.username", &namespace);
+        c
+    };
+    let (topic, group) = (unique("fwd-orders"), unique("fwd-group"));
+    let producer: FutureProducer = client(&a).create().unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+    let member = |bootstrap: &str| {
+        let mut c = client(bootstrap);
+        c.set("group.id", &group);
+        c
+    };
+    commit_offset(member(&b), &topic, 1)
+        .await
+        .expect("the first commit, through B, makes B the coordinator");
+    commit_offset(member(&a), &topic, 2)
+        .await
+        .expect("a commit forwarded from A resolves the topic in the client's namespace");
+    let reader: BaseConsumer = member(&a).create().unwrap();
+    let (_, committed) = e2e_tests::blocking(reader, {
+        let topic = topic.clone();
+        move |c| {
+            let mut partition = rdkafka::TopicPartitionList::new();
+            partition.add_partition(&topic, 0);
+            c.committed_offsets(partition, Duration::from_secs(10))
+        }
+    })
+    .await;
+    let committed = committed.expect("OffsetFetch, forwarded too");
+    let element = &committed.elements()[0];
+    assert_eq!(
+        element.topic(),
+        topic,
+        "the client's own name for the topic"
+    );
+    assert_eq!(element.offset(), rdkafka::Offset::Offset(2));
+}
+
 // ---- limits -----------------------------------------------------------------------------------
 
 /// Whether the gateway closes `s` within `limit` (reading nothing but the close).

@@ -271,9 +271,7 @@ impl KafkaFrontend {
         let mut request = RequestKind::decode(key, &mut frame, version)
             .map_err(|e| Refusal::Malformed(key, e.to_string()))?;
         let scope = self.config.group_scope.as_ref();
-        if let Some(scope) = scope {
-            scope.enter(&mut request);
-        }
+        let named_in_full = scope.map(|scope| scope.enter(&mut request));
         if let Some(id) = &header.client_id {
             if conn.client.client_id.as_str() != id.as_str() {
                 conn.client.client_id = id.to_string();
@@ -283,8 +281,8 @@ impl KafkaFrontend {
             .route_group_request(&conn.client, key, version, &request)
             .await
         {
-            if let Some(scope) = scope {
-                scope.leave(&mut response);
+            if let (Some(scope), Some(in_full)) = (scope, &named_in_full) {
+                scope.leave(&mut response, in_full);
             }
             record_request_metrics(key, started);
             return encode(header.correlation_id, key, version, &response)
@@ -405,8 +403,8 @@ impl KafkaFrontend {
         record_request_metrics(key, started);
         match response {
             Some(mut r) => {
-                if let Some(scope) = scope {
-                    scope.leave(&mut r);
+                if let (Some(scope), Some(in_full)) = (scope, &named_in_full) {
+                    scope.leave(&mut r, in_full);
                 }
                 encode(header.correlation_id, key, version, &r).map(|r| Answer::Now(Some(r)))
             }

@@ -5,8 +5,13 @@
 //!
 //! Tenants and namespaces cannot contain `/`, so the first two `/` of a scoped id always
 //! delimit the scope, whatever the group id itself contains.
+//!
+//! Short topic names in OffsetCommit, OffsetFetch and OffsetDelete are qualified the same way
+//! (`orders` becomes `tenant-a/ns/orders`) and given back short: the coordinator then resolves
+//! and stores them the same wherever it runs, including on a peer that a forward-mode fleet
+//! passes the request to, whose own default namespace is not the client's.
 
-use kafka_protocol::messages::{GroupId, RequestKind, ResponseKind};
+use kafka_protocol::messages::{GroupId, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 /// FindCoordinator's key type for groups.
@@ -44,8 +49,29 @@ impl GroupScope {
         }
     }
 
-    /// Puts the request's group ids inside the scope.
-    pub fn enter(&self, request: &mut RequestKind) {
+    /// A short topic name inside the scope's namespace; names given in full stay as they are
+    /// and are remembered, to be given back in full.
+    fn qualify(&self, name: &mut TopicName, in_full: &mut NamedInFull) {
+        if name.contains('/') {
+            in_full.0.push(name.to_string());
+        } else {
+            *name = TopicName(self.scoped(name.as_str()));
+        }
+    }
+
+    fn unqualify(&self, name: &mut TopicName, in_full: &NamedInFull) {
+        if in_full.0.iter().any(|n| n == name.as_str()) {
+            return;
+        }
+        if let Some(bare) = self.unscoped(name.as_str()).filter(|b| !b.contains('/')) {
+            *name = TopicName(StrBytes::from_string(bare.to_owned()));
+        }
+    }
+
+    /// Puts the request's group ids, and the short topic names of its group requests, inside
+    /// the scope; returns the topic names the client gave in full.
+    pub fn enter(&self, request: &mut RequestKind) -> NamedInFull {
+        let mut in_full = NamedInFull::default();
         match request {
             RequestKind::FindCoordinator(r) if r.key_type == KEY_GROUP => {
                 r.key = self.scoped(r.key.as_str());
@@ -57,12 +83,28 @@ impl GroupScope {
             RequestKind::SyncGroup(r) => r.group_id = self.group(&r.group_id),
             RequestKind::Heartbeat(r) => r.group_id = self.group(&r.group_id),
             RequestKind::LeaveGroup(r) => r.group_id = self.group(&r.group_id),
-            RequestKind::OffsetCommit(r) => r.group_id = self.group(&r.group_id),
-            RequestKind::OffsetDelete(r) => r.group_id = self.group(&r.group_id),
+            RequestKind::OffsetCommit(r) => {
+                r.group_id = self.group(&r.group_id);
+                for t in &mut r.topics {
+                    self.qualify(&mut t.name, &mut in_full);
+                }
+            }
+            RequestKind::OffsetDelete(r) => {
+                r.group_id = self.group(&r.group_id);
+                for t in &mut r.topics {
+                    self.qualify(&mut t.name, &mut in_full);
+                }
+            }
             RequestKind::OffsetFetch(r) => {
                 r.group_id = self.group(&r.group_id);
+                for t in r.topics.iter_mut().flatten() {
+                    self.qualify(&mut t.name, &mut in_full);
+                }
                 for g in &mut r.groups {
                     g.group_id = self.group(&g.group_id);
+                    for t in g.topics.iter_mut().flatten() {
+                        self.qualify(&mut t.name, &mut in_full);
+                    }
                 }
             }
             RequestKind::DescribeGroups(r) => {
@@ -77,11 +119,12 @@ impl GroupScope {
             }
             _ => {}
         }
+        in_full
     }
 
-    /// Gives the response's group ids back as the client named them; ListGroups keeps only
-    /// this scope's groups.
-    pub fn leave(&self, response: &mut ResponseKind) {
+    /// Gives the response's group ids and topic names back as the client named them;
+    /// ListGroups keeps only this scope's groups.
+    pub fn leave(&self, response: &mut ResponseKind, in_full: &NamedInFull) {
         match response {
             ResponseKind::FindCoordinator(r) => {
                 for c in &mut r.coordinators {
@@ -91,8 +134,24 @@ impl GroupScope {
                 }
             }
             ResponseKind::OffsetFetch(r) => {
+                for t in &mut r.topics {
+                    self.unqualify(&mut t.name, in_full);
+                }
                 for g in &mut r.groups {
                     self.strip(&mut g.group_id);
+                    for t in &mut g.topics {
+                        self.unqualify(&mut t.name, in_full);
+                    }
+                }
+            }
+            ResponseKind::OffsetCommit(r) => {
+                for t in &mut r.topics {
+                    self.unqualify(&mut t.name, in_full);
+                }
+            }
+            ResponseKind::OffsetDelete(r) => {
+                for t in &mut r.topics {
+                    self.unqualify(&mut t.name, in_full);
                 }
             }
             ResponseKind::DescribeGroups(r) => {
@@ -116,6 +175,11 @@ impl GroupScope {
         }
     }
 }
+
+/// Topic names a request gave in full (`tenant/ns/topic`, `persistent://...`): its response
+/// names them the same way.
+#[derive(Debug, Default)]
+pub struct NamedInFull(Vec<String>);
 
 /// The Pulsar subscription a group's offsets are mirrored to: the client's own group id, without
 /// the scope (the subscription already sits on the tenant's topics).
@@ -166,7 +230,7 @@ mod tests {
             listed("tenant-a/other/not-mine"),
             listed("unscoped"),
         ]));
-        scope.leave(&mut list);
+        scope.leave(&mut list, &NamedInFull::default());
         let ResponseKind::ListGroups(r) = &list else {
             unreachable!()
         };
@@ -183,5 +247,58 @@ mod tests {
         assert_eq!(subscription_name("tenant-a/ns/g/x", true), "g/x");
         assert_eq!(subscription_name("tenant-a/ns/g", true), "g");
         assert_eq!(subscription_name("a/b/c", false), "a/b/c");
+    }
+
+    #[test]
+    fn short_topic_names_of_group_requests_are_qualified_and_given_back_short() {
+        use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
+        use kafka_protocol::messages::offset_commit_response::OffsetCommitResponseTopic;
+        use kafka_protocol::messages::OffsetCommitResponse;
+        let scope = GroupScope::new("tenant-a", "ns");
+        let topic = |name: &'static str| {
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+        };
+        let mut commit =
+            RequestKind::OffsetCommit(OffsetCommitRequest::default().with_topics(vec![
+                topic("orders"),
+                topic("tenant-a/ns/named-in-full"),
+                topic("persistent://tenant-b/ns/elsewhere"),
+            ]));
+        let in_full = scope.enter(&mut commit);
+        let RequestKind::OffsetCommit(r) = &commit else {
+            unreachable!()
+        };
+        let names: Vec<&str> = r.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tenant-a/ns/orders",
+                "tenant-a/ns/named-in-full",
+                "persistent://tenant-b/ns/elsewhere"
+            ]
+        );
+        let answered = |name: &str| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+        };
+        let mut response = ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default()
+                .with_topics(names.iter().map(|n| answered(n)).collect()),
+        );
+        scope.leave(&mut response, &in_full);
+        let ResponseKind::OffsetCommit(r) = &response else {
+            unreachable!()
+        };
+        let names: Vec<&str> = r.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "orders",
+                "tenant-a/ns/named-in-full",
+                "persistent://tenant-b/ns/elsewhere"
+            ],
+            "each as the client named it"
+        );
     }
 }
