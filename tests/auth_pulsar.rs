@@ -123,6 +123,26 @@ fn messages_in(pulsar: &AuthPulsar, tenant: &str, topic: &str) -> u64 {
     stats["msgInCounter"].as_u64().unwrap_or(0)
 }
 
+/// A gateway in front of the auth-enabled Pulsar: its own credential is the superuser's token,
+/// and clients' tokens are required and checked with Pulsar's key.
+async fn gateway_on(
+    pulsar: &AuthPulsar,
+    more: impl FnOnce(&mut pulsar_gateway::Config) + Send + 'static,
+) -> InProcessGateway {
+    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
+    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
+    InProcessGateway::start_with(move |c| {
+        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
+        c.backend.pulsar_url = Some(url);
+        c.backend.pulsar_admin_url = Some(admin_url);
+        c.backend.pulsar_token = Some(admin_token);
+        c.auth.token_secret_key = Some(key);
+        c.auth.required = true;
+        more(c);
+    })
+    .await
+}
+
 fn client(bootstrap: &str, user: &str, token: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
@@ -145,17 +165,7 @@ async fn pulsar_authorizes_each_kafka_client_with_its_own_token() {
     let token_a = pulsar_token(&pulsar, "tenant-a-role", None);
     let expired = pulsar_token(&pulsar, "tenant-a-role", Some("1s"));
 
-    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
-    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
-    let gateway = InProcessGateway::start_with(move |c| {
-        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
-        c.backend.pulsar_url = Some(url);
-        c.backend.pulsar_admin_url = Some(admin_url);
-        c.backend.pulsar_token = Some(admin_token);
-        c.auth.token_secret_key = Some(key);
-        c.auth.required = true;
-    })
-    .await;
+    let gateway = gateway_on(&pulsar, |_| {}).await;
     let bootstrap = gateway.bootstrap();
 
     // tenant-a's token in tenant-a's namespace: produced, and read back.
@@ -251,15 +261,7 @@ async fn pulsar_decides_which_amqp_vhosts_a_token_may_open() {
         pki.path("ca.pem"),
     );
 
-    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
-    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
-    let gateway = InProcessGateway::start_with(move |c| {
-        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
-        c.backend.pulsar_url = Some(url);
-        c.backend.pulsar_admin_url = Some(admin_url);
-        c.backend.pulsar_token = Some(admin_token);
-        c.auth.token_secret_key = Some(key);
-        c.auth.required = true;
+    let gateway = gateway_on(&pulsar, move |c| {
         c.tls.amqp_listen = Some("127.0.0.1:0".parse().unwrap());
         c.tls.cert_file = Some(cert);
         c.tls.key_file = Some(cert_key);
@@ -576,17 +578,7 @@ async fn kafka_authorization_matrix() {
     );
     assert_eq!(status, 204, "{body}");
     // Something to fetch in tenant-a's topic, written with the superuser token.
-    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
-    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
-    let gateway = InProcessGateway::start_with(move |c| {
-        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
-        c.backend.pulsar_url = Some(url);
-        c.backend.pulsar_admin_url = Some(admin_url);
-        c.backend.pulsar_token = Some(admin_token);
-        c.auth.token_secret_key = Some(key);
-        c.auth.required = true;
-    })
-    .await;
+    let gateway = gateway_on(&pulsar, |_| {}).await;
     let bootstrap = gateway.bootstrap();
     let own = format!("{tenant_a}/ns");
     let other = format!("{tenant_b}/ns");
@@ -704,4 +696,233 @@ async fn kafka_authorization_matrix() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("g-rw-role"), "subscriptions: {body}");
+}
+
+/// What one AMQP operation got: done, or refused (403 ACCESS_REFUSED on the channel, or 530
+/// NOT_ALLOWED for the vhost). Any other failure fails the case.
+fn amqp_verdict<T>(result: lapin::Result<T>) -> Verdict {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let text = format!("{e:?}");
+            if text.contains("ACCESS_REFUSED") || text.contains("NOT_ALLOWED") {
+                Ok(false)
+            } else {
+                Err(text)
+            }
+        }
+    }
+}
+
+/// Opens `vhost` with `token` as the PLAIN password and runs `op` on queue `queue`.
+async fn amqp_op(
+    amqp: std::net::SocketAddr,
+    vhost: &str,
+    token: &str,
+    op: &str,
+    queue: &str,
+) -> Verdict {
+    use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
+    use lapin::{Connection, ConnectionProperties};
+    let uri = format!("amqp://app:{token}@{amqp}/{}", vhost.replace('/', "%2F"));
+    let connection = match tokio::time::timeout(
+        Duration::from_secs(15),
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("an answer")
+    {
+        Ok(c) => c,
+        Err(e) => return amqp_verdict::<()>(Err(e)),
+    };
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let queue = queue.into();
+    let verdict = match op {
+        "open" => Ok(true),
+        "declare" => amqp_verdict(
+            channel
+                .queue_declare(queue, QueueDeclareOptions::default(), Default::default())
+                .await,
+        ),
+        "publish" => {
+            channel
+                .confirm_select(Default::default())
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let published = channel
+                .basic_publish(
+                    "".into(),
+                    queue,
+                    Default::default(),
+                    b"authz",
+                    Default::default(),
+                )
+                .await;
+            match published {
+                Ok(confirm) => match confirm.await {
+                    Ok(c) if c.is_ack() => Ok(true),
+                    Ok(c) => Err(format!("not acknowledged: {c:?}")),
+                    Err(e) => amqp_verdict::<()>(Err(e)),
+                },
+                Err(e) => amqp_verdict::<()>(Err(e)),
+            }
+        }
+        "get" => amqp_verdict(
+            channel
+                .basic_get(queue, BasicGetOptions { no_ack: true })
+                .await,
+        ),
+        "consume" => amqp_verdict(
+            channel
+                .basic_consume(
+                    queue,
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    Default::default(),
+                )
+                .await,
+        ),
+        "purge" => amqp_verdict(channel.queue_purge(queue, Default::default()).await),
+        "delete" => amqp_verdict(channel.queue_delete(queue, Default::default()).await),
+        other => Err(format!("unknown op {other}")),
+    };
+    let _ = connection.close(200, "done".into()).await;
+    verdict
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth"]
+async fn amqp_authorization_matrix() {
+    let pulsar = auth_pulsar();
+    let run = unique("q");
+    let (tenant_a, tenant_b) = (format!("a-{run}"), format!("b-{run}"));
+    tenant_with_role(&pulsar, &tenant_a, "rw-role", "unused");
+    tenant_with_role(&pulsar, &tenant_b, "other-role", "unused");
+    for (role, actions) in [
+        ("writer-role", r#"["produce"]"#),
+        ("reader-role", r#"["consume"]"#),
+    ] {
+        let (status, body) = admin(
+            &pulsar,
+            "POST",
+            &format!("/admin/v2/namespaces/{tenant_a}/ns/permissions/{role}"),
+            actions,
+        );
+        assert_eq!(status, 204, "{body}");
+    }
+    // Queue `locked` is reader-role's alone: its subscription name, narrowed by an admin.
+    let (status, body) = admin(
+        &pulsar,
+        "POST",
+        &format!("/admin/v2/namespaces/{tenant_a}/ns/permissions/subscription/amqp.locked"),
+        r#"["reader-role"]"#,
+    );
+    assert_eq!(status, 204, "{body}");
+    let gateway = gateway_on(&pulsar, |_| {}).await;
+    let amqp = gateway.gateway.amqp_addr();
+    let tokens: Vec<(&str, String)> = [
+        "rw-role",
+        "writer-role",
+        "reader-role",
+        "nobody-role",
+        "admin",
+    ]
+    .into_iter()
+    .map(|role| (role, pulsar_token(&pulsar, role, None)))
+    .collect();
+    let token = |role: &str| tokens.iter().find(|(r, _)| *r == role).unwrap().1.clone();
+    let own = format!("{tenant_a}/ns");
+    let other = format!("{tenant_b}/ns");
+    // The queues, declared by the superuser.
+    let queues = [
+        "jobs",
+        "inbox",
+        "locked",
+        "trash-rw-role",
+        "trash-reader-role",
+        "trash-writer-role",
+    ];
+    for vhost in [&own, &other] {
+        for queue in queues {
+            let made = amqp_op(amqp, vhost, &token("admin"), "declare", queue).await;
+            assert_eq!(made, Ok(true), "declaring {queue} in {vhost}");
+        }
+    }
+
+    // (role, vhost, operation, queue, expected: allowed?)
+    let mut cases: Vec<(&str, &String, &str, String, bool)> = Vec::new();
+    let mut add = |role, vhost, op, queue: &str, allowed| {
+        cases.push((role, vhost, op, queue.to_owned(), allowed))
+    };
+    add("rw-role", &own, "open", "", true);
+    add("writer-role", &own, "open", "", true);
+    add("reader-role", &own, "open", "", true);
+    add("admin", &own, "open", "", true);
+    add("admin", &other, "open", "", true);
+    add("rw-role", &other, "open", "", false);
+    add("nobody-role", &own, "open", "", false);
+    for role in ["rw-role", "writer-role", "reader-role"] {
+        add(role, &own, "declare", "jobs", true);
+    }
+    add("admin", &other, "declare", "jobs", true);
+    for (role, allowed) in [
+        ("rw-role", true),
+        ("writer-role", true),
+        ("reader-role", false),
+    ] {
+        add(role, &own, "publish", "inbox", allowed);
+    }
+    add("admin", &other, "publish", "inbox", true);
+    for op in ["get", "consume", "purge"] {
+        for (role, allowed) in [
+            ("rw-role", true),
+            ("writer-role", false),
+            ("reader-role", true),
+        ] {
+            add(role, &own, op, "jobs", allowed);
+        }
+    }
+    add("admin", &other, "get", "jobs", true);
+    for (role, allowed) in [
+        ("rw-role", true),
+        ("writer-role", false),
+        ("reader-role", true),
+    ] {
+        add(role, &own, "delete", &format!("trash-{role}"), allowed);
+    }
+    add("rw-role", &own, "get", "locked", false);
+    add("reader-role", &own, "get", "locked", true);
+    let mut failures = Vec::new();
+    for (role, vhost, op, queue, allowed) in &cases {
+        match amqp_op(amqp, vhost, &token(role), op, queue).await {
+            Ok(done) if done == *allowed => {}
+            Ok(done) => failures.push(format!(
+                "{role} {op} {queue} in {vhost}: expected {}, got {}",
+                if *allowed { "allowed" } else { "refused" },
+                if done { "allowed" } else { "refused" }
+            )),
+            Err(e) => failures.push(format!("{role} {op} {queue} in {vhost}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    // The refused publish wrote nothing: tenant-a's inbox holds the two allowed ones.
+    let (status, body) = admin(
+        &pulsar,
+        "GET",
+        &format!("/admin/v2/persistent/{tenant_a}/ns/amqp.queue.inbox/stats"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["msgInCounter"].as_u64(), Some(2), "{body}");
 }

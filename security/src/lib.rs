@@ -103,6 +103,11 @@ impl TokenVerifier {
         })
     }
 
+    /// Whether this verifier can sign tokens (it holds a secret key).
+    pub fn can_issue(&self) -> bool {
+        self.signing.is_some()
+    }
+
     /// A token for `role` that expires after `lifetime`, signed (HS256) with the secret key;
     /// `None` with a public key, which cannot sign.
     pub fn issue(&self, role: &str, lifetime: std::time::Duration) -> Option<Principal> {

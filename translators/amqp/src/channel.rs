@@ -426,6 +426,7 @@ impl Channel {
             }
             queue::AMQPMethod::Purge(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
+                self.check_read(&queue).await?;
                 let count = objects::queue_purge(&session, &queue).await?;
                 (!m.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                     message_count: count,
@@ -433,6 +434,7 @@ impl Channel {
             }
             queue::AMQPMethod::Delete(m) => {
                 let queue = self.queue_name(m.queue.as_str())?;
+                self.check_read(&queue).await?;
                 let count =
                     objects::queue_delete(&session, &queue, m.if_unused, m.if_empty).await?;
                 (!m.nowait).then_some(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
@@ -463,6 +465,24 @@ impl Channel {
 
     async fn usable_queue(&self, name: &str) -> AmqpResult<Queue> {
         objects::usable_queue(&self.session, name).await
+    }
+
+    /// Read access to a queue, for a client whose rights Pulsar decides (see `access`).
+    async fn check_read(&self, queue: &str) -> AmqpResult<()> {
+        let session = &self.session;
+        match &session.access {
+            Some(access) => {
+                access
+                    .check_read(
+                        &session.frontend.backend,
+                        &session.vhost,
+                        &session.user,
+                        queue,
+                    )
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     // ---- basic -----------------------------------------------------------------------------
@@ -699,6 +719,18 @@ impl Channel {
             &message.routing_key,
             message.properties.headers().as_ref(),
         );
+        if let Some(access) = &session.access {
+            access
+                .check_write(
+                    &session.frontend.backend,
+                    &session.vhost,
+                    &session.user,
+                    &message.exchange,
+                    &topic,
+                )
+                .await
+                .map_err(|e| e.on_method(60, 40))?;
+        }
         let decision = crate::limits::decide(session, &destinations, message).await?;
         if decision.refused_everywhere {
             return Ok(Pending::Done(false));
@@ -733,6 +765,7 @@ impl Channel {
         let vhost = self.vhost().clone();
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
+        self.check_read(&queue.name).await?;
         let tag = match m.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", objects::random_token()),
             t => t.to_owned(),
@@ -800,6 +833,7 @@ impl Channel {
         self.flush_settlements().await;
         let name = self.queue_name(m.queue.as_str())?;
         let queue = self.usable_queue(&name).await?;
+        self.check_read(&queue.name).await?;
         crate::expiry::mark_used(self.vhost(), &queue).await;
         let backlogs = objects::source_backlogs(&self.session, &queue).await?;
         let count: u64 = backlogs.iter().map(|(_, n)| n).sum();

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
+use crate::access::Credential;
 use crate::channel::Channel;
 use crate::codec::{self, ReadError, PROTOCOL_HEADER};
 use crate::error::{AmqpError, ReplyCode, Scope};
@@ -25,10 +26,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting to be written before senders wait (backpressure on consumers).
 const OUTGOING_QUEUE: usize = 256;
 
-/// What the connection learned in the handshake.
 /// What the opening handshake settled.
 struct Handshake {
     user: String,
+    access: Option<crate::access::Access>,
     vhost: Arc<Vhost>,
     frame_max: u32,
     channel_max: u16,
@@ -42,6 +43,9 @@ pub struct Session {
     pub frontend: Arc<AmqpFrontend>,
     pub vhost: Arc<Vhost>,
     pub user: String,
+    /// Whose rights publishes and reads are checked against (a token-authenticated client);
+    /// `None` for the configured users, whom the gateway trusts with its own rights.
+    pub access: Option<crate::access::Access>,
     /// Identifies this connection as an exclusive-queue owner.
     pub name: String,
     pub frame_max: u32,
@@ -84,6 +88,7 @@ impl AmqpFrontend {
         .await;
         let Handshake {
             user,
+            access,
             vhost,
             frame_max,
             channel_max,
@@ -107,6 +112,7 @@ impl AmqpFrontend {
             frontend: self.clone(),
             vhost,
             user,
+            access,
             frame_max,
             channel_max,
             out: out.clone(),
@@ -181,7 +187,7 @@ impl AmqpFrontend {
             }
             _ => false,
         };
-        let (user, token) = authenticate(
+        let (user, credential) = authenticate(
             start_ok.mechanism.as_str(),
             start_ok.response.as_bytes(),
             client_certificate.as_deref(),
@@ -221,7 +227,8 @@ impl AmqpFrontend {
             other => return Err(Some(unexpected(&other))),
         };
         let name = open.virtual_host.as_str();
-        if let Some(token) = &token {
+        let access = credential.map(crate::access::Access::new);
+        if let Some(token) = access.as_ref().and_then(|a| a.token()) {
             // Pulsar decides, with the client's own token, before anything is done there.
             if !self
                 .may_use_vhost(name, token.expose())
@@ -236,7 +243,7 @@ impl AmqpFrontend {
             }
         }
         // A token's role holds at most so many connections across the listeners.
-        let slot = match (&token, &config.principal_connections) {
+        let slot = match (&access, &config.principal_connections) {
             (Some(_), Some(counter)) => Some(counter.acquire(&user).ok_or_else(|| {
                 tracing::info!(%user, max = counter.max(), "AMQP connection refused: the principal's connection limit is reached");
                 Some(AmqpError::connection(
@@ -257,6 +264,7 @@ impl AmqpFrontend {
         send(writer, &open_ok).await.map_err(|_| None)?;
         Ok(Handshake {
             user,
+            access,
             vhost,
             frame_max,
             channel_max,
@@ -296,21 +304,18 @@ async fn read_method<R: AsyncRead + Unpin>(
     }
 }
 
-/// How long a token the gateway issues for a certificate's role lasts: it is used at once, to
-/// ask Pulsar whether that role may open the vhost.
-const CERTIFICATE_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-
 /// PLAIN (`\0user\0password`) and AMQPLAIN (a field table with LOGIN and PASSWORD). With token
 /// authentication the password is a Pulsar token (optionally `token:<jwt>`) and the user name is
 /// informational; the configured users are accepted only while authentication is not required.
 /// EXTERNAL logs in as the common name of the verified client certificate.
-/// Returns the user (the token's role with a token) and the token.
+/// Returns the user (the token's role with a token) and, for a token or certificate login, the
+/// credential its operations are checked with.
 fn authenticate(
     mechanism: &str,
     response: &[u8],
     client_certificate: Option<&str>,
     config: &crate::frontend::AmqpConfig,
-) -> Result<(String, Option<gateway_security::Secret>), AmqpError> {
+) -> Result<(String, Option<Credential>), AmqpError> {
     let refused = |user: &str| {
         AmqpError::connection(
             ReplyCode::AccessRefused,
@@ -374,7 +379,7 @@ fn authenticate(
     };
     let token = password.strip_prefix("token:").unwrap_or(&password);
     match verifier.verify(token) {
-        Ok(principal) => Ok((principal.role, Some(principal.token))),
+        Ok(principal) => Ok((principal.role, Some(Credential::Token(principal.token)))),
         Err(reason) => {
             metrics::counter!("amqp_authentication_failures_total").increment(1);
             tracing::info!(%user, %reason, "AMQP login refused");
@@ -391,7 +396,7 @@ fn authenticate(
 fn authenticate_certificate(
     client_certificate: Option<&str>,
     config: &crate::frontend::AmqpConfig,
-) -> Result<(String, Option<gateway_security::Secret>), AmqpError> {
+) -> Result<(String, Option<Credential>), AmqpError> {
     let refused = |reason: &str| {
         tracing::info!(reason, "AMQP EXTERNAL login refused");
         AmqpError::connection(
@@ -406,12 +411,16 @@ fn authenticate_certificate(
     };
     match &config.auth {
         None => Ok((role.to_owned(), None)),
-        Some(verifier) => match verifier.issue(role, CERTIFICATE_TOKEN_LIFETIME) {
-            Some(principal) => Ok((principal.role, Some(principal.token))),
-            None => Err(refused(
-                "the gateway checks tokens with a public key and cannot vouch for a certificate's role",
-            )),
-        },
+        Some(verifier) if verifier.can_issue() => Ok((
+            role.to_owned(),
+            Some(Credential::Certificate {
+                role: role.to_owned(),
+                verifier: verifier.clone(),
+            }),
+        )),
+        Some(_) => Err(refused(
+            "the gateway checks tokens with a public key and cannot vouch for a certificate's role",
+        )),
     }
 }
 

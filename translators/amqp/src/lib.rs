@@ -6,6 +6,7 @@
 //! - `topology`: exchanges, queues and bindings, kept in a table topic per vhost.
 //! - `publish`, `routing`, `deadletter`, `message`: where messages go and how they are stored.
 
+mod access;
 mod arguments;
 mod channel;
 pub mod codec;

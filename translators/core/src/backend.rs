@@ -86,6 +86,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(true)
     }
 
+    /// Whether the principal this backend acts for may write to `topic`, an existing topic
+    /// (Pulsar's produce permission). Writes nothing. Always true on a backend that does not
+    /// authorize.
+    async fn may_produce(&self, topic: &TopicName) -> Result<bool> {
+        let _ = topic;
+        Ok(true)
+    }
+
     /// Whether the backend can serve requests now (used by `/readyz`).
     async fn is_ready(&self) -> bool;
 

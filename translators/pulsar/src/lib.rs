@@ -196,6 +196,23 @@ impl Backend for PulsarBackend {
         consumer::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
     }
 
+    /// A producer opened with this backend's token and closed again: the broker checks the
+    /// produce permission when the producer is created.
+    async fn may_produce(&self, topic: &TopicName) -> Result<bool> {
+        match Producer::create(
+            &self.pool,
+            &topic.to_string(),
+            None,
+            proto::compression::NONE,
+        )
+        .await
+        {
+            Ok(_closed_on_drop) => Ok(true),
+            Err(BackendError::NotAuthorized(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn is_ready(&self) -> bool {
         self.admin.is_ready().await && self.pool.service_connection().await.is_ok()
     }
