@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use e2e_tests::rdkafka_util::unique;
+use e2e_tests::rdkafka_util::{poll_payloads, unique, RecordingContext};
 use e2e_tests::InProcessGateway;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use kafka_protocol::messages::{
@@ -417,27 +417,9 @@ async fn rdkafka_produces_and_consumes_with_sasl_plain_and_a_token() {
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < 5 && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-        }
-    }
+    let (_consumer, got) = poll_payloads(consumer, 5, Duration::from_secs(30)).await;
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
 }
-
-/// Keeps the errors librdkafka reports through its error callback.
-#[derive(Default)]
-struct RecordingContext(std::sync::Mutex<Vec<String>>);
-
-impl ClientContext for RecordingContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.0.lock().unwrap().push(format!("{error:?}: {reason}"));
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for RecordingContext {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rdkafka_with_an_expired_token_gets_an_authentication_error() {
@@ -1219,34 +1201,7 @@ async fn kafka_authentication_matrix() {
     })
     .await
     .unwrap();
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(what, accept, got)| match got {
-            Ok(accepted) if accepted == accept => None,
-            Ok(accepted) => Some(format!(
-                "{what}: expected {}, got {}",
-                verdict(*accept),
-                verdict(*accepted)
-            )),
-            Err(e) => Some(format!("{what}: {e}")),
-        })
-        .collect();
-    assert!(results.len() >= 30, "{} cases", results.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
-}
-
-fn verdict(accept: bool) -> &'static str {
-    if accept {
-        "accepted"
-    } else {
-        "refused"
-    }
+    e2e_tests::assert_matrix(&results, ("accepted", "refused"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1386,24 +1341,5 @@ async fn amqp_authentication_matrix() {
             outcome(user, password, mechanism).await,
         ));
     }
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(what, accept, got)| match got {
-            Ok(accepted) if accepted == accept => None,
-            Ok(accepted) => Some(format!(
-                "{what}: expected {}, got {}",
-                verdict(*accept),
-                verdict(*accepted)
-            )),
-            Err(e) => Some(format!("{what}: {e}")),
-        })
-        .collect();
-    assert!(results.len() >= 30, "{} cases", results.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    e2e_tests::assert_matrix(&results, ("accepted", "refused"));
 }

@@ -228,3 +228,31 @@ where
     .await
     .expect("the blocking call finished")
 }
+
+/// Checks an authentication or authorization matrix: each case (what it is, whether it should
+/// be let through, what it got: `Ok(let through?)` or an unexpected failure) against its
+/// expected outcome. Fails listing every case that did not match; a matrix has at least 30
+/// cases. `words` name the two outcomes ("accepted"/"refused", "allowed"/"refused").
+pub fn assert_matrix(results: &[(String, bool, Result<bool, String>)], words: (&str, &str)) {
+    let word = |through: bool| if through { words.0 } else { words.1 };
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(case, expected, got)| match got {
+            Ok(through) if through == expected => None,
+            Ok(through) => Some(format!(
+                "{case}: expected {}, got {}",
+                word(*expected),
+                word(*through)
+            )),
+            Err(e) => Some(format!("{case}: {e}")),
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+    assert!(results.len() >= 30, "{} cases", results.len());
+}

@@ -313,3 +313,41 @@ pub async fn assert_acknowledged_present(
         assert_eq!(*found, &record(*i, base_ts));
     }
 }
+
+/// Polls a subscribed `consumer` (on a blocking thread) until it has read `count` records or
+/// `within` has passed; returns it with the payloads read, as text, in order.
+pub async fn poll_payloads<C>(
+    mut consumer: BaseConsumer<C>,
+    count: usize,
+    within: Duration,
+) -> (BaseConsumer<C>, Vec<String>)
+where
+    C: rdkafka::consumer::ConsumerContext + 'static,
+{
+    let mut got = Vec::new();
+    let deadline = Instant::now() + within;
+    while got.len() < count && Instant::now() < deadline {
+        let polled;
+        (consumer, polled) = crate::blocking(consumer, |c| {
+            c.poll(Duration::from_millis(200))
+                .map(|r| r.map(|m| m.detach()))
+        })
+        .await;
+        if let Some(Ok(m)) = polled {
+            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    (consumer, got)
+}
+
+/// Keeps the errors librdkafka reports through its error callback.
+#[derive(Default)]
+pub struct RecordingContext(pub std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for RecordingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error:?}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RecordingContext {}

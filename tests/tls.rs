@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e_tests::pki::Pki;
-use e2e_tests::rdkafka_util::unique;
+use e2e_tests::rdkafka_util::{poll_payloads, unique, RecordingContext};
 use e2e_tests::InProcessGateway;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lapin::Connection;
@@ -25,7 +25,6 @@ use pulsar_gateway::config::Config;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Message};
 
 const SECRET: &[u8] = b"tls-test-secret-key-0123456789abcdef";
 
@@ -121,39 +120,15 @@ async fn produce_and_consume_over_tls(tls: SocketAddr, ca: &Path) {
             .expect("acknowledged over TLS");
     }
     // Metadata sent the client back to the TLS listener (a plaintext address would fail here).
-    let mut consumer: BaseConsumer = sasl_ssl(tls, Some(ca))
+    let consumer: BaseConsumer = sasl_ssl(tls, Some(ca))
         .set("group.id", unique("tls-group"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < 5 && Instant::now() < deadline {
-        let polled;
-        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
-            c.poll(Duration::from_millis(200))
-                .map(|r| r.map(|m| m.detach()))
-        })
-        .await;
-        if let Some(Ok(m)) = polled {
-            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-        }
-    }
+    let (_consumer, got) = poll_payloads(consumer, 5, Duration::from_secs(30)).await;
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
 }
-
-/// Keeps the errors librdkafka reports through its error callback.
-#[derive(Default)]
-struct RecordingContext(std::sync::Mutex<Vec<String>>);
-
-impl ClientContext for RecordingContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.0.lock().unwrap().push(format!("{error:?}: {reason}"));
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for RecordingContext {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rdkafka_that_does_not_trust_the_certificate_fails() {
@@ -529,23 +504,11 @@ async fn find_coordinator_sends_a_tls_client_to_the_peers_tls_listener() {
     drop(claim);
     // A TLS client of A is sent to B's TLS listener (B's plaintext port would fail the TLS
     // handshake, and the group would never be joined).
-    let mut consumer: BaseConsumer = sasl_ssl(a.kafka_tls_addr().unwrap(), Some(&ca))
+    let consumer: BaseConsumer = sasl_ssl(a.kafka_tls_addr().unwrap(), Some(&ca))
         .set("group.id", &group)
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < 3 && Instant::now() < deadline {
-        let polled;
-        (consumer, polled) = e2e_tests::blocking(consumer, |c| {
-            c.poll(Duration::from_millis(200))
-                .map(|r| r.map(|m| m.detach()))
-        })
-        .await;
-        if let Some(Ok(m)) = polled {
-            got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-        }
-    }
+    let (_consumer, got) = poll_payloads(consumer, 3, Duration::from_secs(30)).await;
     assert_eq!(got, ["m0", "m1", "m2"], "consumed through B's coordinator");
 }
