@@ -56,12 +56,24 @@ impl InProcessGateway {
 }
 
 /// A free loopback port (bound then released), for child processes that must keep a fixed port
-/// across restarts.
+/// across restarts. It is picked below Linux's ephemeral range (32768 and up): a port the kernel
+/// handed out for port 0 can be taken by any outgoing connection (to Pulsar, say) before the
+/// child binds it, which made gateways fail to start now and then. Ports are not handed out
+/// twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 /// The gateway as a separate process, so a test can SIGKILL it.

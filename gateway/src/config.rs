@@ -563,6 +563,15 @@ fn string(s: &str) -> Option<toml::Value> {
     Some(toml::Value::String(s.to_string()))
 }
 
+fn set_path(slot: &mut Option<PathBuf>, v: &str) -> Result<(), String> {
+    *slot = Some(PathBuf::from(v));
+    Ok(())
+}
+
+fn path_value(p: Option<&std::path::Path>) -> Option<toml::Value> {
+    p.and_then(|p| string(&p.display().to_string()))
+}
+
 fn integer(n: impl TryInto<i64>) -> Option<toml::Value> {
     Some(toml::Value::Integer(n.try_into().unwrap_or(i64::MAX)))
 }
@@ -751,7 +760,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         flag: "kafka-tls-listen",
         help: "Address of the Kafka TLS listener (IP:PORT), besides the plaintext one",
         set: |c, v| parse_socket_addr(v).map(|x| c.tls.kafka_listen = Some(x)),
-        get: |c| c.tls.kafka_listen.map(|a| toml::Value::String(a.to_string())),
+        get: |c| c.tls.kafka_listen.and_then(|a| string(&a.to_string())),
     },
     OptionSpec {
         key: "tls.kafka_advertised",
@@ -765,44 +774,35 @@ pub static OPTIONS: &[OptionSpec] = &[
         flag: "amqp-tls-listen",
         help: "Address of the AMQP TLS listener (IP:PORT, amqps), besides the plaintext one",
         set: |c, v| parse_socket_addr(v).map(|x| c.tls.amqp_listen = Some(x)),
-        get: |c| c.tls.amqp_listen.map(|a| toml::Value::String(a.to_string())),
+        get: |c| c.tls.amqp_listen.and_then(|a| string(&a.to_string())),
     },
     OptionSpec {
         key: "tls.admin_listen",
         flag: "admin-tls-listen",
         help: "Address of the admin HTTPS server (IP:PORT), besides the plain HTTP one",
         set: |c, v| parse_socket_addr(v).map(|x| c.tls.admin_listen = Some(x)),
-        get: |c| c.tls.admin_listen.map(|a| toml::Value::String(a.to_string())),
+        get: |c| c.tls.admin_listen.and_then(|a| string(&a.to_string())),
     },
     OptionSpec {
         key: "tls.cert_file",
         flag: "tls-cert-file",
         help: "PEM certificate chain of the TLS listeners; reloaded when the file changes",
-        set: |c, v| {
-            c.tls.cert_file = Some(PathBuf::from(v));
-            Ok(())
-        },
-        get: |c| c.tls.cert_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+        set: |c, v| set_path(&mut c.tls.cert_file, v),
+        get: |c| path_value(c.tls.cert_file.as_deref()),
     },
     OptionSpec {
         key: "tls.key_file",
         flag: "tls-key-file",
         help: "PEM private key of the TLS listeners; reloaded when the file changes",
-        set: |c, v| {
-            c.tls.key_file = Some(PathBuf::from(v));
-            Ok(())
-        },
-        get: |c| c.tls.key_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+        set: |c, v| set_path(&mut c.tls.key_file, v),
+        get: |c| path_value(c.tls.key_file.as_deref()),
     },
     OptionSpec {
         key: "tls.client_ca_file",
         flag: "tls-client-ca-file",
         help: "PEM CA certificates; when set, TLS clients must present a certificate they issued",
-        set: |c, v| {
-            c.tls.client_ca_file = Some(PathBuf::from(v));
-            Ok(())
-        },
-        get: |c| c.tls.client_ca_file.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+        set: |c, v| set_path(&mut c.tls.client_ca_file, v),
+        get: |c| path_value(c.tls.client_ca_file.as_deref()),
     },
     OptionSpec {
         key: "auth.token_secret_key",
