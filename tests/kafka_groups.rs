@@ -308,9 +308,10 @@ async fn check_mirror(
         else {
             panic!("[{label}] partition {p} has no committed offset");
         };
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
+        let (_, high) = e2e_tests::rdkafka_util::retry_retired_broker(|| {
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+        })
+        .expect("watermarks");
         let backlog = backend
             .backlog(&base.partition(p as u32), group)
             .await

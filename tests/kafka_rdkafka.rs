@@ -88,12 +88,12 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(t))
             .unwrap();
-        let found = c
-            .offsets_for_times(tpl, Duration::from_secs(10))
-            .expect("offsets_for_times");
-        let (low, high) = c
-            .fetch_watermarks(topic, 0, Duration::from_secs(10))
-            .expect("watermarks");
+        let found =
+            retry_retired_broker(|| c.offsets_for_times(tpl.clone(), Duration::from_secs(10)))
+                .expect("offsets_for_times");
+        let (low, high) =
+            retry_retired_broker(|| c.fetch_watermarks(topic, 0, Duration::from_secs(10)))
+                .expect("watermarks");
         (found.find_partition(topic, 0).unwrap().offset(), low, high)
     })
     .await
@@ -110,7 +110,7 @@ async fn list_offsets_by_timestamp_finds_the_first_later_record() {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(t + 3_600_000))
             .unwrap();
-        c.offsets_for_times(tpl, Duration::from_secs(10))
+        retry_retired_broker(|| c.offsets_for_times(tpl.clone(), Duration::from_secs(10)))
             .unwrap()
             .find_partition(topic, 0)
             .unwrap()

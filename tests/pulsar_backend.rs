@@ -187,8 +187,10 @@ async fn java_pulsar_producer_read_by_rdkafka() {
             let c = consumer(&b);
             let watermarks: Vec<(i64, i64)> = (0..partitions)
                 .map(|p| {
-                    c.fetch_watermarks(&t, p, Duration::from_secs(10))
-                        .expect("watermarks")
+                    e2e_tests::rdkafka_util::retry_retired_broker(|| {
+                        c.fetch_watermarks(&t, p, Duration::from_secs(10))
+                    })
+                    .expect("watermarks")
                 })
                 .collect();
             (got, watermarks)

@@ -351,3 +351,26 @@ impl rdkafka::ClientContext for RecordingContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for RecordingContext {}
+
+/// Runs a one-shot librdkafka call (watermarks, offsets for times) again when it failed only
+/// because librdkafka retired the broker handle carrying it: since 2.10 a client drops brokers
+/// Metadata no longer names, its bootstrap broker among them, and a request in flight there
+/// fails with `DestroyBroker` ("Broker handle destroyed without termination"). An application
+/// would retry it; so do the tests, at most three times. Any other error is returned at once.
+pub fn retry_retired_broker<T>(
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let mut attempts = 0;
+    loop {
+        match call() {
+            Err(e)
+                if attempts < 3
+                    && e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::DestroyBroker) =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -77,8 +77,16 @@ impl Subscription {
         spec: Spec,
         start: Option<MessageIdData>,
     ) -> Result<Subscription> {
-        let (connection, consumer_id, events) = subscribe(&pool, &spec, start).await?;
-        Ok(Subscription {
+        let subscribed = subscribe(&pool, &spec, start).await?;
+        Ok(Subscription::subscribed(pool, spec, subscribed))
+    }
+
+    fn subscribed(
+        pool: Arc<Pool>,
+        spec: Spec,
+        (connection, consumer_id, events): Subscribed,
+    ) -> Subscription {
+        Subscription {
             pool,
             spec,
             connection,
@@ -87,7 +95,7 @@ impl Subscription {
             used_permits: 0,
             asked: false,
             closed: false,
-        })
+        }
     }
 
     /// Closes and waits for the broker's confirmation, so what follows (deleting the
@@ -201,11 +209,10 @@ impl Drop for Subscription {
     }
 }
 
-async fn subscribe(
-    pool: &Pool,
-    spec: &Spec,
-    start: Option<MessageIdData>,
-) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
+/// A consumer the broker accepted: its connection, id, and the events the connection routes to it.
+type Subscribed = (Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>);
+
+async fn subscribe(pool: &Pool, spec: &Spec, start: Option<MessageIdData>) -> Result<Subscribed> {
     let connection = pool.owner_of(&spec.topic).await?;
     subscribe_on(connection, spec, start).await
 }
@@ -214,7 +221,7 @@ async fn subscribe_on(
     connection: Arc<Connection>,
     spec: &Spec,
     start: Option<MessageIdData>,
-) -> Result<(Arc<Connection>, u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
+) -> Result<Subscribed> {
     let (consumer_id, request_id) = (connection.next_id(), connection.next_id());
     let events = connection.register_consumer(consumer_id);
     let command = BaseCommand {
@@ -284,19 +291,10 @@ pub async fn may_subscribe(
         Err(e) => return refused_or(e),
     };
     match subscribe_on(connection.clone(), &spec, None).await {
-        Ok((connection, consumer_id, events)) => {
+        Ok(subscribed) => {
             // Someone made the topic after all: the non-durable subscription goes with its
             // only consumer.
-            let mut probe = Subscription {
-                pool,
-                spec,
-                connection,
-                consumer_id,
-                events,
-                used_permits: 0,
-                asked: false,
-                closed: false,
-            };
+            let mut probe = Subscription::subscribed(pool, spec, subscribed);
             probe.close_and_wait().await;
             Ok(true)
         }
