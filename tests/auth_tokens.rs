@@ -14,15 +14,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use e2e_tests::rdkafka_util::{poll_payloads, unique, RecordingContext};
+use bytes::{BufMut, Bytes, BytesMut};
+use e2e_tests::kafka_raw::{connect, request, response};
+use e2e_tests::rdkafka_util::{poll_payloads, send_numbered, unique, RecordingContext};
 use e2e_tests::InProcessGateway;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use kafka_protocol::messages::{
-    ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
     SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use lapin::{Connection, ConnectionProperties};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -137,44 +138,6 @@ fn refused_passwords() -> Vec<(&'static str, String)> {
 }
 
 // ---- Kafka over a raw socket ------------------------------------------------------------------
-
-fn request(key: ApiKey, version: i16, correlation: i32, body: impl Encodable) -> Vec<u8> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation;
-    header.client_id = Some(StrBytes::from_static_str("auth-test"));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&buf);
-    framed
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// One response body (after the correlation id, for header v0 responses), or `None` when the
-/// gateway closed the connection.
-fn response(s: &mut TcpStream, key: ApiKey, version: i16) -> Option<Bytes> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    let mut body = Bytes::from(body);
-    body.advance(4); // correlation id
-    if key.response_header_version(version) >= 1 {
-        // Tagged fields of a flexible header: none are sent.
-        body.advance(1);
-    }
-    Some(body)
-}
 
 fn closed(s: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -402,15 +365,7 @@ async fn rdkafka_produces_and_consumes_with_sasl_plain_and_a_token() {
     let producer: FutureProducer = sasl_plain(&gateway.bootstrap(), &password)
         .create()
         .unwrap();
-    for i in 0..5 {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&topic).payload(&format!("m{i}")),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("acknowledged");
-    }
+    send_numbered(&producer, &topic, 5).await;
     let consumer: BaseConsumer = sasl_plain(&gateway.bootstrap(), &password)
         .set("group.id", unique("auth-group"))
         .set("auto.offset.reset", "earliest")

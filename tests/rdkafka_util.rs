@@ -314,6 +314,20 @@ pub async fn assert_acknowledged_present(
     }
 }
 
+/// Sends `m0`, `m1`, ... (`count` records, no key) to `topic`, each acknowledged before the
+/// next is sent.
+pub async fn send_numbered(producer: &FutureProducer, topic: &str, count: usize) {
+    for i in 0..count {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("record m{i} not acknowledged: {e}"));
+    }
+}
+
 /// Polls a subscribed `consumer` (on a blocking thread) until it has read `count` records or
 /// `within` has passed; returns it with the payloads read, as text, in order.
 pub async fn poll_payloads<C>(

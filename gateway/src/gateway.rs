@@ -212,6 +212,7 @@ pub async fn start_with_backend(
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
+        frontend.start();
         let internal_addr = addresses.internal.as_ref().map(|(bound, _)| *bound);
         let tls = addresses.tls.clone();
         Arc::new(move |stream, drain| {
@@ -470,17 +471,18 @@ pub(crate) async fn start_with_handler(
             )
         }),
     });
-    // Every protocol listener drains together; their sessions are tracked together.
+    // Every protocol listener drains together; their sessions are tracked together. The admin
+    // listeners stop later, on their own signal, so that probes answer during the drain.
     let mut listener_tasks = Vec::new();
     let mut serve = |listener: Option<Listener>, handler: &Handler, what: &str| {
-        if let Some(listener) = listener {
-            info!(addr = %listener.local_addr(), "{what} listening");
-            listener_tasks.push(tokio::spawn(listener.run(
-                handler.clone(),
-                drain_rx.clone(),
-                sessions.clone(),
-            )));
-        }
+        spawn_listener(
+            listener,
+            handler,
+            what,
+            &drain_rx,
+            &sessions,
+            &mut listener_tasks,
+        )
     };
     serve(kafka, &handler, "kafka");
     serve(kafka_tls, &handler, "kafka TLS");
@@ -494,14 +496,15 @@ pub(crate) async fn start_with_handler(
     let admin_handler = admin::handler(state.clone());
     let mut admin_tasks = Vec::new();
     for (listener, what) in [(admin, "admin"), (admin_tls, "admin TLS")] {
-        if let Some(listener) = listener {
-            info!(addr = %listener.local_addr(), "{what} listening");
-            admin_tasks.push(tokio::spawn(listener.run(
-                admin_handler.clone(),
-                admin_stop_rx.clone(),
-                admin_sessions.clone(),
-            )));
-        }
+        let (stop, sessions) = (&admin_stop_rx, &admin_sessions);
+        spawn_listener(
+            listener,
+            &admin_handler,
+            what,
+            stop,
+            sessions,
+            &mut admin_tasks,
+        );
     }
     state.set_listeners_bound();
     info!(%advertised, "kafka advertised");
@@ -531,6 +534,25 @@ pub(crate) async fn start_with_handler(
         phase: phase_rx,
         supervisor: Some(supervisor),
     })
+}
+
+/// Runs `listener` (when it is on) until `stop`, its sessions tracked in `sessions`.
+fn spawn_listener(
+    listener: Option<Listener>,
+    handler: &Handler,
+    what: &str,
+    stop: &watch::Receiver<bool>,
+    sessions: &Sessions,
+    tasks: &mut Vec<JoinHandle<()>>,
+) {
+    if let Some(listener) = listener {
+        info!(addr = %listener.local_addr(), "{what} listening");
+        tasks.push(tokio::spawn(listener.run(
+            handler.clone(),
+            stop.clone(),
+            sessions.clone(),
+        )));
+    }
 }
 
 /// The AMQP 0-9-1 connection handler.
