@@ -383,6 +383,11 @@ impl GroupCoordinator {
                 };
                 let topic = this.fleet_topic();
                 if !announcement.as_ref().is_some_and(|a| a.is_live()) {
+                    // Created first, like the shards' topics: a broker may not auto-create.
+                    match this.backend.create_topic(&topic, 0).await {
+                        Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
+                        Err(e) => tracing::debug!(%topic, error = %e, "creating the fleet topic"),
+                    }
                     let holder = this.settings.instance.holder_name();
                     announcement = match this.backend.announce(&topic, &holder).await {
                         Ok(a) => Some(a),
