@@ -637,19 +637,8 @@ async fn each_tenant_sees_only_its_own_groups_and_topics() {
         format!("public/{}", unique("a")),
         format!("public/{}", unique("b")),
     );
-    if let Some((_, admin)) = e2e_tests::test_pulsar() {
-        for ns in [&ns_a, &ns_b] {
-            let status = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-                .arg(format!("{admin}/admin/v2/namespaces/{ns}"))
-                .output()
-                .expect("curl");
-            assert_eq!(
-                String::from_utf8_lossy(&status.stdout),
-                "204",
-                "namespace {ns}"
-            );
-        }
+    for ns in [&ns_a, &ns_b] {
+        e2e_tests::create_pulsar_namespace(ns);
     }
     // Namespace a produces to `orders` (its own) and commits as group `billing`.
     let producer: FutureProducer = as_tenant(&ns_a).create().unwrap();

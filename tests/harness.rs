@@ -27,6 +27,24 @@ pub fn test_pulsar() -> Option<(String, String)> {
     Some((url, admin))
 }
 
+/// Creates `tenant/namespace` on the test Pulsar (the gateway creates topics, not namespaces);
+/// nothing on the embedded backend, which needs none.
+pub fn create_pulsar_namespace(namespace: &str) {
+    let Some((_, admin)) = test_pulsar() else {
+        return;
+    };
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg(format!("{admin}/admin/v2/namespaces/{namespace}"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "204",
+        "creating namespace {namespace}"
+    );
+}
+
 /// A gateway running in this process with its own data directory.
 pub struct InProcessGateway {
     pub gateway: RunningGateway,

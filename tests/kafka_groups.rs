@@ -449,11 +449,16 @@ enum Fleet {
 /// lease comes free, another instance claims it and loads the group, commits resume within the
 /// session timeout, every record is consumed and none is delivered again after a commit
 /// covered it.
+///
+/// Each fleet has a namespace of its own: gateways sharing a namespace share its group shards,
+/// so they are one fleet (the tests run in parallel on one Pulsar).
 async fn fleet_run(label: &str, fleet: Fleet) {
     let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
         e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
     )
     .expect("pulsar backend");
+    let namespace = unique(label);
+    e2e_tests::create_pulsar_namespace(&format!("public/{namespace}"));
     let balancer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let balanced = balancer.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -464,7 +469,8 @@ async fn fleet_run(label: &str, fleet: Fleet) {
         let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let internal = format!("127.0.0.1:{}", free_port());
-        let extra: Vec<String> = match fleet {
+        let mut extra: Vec<String> = vec!["--kafka-default-namespace".into(), namespace.clone()];
+        extra.extend(match fleet {
             Fleet::Addressable => vec!["--kafka-node-id".into(), (n + 1).to_string()],
             Fleet::Forward => vec![
                 "--kafka-advertised".into(),
@@ -474,7 +480,7 @@ async fn fleet_run(label: &str, fleet: Fleet) {
                 "--kafka-internal-listen".into(),
                 internal.clone(),
             ],
-        };
+        });
         gateways.push(Some(GatewayProcess::start_with_args(
             GATEWAY_BIN,
             &dir.path().join(format!("gw{n}")),
@@ -529,7 +535,7 @@ async fn fleet_run(label: &str, fleet: Fleet) {
         gateway_kafka::groups::coordinator::fnv1a(group.as_bytes()) % settings.shards as u64;
     let shard_topic = TopicName::new(
         "public",
-        "default",
+        &namespace,
         &format!("__gateway_kafka_groups-{shard}"),
     );
     let holder = backend
