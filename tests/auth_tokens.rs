@@ -538,6 +538,82 @@ async fn amqp_refuses_every_bad_credential_with_access_refused() {
         .expect("still serving");
 }
 
+/// A token's `exp` ends its AMQP connection (403 ACCESS_REFUSED), unless the client renews it
+/// with connection.update-secret, RabbitMQ's method for tokens that expire; a new token for
+/// another role or signed with another key is refused (530 NOT_ALLOWED) and closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_connections_end_when_their_token_expires_unless_renewed() {
+    use futures::StreamExt;
+    let gateway = secured_gateway().await;
+    let short = || sign(json!({"sub": "tenant-a-app", "exp": now() + 2}), SECRET);
+    let renewed = amqp_connect(&gateway, "app", &short())
+        .await
+        .expect("logs in");
+    renewed
+        .update_secret(valid_token().into(), "refresh".into())
+        .await
+        .expect("update-secret-ok");
+    let expiring = amqp_connect(&gateway, "app", &short())
+        .await
+        .expect("logs in");
+    let mut events = expiring.events_listener();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => break format!("{e:?}"),
+                Some(_) => continue,
+                None => break "events ended without an error".to_owned(),
+            }
+        }
+    })
+    .await
+    .expect("closed within 10 s of its token's exp");
+    assert!(
+        closed.contains("ACCESS_REFUSED") || closed.contains("403"),
+        "{closed}"
+    );
+    assert!(!expiring.status().connected());
+    // The renewed connection outlived the first token and still serves.
+    let channel = renewed.create_channel().await.expect("still open");
+    channel
+        .queue_declare(
+            "renewed-q".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("served after the first token's exp");
+    renewed.close(200, "bye".into()).await.unwrap();
+    for (what, new_secret) in [
+        (
+            "another role",
+            sign(json!({"sub": "someone-else", "exp": now() + 3600}), SECRET),
+        ),
+        (
+            "another key",
+            sign(
+                json!({"sub": "tenant-a-app", "exp": now() + 3600}),
+                OTHER_SECRET,
+            ),
+        ),
+        ("not a token", "garbage".to_owned()),
+    ] {
+        let connection = amqp_connect(&gateway, "app", &valid_token()).await.unwrap();
+        let err = connection
+            .update_secret(new_secret.into(), "swap".into())
+            .await
+            .expect_err(what);
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("NOT_ALLOWED") || text.contains("530"),
+            "{what}: {text}"
+        );
+    }
+}
+
 // ---- secrets never reach the log --------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

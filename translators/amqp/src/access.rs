@@ -29,8 +29,8 @@ pub const CERTIFICATE_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Whose rights a session's operations are checked against.
 pub enum Credential {
-    /// The token the client logged in with.
-    Token(Secret),
+    /// The token the client logged in with, or last gave with connection.update-secret.
+    Token(Principal),
     /// The role of a client certificate (SASL EXTERNAL): the gateway signs short-lived tokens
     /// for it, a fresh one before the last expires.
     Certificate {
@@ -40,7 +40,7 @@ pub enum Credential {
 }
 
 pub struct Access {
-    credential: Credential,
+    credential: Mutex<Credential>,
     /// The token last signed for a certificate's role.
     issued: Mutex<Option<Principal>>,
     answers: Recent<bool>,
@@ -49,7 +49,7 @@ pub struct Access {
 impl Access {
     pub fn new(credential: Credential) -> Access {
         Access {
-            credential,
+            credential: Mutex::new(credential),
             issued: Mutex::new(None),
             answers: Recent::new(ANSWER_TTL),
         }
@@ -57,8 +57,8 @@ impl Access {
 
     /// A token for the client's role, valid for a while yet.
     pub fn token(&self) -> Option<Secret> {
-        match &self.credential {
-            Credential::Token(token) => Some(token.clone()),
+        match &*self.credential.lock().expect("credential lock") {
+            Credential::Token(principal) => Some(principal.token.clone()),
             Credential::Certificate { role, verifier } => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -75,6 +75,29 @@ impl Access {
                 issued.as_ref().map(|p| p.token.clone())
             }
         }
+    }
+
+    /// When the client's own token expires (seconds since the epoch), if it does. A
+    /// certificate's role has none: the gateway renews the tokens it signs for it.
+    pub fn expires_at(&self) -> Option<u64> {
+        match &*self.credential.lock().expect("credential lock") {
+            Credential::Token(principal) => principal.expires_at,
+            Credential::Certificate { .. } => None,
+        }
+    }
+
+    /// connection.update-secret: the client's new token replaces the old one if it is for the
+    /// same role. Answers Pulsar gave for the old token are forgotten.
+    pub fn renew(&self, principal: Principal) -> Result<(), &'static str> {
+        match &mut *self.credential.lock().expect("credential lock") {
+            Credential::Token(current) if current.role == principal.role => *current = principal,
+            Credential::Token(_) => return Err("the new token is for another role"),
+            Credential::Certificate { .. } => {
+                return Err("a certificate login has no secret to update")
+            }
+        }
+        self.answers.forget(|_| true);
+        Ok(())
     }
 
     /// basic.publish to `exchange`, whose messages go to `topic`.

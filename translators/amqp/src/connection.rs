@@ -379,7 +379,7 @@ fn authenticate(
     };
     let token = password.strip_prefix("token:").unwrap_or(&password);
     match verifier.verify(token) {
-        Ok(principal) => Ok((principal.role, Some(Credential::Token(principal.token)))),
+        Ok(principal) => Ok((principal.role.clone(), Some(Credential::Token(principal)))),
         Err(reason) => {
             metrics::counter!("amqp_authentication_failures_total").increment(1);
             tracing::info!(%user, %reason, "AMQP login refused");
@@ -556,6 +556,18 @@ async fn run<R: AsyncRead + Unpin>(
                     error: Some(AmqpError::connection(ReplyCode::ConnectionForced, "the gateway is shutting down")),
                 };
             }
+            // A token's `exp` ends its connection, as RabbitMQ ends a connection whose OAuth 2
+            // token expired; connection.update-secret moves it.
+            _ = tokio::time::sleep_until(token_deadline(session)) => {
+                info!(connection = %session.name, user = %session.user, "the client's token expired; closing the connection");
+                return Ended {
+                    channels,
+                    error: Some(AmqpError::connection(
+                        ReplyCode::AccessRefused,
+                        "the token expired (renew it with connection.update-secret before it does)",
+                    )),
+                };
+            }
         };
         let frame = match frame {
             Err(_) => {
@@ -595,6 +607,42 @@ async fn run<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// When the session's token expires, as a Tokio instant; far off when it never does.
+fn token_deadline(session: &Session) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let Some(exp) = session.access.as_ref().and_then(|a| a.expires_at()) else {
+        return now + Duration::from_secs(3600 * 24 * 365);
+    };
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now + Duration::from_secs(exp).saturating_sub(since_epoch)
+}
+
+/// connection.update-secret (RabbitMQ's method for tokens that expire): a valid token for the
+/// same role replaces the connection's, which then lives until the new one expires. A refusal
+/// closes the connection with NOT_ALLOWED, as RabbitMQ does.
+fn update_secret(session: &Session, new_secret: &[u8]) -> Result<(), AmqpError> {
+    let refused = |reason: &str| {
+        info!(connection = %session.name, user = %session.user, %reason, "secret update refused");
+        AmqpError::connection(
+            ReplyCode::NotAllowed,
+            format!("the new secret was refused: {reason}"),
+        )
+    };
+    let (Some(access), Some(verifier)) = (&session.access, &session.frontend.config.auth) else {
+        return Err(refused("this connection did not log in with a token"));
+    };
+    let secret = String::from_utf8_lossy(new_secret);
+    let token = secret.strip_prefix("token:").unwrap_or(&secret);
+    let principal = verifier
+        .verify(token)
+        .map_err(|e| refused(&e.to_string()))?;
+    access.renew(principal).map_err(refused)?;
+    info!(connection = %session.name, user = %session.user, "secret updated");
+    Ok(())
 }
 
 enum Flow {
@@ -638,6 +686,17 @@ async fn handle_frame(
                     );
                     let _ = session.out.send(vec![ok]).await;
                     Ok(Flow::Closed)
+                }
+                connection::AMQPMethod::UpdateSecret(update) => {
+                    update_secret(session, update.new_secret.as_bytes())?;
+                    let ok = AMQPFrame::Method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                            connection::UpdateSecretOk {},
+                        )),
+                    );
+                    let _ = session.out.send(vec![ok]).await;
+                    Ok(Flow::Continue)
                 }
                 // A client answering connection.blocked-style server methods, or misusing the
                 // handshake methods, is a hard error.
