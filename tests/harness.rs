@@ -63,6 +63,7 @@ impl InProcessGateway {
             config.backend.kind = BackendKind::Pulsar;
             config.backend.pulsar_url = Some(url);
             config.backend.pulsar_admin_url = Some(admin);
+            config.kafka.groups.state_topic = own_group_state(data.path());
         }
         adjust(&mut config);
         let gateway = pulsar_gateway::start(config).await.expect("gateway starts");
@@ -72,6 +73,16 @@ impl InProcessGateway {
     pub fn bootstrap(&self) -> String {
         self.gateway.kafka_addr().to_string()
     }
+}
+
+/// Group state of a test gateway's own on the shared test Pulsar, named after its data directory
+/// (so a restart on the same directory finds it again). Gateways sharing group state are one
+/// fleet: a test's consumer could otherwise be sent to another test's gateway as its group
+/// coordinator, and lose it when that test ends (seen in CI as BrokerTransportFailure).
+/// Fleet tests name one state topic for all their instances.
+pub fn own_group_state(data_dir: &Path) -> String {
+    let hash = gateway_kafka::groups::coordinator::fnv1a(data_dir.as_os_str().as_encoded_bytes());
+    format!("__gateway_kafka_groups_test_{hash:016x}")
 }
 
 /// A free loopback port (bound then released), for child processes that must keep a fixed port
@@ -160,14 +171,21 @@ impl GatewayProcess {
                 vec!["--log-level", "warn"]
             })
             .args(match test_pulsar() {
-                Some((url, admin)) => vec![
-                    "--backend".into(),
-                    "pulsar".into(),
-                    "--pulsar-url".into(),
-                    url,
-                    "--pulsar-admin-url".into(),
-                    admin,
-                ],
+                Some((url, admin)) => {
+                    let mut pulsar = vec![
+                        "--backend".into(),
+                        "pulsar".into(),
+                        "--pulsar-url".into(),
+                        url,
+                        "--pulsar-admin-url".into(),
+                        admin,
+                    ];
+                    if !extra.iter().any(|a| a == "--kafka-group-state-topic") {
+                        pulsar.push("--kafka-group-state-topic".into());
+                        pulsar.push(own_group_state(data_dir));
+                    }
+                    pulsar
+                }
                 None => vec![],
             })
             .args(extra)

@@ -453,6 +453,8 @@ enum Fleet {
 /// Each fleet has a namespace of its own: gateways sharing a namespace share its group shards,
 /// so they are one fleet (the tests run in parallel on one Pulsar).
 async fn fleet_run(label: &str, fleet: Fleet) {
+    // One state topic for the three instances: that makes them one fleet.
+    const STATE_TOPIC: &str = "__gateway_kafka_groups";
     let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
         e2e_tests::backends::pulsar_config().expect("GATEWAY_TEST_BACKEND=pulsar and PULSAR_URL"),
     )
@@ -469,7 +471,12 @@ async fn fleet_run(label: &str, fleet: Fleet) {
         let kafka: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let internal = format!("127.0.0.1:{}", free_port());
-        let mut extra: Vec<String> = vec!["--kafka-default-namespace".into(), namespace.clone()];
+        let mut extra: Vec<String> = vec![
+            "--kafka-default-namespace".into(),
+            namespace.clone(),
+            "--kafka-group-state-topic".into(),
+            STATE_TOPIC.into(),
+        ];
         extra.extend(match fleet {
             Fleet::Addressable => vec!["--kafka-node-id".into(), (n + 1).to_string()],
             Fleet::Forward => vec![
@@ -533,11 +540,7 @@ async fn fleet_run(label: &str, fleet: Fleet) {
     let settings = gateway_kafka::groups::GroupSettings::default();
     let shard =
         gateway_kafka::groups::coordinator::fnv1a(group.as_bytes()) % settings.shards as u64;
-    let shard_topic = TopicName::new(
-        "public",
-        &namespace,
-        &format!("__gateway_kafka_groups-{shard}"),
-    );
+    let shard_topic = TopicName::new("public", &namespace, &format!("{STATE_TOPIC}-{shard}"));
     let holder = backend
         .lease_holder(&shard_topic)
         .await

@@ -96,6 +96,11 @@ pub struct GroupOptions {
     /// Shards (table topics) the groups are spread over. Changing it moves groups between
     /// shards, so it is fixed for the life of a deployment.
     pub shards: u32,
+    /// Name of the table topics (`<name>-<shard>`, in the default namespace) holding the groups'
+    /// state. Gateways that share it are one fleet; a distinct name keeps a fleet's groups
+    /// apart from another fleet's in the same namespace. Always starts with `__gateway_`, so
+    /// that Kafka clients never see it.
+    pub state_topic: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +210,7 @@ impl Default for Config {
                     min_session_timeout_ms: 6000,
                     max_session_timeout_ms: 1_800_000,
                     shards: 16,
+                    state_topic: "__gateway_kafka_groups".into(),
                 },
             },
             amqp: AmqpSettings {
@@ -704,6 +710,13 @@ pub static OPTIONS: &[OptionSpec] = &[
         get: |c| integer(c.kafka.groups.shards),
     },
     OptionSpec {
+        key: "kafka.group_state_topic",
+        flag: "kafka-group-state-topic",
+        help: "Topic name (starting __gateway_) of the groups' state; gateways sharing it are one fleet",
+        set: |c, v| parse_state_topic(v).map(|x| c.kafka.groups.state_topic = x),
+        get: |c| string(&c.kafka.groups.state_topic),
+    },
+    OptionSpec {
         key: "amqp.listen",
         flag: "amqp-listen",
         help: "Address the plaintext AMQP 0-9-1 (RabbitMQ) listener binds (IP:PORT; port 0 picks a free port), or off",
@@ -1084,6 +1097,20 @@ fn parse_name_part(v: &str) -> Result<String, String> {
     }
 }
 
+/// An internal topic's name: hidden from Kafka clients by its prefix, and short enough for
+/// Pulsar once `-<shard>` is added.
+fn parse_state_topic(v: &str) -> Result<String, String> {
+    let name = parse_name_part(v)?;
+    if !name.starts_with(gateway_kafka::groups::coordinator::INTERNAL_TOPIC_PREFIX)
+        || name.len() > 200
+    {
+        return Err(format!(
+            "\"{v}\" must start with __gateway_ and be at most 200 characters"
+        ));
+    }
+    Ok(name)
+}
+
 fn parse_url(v: &str, schemes: &[&str]) -> Result<String, String> {
     match schemes.iter().find(|s| v.starts_with(**s)) {
         Some(scheme) if v.len() > scheme.len() => Ok(v.to_string()),
@@ -1394,6 +1421,22 @@ mod tests {
             err.errors.iter().all(|e| e.contains("gateway.toml")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn group_state_topic_stays_internal() {
+        let load = |v: &str| Config::load(&cli(&["--kafka-group-state-topic", v]), &env_of(&[]));
+        let ok = load("__gateway_kafka_groups_blue").unwrap();
+        assert_eq!(ok.kafka.groups.state_topic, "__gateway_kafka_groups_blue");
+        // Kafka clients would see (and could write) a topic without the internal prefix.
+        for refused in [
+            "orders",
+            "__gateway_a/b",
+            &format!("__gateway_{}", "x".repeat(200)),
+        ] {
+            let err = load(refused).unwrap_err().to_string();
+            assert!(err.contains("kafka.group_state_topic"), "{refused}: {err}");
+        }
     }
 
     #[test]

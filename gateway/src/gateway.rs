@@ -294,7 +294,7 @@ fn group_settings(
         state_topic: gateway_core::TopicName::new(
             &kafka.default_tenant,
             &kafka.default_namespace,
-            "__gateway_kafka_groups",
+            &options.state_topic,
         ),
         instance: Instance {
             node_id: node_id(kafka, advertised),
