@@ -605,6 +605,39 @@ async fn table_compaction(f: &dyn BackendFixture) {
     }
 }
 
+/// Announcements (how gateway instances find each other): every live name is listed, a name
+/// cannot be announced twice at once, and a dropped announcement drops out.
+async fn announcements(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("fleet");
+    assert!(b.announced(&t).await.unwrap().is_empty(), "nobody yet");
+    let first = b.announce(&t, "instance-a").await.expect("announced");
+    let second = b.announce(&t, "instance-b").await.expect("announced");
+    assert!(first.is_live() && second.is_live());
+    let mut names = b.announced(&t).await.unwrap();
+    names.sort();
+    assert_eq!(names, ["instance-a", "instance-b"]);
+    assert!(
+        b.announce(&t, "instance-a").await.is_err(),
+        "a live name is not announced twice"
+    );
+    drop(first);
+    // Withdrawing reaches the broker asynchronously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = b.announced(&t).await.unwrap();
+        if names == ["instance-b"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped announcement is still listed: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+}
+
 /// An exclusive writer lease: one holder at a time, other writers kept off, released on drop.
 async fn exclusive_lease(f: &dyn BackendFixture) {
     let b = f.backend();
@@ -829,6 +862,7 @@ conformance!(
     seek_subscription,
     table_topic,
     exclusive_lease,
+    announcements,
     table_compaction,
     survives_restart,
 );

@@ -212,6 +212,7 @@ pub async fn start_with_backend(
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
+        frontend.start();
         let internal_addr = addresses.internal.as_ref().map(|(bound, _)| *bound);
         let tls = addresses.tls.clone();
         Arc::new(move |stream, drain| {

@@ -219,6 +219,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The name of whoever holds the topic's lease, if anyone.
     async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>>;
 
+    /// Announces `name` on `topic` while the returned guard lives and its connection holds (a
+    /// named producer that writes nothing): `announced` lists it to everyone. A process that
+    /// dies drops out when its connection does, so this is how gateway instances find each
+    /// other without any state of their own.
+    async fn announce(&self, topic: &TopicName, name: &str) -> Result<Box<dyn Announcement>>;
+
+    /// The names announced on `topic` and still live.
+    async fn announced(&self, topic: &TopicName) -> Result<Vec<String>>;
+
     /// Deletes a durable subscription. Fails while it has connected consumers.
     async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()>;
 
@@ -235,6 +244,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
         self.backlog(topic, subscription).await
     }
+}
+
+/// A name announced on a topic (see `Backend::announce`); dropping it withdraws the name.
+pub trait Announcement: Send + Sync {
+    /// False once the announcement is gone (its connection ended); announce again.
+    fn is_live(&self) -> bool;
 }
 
 /// An exclusive writer on a topic (see `Backend::try_lease`). Dropping it releases the topic.

@@ -13,8 +13,8 @@ pub mod table;
 pub mod topic;
 
 pub use backend::{
-    Backend, BackendRef, Consumer, InitialPosition, Lease, PendingSend, Reader, SeekTarget,
-    SendReceipt, SubscriptionType, TopicInfo,
+    Announcement, Backend, BackendRef, Consumer, InitialPosition, Lease, PendingSend, Reader,
+    SeekTarget, SendReceipt, SubscriptionType, TopicInfo,
 };
 pub use error::{BackendError, ErrorSource, Result};
 pub use message::{EntryId, EntryToSend, Message, MessageId, ReceivedMessage, StoredEntry};

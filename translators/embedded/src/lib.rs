@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId, PendingSend, Reader,
-    Result, TopicName,
+    Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
+    PendingSend, Reader, Result, TopicName,
 };
 use redb::ReadableDatabase;
 
@@ -31,6 +31,32 @@ pub struct EmbeddedBackend {
     /// Topic -> holder of its exclusive writer lease. One process owns the store, so a lease is
     /// a plain in-process lock here.
     leases: Arc<Mutex<HashMap<String, String>>>,
+    /// Names announced per topic (see `Backend::announce`), in-process like the leases.
+    announced: Arc<Mutex<Announced>>,
+}
+
+type Announced = HashMap<String, Vec<String>>;
+
+/// A name announced on a topic of the embedded store; withdrawn on drop.
+struct EmbeddedAnnouncement {
+    topic: String,
+    name: String,
+    announced: Arc<Mutex<Announced>>,
+}
+
+impl Drop for EmbeddedAnnouncement {
+    fn drop(&mut self) {
+        let mut announced = self.announced.lock().expect("announced lock");
+        if let Some(names) = announced.get_mut(&self.topic) {
+            names.retain(|n| *n != self.name);
+        }
+    }
+}
+
+impl Announcement for EmbeddedAnnouncement {
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// An exclusive writer on one topic of the embedded store.
@@ -72,6 +98,7 @@ impl EmbeddedBackend {
             topics,
             writer,
             leases: Arc::default(),
+            announced: Arc::default(),
         }))
     }
 }
@@ -154,6 +181,31 @@ impl Backend for EmbeddedBackend {
             .expect("leases lock")
             .get(&topic.to_string())
             .cloned())
+    }
+
+    async fn announce(&self, topic: &TopicName, name: &str) -> Result<Box<dyn Announcement>> {
+        let mut announced = self.announced.lock().expect("announced lock");
+        let names = announced.entry(topic.to_string()).or_default();
+        // As Pulsar refuses a second producer with a name already connected.
+        if names.iter().any(|n| n == name) {
+            return Err(BackendError::ConsumerBusy(format!(
+                "{name} is already announced on {topic}"
+            )));
+        }
+        names.push(name.to_owned());
+        Ok(Box::new(EmbeddedAnnouncement {
+            topic: topic.to_string(),
+            name: name.to_owned(),
+            announced: self.announced.clone(),
+        }))
+    }
+
+    async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
+        let announced = self.announced.lock().expect("announced lock");
+        Ok(announced
+            .get(&topic.to_string())
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

@@ -40,6 +40,14 @@ impl KafkaFrontend {
         })
     }
 
+    /// Starts the background work of a running instance: in an addressable fleet, announcing
+    /// itself to its peers and reading theirs (Metadata lists them). Needs a Tokio runtime.
+    pub fn start(&self) {
+        if !self.config.forward_groups {
+            self.groups.start_fleet();
+        }
+    }
+
     /// This front end acting for one client: topics and records go through `backend` (the
     /// backend as that client, so Pulsar's authorization decides); groups, sequences and the
     /// forwarder stay shared with every other connection.
@@ -69,6 +77,24 @@ impl KafkaFrontend {
                 i32::from(self.config.advertised_port),
             ),
         }
+    }
+
+    /// The brokers Metadata and DescribeCluster list for `client`, as (node id, host, port): this
+    /// instance first, then, in an addressable fleet, its live peers (a client is sent to them by
+    /// FindCoordinator and must keep finding them in Metadata).
+    pub(crate) async fn brokers_for(
+        &self,
+        client: &crate::handlers::groups::ClientInfo,
+    ) -> Vec<(i32, String, i32)> {
+        let (host, port) = self.advertised_for(client);
+        let mut brokers = vec![(self.config.node_id, host, port)];
+        if !self.config.forward_groups {
+            for peer in self.groups.peers() {
+                let (host, port) = peer.address_for(client.advertised.is_some());
+                brokers.push((peer.node_id, host, i32::from(port)));
+            }
+        }
+        brokers
     }
 
     /// The Pulsar topic a Kafka topic name maps to: short names live in the default namespace;

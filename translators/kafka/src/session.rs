@@ -351,7 +351,7 @@ impl KafkaFrontend {
                 self.handle_describe_configs(r).await,
             )),
             RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
-                self.handle_describe_cluster(&conn.client),
+                self.handle_describe_cluster(&conn.client).await,
             )),
             RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
                 self.handle_find_coordinator(r, version, &conn.client).await,

@@ -289,20 +289,35 @@ impl AdminClient {
 
     /// The name of the topic's exclusive producer, if one is connected.
     pub async fn exclusive_producer(&self, topic: &TopicName) -> Result<Option<String>> {
+        Ok(self
+            .publishers(topic)
+            .await?
+            .into_iter()
+            .find(|p| p.access_mode.as_deref() == Some("Exclusive"))
+            .and_then(|p| p.producer_name))
+    }
+
+    /// The names of the producers connected to a topic (none when it does not exist).
+    pub async fn producer_names(&self, topic: &TopicName) -> Result<Vec<String>> {
+        Ok(self
+            .publishers(topic)
+            .await?
+            .into_iter()
+            .filter_map(|p| p.producer_name)
+            .collect())
+    }
+
+    async fn publishers(&self, topic: &TopicName) -> Result<Vec<PublisherStats>> {
         let reply = self
             .call(Method::GET, &self.topic_url(topic, "/stats"), None)
             .await?;
         match reply.status {
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
             s if !s.is_success() => return Err(reply.error(topic)),
             _ => {}
         }
         let stats: TopicStats = reply.json(topic)?;
-        Ok(stats
-            .publishers
-            .into_iter()
-            .find(|p| p.access_mode.as_deref() == Some("Exclusive"))
-            .and_then(|p| p.producer_name))
+        Ok(stats.publishers)
     }
 
     /// Deletes a durable subscription; refused while consumers are connected. A missing topic is

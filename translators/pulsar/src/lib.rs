@@ -18,8 +18,8 @@ use dashmap::DashMap;
 use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
 use gateway_core::recent::Recent;
 use gateway_core::{
-    Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId, PendingSend, Reader,
-    Result, TopicName,
+    Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
+    PendingSend, Reader, Result, TopicName,
 };
 use tokio::sync::Mutex;
 
@@ -43,6 +43,15 @@ impl Lease for PulsarLease {
     }
 
     fn is_held(&self) -> bool {
+        self.0.is_usable()
+    }
+}
+
+/// A name announced on a topic: a named producer that writes nothing (see `Backend::announce`).
+struct PulsarAnnouncement(Producer);
+
+impl Announcement for PulsarAnnouncement {
+    fn is_live(&self) -> bool {
         self.0.is_usable()
     }
 }
@@ -406,6 +415,16 @@ impl Backend for PulsarBackend {
 
     async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
         self.admin.exclusive_producer(topic).await
+    }
+
+    async fn announce(&self, topic: &TopicName, name: &str) -> Result<Box<dyn Announcement>> {
+        let producer =
+            Producer::create(&self.pool, &topic.to_string(), Some(name), self.compression).await?;
+        Ok(Box::new(PulsarAnnouncement(producer)))
+    }
+
+    async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
+        self.admin.producer_names(topic).await
     }
 
     async fn position_subscription(

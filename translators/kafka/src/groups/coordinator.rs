@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gateway_core::{table, BackendError, BackendRef, Lease, TopicName};
+use gateway_core::{table, Announcement, BackendError, BackendRef, Lease, TopicName};
 use kafka_protocol::error::ResponseError;
 
 use super::mirror::Mirror;
@@ -168,7 +168,12 @@ pub struct GroupCoordinator {
     mirror: Arc<Mirror>,
     seq: AtomicU64,
     ticking: AtomicBool,
+    /// The fleet's other live instances, as Metadata lists them (see `peers`).
+    peers: Mutex<Vec<Instance>>,
 }
+
+/// How often an instance renews its announcement to the fleet and reads everyone else's.
+const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
 /// A partition's commit as the handler resolved it.
 pub struct CommitRequest {
@@ -249,6 +254,7 @@ impl GroupCoordinator {
             mirror,
             seq: AtomicU64::new(1),
             ticking: AtomicBool::new(false),
+            peers: Mutex::default(),
         })
     }
 
@@ -340,14 +346,98 @@ impl GroupCoordinator {
             Ok(_) => Ok(Owner::Local),
             Err(ResponseError::NotCoordinator) => {
                 match self.backend.lease_holder(&shard.topic).await {
-                    Ok(Some(holder)) => Instance::parse(&holder)
-                        .map(Owner::Remote)
-                        .ok_or(ResponseError::CoordinatorNotAvailable),
+                    Ok(Some(holder)) => {
+                        let owner = Instance::parse(&holder)
+                            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+                        self.note_peer(&owner);
+                        Ok(Owner::Remote(owner))
+                    }
                     // Released in between: the next lookup claims it.
                     Ok(None) | Err(_) => Err(ResponseError::CoordinatorNotAvailable),
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The fleet's other instances, for Metadata to list beside this one: a client told by
+    /// FindCoordinator that a peer coordinates its group must also find that peer in Metadata,
+    /// and Metadata from any instance must list the same brokers. librdkafka (2.10 and later)
+    /// drops a broker that a Metadata answer leaves out, and a request in flight to it is lost
+    /// (seen: a consumer's topic metadata request, after which it never joined its group).
+    /// Empty until `start_fleet` has read the fleet once.
+    pub fn peers(&self) -> Vec<Instance> {
+        self.peers.lock().expect("peers lock").clone()
+    }
+
+    /// Announces this instance on the fleet topic (beside the shards' topics) and reads every
+    /// live announcement every `FLEET_REFRESH`, until the coordinator is dropped. An instance
+    /// that dies drops out when Pulsar sees its connection close. For addressable fleets.
+    pub fn start_fleet(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut announcement: Option<Box<dyn Announcement>> = None;
+            loop {
+                let Some(this) = weak.upgrade() else {
+                    return;
+                };
+                let topic = this.fleet_topic();
+                if !announcement.as_ref().is_some_and(|a| a.is_live()) {
+                    // Created first, like the shards' topics: a broker may not auto-create.
+                    match this.backend.create_topic(&topic, 0).await {
+                        Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
+                        Err(e) => tracing::debug!(%topic, error = %e, "creating the fleet topic"),
+                    }
+                    let holder = this.settings.instance.holder_name();
+                    announcement = match this.backend.announce(&topic, &holder).await {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            tracing::warn!(%topic, error = %e, "announcing this instance to the fleet failed; retrying");
+                            None
+                        }
+                    };
+                }
+                match this.backend.announced(&topic).await {
+                    Ok(names) => this.set_peers(&names),
+                    Err(e) => tracing::warn!(%topic, error = %e, "reading the fleet failed"),
+                }
+                drop(this);
+                tokio::time::sleep(FLEET_REFRESH).await;
+            }
+        });
+    }
+
+    fn fleet_topic(&self) -> TopicName {
+        let base = &self.settings.state_topic;
+        TopicName::new(
+            &base.tenant,
+            &base.namespace,
+            &format!("{}-fleet", base.local),
+        )
+    }
+
+    fn set_peers(&self, names: &[String]) {
+        let me = self.settings.instance.node_id;
+        let mut instances: Vec<Instance> = Vec::new();
+        for instance in names.iter().filter_map(|n| Instance::parse(n)) {
+            if instance.node_id != me && !instances.iter().any(|i| i.node_id == instance.node_id) {
+                instances.push(instance);
+            }
+        }
+        instances.sort_by_key(|i| i.node_id);
+        *self.peers.lock().expect("peers lock") = instances;
+    }
+
+    /// A peer FindCoordinator just named is listed at once, before the next read.
+    fn note_peer(&self, owner: &Instance) {
+        if owner.node_id == self.settings.instance.node_id {
+            return;
+        }
+        let mut peers = self.peers.lock().expect("peers lock");
+        if !peers.iter().any(|i| i == owner) {
+            peers.retain(|i| i.node_id != owner.node_id);
+            peers.push(owner.clone());
+            peers.sort_by_key(|i| i.node_id);
         }
     }
 

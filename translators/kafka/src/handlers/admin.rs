@@ -244,19 +244,20 @@ impl KafkaFrontend {
         ]
     }
 
-    pub(crate) fn handle_describe_cluster(
+    pub(crate) async fn handle_describe_cluster(
         &self,
         client: &crate::handlers::groups::ClientInfo,
     ) -> DescribeClusterResponse {
-        let (host, port) = self.advertised_for(client);
         let mut response = DescribeClusterResponse::default();
         response.cluster_id = str_bytes(self.config.cluster_id.clone());
         response.controller_id = BrokerId(self.config.node_id);
-        let mut broker = DescribeClusterBroker::default();
-        broker.broker_id = BrokerId(self.config.node_id);
-        broker.host = str_bytes(host);
-        broker.port = port;
-        response.brokers = vec![broker];
+        for (node_id, host, port) in self.brokers_for(client).await {
+            let mut broker = DescribeClusterBroker::default();
+            broker.broker_id = BrokerId(node_id);
+            broker.host = str_bytes(host);
+            broker.port = port;
+            response.brokers.push(broker);
+        }
         response
     }
 }

@@ -1,5 +1,6 @@
 //! Metadata (key 3): the gateway advertises itself as the leader and only replica of every
-//! partition, so clients send everything here.
+//! partition, so clients send everything here. In an addressable fleet it also lists the peers
+//! coordinating groups, so that clients keep their coordinator connections.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -19,15 +20,16 @@ impl KafkaFrontend {
         version: i16,
         client: &crate::handlers::groups::ClientInfo,
     ) -> MetadataResponse {
-        let (host, port) = self.advertised_for(client);
         let config = &self.config;
         let node = BrokerId(config.node_id);
         let mut response = MetadataResponse::default();
-        let mut broker = MetadataResponseBroker::default();
-        broker.node_id = node;
-        broker.host = str_bytes(host);
-        broker.port = port;
-        response.brokers = vec![broker];
+        for (node_id, host, port) in self.brokers_for(client).await {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(node_id);
+            broker.host = str_bytes(host);
+            broker.port = port;
+            response.brokers.push(broker);
+        }
         response.cluster_id = Some(str_bytes(config.cluster_id.clone()));
         response.controller_id = node;
 
