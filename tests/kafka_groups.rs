@@ -476,6 +476,9 @@ async fn fleet_run(label: &str, fleet: Fleet) {
             namespace.clone(),
             "--kafka-group-state-topic".into(),
             STATE_TOPIC.into(),
+            // The logs are shown when recovery is slow (see below).
+            "--log-level".into(),
+            "info".into(),
         ];
         extra.extend(match fleet {
             Fleet::Addressable => vec!["--kafka-node-id".into(), (n + 1).to_string()],
@@ -580,6 +583,18 @@ async fn fleet_run(label: &str, fleet: Fleet) {
         "[{label}] commits resumed {:.1}s after the kill; the shard is now held by {new_holder:?}",
         recovered.as_secs_f64()
     );
+    if recovered >= Duration::from_secs(15) {
+        for n in 0..3 {
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("gw{n}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- [{label}] gw{n}.log, last lines ---\n{}",
+                tail.join("\n")
+            );
+        }
+    }
     assert!(
         recovered < Duration::from_secs(15),
         "[{label}] the group took {recovered:?} to commit again (session timeout 10 s)"

@@ -724,6 +724,10 @@ impl KafkaFrontend {
     }
 }
 
+/// How long a forwarding instance waits, after its peer could not be reached, before asking
+/// again who coordinates: time for Pulsar to see the dead peer's connection close.
+const OWNER_RECHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl KafkaFrontend {
     /// Forward mode: the answer of the instance coordinating `group`, or `None` when this
     /// instance coordinates it (or is not in forward mode, or the request came from a peer).
@@ -738,23 +742,36 @@ impl KafkaFrontend {
         if !self.config.forward_groups || client.internal {
             return None;
         }
-        let peer = match self.groups.owner_of(group).await {
-            Ok(Owner::Local) => return None,
-            Ok(Owner::Remote(owner)) => match owner.internal {
-                Some(peer) => peer,
-                None => return Some(Err(ResponseError::CoordinatorNotAvailable)),
-            },
-            Err(e) => return Some(Err(e)),
-        };
-        Some(
-            self.forwarder
+        let mut tried: Option<String> = None;
+        loop {
+            let peer = match self.groups.owner_of(group).await {
+                Ok(Owner::Local) => return None,
+                Ok(Owner::Remote(owner)) => match owner.internal {
+                    Some(peer) if tried.as_ref() != Some(&peer) => peer,
+                    _ => return Some(Err(ResponseError::CoordinatorNotAvailable)),
+                },
+                Err(e) => return Some(Err(e)),
+            };
+            match self
+                .forwarder
                 .forward(&peer, key, version, &client.client_id, request)
                 .await
-                .map_err(|e| {
+            {
+                Ok(answer) => return Some(Ok(answer)),
+                // An owner that cannot be reached has most likely just died: its lease comes
+                // free as soon as Pulsar sees its connection close. Look once more, so the
+                // group moves here (or to whoever took it) without the client seeing an error.
+                Err(e @ crate::groups::forward::ForwardError::Io(..)) if tried.is_none() => {
+                    tracing::warn!(%peer, error = %e, "forwarding a group request failed; looking for the coordinator again");
+                    tokio::time::sleep(OWNER_RECHECK_DELAY).await;
+                    tried = Some(peer);
+                }
+                Err(e) => {
                     tracing::warn!(%peer, error = %e, "forwarding a group request failed");
-                    ResponseError::CoordinatorNotAvailable
-                }),
-        )
+                    return Some(Err(ResponseError::CoordinatorNotAvailable));
+                }
+            }
+        }
     }
 
     /// For requests about one group: the refusal when the client may not use the group, else
