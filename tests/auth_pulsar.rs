@@ -14,16 +14,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::rdkafka_util::{poll_payloads, unique};
-use e2e_tests::InProcessGateway;
+use e2e_tests::{InProcessGateway, TestPulsar};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 struct AuthPulsar {
-    url: String,
-    admin_url: String,
-    admin_token: String,
+    /// URLs, the superuser's token and (with `--tls`) the CA.
+    access: TestPulsar,
     secret_key: String,
 }
 
@@ -31,10 +30,13 @@ fn auth_pulsar() -> AuthPulsar {
     let var = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| panic!("needs {k} (compat-suites/pulsar/start --auth)"))
     };
+    let access = TestPulsar::from_env().expect("needs PULSAR_URL and PULSAR_ADMIN_URL");
+    assert!(
+        access.token.is_some(),
+        "needs PULSAR_ADMIN_TOKEN (compat-suites/pulsar/start --auth)"
+    );
     AuthPulsar {
-        url: var("PULSAR_URL"),
-        admin_url: var("PULSAR_ADMIN_URL"),
-        admin_token: var("PULSAR_ADMIN_TOKEN"),
+        access,
         secret_key: var("PULSAR_TOKEN_SECRET_KEY"),
     }
 }
@@ -58,19 +60,7 @@ fn pulsar_token(pulsar: &AuthPulsar, subject: &str, expiry: Option<&str>) -> Str
 
 /// One admin REST call with the superuser token; returns the status and body.
 fn admin(pulsar: &AuthPulsar, method: &str, path: &str, body: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {}", pulsar.admin_token),
-        ])
-        .args(["-H", "Content-Type: application/json", "--data", body])
-        .arg(format!("{}{path}", pulsar.admin_url))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
+    pulsar.access.admin_call(method, path, body)
 }
 
 /// Tenant `tenant` with namespace `ns` where `role` may produce and consume, and a
@@ -128,13 +118,9 @@ async fn gateway_on(
     pulsar: &AuthPulsar,
     more: impl FnOnce(&mut pulsar_gateway::Config) + Send + 'static,
 ) -> InProcessGateway {
-    let (url, admin_url) = (pulsar.url.clone(), pulsar.admin_url.clone());
-    let (admin_token, key) = (pulsar.admin_token.clone(), pulsar.secret_key.clone());
+    let (access, key) = (pulsar.access.clone(), pulsar.secret_key.clone());
     InProcessGateway::start_with(move |c| {
-        c.backend.kind = pulsar_gateway::config::BackendKind::Pulsar;
-        c.backend.pulsar_url = Some(url);
-        c.backend.pulsar_admin_url = Some(admin_url);
-        c.backend.pulsar_token = Some(admin_token);
+        access.configure(c);
         c.auth.token_secret_key = Some(key);
         c.auth.required = true;
         more(c);
@@ -599,7 +585,7 @@ async fn kafka_authorization_matrix() {
     // Something to fetch in tenant-a's topic, written with the superuser token.
     let gateway = gateway_on(&pulsar, |_| {}).await;
     let bootstrap = gateway.bootstrap();
-    let seed: FutureProducer = client(&bootstrap, &own, &token("admin")).create().unwrap();
+    let seed: FutureProducer = client(&bootstrap, own, &token("admin")).create().unwrap();
     seed.send(
         FutureRecord::<(), _>::to("data").payload("seed"),
         Duration::from_secs(10),
@@ -660,10 +646,10 @@ async fn kafka_authorization_matrix() {
     }
     e2e_tests::assert_matrix(&results, ("allowed", "refused"));
     // Refused writes wrote nothing: tenant-b's topic holds only the superuser's record.
-    assert_eq!(messages_in(&pulsar, &tenant_b, "data"), 1);
+    assert_eq!(messages_in(&pulsar, tenant_b, "data"), 1);
     // rw-role's refused commit in tenant-b left no offset in tenant-b's group g-rw-role, as the
     // superuser sees it, and no subscription of that name on tenant-b's topic.
-    let superuser: BaseConsumer = client(&bootstrap, &other, &token("admin"))
+    let superuser: BaseConsumer = client(&bootstrap, other, &token("admin"))
         .set("group.id", "g-rw-role")
         .create()
         .unwrap();
@@ -815,44 +801,44 @@ async fn amqp_authorization_matrix() {
     let mut add = |role, vhost, op, queue: &str, allowed| {
         cases.push((role, vhost, op, queue.to_owned(), allowed))
     };
-    add("rw-role", &own, "open", "", true);
-    add("writer-role", &own, "open", "", true);
-    add("reader-role", &own, "open", "", true);
-    add("admin", &own, "open", "", true);
-    add("admin", &other, "open", "", true);
-    add("rw-role", &other, "open", "", false);
-    add("nobody-role", &own, "open", "", false);
+    add("rw-role", own, "open", "", true);
+    add("writer-role", own, "open", "", true);
+    add("reader-role", own, "open", "", true);
+    add("admin", own, "open", "", true);
+    add("admin", other, "open", "", true);
+    add("rw-role", other, "open", "", false);
+    add("nobody-role", own, "open", "", false);
     for role in ["rw-role", "writer-role", "reader-role"] {
-        add(role, &own, "declare", "jobs", true);
+        add(role, own, "declare", "jobs", true);
     }
-    add("admin", &other, "declare", "jobs", true);
+    add("admin", other, "declare", "jobs", true);
     for (role, allowed) in [
         ("rw-role", true),
         ("writer-role", true),
         ("reader-role", false),
     ] {
-        add(role, &own, "publish", "inbox", allowed);
+        add(role, own, "publish", "inbox", allowed);
     }
-    add("admin", &other, "publish", "inbox", true);
+    add("admin", other, "publish", "inbox", true);
     for op in ["get", "consume", "purge"] {
         for (role, allowed) in [
             ("rw-role", true),
             ("writer-role", false),
             ("reader-role", true),
         ] {
-            add(role, &own, op, "jobs", allowed);
+            add(role, own, op, "jobs", allowed);
         }
     }
-    add("admin", &other, "get", "jobs", true);
+    add("admin", other, "get", "jobs", true);
     for (role, allowed) in [
         ("rw-role", true),
         ("writer-role", false),
         ("reader-role", true),
     ] {
-        add(role, &own, "delete", &format!("trash-{role}"), allowed);
+        add(role, own, "delete", &format!("trash-{role}"), allowed);
     }
-    add("rw-role", &own, "get", "locked", false);
-    add("reader-role", &own, "get", "locked", true);
+    add("rw-role", own, "get", "locked", false);
+    add("reader-role", own, "get", "locked", true);
     let mut results = Vec::new();
     for (role, vhost, op, queue, allowed) in &cases {
         let got = amqp_op(amqp, vhost, &token(role), op, queue).await;

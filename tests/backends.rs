@@ -66,12 +66,10 @@ impl BackendFixture for EmbeddedFixture {
 /// The real Pulsar named by `PULSAR_URL` and `PULSAR_ADMIN_URL` (as printed by
 /// `compat-suites/pulsar/start`), or `None` when they are not set.
 pub fn pulsar_config() -> Option<PulsarConfig> {
-    Some(PulsarConfig {
-        service_url: std::env::var("PULSAR_URL").ok()?,
-        admin_url: std::env::var("PULSAR_ADMIN_URL").ok()?,
-        token: std::env::var("PULSAR_ADMIN_TOKEN").ok(),
-        compression: gateway_pulsar::proto::compression::LZ4,
-    })
+    let pulsar = crate::TestPulsar::from_env()?;
+    let mut config = PulsarConfig::plain(&pulsar.url, &pulsar.admin_url, pulsar.token.as_deref());
+    config.tls.trust_certs_file = pulsar.trust_certs.map(Into::into);
+    Some(config)
 }
 
 /// A real Pulsar; restarting it means a new gateway-side backend (new connections, no state).

@@ -16,33 +16,113 @@ use std::time::Duration;
 use pulsar_gateway::config::BackendKind;
 use pulsar_gateway::{Config, RunningGateway};
 
-/// `Some((service URL, admin URL))` when the tests must run against a real Pulsar.
-pub fn test_pulsar() -> Option<(String, String)> {
+/// A real Pulsar for the tests, as `compat-suites/pulsar/start` describes it: its URLs (plain or
+/// TLS), and with `--auth` the superuser's token, with `--tls` the CA that signed its certificate.
+#[derive(Debug, Clone)]
+pub struct TestPulsar {
+    pub url: String,
+    pub admin_url: String,
+    /// `PULSAR_ADMIN_TOKEN`: the gateway's own credential and the admin calls'.
+    pub token: Option<String>,
+    /// `PULSAR_TLS_TRUST_CERTS`: the CA file for `pulsar+ssl://` and `https://`.
+    pub trust_certs: Option<String>,
+}
+
+impl TestPulsar {
+    /// The Pulsar named by `PULSAR_URL` and `PULSAR_ADMIN_URL` (and `PULSAR_ADMIN_TOKEN`,
+    /// `PULSAR_TLS_TRUST_CERTS` when set), if those are set.
+    pub fn from_env() -> Option<TestPulsar> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Some(TestPulsar {
+            url: var("PULSAR_URL")?,
+            admin_url: var("PULSAR_ADMIN_URL")?,
+            token: var("PULSAR_ADMIN_TOKEN"),
+            trust_certs: var("PULSAR_TLS_TRUST_CERTS"),
+        })
+    }
+
+    /// A gateway's settings to run on this Pulsar.
+    pub fn configure(&self, config: &mut Config) {
+        config.backend.kind = BackendKind::Pulsar;
+        config.backend.pulsar_url = Some(self.url.clone());
+        config.backend.pulsar_admin_url = Some(self.admin_url.clone());
+        config.backend.pulsar_token = self.token.clone();
+        config.backend.pulsar_tls_trust_certs_file = self.trust_certs.clone().map(Into::into);
+    }
+
+    /// The same, as the gateway binary's command-line options.
+    pub fn gateway_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--backend".into(),
+            "pulsar".into(),
+            "--pulsar-url".into(),
+            self.url.clone(),
+            "--pulsar-admin-url".into(),
+            self.admin_url.clone(),
+        ];
+        if let Some(token) = &self.token {
+            args.extend(["--pulsar-token".into(), token.clone()]);
+        }
+        if let Some(ca) = &self.trust_certs {
+            args.extend(["--pulsar-tls-trust-certs-file".into(), ca.clone()]);
+        }
+        args
+    }
+
+    /// One admin REST call (`path` from `/admin/...`), as the superuser when there is a token;
+    /// returns the status and the body.
+    pub fn admin_call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-s",
+            "-m",
+            "60",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ]);
+        if let Some(ca) = &self.trust_certs {
+            curl.args(["--cacert", ca]);
+        }
+        if let Some(token) = &self.token {
+            curl.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        if !body.is_empty() {
+            curl.args(["-H", "Content-Type: application/json", "--data", body]);
+        }
+        let out = curl
+            .arg(format!("{}{path}", self.admin_url))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (status.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+/// The real Pulsar the tests must run against (`GATEWAY_TEST_BACKEND=pulsar`), or `None` for
+/// the embedded backend.
+pub fn test_pulsar() -> Option<TestPulsar> {
     if std::env::var("GATEWAY_TEST_BACKEND").as_deref() != Ok("pulsar") {
         return None;
     }
-    let url = std::env::var("PULSAR_URL").expect("GATEWAY_TEST_BACKEND=pulsar needs PULSAR_URL");
-    let admin = std::env::var("PULSAR_ADMIN_URL")
-        .expect("GATEWAY_TEST_BACKEND=pulsar needs PULSAR_ADMIN_URL");
-    Some((url, admin))
+    Some(
+        TestPulsar::from_env()
+            .expect("GATEWAY_TEST_BACKEND=pulsar needs PULSAR_URL and PULSAR_ADMIN_URL"),
+    )
 }
 
 /// Creates `tenant/namespace` on the test Pulsar (the gateway creates topics, not namespaces);
 /// nothing on the embedded backend, which needs none.
 pub fn create_pulsar_namespace(namespace: &str) {
-    let Some((_, admin)) = test_pulsar() else {
+    let Some(pulsar) = test_pulsar() else {
         return;
     };
-    let status = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .arg(format!("{admin}/admin/v2/namespaces/{namespace}"))
-        .output()
-        .expect("curl");
-    assert_eq!(
-        String::from_utf8_lossy(&status.stdout),
-        "204",
-        "creating namespace {namespace}"
-    );
+    let (status, body) = pulsar.admin_call("PUT", &format!("/admin/v2/namespaces/{namespace}"), "");
+    assert_eq!(status, 204, "creating namespace {namespace}: {body}");
 }
 
 /// A gateway running in this process with its own data directory.
@@ -59,10 +139,8 @@ impl InProcessGateway {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests(data.path());
-        if let Some((url, admin)) = test_pulsar() {
-            config.backend.kind = BackendKind::Pulsar;
-            config.backend.pulsar_url = Some(url);
-            config.backend.pulsar_admin_url = Some(admin);
+        if let Some(pulsar) = test_pulsar() {
+            pulsar.configure(&mut config);
         }
         let default_state_topic = config.kafka.groups.state_topic.clone();
         adjust(&mut config);
@@ -177,15 +255,8 @@ impl GatewayProcess {
                 vec!["--log-level", "warn"]
             })
             .args(match test_pulsar() {
-                Some((url, admin)) => {
-                    let mut pulsar = vec![
-                        "--backend".into(),
-                        "pulsar".into(),
-                        "--pulsar-url".into(),
-                        url,
-                        "--pulsar-admin-url".into(),
-                        admin,
-                    ];
+                Some(pulsar) => {
+                    let mut pulsar = pulsar.gateway_args();
                     if !extra.iter().any(|a| a == "--kafka-group-state-topic") {
                         pulsar.push("--kafka-group-state-topic".into());
                         pulsar.push(own_group_state(data_dir));
@@ -245,25 +316,6 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Sends an HTTP request with an empty body to `url` (`http://host:port/path`) and returns the
-/// status code, e.g. to ask Pulsar's admin API to unload a topic.
-pub fn http_empty_request(method: &str, url: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
-        .ok()?
-        .next()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .ok()?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::rdkafka_util::*;
-use e2e_tests::{free_port, http_empty_request, test_pulsar, GatewayProcess, InProcessGateway};
+use e2e_tests::{free_port, test_pulsar, GatewayProcess, InProcessGateway};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -344,7 +344,7 @@ async fn partition_count(
 #[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
 async fn topic_unloads_every_2s_for_60s_lose_nothing() {
     const ROUNDS: usize = 30;
-    let (_, admin_url) =
+    let pulsar =
         test_pulsar().expect("GATEWAY_TEST_BACKEND=pulsar names the Pulsar to unload topics on");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gateway.log");
@@ -433,14 +433,15 @@ async fn topic_unloads_every_2s_for_60s_lose_nothing() {
         })
     };
 
-    let unload_url = format!("{admin_url}/admin/v2/persistent/public/default/{topic}/unload");
+    let unload = format!("/admin/v2/persistent/public/default/{topic}/unload");
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let url = unload_url.clone();
-        let status = tokio::task::spawn_blocking(move || http_empty_request("PUT", &url))
-            .await
-            .unwrap();
-        assert_eq!(status, Some(204), "unload round {round}");
+        let (pulsar, path) = (pulsar.clone(), unload.clone());
+        let (status, body) =
+            tokio::task::spawn_blocking(move || pulsar.admin_call("PUT", &path, ""))
+                .await
+                .unwrap();
+        assert_eq!(status, 204, "unload round {round}: {body}");
     }
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = producing.await.unwrap();

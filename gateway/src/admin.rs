@@ -25,16 +25,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::health::Health;
 use crate::listener::Handler;
 
-/// A backend that does not answer in this time counts as not ready; probes must not hang.
-const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slow clients must not hold admin connections open forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoints report on.
 pub(crate) struct AdminState {
-    backend: BackendRef,
+    /// The backend's health from the background checks (see `health`).
+    health: watch::Receiver<Health>,
     /// The gateway's drain signal: `true` once shutdown began.
     drain: watch::Receiver<bool>,
     listeners_bound: AtomicBool,
@@ -48,7 +48,7 @@ impl AdminState {
         metrics: PrometheusHandle,
     ) -> Self {
         AdminState {
-            backend,
+            health: crate::health::monitor(backend),
             drain,
             listeners_bound: AtomicBool::new(false),
             metrics,
@@ -60,17 +60,17 @@ impl AdminState {
     }
 
     /// `Err(reason)` when the gateway should not get new clients.
-    async fn readiness(&self) -> Result<(), &'static str> {
+    fn readiness(&self) -> Result<(), String> {
         if *self.drain.borrow() {
-            return Err("draining");
+            return Err("draining".into());
         }
         if !self.listeners_bound.load(Ordering::Acquire) {
-            return Err("listeners not bound yet");
+            return Err("listeners not bound yet".into());
         }
-        match tokio::time::timeout(READINESS_TIMEOUT, self.backend.is_ready()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("backend not ready"),
-            Err(_) => Err("backend readiness check timed out"),
+        match &*self.health.borrow() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(cause)) => Err(format!("backend not ready: {cause}")),
+            None => Err("backend not checked yet".into()),
         }
     }
 }
@@ -120,7 +120,7 @@ async fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
     match path {
         "/livez" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match state.readiness().await {
+        "/readyz" => match state.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

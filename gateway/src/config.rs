@@ -129,8 +129,18 @@ pub struct BackendSettings {
     pub data_dir: PathBuf,
     pub pulsar_url: Option<String>,
     pub pulsar_admin_url: Option<String>,
-    /// The gateway's own credential for Pulsar: a token, or `file:///path` holding one.
+    /// The gateway's own credential for Pulsar: a token, `token:<jwt>`, or `file:///path`
+    /// holding one (read again when it changes).
     pub pulsar_token: Option<String>,
+    /// PEM CA certificates that sign the brokers' certificates; `None`: the system's roots.
+    pub pulsar_tls_trust_certs_file: Option<PathBuf>,
+    /// PEM certificate and key the gateway presents to Pulsar (mutual TLS, `AuthenticationTls`).
+    pub pulsar_tls_cert_file: Option<PathBuf>,
+    pub pulsar_tls_key_file: Option<PathBuf>,
+    /// Accept any certificate from Pulsar. Unsafe: for tests only.
+    pub pulsar_tls_allow_insecure: bool,
+    /// Deadline of every Pulsar operation (Pulsar's `operationTimeoutMs`).
+    pub pulsar_operation_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +239,11 @@ impl Default for Config {
                 pulsar_url: None,
                 pulsar_admin_url: None,
                 pulsar_token: None,
+                pulsar_tls_trust_certs_file: None,
+                pulsar_tls_cert_file: None,
+                pulsar_tls_key_file: None,
+                pulsar_tls_allow_insecure: false,
+                pulsar_operation_timeout: Duration::from_secs(30),
             },
             log: LogSettings {
                 level: "info".into(),
@@ -331,6 +346,28 @@ impl Config {
         }
     }
 
+    /// Whether either Pulsar URL needs TLS.
+    pub fn pulsar_uses_tls(&self) -> bool {
+        let b = &self.backend;
+        b.pulsar_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("pulsar+ssl://"))
+            || b.pulsar_admin_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// The TLS settings toward Pulsar.
+    pub fn pulsar_tls(&self) -> gateway_pulsar::TlsOptions {
+        let b = &self.backend;
+        gateway_pulsar::TlsOptions {
+            trust_certs_file: b.pulsar_tls_trust_certs_file.clone(),
+            cert_file: b.pulsar_tls_cert_file.clone(),
+            key_file: b.pulsar_tls_key_file.clone(),
+            allow_insecure: b.pulsar_tls_allow_insecure,
+        }
+    }
+
     /// Rules that involve more than one option.
     fn validate_combinations(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -345,6 +382,18 @@ impl Config {
                     "backend.pulsar_admin_url: required when backend.kind is \"pulsar\""
                         .to_string(),
                 );
+            }
+            let b = &self.backend;
+            if b.pulsar_tls_cert_file.is_some() != b.pulsar_tls_key_file.is_some() {
+                errors.push(
+                    "backend.pulsar_tls_cert_file and backend.pulsar_tls_key_file: give both or neither"
+                        .to_string(),
+                );
+            } else if self.pulsar_uses_tls() {
+                // Read the files now, so that a wrong path shows up here and not at first use.
+                if let Err(e) = self.pulsar_tls().client_config() {
+                    errors.push(format!("backend.pulsar_tls_*: {e}"));
+                }
             }
         }
         let tls = &self.tls;
@@ -894,8 +943,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "backend.pulsar_token",
         flag: "pulsar-token",
-        help: "The gateway's own token for Pulsar (binary protocol and admin REST): the token, or file:///path holding it",
+        help: "The gateway's own token for Pulsar (binary protocol and admin REST): the token, token:TOKEN, or file:///path holding it (read again when the file changes)",
         set: |c, v| {
+            gateway_pulsar::TokenSource::parse(v).map_err(|e| e.to_string())?;
             c.backend.pulsar_token = Some(v.trim().to_owned());
             Ok(())
         },
@@ -906,6 +956,48 @@ pub static OPTIONS: &[OptionSpec] = &[
                 .as_deref()
                 .map(|t| toml::Value::String(if t.starts_with("file:") { t.to_owned() } else { "<token, not shown>".to_owned() }))
         },
+    },
+    OptionSpec {
+        key: "backend.pulsar_tls_trust_certs_file",
+        flag: "pulsar-tls-trust-certs-file",
+        help: "PEM CA certificates that sign the Pulsar brokers' (and proxies') certificates, for pulsar+ssl:// and https:// [default: the system's CA certificates]",
+        set: |c, v| set_path(&mut c.backend.pulsar_tls_trust_certs_file, v),
+        get: |c| path_value(c.backend.pulsar_tls_trust_certs_file.as_deref()),
+    },
+    OptionSpec {
+        key: "backend.pulsar_tls_cert_file",
+        flag: "pulsar-tls-cert-file",
+        help: "PEM certificate chain the gateway presents to Pulsar (mutual TLS; with no token it is the gateway's credential, Pulsar's AuthenticationTls)",
+        set: |c, v| set_path(&mut c.backend.pulsar_tls_cert_file, v),
+        get: |c| path_value(c.backend.pulsar_tls_cert_file.as_deref()),
+    },
+    OptionSpec {
+        key: "backend.pulsar_tls_key_file",
+        flag: "pulsar-tls-key-file",
+        help: "PEM private key of --pulsar-tls-cert-file",
+        set: |c, v| set_path(&mut c.backend.pulsar_tls_key_file, v),
+        get: |c| path_value(c.backend.pulsar_tls_key_file.as_deref()),
+    },
+    OptionSpec {
+        key: "backend.pulsar_tls_allow_insecure",
+        flag: "pulsar-tls-allow-insecure",
+        help: "UNSAFE: accept any certificate from Pulsar, so anyone on the path can read and change the traffic; for tests only (true|false)",
+        set: |c, v| parse_bool(v).map(|x| c.backend.pulsar_tls_allow_insecure = x),
+        get: |c| Some(toml::Value::Boolean(c.backend.pulsar_tls_allow_insecure)),
+    },
+    OptionSpec {
+        key: "backend.pulsar_operation_timeout",
+        flag: "pulsar-operation-timeout",
+        help: "Deadline of every Pulsar operation (lookup, producer or consumer creation, send receipt, admin call), as Pulsar's operationTimeoutMs; Kafka clients then get REQUEST_TIMED_OUT and AMQP publishers a nack, e.g. 30s",
+        set: |c, v| {
+            let d = parse_duration(v)?;
+            if d < Duration::from_secs(1) {
+                return Err("must be at least 1s".into());
+            }
+            c.backend.pulsar_operation_timeout = d;
+            Ok(())
+        },
+        get: |c| string(&format_duration(c.backend.pulsar_operation_timeout)),
     },
     OptionSpec {
         key: "log.level",

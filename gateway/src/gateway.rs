@@ -20,9 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{
-    BackendKind, BackendSettings, Config, ConfigErrors, GroupCoordination, HostPort,
-};
+use crate::config::{BackendKind, Config, ConfigErrors, GroupCoordination, HostPort};
 use crate::listener::{Handler, Listener, Sessions};
 use crate::shutdown::{Phase, ShutdownReport, ShutdownTrigger};
 use crate::telemetry;
@@ -172,7 +170,7 @@ impl Drop for RunningGateway {
 /// Kafka address then carries the real port.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     config.validate()?;
-    let backend = open_backend(&config.backend)?;
+    let backend = open_backend(&config)?;
     start_with_backend(config, backend).await
 }
 
@@ -313,21 +311,27 @@ fn group_settings(
     }
 }
 
-fn open_backend(settings: &BackendSettings) -> Result<BackendRef, StartError> {
+fn open_backend(config: &Config) -> Result<BackendRef, StartError> {
+    let settings = &config.backend;
     match settings.kind {
         BackendKind::Pulsar => {
-            // Validation guarantees both URLs. Nothing connects yet: /readyz says when Pulsar answers.
-            let token = match &settings.pulsar_token {
-                Some(spec) if spec.starts_with("file:") => {
-                    let bytes = read_key(spec).map_err(|e| StartError::TokenKey(e.to_string()))?;
-                    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
-                }
-                other => other.clone(),
-            };
+            // Validation guarantees both URLs. Nothing connects yet: /readyz says when Pulsar
+            // answers; only unusable TLS files or token settings stop the start.
+            let token = settings
+                .pulsar_token
+                .as_deref()
+                .map(gateway_pulsar::TokenSource::parse)
+                .transpose()
+                .map_err(|cause| StartError::Backend {
+                    kind: "pulsar",
+                    cause,
+                })?;
             let config = PulsarConfig {
                 service_url: settings.pulsar_url.clone().unwrap_or_default(),
                 admin_url: settings.pulsar_admin_url.clone().unwrap_or_default(),
                 token,
+                tls: config.pulsar_tls(),
+                operation_timeout: settings.pulsar_operation_timeout,
                 compression: gateway_pulsar::proto::compression::LZ4,
             };
             let backend = PulsarBackend::new(config).map_err(|cause| StartError::Backend {

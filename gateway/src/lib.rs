@@ -16,6 +16,7 @@
 mod admin;
 pub mod config;
 mod gateway;
+mod health;
 mod listener;
 pub mod shutdown;
 pub mod telemetry;

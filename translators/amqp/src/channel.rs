@@ -741,8 +741,24 @@ impl Channel {
             let refused: Vec<String> = decision.refused.iter().map(|i| format!("{i:x}")).collect();
             vec![(delivery::REJECTED_BY.to_owned(), refused.join(","))]
         };
-        let persisted =
-            publish::submit_marked(&session.frontend.backend, &topic, message, marks).await?;
+        let persisted = match publish::submit_marked(
+            &session.frontend.backend,
+            &topic,
+            message,
+            marks,
+        )
+        .await
+        {
+            Ok(persisted) => persisted,
+            // A publisher waiting for confirms learns of a passing backend failure (a time-out,
+            // a lost connection) from a nack, as RabbitMQ tells it; without confirms, only
+            // closing the connection can tell it.
+            Err(e) if e.is_retriable() && self.confirms.is_some() => {
+                warn!(error = %e, "a published message could not be handed to the backend; nack");
+                return Ok(Pending::Done(false));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let accepted_everywhere = decision.refused.is_empty();
         let session = session.clone();
         Ok(Pending::Persist(Box::pin(async move {

@@ -189,7 +189,7 @@ pub async fn submit(
     topic: &TopicName,
     message: &AmqpMessage,
 ) -> AmqpResult<PendingSend> {
-    submit_marked(backend, topic, message, Vec::new()).await
+    Ok(submit_marked(backend, topic, message, Vec::new()).await?)
 }
 
 /// `submit`, with extra Pulsar properties on the stored message.
@@ -198,10 +198,10 @@ pub async fn submit_marked(
     topic: &TopicName,
     message: &AmqpMessage,
     marks: Vec<(String, String)>,
-) -> AmqpResult<PendingSend> {
+) -> gateway_core::Result<PendingSend> {
     let mut stored = message.to_pulsar();
     stored.properties.extend(marks);
-    Ok(backend
+    backend
         .submit(
             topic,
             vec![EntryToSend {
@@ -209,5 +209,5 @@ pub async fn submit_marked(
                 dedup: None,
             }],
         )
-        .await?)
+        .await
 }

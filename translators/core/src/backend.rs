@@ -94,8 +94,9 @@ pub trait Backend: Send + Sync + 'static {
         Ok(true)
     }
 
-    /// Whether the backend can serve requests now (used by `/readyz`).
-    async fn is_ready(&self) -> bool;
+    /// Whether the backend can serve requests now (used by `/readyz`); the error says why not,
+    /// for operators (it never holds a secret).
+    async fn readiness(&self) -> Result<()>;
 
     /// Creates a topic. `partitions == 0` makes a non-partitioned topic, otherwise a partitioned
     /// topic whose partitions are `topic.partition(i)`.

@@ -24,6 +24,22 @@ pub enum BackendError {
     SubscriptionNotFound(String),
     #[error("consumer busy: subscription {0} is exclusive and already has a consumer")]
     ConsumerBusy(String),
+    /// A producer of that name is already connected, or the topic has an exclusive producer.
+    #[error("producer busy: {0}")]
+    ProducerBusy(String),
+    /// An exclusive producer was taken over by another one (a lost lease).
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
+    /// The topic was terminated: it takes no more messages, ever.
+    #[error("topic terminated: {0}")]
+    TopicTerminated(String),
+    /// The topic's backlog quota is exceeded; writes succeed again once consumers catch up.
+    #[error("backlog quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backend did not answer within the operation timeout; the operation may still
+    /// complete.
+    #[error("timed out: {0}")]
+    Timeout(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("message id out of range: {0}")]
@@ -47,10 +63,16 @@ impl BackendError {
             | BackendError::TopicAlreadyExists(_)
             | BackendError::SubscriptionNotFound(_)
             | BackendError::ConsumerBusy(_)
+            | BackendError::ProducerBusy(_)
+            | BackendError::ProducerFenced(_)
+            | BackendError::TopicTerminated(_)
+            | BackendError::QuotaExceeded(_)
             | BackendError::InvalidArgument(_)
             | BackendError::OutOfRange(_)
             | BackendError::NotAuthorized(_) => ErrorSource::Client,
-            BackendError::Unavailable(_) | BackendError::Closed => ErrorSource::Backend,
+            BackendError::Unavailable(_) | BackendError::Closed | BackendError::Timeout(_) => {
+                ErrorSource::Backend
+            }
             BackendError::Storage(_) => ErrorSource::Internal,
         }
     }
@@ -59,7 +81,11 @@ impl BackendError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            BackendError::Unavailable(_) | BackendError::ConsumerBusy(_)
+            BackendError::Unavailable(_)
+                | BackendError::ConsumerBusy(_)
+                | BackendError::ProducerBusy(_)
+                | BackendError::QuotaExceeded(_)
+                | BackendError::Timeout(_)
         )
     }
 }

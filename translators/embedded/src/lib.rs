@@ -109,8 +109,14 @@ impl Backend for EmbeddedBackend {
         "embedded"
     }
 
-    async fn is_ready(&self) -> bool {
-        self.writer.is_running()
+    async fn readiness(&self) -> Result<()> {
+        if self.writer.is_running() {
+            Ok(())
+        } else {
+            Err(BackendError::Storage(
+                "the embedded store's writer stopped".into(),
+            ))
+        }
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
@@ -151,7 +157,7 @@ impl Backend for EmbeddedBackend {
             .get(&topic.to_string())
         {
             // As on Pulsar, an exclusive writer keeps every other producer off the topic.
-            return Err(BackendError::ConsumerBusy(format!(
+            return Err(BackendError::ProducerBusy(format!(
                 "{topic} has an exclusive writer ({holder})"
             )));
         }
@@ -188,7 +194,7 @@ impl Backend for EmbeddedBackend {
         let names = announced.entry(topic.to_string()).or_default();
         // As Pulsar refuses a second producer with a name already connected.
         if names.iter().any(|n| n == name) {
-            return Err(BackendError::ConsumerBusy(format!(
+            return Err(BackendError::ProducerBusy(format!(
                 "{name} is already announced on {topic}"
             )));
         }

@@ -154,9 +154,17 @@ pub(crate) fn backend_error(e: BackendError) -> ResponseError {
         BackendError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         BackendError::InvalidArgument(_) => ResponseError::InvalidRequest,
         BackendError::OutOfRange(_) => ResponseError::OffsetOutOfRange,
-        BackendError::Unavailable(_) | BackendError::Closed | BackendError::ConsumerBusy(_) => {
-            ResponseError::NotLeaderOrFollower
-        }
+        // Retriable: the client refreshes its metadata and resends.
+        BackendError::Unavailable(_)
+        | BackendError::Closed
+        | BackendError::ConsumerBusy(_)
+        | BackendError::ProducerBusy(_)
+        | BackendError::ProducerFenced(_) => ResponseError::NotLeaderOrFollower,
+        BackendError::Timeout(_) => ResponseError::RequestTimedOut,
+        // Retriable too: Kafka clients back off and retry until their delivery timeout.
+        BackendError::QuotaExceeded(_) => ResponseError::ThrottlingQuotaExceeded,
+        // Never writable again; Kafka's closest refusal that clients do not retry.
+        BackendError::TopicTerminated(_) => ResponseError::InvalidTopicException,
         BackendError::SubscriptionNotFound(_) => ResponseError::UnknownServerError,
         BackendError::Storage(_) => ResponseError::KafkaStorageError,
         BackendError::NotAuthorized(_) => ResponseError::TopicAuthorizationFailed,

@@ -2,9 +2,10 @@
 //! <https://pulsar.apache.org/admin-rest-api/>), for what the binary protocol lacks: creating,
 //! resizing, listing and deleting topics, and reading topic stats (subscriptions, backlog, ledgers).
 //!
-//! Plain HTTP/1.1 only. Brokers answer topic operations they do not own with a 307 to the owner,
-//! so redirects are followed. Pulsar's error bodies are `{"reason": "..."}`; the reason is kept in
-//! the error text.
+//! HTTP/1.1, plain or over TLS (the same TLS settings as the binary protocol). Brokers answer
+//! topic operations they do not own with a 307 to the owner, so redirects are followed. Pulsar's
+//! error bodies are `{"reason": "..."}`; the reason is kept in the error text. The token is read
+//! for every request, so a rotated token file is used at once.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -12,17 +13,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+
 use gateway_core::{BackendError, EntryId, MessageId, Result, TopicInfo, TopicName};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::credentials::TokenSource;
+use crate::tls::TlsOptions;
+
 /// `/readyz` must answer quickly even when the broker hangs.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One hop to the owning broker is normal; more means the cluster is moving the bundle around.
@@ -32,8 +38,10 @@ const LIST_CONCURRENCY: usize = 16;
 
 pub struct AdminClient {
     base: String,
-    auth: Option<HeaderValue>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    token: Option<TokenSource>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Deadline of each call, redirects included.
+    timeout: Duration,
 }
 
 /// A broker's answer to one request.
@@ -44,47 +52,105 @@ struct Reply {
 }
 
 impl AdminClient {
-    /// `base_url` like `http://127.0.0.1:8080`; `token` is sent as `Authorization: Bearer <token>`.
-    pub fn new(base_url: &str, token: Option<String>) -> Result<AdminClient> {
+    /// `base_url` like `http://127.0.0.1:8080` or `https://...` (which needs `tls`); `token` is
+    /// sent as `Authorization: Bearer <token>`.
+    pub fn new(
+        base_url: &str,
+        token: Option<TokenSource>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<AdminClient> {
         let base = base_url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
             .map_err(|e| BackendError::InvalidArgument(format!("admin URL {base_url:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(BackendError::InvalidArgument(format!(
+                    "admin URL {base_url:?}: expected http://host:port or https://host:port"
+                )))
+            }
+        };
+        if uri.host().is_none() {
             return Err(BackendError::InvalidArgument(format!(
-                "admin URL {base_url:?}: expected http://host:port (https is not supported)"
+                "admin URL {base_url:?}: no host"
             )));
         }
-        let auth = token
-            .map(|t| {
-                HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                    BackendError::InvalidArgument("admin token is not a valid header value".into())
-                })
-            })
-            .transpose()?
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        Ok(AdminClient { base, auth, http })
+        let tls = match tls {
+            Some(tls) => (*tls).clone(),
+            None if https => {
+                return Err(BackendError::InvalidArgument(format!(
+                    "admin URL {base_url:?} needs TLS settings"
+                )))
+            }
+            // Never used for http:// URLs, but the connector wants one.
+            None => TlsOptions {
+                allow_insecure: true,
+                ..Default::default()
+            }
+            .client_config()
+            .map(|c| (*c).clone())?,
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(AdminClient {
+            base,
+            token,
+            http,
+            timeout,
+        })
     }
 
-    /// Whether the broker answers an authenticated request. Listing clusters is cheap and needs no
-    /// superuser role, unlike `brokers/health`, which also produces and consumes a message.
-    pub async fn is_ready(&self) -> bool {
+    /// `Ok` when the broker answers an authenticated request; the error says why not. Listing
+    /// clusters is cheap and needs no superuser role, unlike `brokers/health`, which also
+    /// produces and consumes a message.
+    pub async fn readiness(&self) -> Result<()> {
         let url = format!("{}/admin/v2/clusters", self.base);
-        match self.send(Method::GET, &url, None, READY_TIMEOUT).await {
-            Ok(reply) if reply.status.is_success() => true,
-            Ok(reply) => {
-                tracing::debug!(status = %reply.status, reason = %reply.reason(), "Pulsar admin API not ready");
-                false
+        let reply = self.send(Method::GET, &url, None, READY_TIMEOUT).await?;
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(BackendError::NotAuthorized(format!(
+                    "the Pulsar admin API at {} refused the gateway's credentials ({})",
+                    self.base, reply.status
+                )))
             }
+            status => Err(BackendError::Unavailable(format!(
+                "the Pulsar admin API at {} answered {status} {}",
+                self.base,
+                reply.reason()
+            ))),
+        }
+    }
+
+    /// `readiness`, as a yes or no.
+    pub async fn is_ready(&self) -> bool {
+        match self.readiness().await {
+            Ok(()) => true,
             Err(e) => {
                 tracing::debug!(error = %e, "Pulsar admin API not ready");
                 false
             }
         }
+    }
+
+    /// The `Authorization` header for the current token.
+    fn authorization(&self) -> Result<Option<HeaderValue>> {
+        let Some(token) = &self.token else {
+            return Ok(None);
+        };
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.current()?)).map_err(|_| {
+                BackendError::InvalidArgument("the Pulsar token is not a valid header value".into())
+            })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
     }
 
     pub async fn create_partitioned_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
@@ -363,7 +429,7 @@ impl AdminClient {
                     Method::POST,
                     &reset,
                     Some(Bytes::from(body.clone())),
-                    REQUEST_TIMEOUT,
+                    self.timeout,
                 )
                 .await?;
             match reply.status {
@@ -375,7 +441,7 @@ impl AdminClient {
                     );
                     let create = self.topic_url(topic, &sub);
                     let reply = self
-                        .send(Method::PUT, &create, Some(latest), REQUEST_TIMEOUT)
+                        .send(Method::PUT, &create, Some(latest), self.timeout)
                         .await?;
                     if !reply.status.is_success() && reply.status != StatusCode::CONFLICT {
                         return Err(reply.error(topic));
@@ -461,7 +527,7 @@ impl AdminClient {
 
     async fn call(&self, method: Method, url: &str, body: Option<u32>) -> Result<Reply> {
         let body = body.map(|n| Bytes::from(n.to_string()));
-        self.send(method, url, body, REQUEST_TIMEOUT).await
+        self.send(method, url, body, self.timeout).await
     }
 
     /// One request, following redirects, under one timeout for the whole exchange.
@@ -472,6 +538,7 @@ impl AdminClient {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Reply> {
+        let auth = self.authorization()?;
         let exchange = async {
             let mut url = url.to_owned();
             for _ in 0..=MAX_REDIRECTS {
@@ -479,7 +546,7 @@ impl AdminClient {
                     .method(method.clone())
                     .uri(&url)
                     .header(ACCEPT, "application/json");
-                if let Some(auth) = &self.auth {
+                if let Some(auth) = &auth {
                     request = request.header(AUTHORIZATION, auth.clone());
                 }
                 if body.is_some() {
@@ -523,7 +590,7 @@ impl AdminClient {
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| {
-                Err(BackendError::Unavailable(format!(
+                Err(BackendError::Timeout(format!(
                     "Pulsar admin API {method} {url}: no answer within {timeout:?}"
                 )))
             })
@@ -792,12 +859,32 @@ mod tests {
         assert_eq!(encode("my sub/1"), "my%20sub%2F1");
     }
 
-    #[test]
-    fn new_accepts_only_http_urls() {
-        assert!(AdminClient::new("http://127.0.0.1:8080/", None).is_ok());
-        assert!(AdminClient::new("https://127.0.0.1:8443", None).is_err());
-        assert!(AdminClient::new("127.0.0.1:8080", None).is_err());
-        assert!(AdminClient::new("http://h:1", Some("bad\ntoken".into())).is_err());
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A client as the tests make them: TLS (trusting `PULSAR_TLS_TRUST_CERTS`) for https URLs.
+    fn client(base: &str, token: Option<&str>) -> Result<AdminClient> {
+        let tls = base.starts_with("https://").then(|| {
+            TlsOptions {
+                trust_certs_file: std::env::var_os("PULSAR_TLS_TRUST_CERTS").map(Into::into),
+                ..Default::default()
+            }
+            .client_config()
+            .expect("TLS settings")
+        });
+        AdminClient::new(base, token.map(TokenSource::literal), tls, TIMEOUT)
+    }
+
+    #[tokio::test]
+    async fn new_accepts_only_http_and_https_urls() {
+        assert!(client("http://127.0.0.1:8080/", None).is_ok());
+        assert!(AdminClient::new("https://127.0.0.1:8443", None, None, TIMEOUT).is_err());
+        assert!(client("127.0.0.1:8080", None).is_err());
+        assert!(client("ftp://h:1", None).is_err());
+        let bad_token = client("http://h:1", Some("bad\ntoken")).unwrap();
+        assert!(matches!(
+            bad_token.topic_info(&topic("t")).await,
+            Err(BackendError::InvalidArgument(_))
+        ));
     }
 
     /// Sample answers are the shapes Pulsar 4.0.7 gave for `lastMessageId` and `messageid/{t}`.
@@ -998,7 +1085,7 @@ mod tests {
             _ => (500, "unexpected"),
         })
         .await;
-        let admin = AdminClient::new(&base, Some("tok".into())).unwrap();
+        let admin = client(&base, Some("tok")).unwrap();
         admin
             .create_partitioned_topic(&topic("t"), 3)
             .await
@@ -1045,7 +1132,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let admin = AdminClient::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let admin = client(&format!("http://127.0.0.1:{port}"), None).unwrap();
         assert!(!admin.is_ready().await);
         let info = admin.topic_info(&topic("t")).await;
         assert!(
@@ -1066,7 +1153,7 @@ mod tests {
             let url = std::env::var("PULSAR_ADMIN_URL")
                 .expect("PULSAR_ADMIN_URL names the Pulsar to test (compat-suites/pulsar/start)");
             let token = std::env::var("PULSAR_ADMIN_TOKEN").ok();
-            AdminClient::new(&url, token).expect("PULSAR_ADMIN_URL")
+            client(&url, token.as_deref()).expect("PULSAR_ADMIN_URL")
         }
 
         fn now_millis() -> u64 {
@@ -1088,7 +1175,7 @@ mod tests {
         async fn raw(admin: &AdminClient, method: Method, url: &str, body: &str) -> Reply {
             let body = (!body.is_empty()).then(|| Bytes::from(body.to_owned()));
             let reply = admin
-                .send(method.clone(), url, body, REQUEST_TIMEOUT)
+                .send(method.clone(), url, body, TIMEOUT)
                 .await
                 .unwrap();
             assert!(reply.status.is_success(), "{method} {url}: {reply:?}");
@@ -1265,11 +1352,11 @@ mod tests {
         async fn missing_token_against_real_pulsar() {
             let with_token = admin();
             assert!(
-                with_token.auth.is_some(),
+                with_token.token.is_some(),
                 "needs PULSAR_ADMIN_TOKEN for a broker started with --auth"
             );
             assert!(with_token.is_ready().await);
-            let without = AdminClient::new(&with_token.base, None).unwrap();
+            let without = client(&with_token.base, None).unwrap();
             assert!(!without.is_ready().await);
             let e = without.topic_info(&unique("any")).await;
             assert!(

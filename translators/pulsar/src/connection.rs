@@ -1,9 +1,16 @@
-//! One TCP connection to a Pulsar broker (or to a Pulsar proxy on behalf of a broker), shared by
-//! every producer, reader and consumer the gateway has on that broker.
+//! One connection to a Pulsar broker (or to a Pulsar proxy on behalf of a broker), plain TCP or
+//! TLS, shared by every producer, reader and consumer the gateway has on that broker.
 //!
-//! A writer task sends frames from a bounded queue; a reader task routes what the broker sends:
-//! responses by request id, send receipts by (producer, sequence), messages by consumer id.
-//! When the connection drops, everything waiting on it fails with a retriable error.
+//! - A writer task sends frames from one queue, in order. Sends (data) take a slot of a bounded
+//!   budget first, so a slow broker pushes back on producers; control frames (FLOW, ACK, CLOSE_*,
+//!   PONG, AUTH_RESPONSE) take none and are never dropped, since losing one stalls a consumer or
+//!   leaks a producer on the broker.
+//! - A reader task routes what the broker sends: responses by request id, send receipts by
+//!   (producer, sequence), messages by consumer id; it answers PING and AUTH_CHALLENGE.
+//! - Liveness: a connection that has heard nothing for [`KEEPALIVE`] sends PING, and one that
+//!   stays silent for as long again is closed (TCP keepalive also runs underneath). Every
+//!   request is bounded by the operation timeout.
+//! - When the connection ends, everything waiting on it fails with a retriable error.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,21 +19,30 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::{BackendError, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use crate::credentials::TokenSource;
 use crate::frame::{self, Frame};
 use crate::proto::{
-    command_type as t, server_error, BaseCommand, CommandConnect, CommandPong, FeatureFlags,
-    MessageIdData, MessageMetadata,
+    command_type as t, server_error, AuthData, BaseCommand, CommandAuthResponse, CommandConnect,
+    CommandPing, CommandPong, FeatureFlags, MessageIdData, MessageMetadata,
 };
 
 /// Protocol version 18: broker entry metadata may be sent to us.
 const PROTOCOL_VERSION: i32 = 18;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CLIENT_VERSION: &str = concat!("pulsar-gateway/", env!("CARGO_PKG_VERSION"));
+/// TCP connect, TLS handshake and the CONNECT exchange together (Pulsar's
+/// `connectionTimeoutMs` is 10 s too).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const OUTBOUND_QUEUE: usize = 1024;
+/// Silence after which a PING is sent, and after which, again, the connection counts as dead.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Sends queued for the writer before `send_frame` waits.
+const OUTBOUND_SENDS: usize = 1024;
+/// The writer flushes after this much when more frames keep coming.
+const WRITE_BATCH: usize = 256 * 1024;
 /// How long receipts of a producer the broker closed are still awaited (see CLOSE_PRODUCER).
 const CLOSED_PRODUCER_GRACE: Duration = Duration::from_secs(2);
 
@@ -46,34 +62,58 @@ pub enum ConsumerEvent {
 /// The outcome of one send: the entry's id, or `None` when deduplication dropped it.
 pub type Receipt = Result<Option<MessageIdData>>;
 
-#[derive(Default)]
-struct Routes {
-    requests: HashMap<u64, oneshot::Sender<BaseCommand>>,
-    receipts: HashMap<(u64, u64), oneshot::Sender<Receipt>>,
-    consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
-    /// Producers the broker closed; their next send must recreate them.
-    closed_producers: std::collections::HashSet<u64>,
+/// Where a connection goes: `host:port`, and whether it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
 }
 
-pub struct Connection {
-    outbound: mpsc::Sender<Bytes>,
-    routes: Arc<Mutex<Routes>>,
-    next_id: AtomicU64,
-    alive: Arc<AtomicBool>,
-    pub max_message_size: usize,
-}
-
-/// Credentials sent in CONNECT. `Debug` never shows the token.
-#[derive(Clone, Default)]
-pub struct Auth {
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for Auth {
+impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How every connection of a pool is made.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// TLS toward the brokers (`pulsar+ssl://`); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The token presented in CONNECT and in answers to AUTH_CHALLENGE.
+    pub token: Option<TokenSource>,
+    /// With no token, a TLS client certificate is the credential (Pulsar's `AuthenticationTls`).
+    pub client_certificate: bool,
+    /// Deadline of every request (Pulsar's `operationTimeoutMs`).
+    pub operation_timeout: Duration,
+    /// Silence after which a PING goes out, and after which, again, the connection is dropped
+    /// ([`KEEPALIVE`] but in tests).
+    pub keepalive: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token)
+            .field("client_certificate", &self.client_certificate)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("keepalive", &self.keepalive)
             .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// The credentials for CONNECT or AUTH_RESPONSE: method name and data.
+    fn credentials(&self) -> Result<Option<(String, Vec<u8>)>> {
+        if let Some(token) = &self.token {
+            return Ok(Some(("token".into(), token.current()?.into_bytes())));
+        }
+        Ok(self.client_certificate.then(|| ("tls".into(), Vec::new())))
     }
 }
 
@@ -81,19 +121,31 @@ pub fn unavailable(what: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(what.to_string())
 }
 
-/// The gateway error for a broker's `ServerError`.
+/// The gateway error for a broker's `ServerError`: errors a retry cannot fix are not marked
+/// retriable, so clients stop instead of retrying until their own timeouts.
 pub fn server_error(code: i32, message: &str) -> BackendError {
+    use server_error as e;
+    let message = message.to_owned();
     match code {
-        server_error::TOPIC_NOT_FOUND => BackendError::TopicNotFound(message.to_owned()),
-        server_error::SUBSCRIPTION_NOT_FOUND => {
-            BackendError::SubscriptionNotFound(message.to_owned())
+        e::TOPIC_NOT_FOUND => BackendError::TopicNotFound(message),
+        e::SUBSCRIPTION_NOT_FOUND => BackendError::SubscriptionNotFound(message),
+        e::CONSUMER_BUSY => BackendError::ConsumerBusy(message),
+        e::PRODUCER_BUSY => BackendError::ProducerBusy(message),
+        e::PRODUCER_FENCED => BackendError::ProducerFenced(message),
+        e::AUTHENTICATION_ERROR | e::AUTHORIZATION_ERROR => BackendError::NotAuthorized(message),
+        e::TOPIC_TERMINATED_ERROR => BackendError::TopicTerminated(message),
+        e::PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR | e::PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION => {
+            BackendError::QuotaExceeded(message)
         }
-        server_error::CONSUMER_BUSY
-        | server_error::PRODUCER_BUSY
-        | server_error::PRODUCER_FENCED => BackendError::ConsumerBusy(message.to_owned()),
-        server_error::AUTHENTICATION_ERROR | server_error::AUTHORIZATION_ERROR => {
-            BackendError::NotAuthorized(message.to_owned())
+        e::INVALID_TOPIC_NAME
+        | e::NOT_ALLOWED_ERROR
+        | e::UNSUPPORTED_VERSION_ERROR
+        | e::INCOMPATIBLE_SCHEMA
+        | e::INVALID_TXN_STATUS => {
+            BackendError::InvalidArgument(format!("broker error {code}: {message}"))
         }
+        // ServiceNotReady, TooManyRequests, metadata and persistence errors, checksum errors
+        // (the entry is resent), and anything new: a fresh attempt may work.
         _ => BackendError::Unavailable(format!("broker error {code}: {message}")),
     }
 }
@@ -113,97 +165,154 @@ fn answered_request(c: &BaseCommand) -> Option<u64> {
         .or(c.ack_response.as_ref().and_then(|x| x.request_id))
 }
 
-impl Connection {
-    /// Connects to `address` (`host:port`) and completes the CONNECT handshake. With a Pulsar
-    /// proxy, `address` is the proxy and `proxy_to` the broker's `host:port`.
-    pub async fn open(
-        address: &str,
-        proxy_to: Option<&str>,
-        auth: &Auth,
-    ) -> Result<Arc<Connection>> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| unavailable(format!("connecting to {address} timed out")))?
-            .map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
-        stream.set_nodelay(true).ok();
-        let (mut read, mut write) = stream.into_split();
-        let connect = BaseCommand {
-            r#type: t::CONNECT,
-            connect: Some(CommandConnect {
-                client_version: concat!("pulsar-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
-                auth_method_name: auth.token.as_ref().map(|_| "token".to_owned()),
-                auth_data: auth.token.as_ref().map(|t| t.as_bytes().to_vec()),
-                protocol_version: Some(PROTOCOL_VERSION),
-                proxy_to_broker_url: proxy_to.map(str::to_owned),
-                feature_flags: Some(FeatureFlags {
-                    supports_auth_refresh: Some(false),
-                    supports_broker_entry_metadata: Some(true),
-                    supports_partial_producer: Some(false),
-                }),
-            }),
-            ..Default::default()
-        };
-        write
-            .write_all(&frame::encode_command(&connect))
-            .await
-            .map_err(|e| unavailable(format!("{address}: {e}")))?;
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let first = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut read, &mut buf))
-            .await
-            .map_err(|_| unavailable(format!("{address}: no answer to CONNECT")))??;
-        let max_message_size = match first.command.r#type {
-            t::CONNECTED => first
-                .command
-                .connected
-                .and_then(|c| c.max_message_size)
-                .unwrap_or(5 * 1024 * 1024) as usize,
-            t::ERROR => {
-                let e = first.command.error.unwrap_or_default();
-                return Err(server_error(e.error, &e.message));
-            }
-            other => {
-                return Err(unavailable(format!(
-                    "{address}: unexpected answer {other} to CONNECT"
-                )))
-            }
-        };
+#[derive(Default)]
+struct Routes {
+    requests: HashMap<u64, oneshot::Sender<BaseCommand>>,
+    receipts: HashMap<(u64, u64), oneshot::Sender<Receipt>>,
+    consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
+    /// Producers the broker closed; their next send must recreate them.
+    closed_producers: std::collections::HashSet<u64>,
+    /// Waiting for the next PONG.
+    pongs: Vec<oneshot::Sender<()>>,
+}
 
-        let (outbound, mut queue) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-        let routes = Arc::new(Mutex::new(Routes::default()));
-        let alive = Arc::new(AtomicBool::new(true));
-        let connection = Arc::new(Connection {
+/// A frame for the writer, holding its send slot (if it is a send) until it is written.
+type Outbound = (Bytes, Option<OwnedSemaphorePermit>);
+
+/// What the connection's tasks and its handle share.
+struct Shared {
+    routes: Mutex<Routes>,
+    alive: AtomicBool,
+    /// Wakes the reader to end the connection (the handle dropped, or the writer failed).
+    closing: Notify,
+}
+
+impl Shared {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().expect("routes lock")
+    }
+}
+
+pub struct Connection {
+    endpoint: String,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    /// Slots for sends queued and not yet written.
+    send_slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    operation_timeout: Duration,
+    /// The broker's `maxMessageSize`: no entry may be larger.
+    pub max_message_size: usize,
+}
+
+impl Drop for Connection {
+    /// Nobody uses the connection any more (the pool replaced it, or its backend was dropped).
+    fn drop(&mut self) {
+        self.shared.closing.notify_one();
+    }
+}
+
+type Reading = Box<dyn AsyncRead + Send + Unpin>;
+type Writing = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// TCP (keepalive on, Nagle off), then TLS when configured.
+async fn transport(endpoint: &Endpoint, options: &ConnectOptions) -> Result<(Reading, Writing)> {
+    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to {endpoint}: {e}")))?;
+    stream.set_nodelay(true).ok();
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(options.keepalive * 3)
+        .with_interval(options.keepalive);
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "TCP keepalive not set");
+    }
+    let Some(tls) = &options.tls else {
+        let (read, write) = stream.into_split();
+        return Ok((Box::new(read), Box::new(write)));
+    };
+    let name = crate::tls::server_name(&endpoint.host)?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| tls_failure(endpoint, &e))?;
+    let (read, write) = tokio::io::split(stream);
+    Ok((Box::new(read), Box::new(write)))
+}
+
+/// A failed handshake, said so that the operator can act on it.
+pub fn tls_failure(endpoint: &Endpoint, e: &std::io::Error) -> BackendError {
+    let hint = match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            " (is --pulsar-tls-trust-certs-file the CA that signed the broker's certificate?)"
+        }
+        Some(rustls::Error::InvalidCertificate(_)) => " (the broker's certificate was refused)",
+        Some(rustls::Error::InvalidMessage(_)) | None
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            " (does this port speak TLS?)"
+        }
+        _ => "",
+    };
+    unavailable(format!("TLS handshake with {endpoint} failed: {e}{hint}"))
+}
+
+impl Connection {
+    /// Connects to `endpoint` and completes the CONNECT handshake. With a Pulsar proxy,
+    /// `endpoint` is the proxy and `proxy_to` the broker's `host:port`.
+    pub async fn open(
+        endpoint: &Endpoint,
+        proxy_to: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Arc<Connection>> {
+        let opening = async {
+            let (mut read, mut write) = transport(endpoint, options).await?;
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let max_message_size =
+                handshake(endpoint, proxy_to, options, &mut read, &mut write, &mut buf).await?;
+            Ok::<_, BackendError>((read, write, buf, max_message_size))
+        };
+        let (read, write, buf, max_message_size) = tokio::time::timeout(CONNECT_TIMEOUT, opening)
+            .await
+            .map_err(|_| {
+                BackendError::Timeout(format!(
+                    "connecting to {endpoint}: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })??;
+
+        let (outbound, queue) = mpsc::unbounded_channel::<Outbound>();
+        let shared = Arc::new(Shared {
+            routes: Mutex::new(Routes::default()),
+            alive: AtomicBool::new(true),
+            closing: Notify::new(),
+        });
+        let send_slots = Arc::new(Semaphore::new(OUTBOUND_SENDS));
+        let writer = tokio::spawn(write_frames(write, queue, shared.clone()));
+        let reader = Reader {
+            endpoint: endpoint.to_string(),
+            shared: shared.clone(),
             outbound: outbound.clone(),
-            routes: routes.clone(),
+            options: options.clone(),
+        };
+        let limit = frame::frame_limit(max_message_size);
+        tokio::spawn(reader.run(read, buf, limit, writer, send_slots.clone()));
+        Ok(Arc::new(Connection {
+            endpoint: endpoint.to_string(),
+            outbound,
+            send_slots,
+            shared,
             next_id: AtomicU64::new(1),
-            alive: alive.clone(),
+            operation_timeout: options.operation_timeout,
             max_message_size,
-        });
-        let writer_alive = alive.clone();
-        tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if write.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-            writer_alive.store(false, Ordering::Relaxed);
-        });
-        let address = address.to_owned();
-        tokio::spawn(async move {
-            let reason = loop {
-                match read_frame(&mut read, &mut buf).await {
-                    Ok(frame) => route(frame, &routes, &outbound),
-                    Err(e) => break e,
-                }
-            };
-            tracing::info!(broker = %address, reason = %reason, "Pulsar connection closed");
-            alive.store(false, Ordering::Relaxed);
-            fail_all(&routes, &reason.to_string());
-        });
-        Ok(connection)
+        }))
     }
 
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Relaxed)
+        self.shared.alive.load(Ordering::Relaxed)
+    }
+
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
     }
 
     /// A fresh id for a request, producer or consumer on this connection.
@@ -211,38 +320,47 @@ impl Connection {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Queues a send, waiting while the broker is behind (up to the operation timeout).
     pub async fn send_frame(&self, frame: Bytes) -> Result<()> {
+        let slot = tokio::time::timeout(
+            self.operation_timeout,
+            self.send_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::Timeout(format!(
+                "{}: the broker took no data for {:?}",
+                self.endpoint, self.operation_timeout
+            ))
+        })?
+        .map_err(|_| unavailable("Pulsar connection closed"))?;
         self.outbound
-            .send(frame)
-            .await
+            .send((frame, Some(slot)))
             .map_err(|_| unavailable("Pulsar connection closed"))
     }
 
-    /// Sends a command carrying `request_id` and waits for its answer; a broker ERROR becomes
-    /// the matching gateway error.
+    /// Queues a control frame (FLOW, ACK, CLOSE_*, ...) without waiting. It is never dropped
+    /// while the connection lives; on a dead connection the broker has forgotten its subject.
+    pub fn fire(&self, command: BaseCommand) {
+        let _ = self.outbound.send((frame::encode_command(&command), None));
+    }
+
+    /// Sends a command carrying `request_id` and waits for its answer, up to the operation
+    /// timeout; a broker ERROR becomes the matching gateway error.
     pub async fn request(&self, request_id: u64, command: BaseCommand) -> Result<BaseCommand> {
         let (tx, rx) = oneshot::channel();
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .requests
-            .insert(request_id, tx);
-        if let Err(e) = self.send_frame(frame::encode_command(&command)).await {
-            self.routes
-                .lock()
-                .expect("routes lock")
-                .requests
-                .remove(&request_id);
-            return Err(e);
-        }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .requests
-            .remove(&request_id);
+        self.shared.routes().requests.insert(request_id, tx);
+        // Requests go in the control lane: they are few, and their answers are awaited anyway.
+        self.fire(command);
+        let answer = tokio::time::timeout(self.operation_timeout, rx).await;
+        self.shared.routes().requests.remove(&request_id);
         let answer = answer
-            .map_err(|_| unavailable("Pulsar request timed out"))?
+            .map_err(|_| {
+                BackendError::Timeout(format!(
+                    "{}: no answer within {:?}",
+                    self.endpoint, self.operation_timeout
+                ))
+            })?
             .map_err(|_| unavailable("Pulsar connection closed"))?;
         match answer.error {
             Some(e) => Err(server_error(e.error, &e.message)),
@@ -250,59 +368,148 @@ impl Connection {
         }
     }
 
+    /// A PING answered by a PONG within `timeout`: proof that the broker hears this connection.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.routes().pongs.push(tx);
+        self.fire(ping());
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(unavailable(format!("{}: connection closed", self.endpoint))),
+            Err(_) => Err(BackendError::Timeout(format!(
+                "{}: no PONG within {timeout:?}",
+                self.endpoint
+            ))),
+        }
+    }
+
     /// Registers interest in the receipt of one send, before the send is written.
     pub fn expect_receipt(&self, producer_id: u64, sequence_id: u64) -> oneshot::Receiver<Receipt> {
         let (tx, rx) = oneshot::channel();
-        self.routes
-            .lock()
-            .expect("routes lock")
+        self.shared
+            .routes()
             .receipts
             .insert((producer_id, sequence_id), tx);
         rx
     }
 
+    /// Stops waiting for a receipt (its deadline passed).
+    pub fn forget_receipt(&self, producer_id: u64, sequence_id: u64) {
+        self.shared
+            .routes()
+            .receipts
+            .remove(&(producer_id, sequence_id));
+    }
+
     pub fn producer_closed(&self, producer_id: u64) -> bool {
-        !self.is_alive()
-            || self
-                .routes
-                .lock()
-                .expect("routes lock")
-                .closed_producers
-                .contains(&producer_id)
+        !self.is_alive() || self.shared.routes().closed_producers.contains(&producer_id)
     }
 
     pub fn register_consumer(&self, consumer_id: u64) -> mpsc::UnboundedReceiver<ConsumerEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .consumers
-            .insert(consumer_id, tx);
+        self.shared.routes().consumers.insert(consumer_id, tx);
         rx
     }
 
     pub fn forget_consumer(&self, consumer_id: u64) {
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .consumers
-            .remove(&consumer_id);
-    }
-
-    /// Queues a command without waiting (FLOW, ACK, CLOSE_*); drops it if the queue is full of a
-    /// dead connection's frames.
-    pub fn fire(&self, command: BaseCommand) {
-        let _ = self.outbound.try_send(frame::encode_command(&command));
+        self.shared.routes().consumers.remove(&consumer_id);
     }
 }
 
-async fn read_frame(
-    read: &mut tokio::net::tcp::OwnedReadHalf,
+fn ping() -> BaseCommand {
+    BaseCommand {
+        r#type: t::PING,
+        ping: Some(CommandPing {}),
+        ..Default::default()
+    }
+}
+
+/// CONNECT, answering AUTH_CHALLENGEs until CONNECTED; returns the broker's `maxMessageSize`.
+async fn handshake(
+    endpoint: &Endpoint,
+    proxy_to: Option<&str>,
+    options: &ConnectOptions,
+    read: &mut Reading,
+    write: &mut Writing,
     buf: &mut BytesMut,
-) -> Result<Frame> {
+) -> Result<usize> {
+    let credentials = options.credentials()?;
+    let connect = BaseCommand {
+        r#type: t::CONNECT,
+        connect: Some(CommandConnect {
+            client_version: CLIENT_VERSION.to_owned(),
+            auth_method_name: credentials.as_ref().map(|(method, _)| method.clone()),
+            auth_data: credentials.map(|(_, data)| data),
+            protocol_version: Some(PROTOCOL_VERSION),
+            proxy_to_broker_url: proxy_to.map(str::to_owned),
+            feature_flags: Some(FeatureFlags {
+                supports_auth_refresh: Some(true),
+                supports_broker_entry_metadata: Some(true),
+                supports_partial_producer: Some(false),
+            }),
+        }),
+        ..Default::default()
+    };
+    let mut next = frame::encode_command(&connect);
+    // A multi-step authentication method would challenge a few times; a token needs none.
+    for _ in 0..4 {
+        write
+            .write_all(&next)
+            .await
+            .and(write.flush().await)
+            .map_err(|e| unavailable(format!("{endpoint}: {e}")))?;
+        let limit = frame::frame_limit(frame::DEFAULT_MAX_MESSAGE_SIZE);
+        let answer = read_frame(read, buf, limit).await?.command;
+        match answer.r#type {
+            t::CONNECTED => {
+                let size = answer.connected.and_then(|c| c.max_message_size);
+                return Ok(size.map_or(frame::DEFAULT_MAX_MESSAGE_SIZE, |s| s.max(0) as usize));
+            }
+            t::AUTH_CHALLENGE => next = frame::encode_command(&auth_response(options)?),
+            t::ERROR => {
+                let e = answer.error.unwrap_or_default();
+                return Err(match server_error(e.error, &e.message) {
+                    BackendError::NotAuthorized(m) => BackendError::NotAuthorized(format!(
+                        "{endpoint} refused the gateway's credentials: {m}"
+                    )),
+                    other => other,
+                });
+            }
+            other => {
+                return Err(unavailable(format!(
+                    "{endpoint}: unexpected answer {other} to CONNECT"
+                )))
+            }
+        }
+    }
+    Err(unavailable(format!(
+        "{endpoint}: authentication did not finish"
+    )))
+}
+
+/// The answer to an AUTH_CHALLENGE: the current credentials (a token file may have changed).
+fn auth_response(options: &ConnectOptions) -> Result<BaseCommand> {
+    let (method, data) = options
+        .credentials()?
+        .unwrap_or_else(|| ("none".into(), Vec::new()));
+    Ok(BaseCommand {
+        r#type: t::AUTH_RESPONSE,
+        auth_response: Some(CommandAuthResponse {
+            client_version: Some(CLIENT_VERSION.to_owned()),
+            response: Some(AuthData {
+                auth_method_name: Some(method),
+                auth_data: Some(data),
+            }),
+            protocol_version: Some(PROTOCOL_VERSION),
+        }),
+        ..Default::default()
+    })
+}
+
+async fn read_frame(read: &mut Reading, buf: &mut BytesMut, limit: usize) -> Result<Frame> {
     loop {
-        if let Some(frame) =
-            frame::decode(buf).map_err(|e| unavailable(format!("bad frame from Pulsar: {e}")))?
+        if let Some(frame) = frame::decode(buf, limit)
+            .map_err(|e| unavailable(format!("bad frame from Pulsar: {e}")))?
         {
             return Ok(frame);
         }
@@ -316,133 +523,486 @@ async fn read_frame(
     }
 }
 
-fn route(frame: Frame, routes: &Arc<Mutex<Routes>>, outbound: &mpsc::Sender<Bytes>) {
-    let command = frame.command;
-    match command.r#type {
-        t::PING => {
-            let pong = BaseCommand {
+/// Writes queued frames in order, flushing when the queue runs dry (or after a large batch).
+async fn write_frames(
+    write: Writing,
+    mut queue: mpsc::UnboundedReceiver<Outbound>,
+    shared: Arc<Shared>,
+) {
+    let mut write = tokio::io::BufWriter::with_capacity(64 * 1024, write);
+    'frames: while let Some((frame, _slot)) = queue.recv().await {
+        let mut batch = frame.len();
+        if write.write_all(&frame).await.is_err() {
+            break;
+        }
+        while batch < WRITE_BATCH {
+            let Ok((frame, _slot)) = queue.try_recv() else {
+                break;
+            };
+            batch += frame.len();
+            if write.write_all(&frame).await.is_err() {
+                break 'frames;
+            }
+        }
+        if write.flush().await.is_err() {
+            break;
+        }
+    }
+    shared.alive.store(false, Ordering::Relaxed);
+    shared.closing.notify_one();
+}
+
+/// The reading side of a connection, which also keeps it alive and ends it.
+struct Reader {
+    endpoint: String,
+    shared: Arc<Shared>,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    options: ConnectOptions,
+}
+
+impl Reader {
+    async fn run(
+        self,
+        mut read: Reading,
+        mut buf: BytesMut,
+        limit: usize,
+        writer: tokio::task::JoinHandle<()>,
+        send_slots: Arc<Semaphore>,
+    ) {
+        let mut last_heard = Instant::now();
+        let mut pinged = false;
+        let keepalive = self.options.keepalive;
+        let mut ticks = tokio::time::interval(keepalive / 2);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reason = loop {
+            tokio::select! {
+                // `read_frame` keeps partial frames in `buf`, so losing the race loses nothing.
+                frame = read_frame(&mut read, &mut buf, limit) => match frame {
+                    Ok(frame) => {
+                        last_heard = Instant::now();
+                        pinged = false;
+                        self.route(frame);
+                    }
+                    Err(e) => break e.to_string(),
+                },
+                _ = ticks.tick() => {
+                    if last_heard.elapsed() < keepalive {
+                        continue;
+                    }
+                    if pinged {
+                        break format!("no answer to PING for {:?}", last_heard.elapsed());
+                    }
+                    let _ = self.outbound.send((frame::encode_command(&ping()), None));
+                    pinged = true;
+                }
+                _ = self.shared.closing.notified() => break "closed by the gateway".into(),
+            }
+        };
+        self.shared.alive.store(false, Ordering::Relaxed);
+        writer.abort();
+        send_slots.close();
+        if reason != "closed by the gateway" {
+            tracing::info!(broker = %self.endpoint, %reason, "Pulsar connection closed");
+        }
+        self.fail_all(&reason);
+    }
+
+    fn control(&self, command: &BaseCommand) {
+        let _ = self.outbound.send((frame::encode_command(command), None));
+    }
+
+    fn route(&self, frame: Frame) {
+        let command = frame.command;
+        let routes = &self.shared;
+        match command.r#type {
+            t::PING => self.control(&BaseCommand {
                 r#type: t::PONG,
                 pong: Some(CommandPong {}),
                 ..Default::default()
-            };
-            let _ = outbound.try_send(frame::encode_command(&pong));
-        }
-        t::PONG => {}
-        t::SEND_RECEIPT => {
-            let Some(r) = command.send_receipt else {
-                return;
-            };
-            let waiter = routes
-                .lock()
-                .expect("routes lock")
-                .receipts
-                .remove(&(r.producer_id, r.sequence_id));
-            if let Some(w) = waiter {
-                // Deduplication answers with a negative (all ones) id: nothing was written.
-                let dropped = r
-                    .message_id
-                    .as_ref()
-                    .is_none_or(|m| m.ledger_id == u64::MAX || m.entry_id == u64::MAX);
-                let _ = w.send(Ok(if dropped { None } else { r.message_id }));
+            }),
+            t::PONG => {
+                for waiter in routes.routes().pongs.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
-        }
-        t::SEND_ERROR => {
-            let Some(e) = command.send_error else { return };
-            let waiter = routes
-                .lock()
-                .expect("routes lock")
-                .receipts
-                .remove(&(e.producer_id, e.sequence_id));
-            if let Some(w) = waiter {
-                let _ = w.send(Err(server_error(e.error, &e.message)));
+            // The broker re-checks credentials (`authenticationRefreshCheckSeconds`): answer
+            // with the current ones, re-read if they come from a file.
+            t::AUTH_CHALLENGE => match auth_response(&self.options) {
+                Ok(answer) => self.control(&answer),
+                Err(e) => tracing::warn!(broker = %self.endpoint, error = %e,
+                    "cannot answer Pulsar's authentication challenge; the broker will close the connection"),
+            },
+            t::SEND_RECEIPT => {
+                let Some(r) = command.send_receipt else {
+                    return;
+                };
+                let waiter = routes
+                    .routes()
+                    .receipts
+                    .remove(&(r.producer_id, r.sequence_id));
+                if let Some(w) = waiter {
+                    // Deduplication answers with a negative (all ones) id: nothing was written.
+                    let dropped = r
+                        .message_id
+                        .as_ref()
+                        .is_none_or(|m| m.ledger_id == u64::MAX || m.entry_id == u64::MAX);
+                    let _ = w.send(Ok(if dropped { None } else { r.message_id }));
+                }
             }
-        }
-        t::MESSAGE => {
-            let (Some(m), Some((metadata, payload))) = (command.message, frame.payload) else {
-                return;
-            };
-            let routes = routes.lock().expect("routes lock");
-            if let Some(consumer) = routes.consumers.get(&m.consumer_id) {
-                let _ = consumer.send(ConsumerEvent::Message {
-                    id: m.message_id,
-                    redelivery_count: m.redelivery_count.unwrap_or(0),
-                    metadata: Box::new(metadata),
-                    payload,
+            t::SEND_ERROR => {
+                let Some(e) = command.send_error else { return };
+                let waiter = routes
+                    .routes()
+                    .receipts
+                    .remove(&(e.producer_id, e.sequence_id));
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(server_error(e.error, &e.message)));
+                }
+            }
+            t::MESSAGE => {
+                let (Some(m), Some((metadata, payload))) = (command.message, frame.payload) else {
+                    return;
+                };
+                if let Some(consumer) = routes.routes().consumers.get(&m.consumer_id) {
+                    let _ = consumer.send(ConsumerEvent::Message {
+                        id: m.message_id,
+                        redelivery_count: m.redelivery_count.unwrap_or(0),
+                        metadata: Box::new(metadata),
+                        payload,
+                    });
+                }
+            }
+            t::CLOSE_PRODUCER => {
+                let Some(c) = command.close_producer else {
+                    return;
+                };
+                routes.routes().closed_producers.insert(c.producer_id);
+                // A broker unloading a topic closes its producers first and sends the receipts
+                // of the writes it already had in hand afterwards. Waiting for them spares the
+                // client a resend that deduplication would answer without the entry's id. Sends
+                // with no receipt by then may or may not be persisted; the client resends them.
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSED_PRODUCER_GRACE).await;
+                    let mut routes = shared.routes();
+                    let failed: Vec<_> = routes
+                        .receipts
+                        .keys()
+                        .filter(|(p, _)| *p == c.producer_id)
+                        .copied()
+                        .collect();
+                    for key in failed {
+                        if let Some(w) = routes.receipts.remove(&key) {
+                            let _ = w.send(Err(unavailable(
+                                "the broker closed the producer (topic moved?)",
+                            )));
+                        }
+                    }
                 });
             }
-        }
-        t::CLOSE_PRODUCER => {
-            let Some(c) = command.close_producer else {
-                return;
-            };
-            routes
-                .lock()
-                .expect("routes lock")
-                .closed_producers
-                .insert(c.producer_id);
-            // A broker unloading a topic closes its producers first and sends the receipts of the
-            // writes it already had in hand afterwards. Waiting for them spares the client a
-            // resend that deduplication would answer without the entry's id. Sends with no
-            // receipt by then may or may not be persisted; the client resends them.
-            let routes = routes.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(CLOSED_PRODUCER_GRACE).await;
-                let mut routes = routes.lock().expect("routes lock");
-                let failed: Vec<_> = routes
-                    .receipts
-                    .keys()
-                    .filter(|(p, _)| *p == c.producer_id)
-                    .copied()
-                    .collect();
-                for key in failed {
-                    if let Some(w) = routes.receipts.remove(&key) {
-                        let _ = w.send(Err(unavailable(
-                            "the broker closed the producer (topic moved?)",
-                        )));
+            t::CLOSE_CONSUMER => {
+                let Some(c) = command.close_consumer else {
+                    return;
+                };
+                if let Some(consumer) = routes.routes().consumers.remove(&c.consumer_id) {
+                    let _ = consumer.send(ConsumerEvent::Closed);
+                }
+            }
+            t::ACTIVE_CONSUMER_CHANGE | t::REACHED_END_OF_TOPIC => {}
+            _ => {
+                if let Some(request_id) = answered_request(&command) {
+                    if let Some(w) = routes.routes().requests.remove(&request_id) {
+                        let _ = w.send(command);
                     }
+                } else {
+                    tracing::debug!(command = command.r#type, "unhandled command from Pulsar");
                 }
-            });
-        }
-        t::CLOSE_CONSUMER => {
-            let Some(c) = command.close_consumer else {
-                return;
-            };
-            if let Some(consumer) = routes
-                .lock()
-                .expect("routes lock")
-                .consumers
-                .remove(&c.consumer_id)
-            {
-                let _ = consumer.send(ConsumerEvent::Closed);
             }
         }
-        t::ACTIVE_CONSUMER_CHANGE | t::REACHED_END_OF_TOPIC => {}
-        _ => {
-            if let Some(request_id) = answered_request(&command) {
-                if let Some(w) = routes
-                    .lock()
-                    .expect("routes lock")
-                    .requests
-                    .remove(&request_id)
-                {
-                    let _ = w.send(command);
-                }
-            } else {
-                tracing::debug!(command = command.r#type, "unhandled command from Pulsar");
-            }
+    }
+
+    fn fail_all(&self, reason: &str) {
+        let mut routes = self.shared.routes();
+        routes.requests.clear(); // dropping the senders wakes the waiters with "closed"
+        routes.pongs.clear();
+        for (_, w) in routes.receipts.drain() {
+            let _ = w.send(Err(unavailable(format!(
+                "Pulsar connection lost: {reason}"
+            ))));
+        }
+        for (_, c) in routes.consumers.drain() {
+            let _ = c.send(ConsumerEvent::Closed);
         }
     }
 }
 
-fn fail_all(routes: &Mutex<Routes>, reason: &str) {
-    let mut routes = routes.lock().expect("routes lock");
-    routes.requests.clear(); // dropping the senders wakes the waiters with "closed"
-    for (_, w) in routes.receipts.drain() {
-        let _ = w.send(Err(unavailable(format!(
-            "Pulsar connection lost: {reason}"
-        ))));
+#[cfg(test)]
+mod tests {
+    //! The connection's own mechanics, against a scripted peer on a local socket that speaks
+    //! just enough of the protocol (the behaviour with real brokers is in the end-to-end tests).
+
+    use super::*;
+    use crate::proto::{CommandAuthChallenge, CommandConnected, CommandFlow, CommandSend};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LIMIT: usize = 8 * 1024 * 1024;
+
+    fn options(token: Option<TokenSource>, keepalive: Duration) -> ConnectOptions {
+        ConnectOptions {
+            tls: None,
+            token,
+            client_certificate: false,
+            operation_timeout: Duration::from_secs(5),
+            keepalive,
+        }
     }
-    for (_, c) in routes.consumers.drain() {
-        let _ = c.send(ConsumerEvent::Closed);
+
+    /// A peer that accepts one connection and answers CONNECT.
+    struct Peer {
+        stream: TcpStream,
+        buf: BytesMut,
+        /// The CONNECT it was sent.
+        connect: BaseCommand,
+    }
+
+    impl Peer {
+        async fn next(&mut self) -> Frame {
+            loop {
+                if let Some(frame) = frame::decode(&mut self.buf, LIMIT).unwrap() {
+                    return frame;
+                }
+                assert!(
+                    self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
+                    "closed"
+                );
+            }
+        }
+
+        async fn send(&mut self, command: &BaseCommand) {
+            self.stream
+                .write_all(&frame::encode_command(command))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn connect(options: ConnectOptions) -> (Arc<Connection>, Peer) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+        };
+        let peer = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut peer = Peer {
+                stream,
+                buf: BytesMut::new(),
+                connect: BaseCommand::default(),
+            };
+            peer.connect = peer.next().await.command;
+            peer.send(&BaseCommand {
+                r#type: t::CONNECTED,
+                connected: Some(CommandConnected {
+                    server_version: "scripted".into(),
+                    protocol_version: Some(PROTOCOL_VERSION),
+                    max_message_size: Some(LIMIT as i32 - 128 * 1024),
+                }),
+                ..Default::default()
+            })
+            .await;
+            peer
+        });
+        let connection = Connection::open(&endpoint, None, &options).await.unwrap();
+        (connection, peer.await.unwrap())
+    }
+
+    fn flow(consumer_id: u64) -> BaseCommand {
+        BaseCommand {
+            r#type: t::FLOW,
+            flow: Some(CommandFlow {
+                consumer_id,
+                message_permits: 1,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn send(sequence_id: u64, payload: &[u8]) -> Bytes {
+        let command = BaseCommand {
+            r#type: t::SEND,
+            send: Some(CommandSend {
+                producer_id: 1,
+                sequence_id,
+                num_messages: Some(1),
+                highest_sequence_id: None,
+            }),
+            ..Default::default()
+        };
+        frame::encode_with_payload(&command, &MessageMetadata::default(), payload)
+    }
+
+    /// A broker that stops reading fills the send queue; control frames fired meanwhile must
+    /// all arrive once it reads again (a FLOW lost here stalls a consumer for good).
+    #[tokio::test]
+    async fn control_frames_are_never_dropped_when_the_send_queue_is_full() {
+        let (connection, mut peer) = connect(options(None, KEEPALIVE)).await;
+        assert_eq!(connection.max_message_size, LIMIT - 128 * 1024);
+        let payload = vec![7u8; 64 * 1024];
+        let sending = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                for sequence in 0..(OUTBOUND_SENDS as u64 + 100) {
+                    connection
+                        .send_frame(send(sequence, &payload))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        // The peer reads nothing: the socket's buffers fill, then the queue's slots run out.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while connection.send_slots.available_permits() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the send queue fills while the peer does not read");
+        const FIRED: u64 = 500;
+        for consumer in 0..FIRED {
+            connection.fire(flow(consumer));
+        }
+        let (mut sends, mut flows) = (0u64, Vec::new());
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while sends < OUTBOUND_SENDS as u64 + 100 || (flows.len() as u64) < FIRED {
+                let frame = peer.next().await;
+                match frame.command.r#type {
+                    t::SEND => {
+                        assert_eq!(frame.command.send.unwrap().sequence_id, sends, "in order");
+                        sends += 1;
+                    }
+                    t::FLOW => flows.push(frame.command.flow.unwrap().consumer_id),
+                    t::PING => {}
+                    other => panic!("unexpected command {other}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{sends} sends and {} FLOWs arrived", flows.len()));
+        assert_eq!(flows, (0..FIRED).collect::<Vec<_>>());
+        sending.await.unwrap();
+    }
+
+    /// A peer that stops answering (a half-open connection): PING after the keepalive
+    /// interval, and the connection is dropped when that gets no answer either; requests
+    /// waiting on it fail at once instead of at their deadline.
+    #[tokio::test]
+    async fn a_silent_broker_is_dropped_after_an_unanswered_ping() {
+        let keepalive = Duration::from_millis(300);
+        let (connection, mut peer) = connect(options(None, keepalive)).await;
+        let waiting = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let request_id = connection.next_id();
+                let lookup = BaseCommand {
+                    r#type: t::LOOKUP,
+                    lookup_topic: Some(crate::proto::CommandLookupTopic {
+                        topic: "t".into(),
+                        request_id,
+                        authoritative: None,
+                    }),
+                    ..Default::default()
+                };
+                connection.request(request_id, lookup).await
+            })
+        };
+        // The peer reads the request and then the keepalive's PING, and answers neither.
+        let mut pinged = false;
+        let started = Instant::now();
+        while !pinged {
+            pinged = peer.next().await.command.r#type == t::PING;
+        }
+        assert!(
+            started.elapsed() >= keepalive / 2,
+            "PING only after silence"
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(4), waiting)
+            .await
+            .expect("the waiting request fails when the connection is dropped")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(BackendError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        assert!(!connection.is_alive());
+    }
+
+    /// A broker that answers PINGs keeps the connection; `ping` proves it hears us.
+    #[tokio::test]
+    async fn an_answering_broker_keeps_the_connection() {
+        let keepalive = Duration::from_millis(200);
+        let (connection, mut peer) = connect(options(None, keepalive)).await;
+        let answering = tokio::spawn(async move {
+            loop {
+                if peer.next().await.command.r#type == t::PING {
+                    peer.send(&BaseCommand {
+                        r#type: t::PONG,
+                        pong: Some(CommandPong {}),
+                        ..Default::default()
+                    })
+                    .await;
+                }
+            }
+        });
+        tokio::time::sleep(keepalive * 6).await;
+        assert!(connection.is_alive());
+        connection.ping(Duration::from_secs(2)).await.unwrap();
+        answering.abort();
+    }
+
+    /// The token goes into CONNECT, and every AUTH_CHALLENGE is answered with the token as it
+    /// is now, read again from its file after a rotation.
+    #[tokio::test]
+    async fn challenges_are_answered_with_the_current_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first-token").unwrap();
+        let source = TokenSource::parse(&format!("file://{}", path.display())).unwrap();
+        let (_connection, mut peer) = connect(options(Some(source), KEEPALIVE)).await;
+        let connect = peer.connect.connect.clone().unwrap();
+        assert_eq!(connect.auth_method_name.as_deref(), Some("token"));
+        assert_eq!(connect.auth_data.as_deref(), Some(&b"first-token"[..]));
+        assert_eq!(
+            connect.feature_flags.and_then(|f| f.supports_auth_refresh),
+            Some(true)
+        );
+        let challenge = BaseCommand {
+            r#type: t::AUTH_CHALLENGE,
+            auth_challenge: Some(CommandAuthChallenge {
+                server_version: Some("scripted".into()),
+                challenge: Some(AuthData {
+                    auth_method_name: Some("token".into()),
+                    auth_data: Some(b"PulsarAuthRefresh".to_vec()),
+                }),
+                protocol_version: Some(PROTOCOL_VERSION),
+            }),
+            ..Default::default()
+        };
+        for expected in ["first-token", "rotated-token"] {
+            if expected == "rotated-token" {
+                let next = dir.path().join("next");
+                std::fs::write(&next, "rotated-token\n").unwrap();
+                std::fs::rename(&next, &path).unwrap();
+            }
+            peer.send(&challenge).await;
+            let answer = loop {
+                let frame = peer.next().await;
+                if frame.command.r#type == t::AUTH_RESPONSE {
+                    break frame.command.auth_response.unwrap();
+                }
+            };
+            let response = answer.response.unwrap();
+            assert_eq!(response.auth_method_name.as_deref(), Some("token"));
+            assert_eq!(response.auth_data.as_deref(), Some(expected.as_bytes()));
+        }
     }
 }

@@ -12,8 +12,14 @@ use crate::proto::{BaseCommand, MessageMetadata};
 
 const MAGIC_CHECKSUM: u16 = 0x0e01;
 const MAGIC_BROKER_ENTRY_METADATA: u16 = 0x0e02;
-/// Pulsar's default `maxMessageSize` is 5 MiB; frames carry some overhead on top.
-pub const MAX_FRAME: usize = 5 * 1024 * 1024 + 64 * 1024;
+/// Pulsar's default `maxMessageSize`, used until the broker names its own in CONNECTED.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 5 * 1024 * 1024;
+
+/// The largest frame a broker with this `maxMessageSize` sends: the entry plus the command,
+/// metadata and broker entry metadata around it (Pulsar pads its own limit by 10 KiB).
+pub fn frame_limit(max_message_size: usize) -> usize {
+    max_message_size.max(DEFAULT_MAX_MESSAGE_SIZE) + 64 * 1024
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -65,13 +71,14 @@ pub fn encode_with_payload(
     out.freeze()
 }
 
-/// If `buf` starts with a whole frame, removes and decodes it.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+/// If `buf` starts with a whole frame, removes and decodes it. The size is checked against
+/// `limit` before anything is allocated for the frame.
+pub fn decode(buf: &mut BytesMut, limit: usize) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let total = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    if total > MAX_FRAME {
+    if total > limit {
         return Err(FrameError::TooLarge(total));
     }
     if buf.len() < 4 + total {
@@ -130,6 +137,19 @@ mod tests {
     use super::*;
     use crate::proto::{command_type, CommandSend};
 
+    const LIMIT: usize = 1024 * 1024;
+
+    #[test]
+    fn the_size_limit_is_checked_before_the_frame_arrives() {
+        let mut buf = BytesMut::from(&((LIMIT + 1) as u32).to_be_bytes()[..]);
+        assert!(matches!(
+            decode(&mut buf, LIMIT),
+            Err(FrameError::TooLarge(n)) if n == LIMIT + 1
+        ));
+        assert!(frame_limit(10 * 1024 * 1024) > 10 * 1024 * 1024);
+        assert!(frame_limit(1024) > DEFAULT_MAX_MESSAGE_SIZE);
+    }
+
     #[test]
     fn payload_frames_round_trip_and_checksums_are_checked() {
         let command = BaseCommand {
@@ -150,9 +170,12 @@ mod tests {
         };
         let bytes = encode_with_payload(&command, &metadata, b"payload");
         let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
-        assert!(decode(&mut buf).unwrap().is_none(), "a partial frame waits");
+        assert!(
+            decode(&mut buf, LIMIT).unwrap().is_none(),
+            "a partial frame waits"
+        );
         let mut buf = BytesMut::from(&bytes[..]);
-        let frame = decode(&mut buf).unwrap().unwrap();
+        let frame = decode(&mut buf, LIMIT).unwrap().unwrap();
         assert_eq!(frame.command, command);
         assert_eq!(
             frame.payload,
@@ -161,6 +184,9 @@ mod tests {
         let mut corrupt = BytesMut::from(&bytes[..]);
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
-        assert!(matches!(decode(&mut corrupt), Err(FrameError::Checksum)));
+        assert!(matches!(
+            decode(&mut corrupt, LIMIT),
+            Err(FrameError::Checksum)
+        ));
     }
 }

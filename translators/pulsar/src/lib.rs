@@ -6,10 +6,12 @@ mod admin;
 mod batch;
 mod connection;
 mod consumer;
+pub mod credentials;
 mod frame;
 mod pool;
 mod producer;
 pub mod proto;
+mod tls;
 
 use std::sync::Arc;
 
@@ -24,8 +26,10 @@ use gateway_core::{
 use tokio::sync::Mutex;
 
 pub use admin::AdminClient;
-pub use connection::Auth;
+pub use credentials::TokenSource;
+pub use tls::TlsOptions;
 
+use crate::connection::ConnectOptions;
 use crate::pool::Pool;
 use crate::producer::Producer;
 
@@ -72,27 +76,43 @@ const TOPIC_INFO_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long to wait for an entry known to exist to reach a reader.
 const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long the readiness check waits for the broker to answer a PING.
+const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How the gateway reaches Pulsar. `Debug` never shows the token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PulsarConfig {
-    /// `pulsar://host:port` of a broker, a proxy or a load balancer in front of brokers.
+    /// `pulsar://host:port` or `pulsar+ssl://host:port` of a broker, a proxy or a load balancer
+    /// in front of brokers (several hosts separated by commas).
     pub service_url: String,
-    /// `http://host:port` of the admin REST API.
+    /// `http://host:port` or `https://host:port` of the admin REST API.
     pub admin_url: String,
     /// Token for both, if the cluster requires authentication.
-    pub token: Option<String>,
+    pub token: Option<TokenSource>,
+    /// TLS settings, used when either URL is a TLS one.
+    pub tls: TlsOptions,
+    /// Deadline of every operation: lookups, producer and consumer creation, send receipts,
+    /// admin calls (Pulsar's `operationTimeoutMs`).
+    pub operation_timeout: std::time::Duration,
     /// Codec for written entries: `proto::compression::{NONE, LZ4, ZLIB, ZSTD}`.
     pub compression: i32,
 }
 
-impl std::fmt::Debug for PulsarConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PulsarConfig")
-            .field("service_url", &self.service_url)
-            .field("admin_url", &self.admin_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("compression", &self.compression)
-            .finish()
+impl PulsarConfig {
+    /// A plaintext configuration with Pulsar's default timeouts (tests and tools).
+    pub fn plain(service_url: &str, admin_url: &str, token: Option<&str>) -> PulsarConfig {
+        PulsarConfig {
+            service_url: service_url.to_owned(),
+            admin_url: admin_url.to_owned(),
+            token: token.map(TokenSource::literal),
+            tls: TlsOptions::default(),
+            operation_timeout: std::time::Duration::from_secs(30),
+            compression: proto::compression::LZ4,
+        }
+    }
+
+    fn uses_tls(&self) -> bool {
+        self.service_url.starts_with("pulsar+ssl://") || self.admin_url.starts_with("https://")
     }
 }
 
@@ -100,6 +120,8 @@ type ProducerSlot = Arc<Mutex<Option<Arc<Producer>>>>;
 
 pub struct PulsarBackend {
     config: PulsarConfig,
+    /// Built once from `config.tls` and shared with the backends acting for clients.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The backends acting for clients, by token; each holds its own connections, made with
     /// that client's token, so Pulsar authorizes what it does (see `as_client`).
     clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<PulsarBackend>>>,
@@ -115,15 +137,41 @@ pub struct PulsarBackend {
 }
 
 impl PulsarBackend {
+    /// Reads the TLS files now: unusable ones are a configuration error. Nothing connects yet.
     pub fn new(config: PulsarConfig) -> Result<Arc<PulsarBackend>> {
-        let auth = Auth {
-            token: config.token.clone(),
+        let tls = if config.uses_tls() {
+            Some(config.tls.client_config()?)
+        } else {
+            None
         };
+        Self::with_tls(config, tls)
+    }
+
+    fn with_tls(
+        config: PulsarConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Arc<PulsarBackend>> {
+        let options = ConnectOptions {
+            tls: tls
+                .clone()
+                .filter(|_| config.service_url.starts_with("pulsar+ssl://")),
+            token: config.token.clone(),
+            client_certificate: config.tls.has_client_certificate(),
+            operation_timeout: config.operation_timeout,
+            keepalive: connection::KEEPALIVE,
+        };
+        let admin = AdminClient::new(
+            &config.admin_url,
+            config.token.clone(),
+            tls.clone(),
+            config.operation_timeout,
+        )?;
         Ok(Arc::new(PulsarBackend {
             config: config.clone(),
+            tls,
             clients: Default::default(),
-            pool: Arc::new(Pool::new(&config.service_url, auth)?),
-            admin: AdminClient::new(&config.admin_url, config.token)?,
+            pool: Arc::new(Pool::new(&config.service_url, options)?),
+            admin,
             compression: config.compression,
             producers: DashMap::new(),
             first_entries: Recent::new(FIRST_ENTRY_TTL),
@@ -187,10 +235,13 @@ impl Backend for PulsarBackend {
             return Some(backend);
         }
         clients.retain(|_, w| w.strong_count() > 0);
-        let backend = PulsarBackend::new(PulsarConfig {
-            token: Some(token.to_owned()),
-            ..self.config.clone()
-        })
+        let backend = PulsarBackend::with_tls(
+            PulsarConfig {
+                token: Some(TokenSource::literal(token)),
+                ..self.config.clone()
+            },
+            self.tls.clone(),
+        )
         .ok()?;
         clients.insert(token.to_owned(), Arc::downgrade(&backend));
         Some(backend)
@@ -222,8 +273,16 @@ impl Backend for PulsarBackend {
         }
     }
 
-    async fn is_ready(&self) -> bool {
-        self.admin.is_ready().await && self.pool.service_connection().await.is_ok()
+    /// The gateway's token (when it has one) has not expired, the admin API answers it, and a
+    /// broker answers a PING on the service connection: a half-open connection is caught here,
+    /// not only by the keepalive.
+    async fn readiness(&self) -> Result<()> {
+        if let Some(token) = &self.config.token {
+            credentials::check_not_expired(token, &token.current()?)?;
+        }
+        self.admin.readiness().await?;
+        let connection = self.pool.service_connection().await?;
+        connection.ping(READY_PING_TIMEOUT).await
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
@@ -407,8 +466,8 @@ impl Backend for PulsarBackend {
             .await
         {
             Ok(producer) => Ok(Some(Box::new(PulsarLease(producer)))),
-            // ProducerBusy or ProducerFenced: someone else holds it.
-            Err(BackendError::ConsumerBusy(_)) => Ok(None),
+            // Someone else holds it.
+            Err(BackendError::ProducerBusy(_) | BackendError::ProducerFenced(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -175,7 +175,14 @@ impl Producer {
         }
         drop(in_order);
         // Even after a failed write, the entries already handed over must settle.
-        let receipts = settle(waiting, self.unsettled.clone());
+        let deadline = tokio::time::Instant::now() + self.connection.operation_timeout();
+        let receipts = settle(
+            waiting,
+            self.unsettled.clone(),
+            self.connection.clone(),
+            self.producer_id,
+            deadline,
+        );
         written?;
         Ok(Box::pin(async move {
             receipts
@@ -218,18 +225,32 @@ struct Unsettled {
     failed: BTreeSet<u64>,
 }
 
-/// Collects the receipts of one submit in a task of its own, recording each outcome.
+/// Collects the receipts of one submit in a task of its own, recording each outcome. A receipt
+/// that has not come by `deadline` fails with a time-out: the entry may still be persisted, and
+/// the client's resend is then answered by deduplication (named producers) or stored twice
+/// (at-least-once).
 fn settle(
     waiting: Vec<(u64, oneshot::Receiver<Receipt>)>,
     unsettled: Arc<Mutex<Unsettled>>,
+    connection: Arc<Connection>,
+    producer_id: u64,
+    deadline: tokio::time::Instant,
 ) -> oneshot::Receiver<Result<Vec<SendReceipt>>> {
     let (done, result) = oneshot::channel();
     tokio::spawn(async move {
         let mut receipts = Ok(Vec::with_capacity(waiting.len()));
         for (sequence_id, receipt) in waiting {
-            let outcome = receipt
-                .await
-                .unwrap_or_else(|_| Err(unavailable("Pulsar connection closed")));
+            let outcome = match tokio::time::timeout_at(deadline, receipt).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(unavailable("Pulsar connection closed")),
+                Err(_) => {
+                    connection.forget_receipt(producer_id, sequence_id);
+                    Err(BackendError::Timeout(format!(
+                        "no receipt from Pulsar within {:?}",
+                        connection.operation_timeout()
+                    )))
+                }
+            };
             let mut state = unsettled.lock().expect("unsettled lock");
             state.pending.remove(&sequence_id);
             match (outcome, &mut receipts) {

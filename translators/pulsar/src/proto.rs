@@ -71,8 +71,16 @@ pub struct MessageMetadata {
     pub highest_sequence_id: Option<u64>,
     #[prost(bool, optional, tag = "25")]
     pub null_value: Option<bool>,
+    /// Chunked messages (a message larger than the broker's limit, split by the producer):
+    /// every chunk carries the message's uuid, the chunk count, the whole size and its index.
+    #[prost(string, optional, tag = "26")]
+    pub uuid: Option<String>,
     #[prost(int32, optional, tag = "27")]
     pub num_chunks_from_msg: Option<i32>,
+    #[prost(int32, optional, tag = "28")]
+    pub total_chunk_msg_size: Option<i32>,
+    #[prost(int32, optional, tag = "29")]
+    pub chunk_id: Option<i32>,
     #[prost(bool, optional, tag = "30")]
     pub null_partition_key: Option<bool>,
 }
@@ -125,6 +133,35 @@ pub struct CommandConnect {
     pub proxy_to_broker_url: Option<String>,
     #[prost(message, optional, tag = "10")]
     pub feature_flags: Option<FeatureFlags>,
+}
+
+/// Credentials in an AUTH_CHALLENGE or AUTH_RESPONSE.
+#[derive(Clone, PartialEq, Message)]
+pub struct AuthData {
+    #[prost(string, optional, tag = "1")]
+    pub auth_method_name: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub auth_data: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandAuthChallenge {
+    #[prost(string, optional, tag = "1")]
+    pub server_version: Option<String>,
+    #[prost(message, optional, tag = "2")]
+    pub challenge: Option<AuthData>,
+    #[prost(int32, optional, tag = "3")]
+    pub protocol_version: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandAuthResponse {
+    #[prost(string, optional, tag = "1")]
+    pub client_version: Option<String>,
+    #[prost(message, optional, tag = "2")]
+    pub response: Option<AuthData>,
+    #[prost(int32, optional, tag = "3")]
+    pub protocol_version: Option<i32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -455,6 +492,8 @@ pub mod command_type {
     pub const GET_LAST_MESSAGE_ID: i32 = 29;
     pub const GET_LAST_MESSAGE_ID_RESPONSE: i32 = 30;
     pub const ACTIVE_CONSUMER_CHANGE: i32 = 31;
+    pub const AUTH_CHALLENGE: i32 = 36;
+    pub const AUTH_RESPONSE: i32 = 37;
     pub const ACK_RESPONSE: i32 = 38;
 }
 
@@ -514,19 +553,40 @@ pub struct BaseCommand {
     pub get_last_message_id_response: Option<CommandGetLastMessageIdResponse>,
     #[prost(message, optional, tag = "31")]
     pub active_consumer_change: Option<CommandActiveConsumerChange>,
+    #[prost(message, optional, tag = "36")]
+    pub auth_challenge: Option<CommandAuthChallenge>,
+    #[prost(message, optional, tag = "37")]
+    pub auth_response: Option<CommandAuthResponse>,
     #[prost(message, optional, tag = "38")]
     pub ack_response: Option<CommandAckResponse>,
 }
 
-/// `ServerError` values the gateway reacts to.
+/// `ServerError` values.
 pub mod server_error {
+    pub const UNKNOWN_ERROR: i32 = 0;
+    pub const METADATA_ERROR: i32 = 1;
+    pub const PERSISTENCE_ERROR: i32 = 2;
     pub const AUTHENTICATION_ERROR: i32 = 3;
     pub const AUTHORIZATION_ERROR: i32 = 4;
     pub const CONSUMER_BUSY: i32 = 5;
     pub const SERVICE_NOT_READY: i32 = 6;
+    pub const PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR: i32 = 7;
+    pub const PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION: i32 = 8;
+    pub const CHECKSUM_ERROR: i32 = 9;
+    pub const UNSUPPORTED_VERSION_ERROR: i32 = 10;
     pub const TOPIC_NOT_FOUND: i32 = 11;
     pub const SUBSCRIPTION_NOT_FOUND: i32 = 12;
+    pub const CONSUMER_NOT_FOUND: i32 = 13;
     pub const TOO_MANY_REQUESTS: i32 = 14;
+    pub const TOPIC_TERMINATED_ERROR: i32 = 15;
     pub const PRODUCER_BUSY: i32 = 16;
+    pub const INVALID_TOPIC_NAME: i32 = 17;
+    pub const INCOMPATIBLE_SCHEMA: i32 = 18;
+    pub const CONSUMER_ASSIGN_ERROR: i32 = 19;
+    pub const TRANSACTION_COORDINATOR_NOT_FOUND: i32 = 20;
+    pub const INVALID_TXN_STATUS: i32 = 21;
+    pub const NOT_ALLOWED_ERROR: i32 = 22;
+    pub const TRANSACTION_CONFLICT: i32 = 23;
+    pub const TRANSACTION_NOT_FOUND: i32 = 24;
     pub const PRODUCER_FENCED: i32 = 25;
 }
