@@ -142,6 +142,52 @@ impl FaultProxy {
     pub fn accepted(&self) -> usize {
         self.counts.accepted.load(Ordering::SeqCst)
     }
+
+    /// Carries out one line of the `fault-proxy` program's control protocol and returns the
+    /// answer: `ok`, the status line for `status`, or `error: ...`.
+    pub fn control(&self, line: &str) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            ["blackhole"] => self.blackhole(),
+            ["heal"] => self.heal(),
+            ["reset"] => self.reset_all(),
+            ["refuse", "on"] => self.set_refuse(true),
+            ["refuse", "off"] => self.set_refuse(false),
+            ["latency", ms] => match ms.parse() {
+                Ok(ms) => self.set_latency(Duration::from_millis(ms)),
+                Err(_) => return format!("error: latency takes milliseconds, not {ms:?}"),
+            },
+            ["bandwidth", "off"] => self.set_bandwidth(None),
+            ["bandwidth", rate] => match rate.parse() {
+                Ok(rate) => self.set_bandwidth(Some(rate)),
+                Err(_) => return format!("error: bandwidth takes bytes/s or off, not {rate:?}"),
+            },
+            ["status"] => return self.status(),
+            _ => {
+                return format!(
+                    "error: unknown command {:?} (blackhole, heal, latency MS, \
+                     bandwidth BYTES_PER_SEC|off, reset, refuse on|off, status)",
+                    line.trim()
+                );
+            }
+        }
+        "ok".to_string()
+    }
+
+    fn status(&self) -> String {
+        let f = *self.faults.borrow();
+        let bandwidth = f
+            .bandwidth
+            .map_or("off".to_string(), |rate| rate.to_string());
+        format!(
+            "blackhole={} latency_ms={} bandwidth={bandwidth} refuse={} open={} accepted={}",
+            f.blackhole,
+            f.latency.as_millis(),
+            f.refuse,
+            self.open_connections(),
+            self.accepted()
+        )
+    }
 }
 
 async fn accept_loop(
@@ -744,5 +790,43 @@ mod tests {
             assert!(Instant::now() < deadline, "still listening");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn control_lines_set_and_report_the_faults() {
+        let (echo, _) = echo_server().await;
+        let proxy = FaultProxy::start(echo).await;
+        for line in ["blackhole", "latency 200", "bandwidth 100000", "refuse on"] {
+            assert_eq!(proxy.control(line), "ok", "{line}");
+        }
+        assert_eq!(
+            proxy.control("status"),
+            "blackhole=true latency_ms=200 bandwidth=100000 refuse=true open=0 accepted=0"
+        );
+        assert_eq!(proxy.control("refuse off"), "ok");
+        assert_eq!(proxy.control("bandwidth off"), "ok");
+        assert_eq!(proxy.control("latency 0"), "ok");
+        assert_eq!(proxy.control(" heal "), "ok");
+        assert_eq!(
+            proxy.control("status"),
+            "blackhole=false latency_ms=0 bandwidth=off refuse=false open=0 accepted=0"
+        );
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        round_trip(&mut client, b"clean").await;
+        assert!(proxy.control("status").ends_with("open=1 accepted=1"));
+        for bad in [
+            "",
+            "latency",
+            "latency soon",
+            "bandwidth -1",
+            "refuse maybe",
+            "rest",
+        ] {
+            assert!(proxy.control(bad).starts_with("error: "), "{bad:?}");
+        }
+        assert_eq!(proxy.control("reset"), "ok");
+        let mut buf = [0; 1];
+        let read = timeout(GUARD, client.read(&mut buf)).await.expect("reset");
+        assert!(read.is_err(), "{read:?}");
     }
 }
