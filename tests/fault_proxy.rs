@@ -785,8 +785,14 @@ mod tests {
         let mut buf = [0; 16];
         let read = timeout(GUARD, client.read(&mut buf)).await.expect("closed");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // Until the accept loop has ended, connects succeed (or hang, the backlog full).
         let deadline = Instant::now() + GUARD;
-        while TcpStream::connect(addr).await.is_ok() {
+        loop {
+            let connect = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await;
+            if let Ok(Err(e)) = connect {
+                assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+                break;
+            }
             assert!(Instant::now() < deadline, "still listening");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
