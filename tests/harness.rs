@@ -4,6 +4,7 @@
 //! does after `compat-suites/pulsar/start`).
 
 pub mod backends;
+pub mod fault_proxy;
 pub mod kafka_raw;
 pub mod pki;
 pub mod rdkafka_util;
