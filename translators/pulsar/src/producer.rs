@@ -213,7 +213,8 @@ impl Producer {
         let (Some(&failed), Some(next)) = (unsettled.failed.first(), first_sequence) else {
             return Ok(());
         };
-        if next <= failed || next >> 32 > failed >> 32 {
+        // The Kafka front end puts the producer epoch in the bits from 48 up.
+        if next <= failed || next >> 48 > failed >> 48 {
             Ok(())
         } else {
             Err(unavailable(format!(

@@ -40,30 +40,38 @@ enum Dispatched {
     },
 }
 
-/// Splits a Kafka batch into Pulsar entries of at most 4096 messages each.
+/// Splits a Kafka batch into Pulsar entries of at most 4096 messages each. `producer` names an
+/// idempotent producer's Pulsar producer and the deduplication sequence id of the batch's first
+/// record (`crate::sequences::dedup_sequence`).
 pub fn batch_to_entries(
     batch: &Batch,
-    producer: Option<&str>,
+    producer: Option<(&str, u64)>,
 ) -> Result<Vec<EntryToSend>, &'static str> {
     let mut entries = Vec::with_capacity(batch.records.len().div_ceil(MAX_BATCH_MESSAGES));
-    for (chunk_index, chunk) in batch.records.chunks(MAX_BATCH_MESSAGES).enumerate() {
+    for chunk in batch.records.chunks(MAX_BATCH_MESSAGES) {
         let messages = chunk
             .iter()
             .map(record_to_message)
             .collect::<Result<Vec<_>, _>>()?;
-        // Pulsar deduplication needs a growing sequence id per producer name: the epoch in the
-        // high bits, then the Kafka sequence of the chunk's first record.
-        let dedup = producer.map(|name| {
-            let sequence =
-                batch.header.base_sequence as u64 + (chunk_index * MAX_BATCH_MESSAGES) as u64;
-            (
-                name.to_owned(),
-                ((batch.header.producer_epoch as u16 as u64) << 32) | sequence,
-            )
+        entries.push(EntryToSend {
+            messages,
+            dedup: None,
         });
-        entries.push(EntryToSend { messages, dedup });
+    }
+    if let Some((name, first)) = producer {
+        set_dedup(&mut entries, name, first);
     }
     Ok(entries)
+}
+
+/// Names the producer on each entry, with the deduplication sequence id of the entry's first
+/// record: Pulsar deduplication needs them to grow per producer name.
+fn set_dedup(entries: &mut [EntryToSend], name: &str, first: u64) {
+    let mut sequence = first;
+    for entry in entries {
+        entry.dedup = Some((name.to_owned(), sequence));
+        sequence += entry.messages.len() as u64;
+    }
 }
 
 /// The Kafka base offset of a written batch, from its entries' receipts.
@@ -192,25 +200,41 @@ impl KafkaFrontend {
             Ok(batch) => batch,
             Err(e) => return Dispatched::Answered(Err(e)),
         };
-        let header = &batch.header;
-        let idempotent = header.producer_id >= 0;
-        let key = (header.producer_id, name.to_owned(), index);
-        let producer_name = idempotent.then(|| format!("kafka-{}", header.producer_id));
-        let entries = match batch_to_entries(&batch, producer_name.as_deref()) {
+        let mut entries = match batch_to_entries(&batch, None) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::debug!(topic = name, error = e, "refused record");
                 return Dispatched::Answered(Err(ResponseError::InvalidRecord));
             }
         };
-        let sequence = if idempotent {
+        let header = &batch.header;
+        let sequence = if header.producer_id >= 0 {
+            let key = (header.producer_id, name.to_owned(), index);
+            let producer_name = format!("kafka-{}", header.producer_id);
+            // No state here (a restart, or another instance served the producer): the backend
+            // knows where its sequence ids got to, and so how often its sequences wrapped.
+            let persisted = if self.sequences.knows(&key) {
+                None
+            } else {
+                match self.backend.last_sequence(&topic, &producer_name).await {
+                    Ok(persisted) => persisted,
+                    Err(e) => return Dispatched::Answered(Err(backend_error(e))),
+                }
+            };
             let count = batch.records.len();
-            match self
-                .sequences
-                .accept(key, header.producer_epoch, header.base_sequence, count)
-            {
+            let verdict = self.sequences.accept(
+                key,
+                header.producer_epoch,
+                header.base_sequence,
+                count,
+                persisted,
+            );
+            match verdict {
                 Ok(Verdict::Repeat(offset)) => return Dispatched::Answered(Ok(offset)),
-                Ok(Verdict::Write(sequence)) => Some(sequence),
+                Ok(Verdict::Write(sequence)) => {
+                    set_dedup(&mut entries, &producer_name, sequence.dedup_sequence());
+                    Some(sequence)
+                }
                 Err(e) => return Dispatched::Answered(Err(e)),
             }
         } else {
@@ -276,5 +300,49 @@ impl KafkaFrontend {
             response.producer_epoch = 0;
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_a_batch_get_consecutive_dedup_sequences() {
+        let records = (0..MAX_BATCH_MESSAGES + 2)
+            .map(|i| crate::record_batch::Record {
+                offset_delta: i as i32,
+                timestamp: 0,
+                key: None,
+                value: Some(bytes::Bytes::from(i.to_string())),
+                headers: Vec::new(),
+            })
+            .collect::<Vec<_>>();
+        let batch = Batch {
+            header: crate::record_batch::BatchHeader {
+                base_offset: 0,
+                codec: crate::record_batch::Codec::None,
+                transactional: false,
+                control: false,
+                log_append_time: false,
+                base_timestamp: 0,
+                max_timestamp: 0,
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: i32::MAX,
+                record_count: records.len() as i32,
+            },
+            records,
+        };
+        let first = (1u64 << 31) - 1;
+        let entries = batch_to_entries(&batch, Some(("kafka-9", first))).unwrap();
+        let dedup: Vec<_> = entries.iter().map(|e| e.dedup.clone().unwrap()).collect();
+        assert_eq!(
+            dedup,
+            [
+                ("kafka-9".to_owned(), first),
+                ("kafka-9".to_owned(), first + MAX_BATCH_MESSAGES as u64)
+            ]
+        );
     }
 }
