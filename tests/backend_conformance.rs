@@ -292,6 +292,40 @@ async fn deduplication(f: &dyn BackendFixture) {
     ));
 }
 
+/// `last_sequence`: the highest deduplication id of a producer name on a topic, duplicates
+/// aside, also for a backend that starts afresh (as a front end recovers its state from it).
+async fn last_sequence(f: &mut dyn BackendFixture) {
+    let t = topic("last-sequence");
+    let with_seq = |name: &str, seq: u64| EntryToSend {
+        messages: vec![message("m")],
+        dedup: Some((name.into(), seq)),
+    };
+    {
+        let b = f.backend();
+        b.create_topic(&t, 0).await.unwrap();
+        assert_eq!(b.last_sequence(&t, "kafka-1").await.unwrap(), None);
+        let high = 7 << 48 | 3 << 31 | 5;
+        b.send(
+            &t,
+            vec![with_seq("kafka-1", high - 1), with_seq("kafka-1", high)],
+        )
+        .await
+        .unwrap();
+        b.send(&t, vec![with_seq("kafka-2", 9)]).await.unwrap();
+        let dropped = b.send(&t, vec![with_seq("kafka-1", 12)]).await.unwrap();
+        assert_eq!(dropped, [SendReceipt::Duplicate]);
+        assert_eq!(b.last_sequence(&t, "kafka-1").await.unwrap(), Some(high));
+    }
+    f.restart().await;
+    let b = f.backend();
+    assert_eq!(
+        b.last_sequence(&t, "kafka-1").await.unwrap(),
+        Some(7 << 48 | 3 << 31 | 5)
+    );
+    assert_eq!(b.last_sequence(&t, "kafka-2").await.unwrap(), Some(9));
+    assert_eq!(b.last_sequence(&t, "kafka-3").await.unwrap(), None);
+}
+
 async fn exclusive_subscription(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("exclusive");
@@ -856,6 +890,7 @@ conformance!(
     send_and_read,
     seek_by_publish_time,
     deduplication,
+    last_sequence,
     exclusive_subscription,
     shared_subscription_redelivery,
     failover_and_key_shared,

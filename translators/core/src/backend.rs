@@ -130,6 +130,12 @@ pub trait Backend: Send + Sync + 'static {
         self.submit(topic, entries).await?.await
     }
 
+    /// The highest deduplication sequence id persisted (or already handed to the backend) for
+    /// `producer_name` on `topic`, or `None` if the backend knows none (the name never wrote
+    /// there, or deduplication is off). Front ends whose sequence state is in memory recover
+    /// from it after a restart, or when another instance served the producer before.
+    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>>;
+
     /// The id of the last message written, or `None` for an empty topic.
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>>;
 

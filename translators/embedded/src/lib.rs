@@ -22,7 +22,7 @@ use gateway_core::{
 };
 use redb::ReadableDatabase;
 
-use crate::store::{storage_error, PUBLISH_TIMES};
+use crate::store::{storage_error, DEDUP, PUBLISH_TIMES};
 use crate::topics::Topics;
 
 pub struct EmbeddedBackend {
@@ -212,6 +212,20 @@ impl Backend for EmbeddedBackend {
             .get(&topic.to_string())
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), producer_name.to_owned());
+        blocking(move || {
+            let txn = topics.db.begin_read().map_err(storage_error)?;
+            let dedup = txn.open_table(DEDUP).map_err(storage_error)?;
+            Ok(dedup
+                .get((state.id, name.as_str()))
+                .map_err(storage_error)?
+                .map(|v| v.value()))
+        })
+        .await
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

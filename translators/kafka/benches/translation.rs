@@ -35,14 +35,14 @@ fn produce_path(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("bytes", size), &wire, |b, wire| {
             b.iter(|| {
                 let batch = record_batch::decode(wire.clone(), 64 << 20).unwrap();
-                batch_to_entries(&batch, Some("kafka-1")).unwrap()
+                batch_to_entries(&batch, Some(("kafka-1", 0))).unwrap()
             })
         });
         group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
         group.bench_with_input(BenchmarkId::new("records", size), &wire, |b, wire| {
             b.iter(|| {
                 let batch = record_batch::decode(wire.clone(), 64 << 20).unwrap();
-                batch_to_entries(&batch, Some("kafka-1")).unwrap()
+                batch_to_entries(&batch, Some(("kafka-1", 0))).unwrap()
             })
         });
     }

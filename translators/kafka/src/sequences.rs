@@ -7,15 +7,33 @@
 //! resends it and every later one, in order. The state is only a fast check; Pulsar's
 //! deduplication (producer name and sequence id) is what keeps a resend from being written twice,
 //! also across gateway restarts, where this state starts empty.
+//!
+//! Deduplication drops every entry whose sequence id is not above the last one persisted, so the
+//! id must only grow, while Kafka sequences wrap from `i32::MAX` to 0. The state therefore counts
+//! the wraps, and the id is `epoch << 48 | wraps << 31 | sequence` (see `dedup_sequence`). With
+//! epoch 0 and no wrap that is the Kafka sequence, as the earlier `epoch << 32 | sequence` layout
+//! had it, and any later epoch is above every id of that layout. The wrap count of a producer
+//! this state does not know is recovered from the backend's last persisted id (`accept`'s
+//! `persisted`).
 
 use std::collections::VecDeque;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use kafka_protocol::error::ResponseError;
 
 /// How many recent batches per partition an idempotent producer may retry and get the original
 /// offset back (Kafka keeps five, matching `max.in.flight.requests.per.connection` <= 5).
 const RECENT_BATCHES: usize = 5;
+
+/// Kafka sequences count from 0 to `i32::MAX`, then wrap.
+const SEQUENCE_SPAN: i64 = 1 << 31;
+
+/// Where the epoch starts in a deduplication sequence id; below it, `wraps << 31 | sequence`.
+const EPOCH_SHIFT: u32 = 48;
+
+/// The highest sequence counting wraps (2^17 wraps, 2^48 records) that fits below the epoch.
+const MAX_UNWRAPPED: i64 = (1 << EPOCH_SHIFT) - 1;
 
 /// (producer id, topic, partition).
 pub type ProducerPartition = (i64, String, i32);
@@ -25,21 +43,36 @@ pub struct Sequences {
     states: DashMap<ProducerPartition, State>,
 }
 
+/// Sequences here count wraps (`wraps << 31 | sequence`), so they only grow within an epoch.
 struct State {
     epoch: i16,
-    /// Last sequence handed to the backend.
-    last_sequence: i32,
+    /// Last sequence handed to the backend; -1 before the first.
+    last_sequence: i64,
     /// First sequences of batches handed over and not settled yet, oldest first.
-    in_flight: VecDeque<i32>,
+    in_flight: VecDeque<i64>,
     /// (first sequence, base offset) of recent persisted batches.
-    recent: VecDeque<(i32, i64)>,
+    recent: VecDeque<(i64, i64)>,
 }
 
 /// A batch handed to the backend, to be settled.
 pub struct BatchSequence {
     key: ProducerPartition,
     epoch: i16,
-    first: i32,
+    /// The batch's first sequence, counting wraps.
+    first: i64,
+}
+
+impl BatchSequence {
+    /// The deduplication sequence id of the batch's first record.
+    pub fn dedup_sequence(&self) -> u64 {
+        dedup_sequence(self.epoch, self.first)
+    }
+}
+
+/// The deduplication (Pulsar) sequence id of a record: `epoch << 48 | wraps << 31 | sequence`,
+/// from its sequence counting wraps. Ids of later records of a batch are this plus their index.
+pub fn dedup_sequence(epoch: i16, unwrapped: i64) -> u64 {
+    ((epoch.max(0) as u64) << EPOCH_SHIFT) | unwrapped as u64
 }
 
 /// What to do with an incoming batch.
@@ -51,22 +84,36 @@ pub enum Verdict {
 }
 
 impl Sequences {
-    /// Checks a batch of `count` records starting at sequence `first`.
+    /// Whether there is state for this producer and partition. When there is none, `accept`
+    /// needs the backend's last persisted deduplication id for it.
+    pub fn knows(&self, key: &ProducerPartition) -> bool {
+        self.states.contains_key(key)
+    }
+
+    /// Checks a batch of `count` records starting at sequence `first`. `persisted` is the
+    /// backend's last deduplication id for the producer on this partition; it is only used when
+    /// there is no state (see `knows`), to recover the wrap count.
     pub fn accept(
         &self,
         key: ProducerPartition,
         epoch: i16,
         first: i32,
         count: usize,
+        persisted: Option<u64>,
     ) -> Result<Verdict, ResponseError> {
-        let last = wrap(first as i64 + count as i64 - 1);
-        let mut state = self.states.entry(key.clone()).or_insert_with(|| State {
+        let mut state = match self.states.entry(key.clone()) {
+            Entry::Occupied(known) => known.into_ref(),
             // Unknown here (new producer, or state lost with a restart): accept and learn it.
-            epoch,
-            last_sequence: wrap(first as i64 - 1),
-            in_flight: VecDeque::new(),
-            recent: VecDeque::new(),
-        });
+            Entry::Vacant(unknown) => {
+                let start = recovered_start(epoch, first, persisted)?;
+                unknown.insert(State {
+                    epoch,
+                    last_sequence: start - 1,
+                    in_flight: VecDeque::new(),
+                    recent: VecDeque::new(),
+                })
+            }
+        };
         if epoch < state.epoch {
             return Err(ResponseError::InvalidProducerEpoch);
         }
@@ -75,19 +122,34 @@ impl Sequences {
                 return Err(ResponseError::OutOfOrderSequenceNumber);
             }
             state.epoch = epoch;
+            state.last_sequence = -1;
             state.in_flight.clear();
             state.recent.clear();
-        } else {
-            if let Some((_, offset)) = state.recent.iter().find(|(f, _)| *f == first) {
-                return Ok(Verdict::Repeat(*offset));
-            }
-            if first != wrap(state.last_sequence as i64 + 1) {
-                return Err(ResponseError::OutOfOrderSequenceNumber);
-            }
+        }
+        let next = state.last_sequence + 1;
+        let start = nearest(first, next);
+        if let Some((_, offset)) = state.recent.iter().find(|(f, _)| *f == start) {
+            return Ok(Verdict::Repeat(*offset));
+        }
+        if start != next {
+            return Err(ResponseError::OutOfOrderSequenceNumber);
+        }
+        let last = start + count as i64 - 1;
+        if last > MAX_UNWRAPPED {
+            // 2^48 records in one epoch: the id would run into the epoch's bits.
+            tracing::error!(
+                producer_id = key.0,
+                "idempotent producer's sequence ids exhausted; it must bump its epoch"
+            );
+            return Err(ResponseError::OutOfOrderSequenceNumber);
         }
         state.last_sequence = last;
-        state.in_flight.push_back(first);
-        Ok(Verdict::Write(BatchSequence { key, epoch, first }))
+        state.in_flight.push_back(start);
+        Ok(Verdict::Write(BatchSequence {
+            key,
+            epoch,
+            first: start,
+        }))
     }
 
     /// Records how a handed-over batch ended. A failed batch, and every later one in flight
@@ -115,16 +177,44 @@ impl Sequences {
                 state.in_flight.remove(position);
             }
             Err(_) => {
-                state.last_sequence = wrap(batch.first as i64 - 1);
+                state.last_sequence = batch.first - 1;
                 state.in_flight.truncate(position);
             }
         }
     }
 }
 
-/// Kafka sequences wrap from i32::MAX to 0.
-fn wrap(sequence: i64) -> i32 {
-    sequence.rem_euclid(i32::MAX as i64 + 1) as i32
+/// The sequence, counting wraps, that the first batch of a producer unknown here starts at.
+/// The backend's last persisted id names the epoch and wrap count it wrote at last; a batch of
+/// that epoch continues there (or repeats something just before), so it takes the wrap count
+/// that puts it nearest after that id. A later epoch starts over without wraps, and an earlier
+/// one is fenced: its ids would all be dropped as duplicates.
+fn recovered_start(epoch: i16, first: i32, persisted: Option<u64>) -> Result<i64, ResponseError> {
+    let Some(persisted) = persisted else {
+        return Ok(first as i64);
+    };
+    let persisted_epoch = persisted >> EPOCH_SHIFT;
+    let epoch = epoch.max(0) as u64;
+    if persisted_epoch > epoch {
+        return Err(ResponseError::InvalidProducerEpoch);
+    }
+    if persisted_epoch < epoch {
+        return Ok(first as i64);
+    }
+    let start = nearest(first, (persisted & MAX_UNWRAPPED as u64) as i64 + 1);
+    // Before the first wrap: a sequence from before the start of everything persisted.
+    Ok(if start < 0 { first as i64 } else { start })
+}
+
+/// The sequence counting wraps whose Kafka sequence is `sequence` and that is nearest to
+/// `reference` (serial number arithmetic: within 2^30 either way).
+fn nearest(sequence: i32, reference: i64) -> i64 {
+    let ahead = (sequence as i64 - reference).rem_euclid(SEQUENCE_SPAN);
+    if ahead < SEQUENCE_SPAN / 2 {
+        reference + ahead
+    } else {
+        reference + ahead - SEQUENCE_SPAN
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +226,18 @@ mod tests {
     }
 
     fn write(s: &Sequences, epoch: i16, first: i32, count: usize) -> BatchSequence {
-        match s.accept(key(), epoch, first, count) {
+        recovering(s, epoch, first, count, None)
+    }
+
+    /// `write` with the backend's last persisted id, as the produce handler passes it.
+    fn recovering(
+        s: &Sequences,
+        epoch: i16,
+        first: i32,
+        count: usize,
+        persisted: Option<u64>,
+    ) -> BatchSequence {
+        match s.accept(key(), epoch, first, count, persisted) {
             Ok(Verdict::Write(b)) => b,
             Ok(Verdict::Repeat(o)) => panic!("batch at {first} taken as a repeat of offset {o}"),
             Err(e) => panic!("batch at {first} refused: {e:?}"),
@@ -144,7 +245,7 @@ mod tests {
     }
 
     fn refused(s: &Sequences, epoch: i16, first: i32, count: usize) -> ResponseError {
-        match s.accept(key(), epoch, first, count) {
+        match s.accept(key(), epoch, first, count, None) {
             Err(e) => e,
             Ok(_) => panic!("batch at {first} accepted"),
         }
@@ -170,7 +271,7 @@ mod tests {
         let a = write(&s, 0, 0, 10);
         s.settle(a, &Ok(4096));
         assert!(matches!(
-            s.accept(key(), 0, 0, 10),
+            s.accept(key(), 0, 0, 10, None),
             Ok(Verdict::Repeat(4096))
         ));
     }
@@ -212,6 +313,102 @@ mod tests {
         let s = Sequences::default();
         write(&s, 0, i32::MAX - 1, 3); // MAX-1, MAX, 0
         write(&s, 0, 1, 1);
+    }
+
+    const WRAP: u64 = 1 << 31;
+
+    #[test]
+    fn a_producer_crossing_i32_max_keeps_growing_64_bit_sequences() {
+        let s = Sequences::default();
+        let mut ids = Vec::new();
+        let a = write(&s, 0, i32::MAX - 4, 3);
+        ids.push(a.dedup_sequence());
+        s.settle(a, &Ok(1));
+        let b = write(&s, 0, i32::MAX - 1, 3); // MAX-1, MAX, then 0 of the first wrap
+        ids.push(b.dedup_sequence());
+        s.settle(b, &Ok(2));
+        for first in [1, 2, 3] {
+            let c = write(&s, 0, first, 1);
+            ids.push(c.dedup_sequence());
+            s.settle(c, &Ok(3));
+        }
+        assert_eq!(
+            ids,
+            [
+                i32::MAX as u64 - 4,
+                i32::MAX as u64 - 1,
+                WRAP + 1,
+                WRAP + 2,
+                WRAP + 3
+            ]
+        );
+        // A retry from before the wrap is still recognised as one.
+        assert!(matches!(
+            s.accept(key(), 0, i32::MAX - 1, 3, None),
+            Ok(Verdict::Repeat(2))
+        ));
+        // A second wrap, in a later epoch: above everything of the earlier epochs.
+        let s = Sequences::default();
+        let d = write(&s, 5, 0, 1);
+        assert_eq!(d.dedup_sequence(), 5 << 48);
+        s.settle(d, &Ok(1));
+        let mut last = 0;
+        for (first, count) in [(1, i32::MAX as usize), (0, 1 << 31), (0, 2)] {
+            let e = write(&s, 5, first, count);
+            assert!(e.dedup_sequence() > last);
+            last = e.dedup_sequence();
+            s.settle(e, &Ok(2));
+        }
+        assert_eq!(last, (5 << 48) | (2 * WRAP));
+    }
+
+    #[test]
+    fn a_restart_after_a_wrap_recovers_the_wrap_count_from_the_backend() {
+        // The backend persisted up to sequence 9 of the first wrap; this state starts empty.
+        let persisted = Some(WRAP + 9);
+        let s = Sequences::default();
+        let next = recovering(&s, 0, 10, 5, persisted);
+        assert_eq!(next.dedup_sequence(), WRAP + 10, "after the last persisted");
+        s.settle(next, &Ok(1));
+        write(&s, 0, 15, 1);
+
+        // A resend of the last persisted batch gets its old id, so deduplication drops it.
+        let s = Sequences::default();
+        let resend = recovering(&s, 0, 5, 5, persisted);
+        assert_eq!(resend.dedup_sequence(), WRAP + 5);
+
+        // Persisted just before a wrap, and the client has wrapped since.
+        let s = Sequences::default();
+        let wrapped = recovering(&s, 0, 2, 1, Some(7 * WRAP + i32::MAX as u64 - 3));
+        assert_eq!(wrapped.dedup_sequence(), 8 * WRAP + 2);
+        // Persisted just after a wrap, and a resend from before it comes first.
+        let s = Sequences::default();
+        let resend = recovering(&s, 0, i32::MAX - 1, 2, Some(8 * WRAP + 3));
+        assert_eq!(resend.dedup_sequence(), 7 * WRAP + i32::MAX as u64 - 1);
+
+        // The wrap count belongs to its epoch: a bumped epoch starts over.
+        let s = Sequences::default();
+        let bumped = recovering(&s, 3, 0, 1, Some((2 << 48) | (4 * WRAP + 100)));
+        assert_eq!(bumped.dedup_sequence(), 3 << 48);
+        // An epoch older than the persisted one is fenced: its ids would all be duplicates.
+        let s = Sequences::default();
+        assert!(matches!(
+            s.accept(key(), 1, 0, 1, Some(2 << 48 | 5)),
+            Err(ResponseError::InvalidProducerEpoch)
+        ));
+        // Ids of the old `epoch << 32 | sequence` layout: epoch 0 reads the same.
+        let s = Sequences::default();
+        let old = recovering(&s, 0, 43, 1, Some(42));
+        assert_eq!(old.dedup_sequence(), 43);
+    }
+
+    #[test]
+    fn the_backend_value_is_only_used_without_state() {
+        let s = Sequences::default();
+        let a = write(&s, 0, 100, 1);
+        s.settle(a, &Ok(1));
+        let b = recovering(&s, 0, 101, 1, Some(5 * WRAP));
+        assert_eq!(b.dedup_sequence(), 101);
     }
 
     #[test]

@@ -355,6 +355,24 @@ impl Backend for PulsarBackend {
         producer.submit(entries).await
     }
 
+    /// From the named producer: the broker tells a new one the highest sequence id persisted for
+    /// its name, and it counts what it sends from there. One that exists already is asked as it
+    /// is, usable or not (replacing it is `submit`'s decision, see `Producer::may_replace`).
+    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
+        let topic = topic.to_string();
+        let existing = self
+            .producers
+            .get(&(topic.clone(), Some(producer_name.to_owned())))
+            .map(|slot| slot.clone());
+        if let Some(slot) = existing {
+            if let Some(p) = slot.lock().await.as_ref() {
+                return Ok(p.last_sequence());
+            }
+        }
+        let producer = self.producer(&topic, Some(producer_name), None).await?;
+        Ok(producer.last_sequence())
+    }
+
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         self.admin.last_message_id(topic).await
     }

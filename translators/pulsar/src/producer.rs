@@ -2,7 +2,7 @@
 //! entry's id from the broker's receipt.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gateway_core::backend::SendReceipt;
@@ -26,6 +26,9 @@ pub struct Producer {
     name: String,
     /// Next sequence id for entries without their own (deduplication) sequence.
     next_sequence: AtomicU64,
+    /// The highest sequence id sent, starting from the broker's last persisted one for this
+    /// producer name (-1: none), so a front end can recover its sequence state from it.
+    last_sequence: AtomicI64,
     codec: i32,
     /// When a send last used it (ms since epoch), for closing idle producers.
     pub last_used: AtomicU64,
@@ -110,6 +113,7 @@ impl Producer {
             producer_id,
             name: success.producer_name,
             next_sequence: AtomicU64::new((last + 1).max(0) as u64),
+            last_sequence: AtomicI64::new(last),
             codec,
             last_used: AtomicU64::new(batch::now_millis()),
             unsettled: Arc::default(),
@@ -172,6 +176,8 @@ impl Producer {
                 written = Err(e);
                 break;
             }
+            self.last_sequence
+                .fetch_max(sequence_id as i64, Ordering::Relaxed);
         }
         drop(in_order);
         // Even after a failed write, the entries already handed over must settle.
@@ -191,6 +197,12 @@ impl Producer {
         }))
     }
 
+    /// The highest sequence id this producer sent, or the broker had persisted for its name when
+    /// it was created; `None` when there is none.
+    pub fn last_sequence(&self) -> Option<u64> {
+        u64::try_from(self.last_sequence.load(Ordering::Relaxed)).ok()
+    }
+
     /// Whether a new producer with this one's name may take over from it for a send starting at
     /// `first_sequence` (a deduplication sequence; `None` for unnamed producers, which promise
     /// no order across producers). A named producer's sends persist in order, so a failed send
@@ -208,7 +220,8 @@ impl Producer {
         let (Some(&failed), Some(next)) = (unsettled.failed.first(), first_sequence) else {
             return Ok(());
         };
-        if next <= failed || next >> 32 > failed >> 32 {
+        // The Kafka front end puts the producer epoch in the bits from 48 up.
+        if next <= failed || next >> 48 > failed >> 48 {
             Ok(())
         } else {
             Err(unavailable(format!(

@@ -9,10 +9,12 @@
 //! flight (a Pulsar write takes milliseconds, and a Kafka producer sends one batch per partition
 //! per request): `dispatch_produce` runs in request order and hands the batches to the backend,
 //! which keeps that order; the future it returns waits for persistence and builds the response.
+//! That future is dropped when the client's connection drops, so an idempotent batch's sequence
+//! state is settled by a task of its own (`outcome_of`), not by the response.
 
 use std::sync::Arc;
 
-use futures::future::{join_all, BoxFuture};
+use futures::future::{join_all, BoxFuture, FutureExt};
 use gateway_core::backend::{PendingSend, SendReceipt};
 use gateway_core::EntryToSend;
 use kafka_protocol::error::ResponseError;
@@ -26,44 +28,73 @@ use crate::frontend::{backend_error, KafkaFrontend};
 use crate::mapping::record_to_message;
 use crate::offsets::{self, MAX_BATCH_MESSAGES};
 use crate::record_batch::{self, Batch, BatchError};
-use crate::sequences::{BatchSequence, Verdict};
+use crate::sequences::{BatchSequence, Sequences, Verdict};
 
 /// One partition of a produce request after dispatch.
 enum Dispatched {
     /// Answered without a write: an error, or the original offset of a retried batch.
     Answered(Result<i64, ResponseError>),
-    /// Handed to the backend, to be persisted.
-    Written {
-        pending: PendingSend,
-        topic: String,
-        sequence: Option<BatchSequence>,
-    },
+    /// Handed to the backend: its outcome once persisted (see `outcome_of`).
+    Written(BoxFuture<'static, Result<i64, ResponseError>>),
 }
 
-/// Splits a Kafka batch into Pulsar entries of at most 4096 messages each.
+/// Splits a Kafka batch into Pulsar entries of at most 4096 messages each. `producer` names an
+/// idempotent producer's Pulsar producer and the deduplication sequence id of the batch's first
+/// record (`crate::sequences::dedup_sequence`).
 pub fn batch_to_entries(
     batch: &Batch,
-    producer: Option<&str>,
+    producer: Option<(&str, u64)>,
 ) -> Result<Vec<EntryToSend>, &'static str> {
     let mut entries = Vec::with_capacity(batch.records.len().div_ceil(MAX_BATCH_MESSAGES));
-    for (chunk_index, chunk) in batch.records.chunks(MAX_BATCH_MESSAGES).enumerate() {
+    for chunk in batch.records.chunks(MAX_BATCH_MESSAGES) {
         let messages = chunk
             .iter()
             .map(record_to_message)
             .collect::<Result<Vec<_>, _>>()?;
-        // Pulsar deduplication needs a growing sequence id per producer name: the epoch in the
-        // high bits, then the Kafka sequence of the chunk's first record.
-        let dedup = producer.map(|name| {
-            let sequence =
-                batch.header.base_sequence as u64 + (chunk_index * MAX_BATCH_MESSAGES) as u64;
-            (
-                name.to_owned(),
-                ((batch.header.producer_epoch as u16 as u64) << 32) | sequence,
-            )
+        entries.push(EntryToSend {
+            messages,
+            dedup: None,
         });
-        entries.push(EntryToSend { messages, dedup });
+    }
+    if let Some((name, first)) = producer {
+        set_dedup(&mut entries, name, first);
     }
     Ok(entries)
+}
+
+/// Names the producer on each entry, with the deduplication sequence id of the entry's first
+/// record: Pulsar deduplication needs them to grow per producer name.
+fn set_dedup(entries: &mut [EntryToSend], name: &str, first: u64) {
+    let mut sequence = first;
+    for entry in entries {
+        entry.dedup = Some((name.to_owned(), sequence));
+        sequence += entry.messages.len() as u64;
+    }
+}
+
+/// The outcome of a batch handed to the backend, once persisted. An idempotent batch's
+/// sequence state is settled by a task that owns the pending send: the returned future is part
+/// of the response, which is dropped if the client's connection drops, and a batch left in
+/// flight would make the client's resend (on a new connection) out of order forever.
+fn outcome_of(
+    sequences: &Arc<Sequences>,
+    topic: String,
+    pending: PendingSend,
+    sequence: Option<BatchSequence>,
+) -> BoxFuture<'static, Result<i64, ResponseError>> {
+    let Some(sequence) = sequence else {
+        return Box::pin(async move { base_offset_of(&topic, pending.await) });
+    };
+    let sequences = sequences.clone();
+    let settled = tokio::spawn(async move {
+        let outcome = base_offset_of(&topic, pending.await);
+        sequences.settle(sequence, &outcome);
+        outcome
+    });
+    // Dropping a JoinHandle leaves the task running.
+    settled
+        .map(|joined| joined.unwrap_or(Err(ResponseError::UnknownServerError)))
+        .boxed()
 }
 
 /// The Kafka base offset of a written batch, from its entries' receipts.
@@ -151,17 +182,7 @@ impl KafkaFrontend {
         response.log_start_offset = -1;
         let outcome = match dispatched {
             Dispatched::Answered(outcome) => outcome,
-            Dispatched::Written {
-                pending,
-                topic,
-                sequence,
-            } => {
-                let outcome = base_offset_of(&topic, pending.await);
-                if let Some(sequence) = sequence {
-                    self.sequences.settle(sequence, &outcome);
-                }
-                outcome
-            }
+            Dispatched::Written(outcome) => outcome.await,
         };
         match outcome {
             Ok(offset) => response.base_offset = offset,
@@ -192,36 +213,53 @@ impl KafkaFrontend {
             Ok(batch) => batch,
             Err(e) => return Dispatched::Answered(Err(e)),
         };
-        let header = &batch.header;
-        let idempotent = header.producer_id >= 0;
-        let key = (header.producer_id, name.to_owned(), index);
-        let producer_name = idempotent.then(|| format!("kafka-{}", header.producer_id));
-        let entries = match batch_to_entries(&batch, producer_name.as_deref()) {
+        let mut entries = match batch_to_entries(&batch, None) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::debug!(topic = name, error = e, "refused record");
                 return Dispatched::Answered(Err(ResponseError::InvalidRecord));
             }
         };
-        let sequence = if idempotent {
+        let header = &batch.header;
+        let sequence = if header.producer_id >= 0 {
+            let key = (header.producer_id, name.to_owned(), index);
+            let producer_name = format!("kafka-{}", header.producer_id);
+            // No state here (a restart, or another instance served the producer): the backend
+            // knows where its sequence ids got to, and so how often its sequences wrapped.
+            let persisted = if self.sequences.knows(&key) {
+                None
+            } else {
+                match self.backend.last_sequence(&topic, &producer_name).await {
+                    Ok(persisted) => persisted,
+                    Err(e) => return Dispatched::Answered(Err(backend_error(e))),
+                }
+            };
             let count = batch.records.len();
-            match self
-                .sequences
-                .accept(key, header.producer_epoch, header.base_sequence, count)
-            {
+            let verdict = self.sequences.accept(
+                key,
+                header.producer_epoch,
+                header.base_sequence,
+                count,
+                persisted,
+            );
+            match verdict {
                 Ok(Verdict::Repeat(offset)) => return Dispatched::Answered(Ok(offset)),
-                Ok(Verdict::Write(sequence)) => Some(sequence),
+                Ok(Verdict::Write(sequence)) => {
+                    set_dedup(&mut entries, &producer_name, sequence.dedup_sequence());
+                    Some(sequence)
+                }
                 Err(e) => return Dispatched::Answered(Err(e)),
             }
         } else {
             None
         };
         match self.backend.submit(&topic, entries).await {
-            Ok(pending) => Dispatched::Written {
+            Ok(pending) => Dispatched::Written(outcome_of(
+                &self.sequences,
+                name.to_owned(),
                 pending,
-                topic: name.to_owned(),
                 sequence,
-            },
+            )),
             Err(e) => {
                 let error = backend_error(e);
                 if let Some(sequence) = sequence {
@@ -276,5 +314,92 @@ impl KafkaFrontend {
             response.producer_epoch = 0;
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gateway_core::{BackendError, EntryId};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// The client's connection drops while its batch is being written: the response future is
+    /// dropped, and the write then succeeds. The client resends the batch on a new connection and
+    /// must get its offset back, not OUT_OF_ORDER_SEQUENCE_NUMBER (the batch left in flight).
+    #[tokio::test]
+    async fn a_batch_settles_when_its_response_is_dropped() {
+        let sequences = Arc::new(Sequences::default());
+        let key = (1, "t".to_owned(), 0);
+        let Ok(Verdict::Write(batch)) = sequences.accept(key.clone(), 0, 0, 10, None) else {
+            panic!("a new producer's first batch is written");
+        };
+        let (persist, persisted) = oneshot::channel();
+        let pending: PendingSend =
+            Box::pin(async move { persisted.await.map_err(|_| BackendError::Closed)? });
+        drop(outcome_of(&sequences, "t".into(), pending, Some(batch)));
+        let id = EntryId {
+            ledger: 3,
+            entry: 7,
+        };
+        // The backend persists it whether or not anyone still awaits the receipt.
+        let _ = persist.send(Ok(vec![SendReceipt::Persisted(id)]));
+        let offset = offsets::entry_offset(id).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match sequences.accept(key.clone(), 0, 0, 10, None) {
+                Ok(Verdict::Repeat(o)) => {
+                    assert_eq!(o, offset);
+                    break;
+                }
+                Ok(Verdict::Write(_)) => panic!("the persisted batch would be written again"),
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the resend is still refused: {e:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn entries_of_a_batch_get_consecutive_dedup_sequences() {
+        let records = (0..MAX_BATCH_MESSAGES + 2)
+            .map(|i| crate::record_batch::Record {
+                offset_delta: i as i32,
+                timestamp: 0,
+                key: None,
+                value: Some(bytes::Bytes::from(i.to_string())),
+                headers: Vec::new(),
+            })
+            .collect::<Vec<_>>();
+        let batch = Batch {
+            header: crate::record_batch::BatchHeader {
+                base_offset: 0,
+                codec: crate::record_batch::Codec::None,
+                transactional: false,
+                control: false,
+                log_append_time: false,
+                base_timestamp: 0,
+                max_timestamp: 0,
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: i32::MAX,
+                record_count: records.len() as i32,
+            },
+            records,
+        };
+        let first = (1u64 << 31) - 1;
+        let entries = batch_to_entries(&batch, Some(("kafka-9", first))).unwrap();
+        let dedup: Vec<_> = entries.iter().map(|e| e.dedup.clone().unwrap()).collect();
+        assert_eq!(
+            dedup,
+            [
+                ("kafka-9".to_owned(), first),
+                ("kafka-9".to_owned(), first + MAX_BATCH_MESSAGES as u64)
+            ]
+        );
     }
 }
