@@ -6,6 +6,7 @@
 pub mod backends;
 pub mod fault_proxy;
 pub mod kafka_raw;
+pub mod own_pulsar;
 pub mod pki;
 pub mod rdkafka_util;
 
@@ -227,6 +228,22 @@ impl GatewayProcess {
         log: Option<&Path>,
         extra: &[String],
     ) -> Self {
+        let process = Self::launch(binary, data_dir, kafka, admin, log, extra);
+        process.wait_ready(Duration::from_secs(30));
+        process
+    }
+
+    /// As `start_with_args`, without waiting for `/readyz` (for gateways that must not get
+    /// ready). On the test Pulsar with `GATEWAY_TEST_BACKEND=pulsar`, unless `extra` names
+    /// `--backend` itself.
+    pub fn launch(
+        binary: &str,
+        data_dir: &Path,
+        kafka: SocketAddr,
+        admin: SocketAddr,
+        log: Option<&Path>,
+        extra: &[String],
+    ) -> Self {
         let (stdout, stderr) = match log {
             Some(path) => {
                 let file = std::fs::File::create(path).expect("gateway log file");
@@ -255,30 +272,35 @@ impl GatewayProcess {
             } else {
                 vec!["--log-level", "warn"]
             })
-            .args(match test_pulsar() {
-                Some(pulsar) => {
-                    let mut pulsar = pulsar.gateway_args();
-                    if !extra.iter().any(|a| a == "--kafka-group-state-topic") {
-                        pulsar.push("--kafka-group-state-topic".into());
-                        pulsar.push(own_group_state(data_dir));
+            .args(
+                match test_pulsar().filter(|_| !extra.iter().any(|a| a == "--backend")) {
+                    Some(pulsar) => {
+                        let mut pulsar = pulsar.gateway_args();
+                        if !extra.iter().any(|a| a == "--kafka-group-state-topic") {
+                            pulsar.push("--kafka-group-state-topic".into());
+                            pulsar.push(own_group_state(data_dir));
+                        }
+                        pulsar
                     }
-                    pulsar
-                }
-                None => vec![],
-            })
+                    None => vec![],
+                },
+            )
             .args(extra)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn gateway");
-        let process = GatewayProcess {
+        GatewayProcess {
             child,
             kafka,
             admin,
             amqp,
-        };
-        process.wait_ready(Duration::from_secs(30));
-        process
+        }
+    }
+
+    /// Whether the process still runs (`false` once it exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     fn wait_ready(&self, limit: Duration) {
@@ -303,6 +325,24 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `/readyz` until it answers `want`; returns how long that took.
+pub async fn wait_readyz(admin: std::net::SocketAddr, want: u16, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let status = tokio::task::spawn_blocking(move || http_status(admin, "/readyz"))
+            .await
+            .unwrap();
+        if status == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "/readyz still {status:?} after {limit:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

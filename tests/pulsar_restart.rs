@@ -3,117 +3,18 @@
 //! it with `stop --keep-data` and starts it again on the same ports, so the gateway's configured
 //! URLs stay valid. Only when asked: `GATEWAY_TEST_PULSAR_RESTART=1` and `--include-ignored`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e_tests::own_pulsar::OwnPulsar;
 use e2e_tests::rdkafka_util::*;
-use e2e_tests::{free_port, http_status, InProcessGateway};
-use pulsar_gateway::config::BackendKind;
-
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar");
-
-/// A standalone Pulsar this test owns: its own state dir, fixed ports. Stopped (data deleted) on drop.
-struct OwnPulsar {
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-    port: u16,
-    web_port: u16,
-}
-
-impl OwnPulsar {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        OwnPulsar {
-            state: dir.path().join("pulsar"),
-            _dir: dir,
-            port: free_port(),
-            web_port: free_port(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("pulsar://127.0.0.1:{}", self.port)
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.web_port)
-    }
-
-    fn run(&self, script: &str, args: &[String]) -> String {
-        let out = Command::new(format!("{SCRIPTS}/{script}"))
-            .args(args)
-            .env("PULSAR_STATE_DIR", &self.state)
-            .output()
-            .unwrap_or_else(|e| panic!("run {script}: {e}"));
-        assert!(
-            out.status.success(),
-            "{script} {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Starts (or, after `stop(true)`, resumes) Pulsar on this instance's ports.
-    fn start(&self) {
-        let printed = self.run(
-            "start",
-            &[
-                "--port".into(),
-                self.port.to_string(),
-                "--web-port".into(),
-                self.web_port.to_string(),
-            ],
-        );
-        assert!(
-            printed.contains(&format!("PULSAR_URL={}", self.url())),
-            "{printed}"
-        );
-    }
-
-    fn stop(&self, keep_data: bool) {
-        let args: Vec<String> = if keep_data {
-            vec!["--keep-data".into()]
-        } else {
-            vec![]
-        };
-        self.run("stop", &args);
-    }
-}
-
-impl Drop for OwnPulsar {
-    fn drop(&mut self) {
-        let _ = Command::new(format!("{SCRIPTS}/stop"))
-            .env("PULSAR_STATE_DIR", &self.state)
-            .output();
-    }
-}
+use e2e_tests::{wait_readyz, InProcessGateway};
 
 /// Runs a start or stop script off the async runtime.
-async fn blocking(pulsar: &std::sync::Arc<OwnPulsar>, f: fn(&OwnPulsar)) {
+async fn blocking(pulsar: &std::sync::Arc<std::sync::Mutex<OwnPulsar>>, f: fn(&mut OwnPulsar)) {
     let pulsar = pulsar.clone();
-    tokio::task::spawn_blocking(move || f(&pulsar))
+    tokio::task::spawn_blocking(move || f(&mut pulsar.lock().unwrap()))
         .await
         .expect("script thread");
-}
-
-/// Polls `/readyz` until it answers `want`; returns how long that took.
-async fn wait_readyz(admin: std::net::SocketAddr, want: u16, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let status = tokio::task::spawn_blocking(move || http_status(admin, "/readyz"))
-            .await
-            .unwrap();
-        if status == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "/readyz still {status:?} after {limit:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Pulsar goes down mid-stream and comes back with its data: `/readyz` turns 503 while it is
@@ -127,15 +28,12 @@ async fn broker_restart_mid_stream_loses_no_acknowledged_record() {
         Ok("1"),
         "set GATEWAY_TEST_PULSAR_RESTART=1 to run this test: it starts and restarts a Pulsar"
     );
-    let pulsar = std::sync::Arc::new(OwnPulsar::new());
-    blocking(&pulsar, |p| p.start()).await;
-    let (url, admin_url) = (pulsar.url(), pulsar.admin_url());
-    let gw = InProcessGateway::start_with(|c| {
-        c.backend.kind = BackendKind::Pulsar;
-        c.backend.pulsar_url = Some(url);
-        c.backend.pulsar_admin_url = Some(admin_url);
-    })
-    .await;
+    let own = tokio::task::spawn_blocking(|| OwnPulsar::start(&[]))
+        .await
+        .unwrap();
+    let access = own.access();
+    let pulsar = std::sync::Arc::new(std::sync::Mutex::new(own));
+    let gw = InProcessGateway::start_with(|c| access.configure(c)).await;
     let bootstrap = gw.bootstrap();
     let admin = gw.gateway.admin_addr();
     wait_readyz(admin, 200, Duration::from_secs(30)).await;
@@ -164,7 +62,7 @@ async fn broker_restart_mid_stream_loses_no_acknowledged_record() {
         "pulsar stopped in {:?}; /readyz said 503 {noticed:?} later",
         down.elapsed() - noticed
     );
-    blocking(&pulsar, |p| p.start()).await;
+    blocking(&pulsar, |p| p.resume()).await;
     let back = wait_readyz(admin, 200, Duration::from_secs(60)).await;
     eprintln!(
         "pulsar down for {:?} in all; /readyz 200 again {back:?} after start returned",

@@ -28,6 +28,8 @@ use tokio::sync::watch;
 use crate::health::Health;
 use crate::listener::Handler;
 
+/// How long `/readyz` waits for the backend's first health check after start.
+const FIRST_CHECK_WAIT: Duration = Duration::from_secs(2);
 /// Slow clients must not hold admin connections open forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,13 +62,16 @@ impl AdminState {
     }
 
     /// `Err(reason)` when the gateway should not get new clients.
-    fn readiness(&self) -> Result<(), String> {
+    async fn readiness(&self) -> Result<(), String> {
         if *self.drain.borrow() {
             return Err("draining".into());
         }
         if !self.listeners_bound.load(Ordering::Acquire) {
             return Err("listeners not bound yet".into());
         }
+        // Just after start, the answer of the first check rather than "not checked yet".
+        let mut health = self.health.clone();
+        let _ = tokio::time::timeout(FIRST_CHECK_WAIT, health.wait_for(Option::is_some)).await;
         match &*self.health.borrow() {
             Some(Ok(())) => Ok(()),
             Some(Err(cause)) => Err(format!("backend not ready: {cause}")),
@@ -120,7 +125,7 @@ async fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
     match path {
         "/livez" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match state.readiness() {
+        "/readyz" => match state.readiness().await {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

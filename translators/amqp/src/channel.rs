@@ -1122,18 +1122,24 @@ async fn run_consumer(
             stopped: stop_signal.clone(),
         })
     };
+    let mut attaching = gateway_core::retry_log::RetryLog::default();
     loop {
         let current = vhost.snapshot().await.queues.get(&queue.name).cloned();
         match current {
             Some(q) if q.incarnation == queue.incarnation => {
                 let wanted = delivery::sources_of(&vhost, &*vhost.snapshot().await, &q);
-                if let Err(e) = sources
+                match sources
                     .reconcile(&backend, &vhost, wanted, &policy, push)
                     .await
                 {
-                    warn!(queue = %queue.name, error = %e, "attaching to a queue source failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    Ok(()) => {
+                        attaching.succeeded(format_args!("attaching to queue {}", queue.name))
+                    }
+                    Err(e) => {
+                        attaching.failed(format_args!("attaching to queue {}", queue.name), &e);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 }
             }
             _ => {

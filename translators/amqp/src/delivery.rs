@@ -281,6 +281,7 @@ pub async fn run_source(
     let seen_before = vhost.delivered.get(&mark_key);
     // Drain asked for: receive no more, and end once every delivered message is settled.
     let mut draining = false;
+    let mut receiving = gateway_core::retry_log::RetryLog::default();
     let mut closing = false;
     loop {
         // Commands first: they settle credit and may end the task.
@@ -373,9 +374,12 @@ pub async fn run_source(
             }
         };
         let received = match received {
-            Ok(received) => received,
+            Ok(received) => {
+                receiving.succeeded(format_args!("receiving from {}", spec.topic));
+                received
+            }
             Err(e) => {
-                warn!(error = %e, topic = %spec.topic, "receiving from the backend failed");
+                receiving.failed(format_args!("receiving from {}", spec.topic), &e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use gateway_core::{table, BackendRef, EntryId, SendReceipt, TopicName};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, RwLock};
-use tracing::warn;
 
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::expiry::now_ms;
@@ -419,11 +418,15 @@ impl Vhost {
 
 /// Folds the log into the vhost's state for as long as the vhost is in use.
 async fn tail(vhost: std::sync::Weak<Vhost>, mut reader: Box<dyn gateway_core::Reader>) {
+    let mut reading = gateway_core::retry_log::RetryLog::default();
     loop {
         let entries = match reader.read(256, 1 << 20, Duration::from_millis(500)).await {
-            Ok(entries) => entries,
+            Ok(entries) => {
+                reading.succeeded("reading the AMQP topology log");
+                entries
+            }
             Err(e) => {
-                warn!(error = %e, "reading the AMQP topology log failed; retrying");
+                reading.failed("reading the AMQP topology log", &e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod error;
 pub mod message;
 pub mod recent;
+pub mod retry_log;
 pub mod table;
 pub mod topic;
 

@@ -600,8 +600,10 @@ impl AdminClient {
 impl Reply {
     /// Pulsar's `{"reason": ...}`, else the start of the body.
     fn reason(&self) -> String {
+        /// Pulsar's own `{"reason"}`, or Jetty's `{"message", "servlet", ...}` (a 401).
         #[derive(Deserialize)]
         struct Failure {
+            #[serde(alias = "message")]
             reason: String,
         }
         match serde_json::from_slice::<Failure>(&self.body) {
@@ -986,6 +988,13 @@ mod tests {
             e.to_string(),
             "not authorized: the Pulsar admin API for \
              persistent://public/default/t: 401 Unauthorized"
+        );
+        // Over TLS it answers with JSON of its own; its message is kept.
+        let json = r#"{"servlet":"jersey","message":"Authentication required","status":"401"}"#;
+        assert_eq!(
+            reply(401, json).error(&t).to_string(),
+            "not authorized: the Pulsar admin API for \
+             persistent://public/default/t: 401 Unauthorized: Authentication required"
         );
         let e = reply(403, "").error(&t);
         assert!(matches!(&e, BackendError::NotAuthorized(m) if m.contains("403")));

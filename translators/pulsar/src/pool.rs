@@ -16,7 +16,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::connection::{server_error, unavailable, ConnectOptions, Connection, Endpoint};
-use crate::proto::{command_type as t, lookup_type, BaseCommand, CommandLookupTopic};
+use crate::proto::{
+    command_type as t, lookup_type, BaseCommand, CommandLookupTopic, CommandLookupTopicResponse,
+};
 
 /// Redirects followed before giving up on a lookup.
 const MAX_REDIRECTS: usize = 8;
@@ -182,21 +184,11 @@ impl Pool {
             let r = answer
                 .lookup_topic_response
                 .ok_or_else(|| unavailable("lookup answered without a lookup response"))?;
-            // Over TLS, the broker's TLS address (a broker without one cannot be reached).
-            let broker_url = if self.tls {
-                r.broker_service_url_tls.clone().ok_or_else(|| {
-                    unavailable(format!(
-                        "the broker owning {topic} has no TLS address (brokerServicePortTls)"
-                    ))
-                })?
-            } else {
-                r.broker_service_url.clone().unwrap_or_default()
-            };
             let next = match r.response.unwrap_or(lookup_type::FAILED) {
                 lookup_type::CONNECT | lookup_type::REDIRECT => {
+                    let broker = broker_endpoint(self.broker_url(topic, &r)?)?;
                     // A proxy wants the broker as `host:port` in CONNECT's proxy_to_broker_url
                     // (it resolves the string as a host name), not as the lookup's URL.
-                    let broker = broker_endpoint(&broker_url)?;
                     if r.proxy_through_service_url == Some(true) {
                         let service = self.service_connection_endpoint().await?;
                         self.connection(&service, Some(&broker.to_string())).await?
@@ -220,6 +212,23 @@ impl Pool {
         Err(unavailable(format!(
             "lookup of {topic} redirected too often"
         )))
+    }
+
+    /// The broker URL of a lookup answer: over TLS, the broker's TLS address (a broker without
+    /// one cannot be reached).
+    fn broker_url<'a>(&self, topic: &str, r: &'a CommandLookupTopicResponse) -> Result<&'a str> {
+        let url = if self.tls {
+            r.broker_service_url_tls.as_deref()
+        } else {
+            r.broker_service_url.as_deref()
+        };
+        url.ok_or_else(|| {
+            unavailable(if self.tls {
+                format!("the broker owning {topic} has no TLS address (brokerServicePortTls)")
+            } else {
+                format!("the lookup of {topic} named no broker")
+            })
+        })
     }
 
     /// The service host to go through for a proxied broker: the first that has a live

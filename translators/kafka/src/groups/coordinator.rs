@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use gateway_core::retry_log::RetryLog;
 use gateway_core::{table, Announcement, BackendError, BackendRef, Lease, TopicName};
 use kafka_protocol::error::ResponseError;
 
@@ -386,6 +387,7 @@ impl GroupCoordinator {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut announcement: Option<Box<dyn Announcement>> = None;
+            let (mut announcing, mut reading) = (RetryLog::default(), RetryLog::default());
             loop {
                 let Some(this) = weak.upgrade() else {
                     return;
@@ -399,16 +401,22 @@ impl GroupCoordinator {
                     }
                     let holder = this.settings.instance.holder_name();
                     announcement = match this.backend.announce(&topic, &holder).await {
-                        Ok(a) => Some(a),
+                        Ok(a) => {
+                            announcing.succeeded("announcing this instance to the fleet");
+                            Some(a)
+                        }
                         Err(e) => {
-                            tracing::warn!(%topic, error = %e, "announcing this instance to the fleet failed; retrying");
+                            announcing.failed("announcing this instance to the fleet", &e);
                             None
                         }
                     };
                 }
                 match this.backend.announced(&topic).await {
-                    Ok(names) => this.set_peers(&names),
-                    Err(e) => tracing::warn!(%topic, error = %e, "reading the fleet failed"),
+                    Ok(names) => {
+                        reading.succeeded("reading the fleet");
+                        this.set_peers(&names);
+                    }
+                    Err(e) => reading.failed("reading the fleet", &e),
                 }
                 drop(this);
                 tokio::time::sleep(FLEET_REFRESH).await;

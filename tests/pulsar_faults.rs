@@ -1,0 +1,806 @@
+//! Faults between the gateway and Pulsar, under load from real clients (issue 13): Pulsar
+//! frozen (SIGSTOP), the connection blackholed, 200 ms of latency, connections reset every 5 s,
+//! and the gateway's token file rotated.
+//!
+//! Each test runs a Pulsar of its own (`compat-suites/pulsar/start --proxy`): the gateway's
+//! service URL is a fault proxy (`e2e_tests::fault_proxy`) in front of the Pulsar proxy, so that
+//! every binary-protocol connection goes through it; the admin REST API is reached directly.
+//! Under load: an idempotent rdkafka producer and a consumer group, a lapin publisher waiting for
+//! confirms and a lapin consumer. Every test checks that nothing acknowledged is lost (every
+//! acknowledged record is read back at its offset, every confirmed message is delivered), that
+//! whatever is read was sent, and how soon each client resumes once the fault ends; the timings
+//! are printed for `docs/pulsar.md`.
+//!
+//! They take minutes each: `GATEWAY_TEST_FAULTS=1 cargo test -p e2e-tests --test pulsar_faults
+//! -- --include-ignored --test-threads=1` (what `scripts/fault-runs` does).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e_tests::fault_proxy::FaultProxy;
+use e2e_tests::own_pulsar::OwnPulsar;
+use e2e_tests::rdkafka_util::{create_topic, producer, unique};
+use e2e_tests::{http_status, InProcessGateway};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::ClientConfig;
+
+const PARTITIONS: i32 = 4;
+/// The group consumer's session timeout: it must read again within this once a fault ends.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+/// AMQP consumers and publishers must be back within this once a fault ends.
+const AMQP_RESUME: Duration = Duration::from_secs(30);
+/// The gateway's operation timeout (the default): a confirm answers within it, plus room.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn asked() {
+    assert_eq!(
+        std::env::var("GATEWAY_TEST_FAULTS").as_deref(),
+        Ok("1"),
+        "set GATEWAY_TEST_FAULTS=1 to run the fault tests: each runs a Pulsar of its own for minutes"
+    );
+}
+
+/// When something happened, since the rig started.
+type Stamp = Duration;
+
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> Stamp {
+        self.0.elapsed()
+    }
+}
+
+/// What the clients saw, with times.
+#[derive(Default)]
+struct Seen {
+    /// Kafka: record id → (partition, offset, when acknowledged).
+    kafka_acked: HashMap<usize, (i32, i64, Stamp)>,
+    kafka_failed: usize,
+    /// Kafka group consumer: (when, record id).
+    kafka_read: Vec<(Stamp, usize)>,
+    kafka_consumer_errors: Vec<String>,
+    /// AMQP publisher: message id → (published, answered, acked); `None` answer: waiting.
+    amqp_published: HashMap<usize, (Stamp, Option<(Stamp, bool)>)>,
+    amqp_publisher_errors: Vec<String>,
+    /// AMQP consumer: (when, message id).
+    amqp_read: Vec<(Stamp, usize)>,
+    amqp_consumer_errors: Vec<String>,
+}
+
+struct Rig {
+    started: Instant,
+    pulsar: OwnPulsar,
+    faults: FaultProxy,
+    gateway: InProcessGateway,
+    topic: &'static str,
+    exchange: String,
+    queue: String,
+    seen: Arc<Mutex<Seen>>,
+    /// Cleared to stop the producers, then the consumers.
+    producing: Arc<AtomicBool>,
+    consuming: Arc<AtomicBool>,
+    producers: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Rig {
+    /// A Pulsar of its own started with `options` (besides `--proxy`), a fault proxy in front
+    /// of the Pulsar proxy, a gateway through it (`adjust` changes its settings), and the load.
+    async fn start(options: &[&str], adjust: impl FnOnce(&mut pulsar_gateway::Config)) -> Rig {
+        let mut options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        options.push("--proxy".into());
+        let pulsar = tokio::task::spawn_blocking(move || {
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            OwnPulsar::start(&options)
+        })
+        .await
+        .unwrap();
+        let proxy_url = pulsar
+            .var("PULSAR_PROXY_URL")
+            .expect("start --proxy")
+            .to_owned();
+        let (scheme, hostport) = proxy_url.split_once("://").unwrap();
+        let faults = FaultProxy::start(hostport.parse::<SocketAddr>().unwrap()).await;
+        let mut access = pulsar.access();
+        access.url = format!("{scheme}://{}", faults.addr());
+        let gateway = InProcessGateway::start_with(|c| {
+            access.configure(c);
+            adjust(c);
+        })
+        .await;
+        let admin = gateway.gateway.admin_addr();
+        e2e_tests::wait_readyz(admin, 200, Duration::from_secs(60)).await;
+        let mut rig = Rig {
+            started: Instant::now(),
+            pulsar,
+            faults,
+            gateway,
+            topic: unique("faults").leak(),
+            exchange: unique("faults-x"),
+            queue: unique("faults-q"),
+            seen: Arc::default(),
+            producing: Arc::new(AtomicBool::new(true)),
+            consuming: Arc::new(AtomicBool::new(true)),
+            producers: Vec::new(),
+            consumers: Vec::new(),
+        };
+        create_topic(&rig.gateway.bootstrap(), rig.topic, PARTITIONS).await;
+        rig.declare_amqp().await;
+        rig.start_load();
+        rig.wait_flowing().await;
+        assert!(
+            rig.faults.accepted() > 0,
+            "the gateway reaches Pulsar through the fault proxy"
+        );
+        rig
+    }
+
+    fn now(&self) -> Stamp {
+        self.started.elapsed()
+    }
+
+    fn amqp_uri(&self) -> String {
+        format!(
+            "amqp://guest:guest@{}/%2f",
+            self.gateway.gateway.amqp_addr()
+        )
+    }
+
+    async fn declare_amqp(&self) {
+        let connection = Connection::connect(&self.amqp_uri(), ConnectionProperties::default())
+            .await
+            .expect("AMQP connect");
+        let ch = connection.create_channel().await.unwrap();
+        ch.exchange_declare(
+            self.exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            self.queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            self.queue.as_str().into(),
+            self.exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let _ = connection.close(200, "declared".into()).await;
+    }
+
+    fn start_load(&mut self) {
+        let bootstrap = self.gateway.bootstrap();
+        let clock = Clock(self.started);
+        let (seen, producing, consuming) = (&self.seen, &self.producing, &self.consuming);
+        self.producers = vec![
+            tokio::spawn(kafka_producer(
+                bootstrap.clone(),
+                self.topic,
+                seen.clone(),
+                producing.clone(),
+                clock,
+            )),
+            tokio::spawn(amqp_publisher(
+                self.amqp_uri(),
+                self.exchange.clone(),
+                seen.clone(),
+                producing.clone(),
+                clock,
+            )),
+        ];
+        let (topic, seen_k, consuming_k) = (self.topic, seen.clone(), consuming.clone());
+        self.consumers = vec![
+            tokio::task::spawn_blocking(move || {
+                kafka_group_member(&bootstrap, topic, &seen_k, &consuming_k, clock)
+            }),
+            tokio::spawn(amqp_consumer(
+                self.amqp_uri(),
+                self.queue.clone(),
+                seen.clone(),
+                consuming.clone(),
+                clock,
+            )),
+        ];
+    }
+
+    /// Waits until all four clients have done something, so a fault hits a running system.
+    async fn wait_flowing(&self) {
+        let flowing = || {
+            let s = self.seen.lock().unwrap();
+            !s.kafka_acked.is_empty()
+                && !s.kafka_read.is_empty()
+                && s.amqp_published
+                    .values()
+                    .any(|(_, a)| matches!(a, Some((_, true))))
+                && !s.amqp_read.is_empty()
+        };
+        let limit = Instant::now() + Duration::from_secs(120);
+        while !flowing() {
+            assert!(Instant::now() < limit, "the load never started flowing");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn readyz(&self) -> Option<u16> {
+        http_status(self.gateway.gateway.admin_addr(), "/readyz")
+    }
+
+    /// How long after `from` the gateway said `/readyz` `want`, polling up to `limit`.
+    async fn readyz_turns(&self, want: u16, limit: Duration) -> Option<Duration> {
+        let from = Instant::now();
+        while from.elapsed() < limit {
+            let admin = self.gateway.gateway.admin_addr();
+            if tokio::task::spawn_blocking(move || http_status(admin, "/readyz"))
+                .await
+                .unwrap()
+                == Some(want)
+            {
+                return Some(from.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        None
+    }
+
+    /// How soon after `healed` each client made progress with something new, waiting up to a
+    /// minute: (Kafka producer, group consumer, AMQP publisher, AMQP consumer).
+    async fn resumed(&self, healed: Stamp) -> Resumption {
+        let limit = Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = {
+                let s = self.seen.lock().unwrap();
+                let max_before = |reads: &Vec<(Stamp, usize)>| {
+                    reads
+                        .iter()
+                        .filter(|(t, _)| *t < healed)
+                        .map(|(_, i)| *i)
+                        .max()
+                };
+                let first_new = |reads: &Vec<(Stamp, usize)>| {
+                    let before = max_before(reads);
+                    reads
+                        .iter()
+                        .filter(|(t, i)| *t >= healed && before.is_none_or(|b| *i > b))
+                        .map(|(t, _)| *t - healed)
+                        .min()
+                };
+                Resumption {
+                    kafka_producer: s
+                        .kafka_acked
+                        .values()
+                        .filter(|(_, _, t)| *t >= healed)
+                        .map(|(_, _, t)| *t - healed)
+                        .min(),
+                    kafka_consumer: first_new(&s.kafka_read),
+                    amqp_publisher: s
+                        .amqp_published
+                        .values()
+                        .filter(|(p, a)| *p >= healed && matches!(a, Some((_, true))))
+                        .map(|(_, a)| a.unwrap().0 - healed)
+                        .min(),
+                    amqp_consumer: first_new(&s.amqp_read),
+                }
+            };
+            if r.complete() || Instant::now() > limit {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the load, lets the consumers catch up, and checks that nothing acknowledged is lost.
+    async fn finish(mut self, scenario: &str) -> Seen {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        self.producing.store(false, Ordering::Relaxed);
+        for task in std::mem::take(&mut self.producers) {
+            tokio::time::timeout(Duration::from_secs(180), task)
+                .await
+                .expect("the producers end")
+                .unwrap();
+        }
+        // The consumers must read everything acknowledged or confirmed.
+        let (kafka_want, amqp_want): (BTreeSet<usize>, BTreeSet<usize>) = {
+            let s = self.seen.lock().unwrap();
+            (
+                s.kafka_acked.keys().copied().collect(),
+                s.amqp_published
+                    .iter()
+                    .filter(|(_, (_, a))| matches!(a, Some((_, true))))
+                    .map(|(i, _)| *i)
+                    .collect(),
+            )
+        };
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (kafka_missing, amqp_missing) = {
+                let s = self.seen.lock().unwrap();
+                let kafka: BTreeSet<usize> = s.kafka_read.iter().map(|(_, i)| *i).collect();
+                let amqp: BTreeSet<usize> = s.amqp_read.iter().map(|(_, i)| *i).collect();
+                (
+                    kafka_want.difference(&kafka).count(),
+                    amqp_want.difference(&amqp).count(),
+                )
+            };
+            if kafka_missing == 0 && amqp_missing == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < limit,
+                "{scenario}: the consumers never read {kafka_missing} acknowledged Kafka records and {amqp_missing} confirmed AMQP messages"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.consuming.store(false, Ordering::Relaxed);
+        for task in std::mem::take(&mut self.consumers) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        // Every acknowledged record is stored at the offset its acknowledgement gave.
+        let expected: HashMap<(i32, i64), usize> = seen
+            .kafka_acked
+            .iter()
+            .map(|(i, (p, o, _))| ((*p, *o), *i))
+            .collect();
+        let bootstrap = self.gateway.bootstrap();
+        let topic = self.topic;
+        let stored = tokio::task::spawn_blocking(move || read_back(&bootstrap, topic, &expected))
+            .await
+            .unwrap();
+        let kafka_duplicates = seen.kafka_read.len()
+            - seen
+                .kafka_read
+                .iter()
+                .map(|(_, i)| *i)
+                .collect::<BTreeSet<_>>()
+                .len();
+        let amqp_duplicates = seen.amqp_read.len()
+            - seen
+                .amqp_read
+                .iter()
+                .map(|(_, i)| *i)
+                .collect::<BTreeSet<_>>()
+                .len();
+        let nacked = seen
+            .amqp_published
+            .values()
+            .filter(|(_, a)| matches!(a, Some((_, false))))
+            .count();
+        // Whatever was read was sent.
+        assert!(seen
+            .amqp_read
+            .iter()
+            .all(|(_, i)| seen.amqp_published.contains_key(i)));
+        eprintln!(
+            "{scenario}: Kafka {} acknowledged ({} failed), {stored} stored, group read {} ({kafka_duplicates} again); \
+             AMQP {} confirmed ({nacked} nacked), consumer read {} ({amqp_duplicates} again); \
+             client errors: kafka consumer {}, amqp publisher {}, amqp consumer {}",
+            seen.kafka_acked.len(),
+            seen.kafka_failed,
+            seen.kafka_read.len(),
+            amqp_want.len(),
+            seen.amqp_read.len(),
+            seen.kafka_consumer_errors.len(),
+            seen.amqp_publisher_errors.len(),
+            seen.amqp_consumer_errors.len(),
+        );
+        seen
+    }
+}
+
+/// Reads the whole topic without a group and checks every acknowledged record is at its offset;
+/// returns how many records the topic holds.
+fn read_back(bootstrap: &str, topic: &str, expected: &HashMap<(i32, i64), usize>) -> usize {
+    let consumer = e2e_tests::rdkafka_util::consumer(bootstrap);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut found: HashMap<(i32, i64), usize> = HashMap::new();
+    let mut stored = 0;
+    let limit = Instant::now() + Duration::from_secs(120);
+    while expected.keys().any(|k| !found.contains_key(k)) {
+        assert!(Instant::now() < limit, "reading the topic back timed out");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let id = number(m.payload(), 'r');
+            found.insert((m.partition(), m.offset()), id);
+            stored += 1;
+        }
+    }
+    for (at, id) in expected {
+        assert_eq!(
+            found[at], *id,
+            "acknowledged record {id} at {at:?} holds another record"
+        );
+    }
+    stored
+}
+
+#[derive(Debug)]
+struct Resumption {
+    kafka_producer: Option<Duration>,
+    kafka_consumer: Option<Duration>,
+    amqp_publisher: Option<Duration>,
+    amqp_consumer: Option<Duration>,
+}
+
+impl Resumption {
+    fn complete(&self) -> bool {
+        self.kafka_producer.is_some()
+            && self.kafka_consumer.is_some()
+            && self.amqp_publisher.is_some()
+            && self.amqp_consumer.is_some()
+    }
+
+    /// Group consumers within a session timeout, AMQP clients within 30 s.
+    fn assert_within_bounds(&self, scenario: &str) {
+        eprintln!("{scenario}: resumed after the fault {self:?}");
+        let within = |what: &str, got: Option<Duration>, bound: Duration| {
+            let got = got.unwrap_or_else(|| panic!("{scenario}: the {what} never resumed"));
+            assert!(
+                got <= bound,
+                "{scenario}: the {what} resumed only after {got:?} (bound {bound:?})"
+            );
+        };
+        within("Kafka producer", self.kafka_producer, AMQP_RESUME);
+        within("Kafka group consumer", self.kafka_consumer, SESSION_TIMEOUT);
+        within("AMQP publisher", self.amqp_publisher, AMQP_RESUME);
+        within("AMQP consumer", self.amqp_consumer, AMQP_RESUME);
+    }
+}
+
+/// Pulsar (broker and proxy) frozen for 40 s: `/readyz` turns 503 within 15 s, every AMQP
+/// publish made meanwhile is answered (ack or nack) within the operation timeout instead of
+/// waiting for Pulsar, and all clients resume within 30 s of SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for minutes: GATEWAY_TEST_FAULTS=1, --include-ignored"]
+async fn pulsar_frozen_for_40s() {
+    asked();
+    let rig = Rig::start(&[], |_| {}).await;
+    let frozen = rig.now();
+    let pulsar = &rig.pulsar;
+    pulsar.signal("STOP");
+    let not_ready = rig.readyz_turns(503, Duration::from_secs(40)).await;
+    let left = Duration::from_secs(40).saturating_sub(rig.now() - frozen);
+    tokio::time::sleep(left).await;
+    pulsar.signal("CONT");
+    let thawed = rig.now();
+    let ready = rig.readyz_turns(200, Duration::from_secs(60)).await;
+    eprintln!("frozen: /readyz 503 after {not_ready:?}, 200 again {ready:?} after SIGCONT");
+    let not_ready = not_ready.expect("/readyz turns 503 while Pulsar is frozen");
+    assert!(
+        not_ready <= Duration::from_secs(15),
+        "/readyz 503 only after {not_ready:?}"
+    );
+    assert!(ready.is_some(), "/readyz 200 again after SIGCONT");
+    rig.resumed(thawed)
+        .await
+        .assert_within_bounds("frozen 40 s");
+    let seen = rig.finish("frozen 40 s").await;
+    // Publishes made while Pulsar was frozen were answered within the operation timeout (a
+    // nack at worst), not when Pulsar came back.
+    let slowest = seen
+        .amqp_published
+        .values()
+        .filter(|(p, _)| *p >= frozen && *p < thawed)
+        .map(|(p, a)| a.map_or(Duration::MAX, |(t, _)| t - *p))
+        .max()
+        .expect("publishes while frozen");
+    eprintln!("frozen: slowest AMQP confirm for a publish made while frozen: {slowest:?}");
+    assert!(
+        slowest <= OPERATION_TIMEOUT + Duration::from_secs(10),
+        "an AMQP publish made while Pulsar was frozen waited {slowest:?} for its confirm"
+    );
+}
+
+/// The connection to Pulsar blackholed for 60 s (bytes stop both ways, nothing closes):
+/// the keepalive drops it, `/readyz` turns 503 within 15 s, and everything resumes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for minutes: GATEWAY_TEST_FAULTS=1, --include-ignored"]
+async fn connection_blackholed_for_60s() {
+    asked();
+    let rig = Rig::start(&[], |_| {}).await;
+    let from = rig.now();
+    rig.faults.blackhole();
+    let not_ready = rig.readyz_turns(503, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(rig.now() - from)).await;
+    rig.faults.heal();
+    let healed = rig.now();
+    let ready = rig.readyz_turns(200, Duration::from_secs(60)).await;
+    eprintln!("blackhole: /readyz 503 after {not_ready:?}, 200 again {ready:?} after healing");
+    let not_ready = not_ready.expect("/readyz turns 503 while the connection is blackholed");
+    assert!(
+        not_ready <= Duration::from_secs(15),
+        "/readyz 503 only after {not_ready:?}"
+    );
+    assert!(ready.is_some(), "/readyz 200 again after healing");
+    rig.resumed(healed)
+        .await
+        .assert_within_bounds("blackhole 60 s");
+    rig.finish("blackhole 60 s").await;
+}
+
+/// 200 ms added to every chunk in each direction for 2 minutes: slower, but nothing fails
+/// for good and nothing is lost; `/readyz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for minutes: GATEWAY_TEST_FAULTS=1, --include-ignored"]
+async fn latency_200ms_for_2_minutes() {
+    asked();
+    let rig = Rig::start(&[], |_| {}).await;
+    rig.faults.set_latency(Duration::from_millis(200));
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut not_ready = 0;
+    while Instant::now() < until {
+        if rig.readyz() != Some(200) {
+            not_ready += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    rig.faults.heal();
+    let healed = rig.now();
+    eprintln!("latency: /readyz was not 200 in {not_ready} of about 120 probes");
+    rig.resumed(healed)
+        .await
+        .assert_within_bounds("latency 200 ms");
+    rig.finish("latency 200 ms").await;
+}
+
+/// Every connection to Pulsar reset every 5 s for 2 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for minutes: GATEWAY_TEST_FAULTS=1, --include-ignored"]
+async fn connections_reset_every_5s_for_2_minutes() {
+    asked();
+    let rig = Rig::start(&[], |_| {}).await;
+    let accepted = rig.faults.accepted();
+    for _ in 0..24 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rig.faults.reset_all();
+    }
+    let healed = rig.now();
+    eprintln!(
+        "resets: the gateway opened {} connections during the resets",
+        rig.faults.accepted() - accepted
+    );
+    assert!(
+        rig.faults.accepted() - accepted >= 20,
+        "the gateway reconnected after the resets"
+    );
+    rig.resumed(healed)
+        .await
+        .assert_within_bounds("resets every 5 s");
+    rig.finish("resets every 5 s").await;
+}
+
+/// An idempotent producer: 20 records every 100 ms over the partitions, each delivery awaited
+/// apart so that a slow one never holds up the next sends.
+async fn kafka_producer(
+    bootstrap: String,
+    topic: &'static str,
+    seen: Arc<Mutex<Seen>>,
+    producing: Arc<AtomicBool>,
+    clock: Clock,
+) {
+    let p = producer(&bootstrap, &[("enable.idempotence", "true")]);
+    let mut next = 0usize;
+    while producing.load(Ordering::Relaxed) {
+        for _ in 0..20 {
+            let i = next;
+            next += 1;
+            let payload = format!("r{i}");
+            let Ok(delivery) = p.send_result(
+                FutureRecord::to(topic)
+                    .partition(i as i32 % PARTITIONS)
+                    .key(payload.as_bytes())
+                    .payload(payload.as_bytes()),
+            ) else {
+                seen.lock().unwrap().kafka_failed += 1;
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let outcome = delivery.await.expect("delivery channel");
+                let mut seen = seen.lock().unwrap();
+                match outcome {
+                    Ok(d) => {
+                        seen.kafka_acked
+                            .insert(i, (d.partition, d.offset, clock.now()));
+                    }
+                    Err(_) => seen.kafka_failed += 1,
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What is still in flight is delivered or failed before the producer goes.
+    tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(150))
+    })
+    .await
+    .unwrap()
+    .expect("the producer's last records settle");
+}
+
+/// A consumer group member reading from the start.
+fn kafka_group_member(
+    bootstrap: &str,
+    topic: &str,
+    seen: &Mutex<Seen>,
+    consuming: &AtomicBool,
+    clock: Clock,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("faults-group"))
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
+        .set("heartbeat.interval.ms", "2000")
+        .create()
+        .expect("group consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    while consuming.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                let id = number(m.payload(), 'r');
+                seen.lock().unwrap().kafka_read.push((clock.now(), id));
+            }
+            Some(Err(e)) => seen
+                .lock()
+                .unwrap()
+                .kafka_consumer_errors
+                .push(e.to_string()),
+        }
+    }
+}
+
+/// A publisher with confirms, a message every 20 ms, reconnecting as clients do when their
+/// connection ends.
+async fn amqp_publisher(
+    uri: String,
+    exchange: String,
+    seen: Arc<Mutex<Seen>>,
+    producing: Arc<AtomicBool>,
+    clock: Clock,
+) {
+    let mut next = 0usize;
+    while producing.load(Ordering::Relaxed) {
+        let published = async {
+            let connection = Connection::connect(&uri, ConnectionProperties::default()).await?;
+            let ch = connection.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            while producing.load(Ordering::Relaxed) {
+                let i = next;
+                next += 1;
+                seen.lock()
+                    .unwrap()
+                    .amqp_published
+                    .insert(i, (clock.now(), None));
+                let confirm = ch
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        format!("m{i}").as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?;
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let acked = matches!(confirm.await, Ok(c) if c.is_ack());
+                    if let Some(entry) = seen.lock().unwrap().amqp_published.get_mut(&i) {
+                        entry.1 = Some((clock.now(), acked));
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+            Ok::<_, lapin::Error>(())
+        }
+        .await;
+        if let Err(e) = published {
+            seen.lock()
+                .unwrap()
+                .amqp_publisher_errors
+                .push(e.to_string());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// A consumer on the queue acknowledging each delivery, reconnecting likewise.
+async fn amqp_consumer(
+    uri: String,
+    queue: String,
+    seen: Arc<Mutex<Seen>>,
+    consuming: Arc<AtomicBool>,
+    clock: Clock,
+) {
+    while consuming.load(Ordering::Relaxed) {
+        let consumed = async {
+            let connection = Connection::connect(&uri, ConnectionProperties::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ch = connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?;
+            ch.basic_qos(200, BasicQosOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut deliveries = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            while consuming.load(Ordering::Relaxed) {
+                let delivery =
+                    match tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await
+                    {
+                        Err(_) => continue,
+                        Ok(None) => return Err("the consumer was cancelled".to_owned()),
+                        Ok(Some(d)) => d.map_err(|e| e.to_string())?,
+                    };
+                let id = number(Some(&delivery.data), 'm');
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                seen.lock().unwrap().amqp_read.push((clock.now(), id));
+            }
+            let _ = connection.close(200, "done".into()).await;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = consumed {
+            seen.lock().unwrap().amqp_consumer_errors.push(e);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// The number in a payload `r17` or `m17`.
+fn number(payload: Option<&[u8]>, prefix: char) -> usize {
+    payload
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| p.strip_prefix(prefix))
+        .and_then(|n| n.parse().ok())
+        .expect("a payload of this test")
+}
