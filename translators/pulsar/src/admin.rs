@@ -475,6 +475,18 @@ impl AdminClient {
         Ok(reply.json::<InternalStats>(topic)?.first_entry())
     }
 
+    /// The ledgers of a topic or partition, oldest first: id and entry count (the open one's
+    /// count included).
+    pub async fn ledgers(&self, topic: &TopicName) -> Result<Vec<(u64, u64)>> {
+        let reply = self
+            .call(Method::GET, &self.topic_url(topic, "/internalStats"), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.error(topic));
+        }
+        Ok(reply.json::<InternalStats>(topic)?.ledgers())
+    }
+
     /// The first entry of a topic or partition published at or after `publish_time` (ms), `None`
     /// if there is none.
     pub async fn entry_by_publish_time(
@@ -804,25 +816,28 @@ struct LedgerStats {
 }
 
 impl InternalStats {
+    /// Each ledger's entry count: the ledger being written reports 0 entries until it is
+    /// closed; its count is `currentLedgerEntries`.
+    fn entries(&self, index: usize) -> u64 {
+        let l = &self.ledgers[index];
+        if index + 1 == self.ledgers.len() {
+            l.entries.max(self.current_ledger_entries)
+        } else {
+            l.entries
+        }
+    }
+
+    fn ledgers(&self) -> Vec<(u64, u64)> {
+        (0..self.ledgers.len())
+            .map(|i| (self.ledgers[i].ledger_id, self.entries(i)))
+            .collect()
+    }
+
     fn first_entry(&self) -> Option<EntryId> {
-        let last = self.ledgers.len().checked_sub(1)?;
-        self.ledgers
-            .iter()
-            .enumerate()
-            .find(|(i, l)| {
-                // The ledger being written reports 0 entries until it is closed; its count is
-                // `currentLedgerEntries`.
-                let entries = if *i == last {
-                    l.entries.max(self.current_ledger_entries)
-                } else {
-                    l.entries
-                };
-                entries > 0
-            })
-            .map(|(_, l)| EntryId {
-                ledger: l.ledger_id,
-                entry: 0,
-            })
+        self.ledgers()
+            .into_iter()
+            .find(|(_, entries)| *entries > 0)
+            .map(|(ledger, _)| EntryId { ledger, entry: 0 })
     }
 }
 

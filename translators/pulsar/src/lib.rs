@@ -4,6 +4,7 @@
 
 mod admin;
 mod batch;
+mod chunks;
 mod connection;
 mod consumer;
 pub mod credentials;
@@ -126,7 +127,7 @@ pub struct PulsarBackend {
     /// that client's token, so Pulsar authorizes what it does (see `as_client`).
     clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<PulsarBackend>>>,
     pool: Arc<Pool>,
-    admin: AdminClient,
+    admin: Arc<AdminClient>,
     compression: i32,
     /// Producers by (topic, producer name); a lock per slot so one producer is created at a time.
     producers: DashMap<(String, Option<String>), ProducerSlot>,
@@ -171,7 +172,7 @@ impl PulsarBackend {
             tls,
             clients: Default::default(),
             pool: Arc::new(Pool::new(&config.service_url, options)?),
-            admin,
+            admin: Arc::new(admin),
             compression: config.compression,
             producers: DashMap::new(),
             first_entries: Recent::new(FIRST_ENTRY_TTL),
@@ -404,18 +405,25 @@ impl Backend for PulsarBackend {
             return Ok(None);
         };
         // Pulsar answers with the last entry when none is that recent: check the entry itself.
+        // The first readable one may come later: a chunked message is read at its last chunk.
         let mut reader = self.open_reader(topic, found).await?;
         let entries = reader.read(1, 1, LOOKUP_WAIT).await?;
         Ok(entries
             .first()
-            .filter(|e| e.id == found && e.publish_time >= publish_time)
+            .filter(|e| e.id >= found && e.publish_time >= publish_time)
             .map(|e| e.id))
     }
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
         Ok(Box::new(
-            consumer::PulsarReader::open(self.pool.clone(), &topic.to_string(), start, false)
-                .await?,
+            consumer::PulsarReader::open(
+                self.pool.clone(),
+                self.admin.clone(),
+                topic,
+                start,
+                false,
+            )
+            .await?,
         ))
     }
 
@@ -425,7 +433,7 @@ impl Backend for PulsarBackend {
         start: EntryId,
     ) -> Result<Box<dyn Reader>> {
         Ok(Box::new(
-            consumer::PulsarReader::open(self.pool.clone(), &topic.to_string(), start, true)
+            consumer::PulsarReader::open(self.pool.clone(), self.admin.clone(), topic, start, true)
                 .await?,
         ))
     }
@@ -444,7 +452,8 @@ impl Backend for PulsarBackend {
         Ok(Box::new(
             consumer::PulsarConsumer::open(
                 self.pool.clone(),
-                &topic.to_string(),
+                self.admin.clone(),
+                topic,
                 subscription,
                 sub_type,
                 initial,
@@ -465,7 +474,8 @@ impl Backend for PulsarBackend {
         Ok(Box::new(
             consumer::PulsarConsumer::open(
                 self.pool.clone(),
-                &topic.to_string(),
+                self.admin.clone(),
+                topic,
                 subscription,
                 sub_type,
                 initial,
