@@ -104,11 +104,13 @@ impl OwnPulsar {
         self.run("stop", &args);
     }
 
-    /// The broker's log so far, for a failing test to show.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.state.join("pulsar.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+    /// The broker's log so far, and the Pulsar proxy's after it.
+    pub fn logs(&self) -> String {
+        ["pulsar.log", "proxy.log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.state.join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn run(&self, script: &str, args: &[String]) -> String {

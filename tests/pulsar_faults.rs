@@ -101,6 +101,14 @@ impl Rig {
     /// A Pulsar of its own started with `options` (besides `--proxy`), a fault proxy in front
     /// of the Pulsar proxy, a gateway through it (`adjust` changes its settings), and the load.
     async fn start(options: &[&str], adjust: impl FnOnce(&mut pulsar_gateway::Config)) -> Rig {
+        Self::start_then(options, |_, c| adjust(c)).await
+    }
+
+    /// `start`, with `adjust` seeing the Pulsar it started (its keys, say).
+    async fn start_then(
+        options: &[&str],
+        adjust: impl FnOnce(&OwnPulsar, &mut pulsar_gateway::Config),
+    ) -> Rig {
         let mut options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
         options.push("--proxy".into());
         let pulsar = tokio::task::spawn_blocking(move || {
@@ -119,7 +127,7 @@ impl Rig {
         access.url = format!("{scheme}://{}", faults.addr());
         let gateway = InProcessGateway::start_with(|c| {
             access.configure(c);
-            adjust(c);
+            adjust(&pulsar, c);
         })
         .await;
         let admin = gateway.gateway.admin_addr();
@@ -803,4 +811,98 @@ fn number(payload: Option<&[u8]>, prefix: char) -> usize {
         .and_then(|p| p.strip_prefix(prefix))
         .and_then(|n| n.parse().ok())
         .expect("a payload of this test")
+}
+
+/// The gateway's token file replaced mid-run. Its first token expires after 45 s; it is
+/// replaced by a valid one before that, and when Pulsar re-checks the expired credentials of
+/// the open connections (`authenticationRefreshCheckSeconds`, 60 s), the gateway answers the
+/// challenge with the new token: no connection is dropped and no client sees an error. Then a
+/// refused token turns `/readyz` 503 within 15 s and a valid one turns it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for minutes: GATEWAY_TEST_FAULTS=1, --include-ignored"]
+async fn token_file_rotated_mid_run() {
+    asked();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let rotate = |token: &str| {
+        let next = dir.path().join("token.next");
+        std::fs::write(&next, token).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+    };
+    // Made with the key of the Pulsar started below, so it is made after it.
+    let spec = format!("file://{}", file.display());
+    let started = Instant::now();
+    let pulsar_key = Arc::new(Mutex::new(None::<String>));
+    let rig = {
+        let key = pulsar_key.clone();
+        let file = file.clone();
+        Rig::start_then(&["--auth"], move |pulsar, c| {
+            let secret = pulsar.var("PULSAR_TOKEN_SECRET_KEY").unwrap().to_owned();
+            std::fs::write(&file, token_for(&secret, Some("45s"))).unwrap();
+            *key.lock().unwrap() = Some(secret);
+            c.backend.pulsar_token = Some(spec);
+        })
+        .await
+    };
+    let secret = pulsar_key.lock().unwrap().clone().unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    rotate(&token_for(&secret, None));
+    let accepted = rig.faults.accepted();
+    // Past the first token's expiry and a refresh check of Pulsar's.
+    let refreshed_by = started + Duration::from_secs(45 + 60 + 15);
+    tokio::time::sleep(refreshed_by.saturating_duration_since(Instant::now())).await;
+    let reconnected = rig.faults.accepted() - accepted;
+    let refreshed = rig
+        .pulsar
+        .logs()
+        .matches("Refreshed authentication")
+        .count();
+    eprintln!("token: {refreshed} connections re-authenticated by Pulsar, {reconnected} new connections after the rotation");
+    assert!(refreshed > 0, "Pulsar re-checked the gateway's credentials");
+    assert_eq!(
+        reconnected, 0,
+        "no connection was dropped when the first token expired"
+    );
+    assert_eq!(rig.readyz(), Some(200));
+    // Refused, then valid again.
+    let valid = token_for(&secret, None);
+    let (unsigned, _) = valid.rsplit_once('.').unwrap();
+    rotate(&format!("{unsigned}.c2lnbmF0dXJlLW9mLWFub3RoZXIta2V5"));
+    let not_ready = rig.readyz_turns(503, Duration::from_secs(30)).await;
+    rotate(&valid);
+    let ready = rig.readyz_turns(200, Duration::from_secs(30)).await;
+    eprintln!("token: refused: /readyz 503 after {not_ready:?}; valid again: 200 after {ready:?}");
+    assert!(
+        not_ready.is_some_and(|d| d <= Duration::from_secs(15)),
+        "a refused token turns /readyz 503 within 15 s"
+    );
+    assert!(
+        ready.is_some_and(|d| d <= Duration::from_secs(15)),
+        "a valid token turns /readyz 200 within 15 s"
+    );
+    let seen = rig.finish("token rotation").await;
+    assert_eq!(seen.kafka_failed, 0, "no Kafka record failed");
+    assert!(
+        seen.amqp_published
+            .values()
+            .all(|(_, a)| !matches!(a, Some((_, false)))),
+        "no AMQP message was nacked"
+    );
+}
+
+/// A token for the superuser `admin` from Pulsar's own tool, signed with `secret`.
+fn token_for(secret: &str, expiry: Option<&str>) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
+    let out = std::process::Command::new(script)
+        .arg("admin")
+        .args(expiry)
+        .env("PULSAR_TOKEN_SECRET_KEY", secret)
+        .output()
+        .expect("run compat-suites/pulsar/token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -9,9 +9,12 @@ mod connection;
 mod consumer;
 pub mod credentials;
 mod frame;
+mod lookback;
 mod pool;
 mod producer;
 pub mod proto;
+mod reader;
+mod subscription;
 mod tls;
 
 use std::sync::Arc;
@@ -254,7 +257,7 @@ impl Backend for PulsarBackend {
         namespace: &str,
         subscription: &str,
     ) -> Result<bool> {
-        consumer::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
+        subscription::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
     }
 
     /// A producer opened with this backend's token and closed again: the broker checks the
@@ -416,14 +419,8 @@ impl Backend for PulsarBackend {
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
         Ok(Box::new(
-            consumer::PulsarReader::open(
-                self.pool.clone(),
-                self.admin.clone(),
-                topic,
-                start,
-                false,
-            )
-            .await?,
+            reader::PulsarReader::open(self.pool.clone(), self.admin.clone(), topic, start, false)
+                .await?,
         ))
     }
 
@@ -433,7 +430,7 @@ impl Backend for PulsarBackend {
         start: EntryId,
     ) -> Result<Box<dyn Reader>> {
         Ok(Box::new(
-            consumer::PulsarReader::open(self.pool.clone(), self.admin.clone(), topic, start, true)
+            reader::PulsarReader::open(self.pool.clone(), self.admin.clone(), topic, start, true)
                 .await?,
         ))
     }
@@ -457,7 +454,7 @@ impl Backend for PulsarBackend {
                 subscription,
                 sub_type,
                 initial,
-                consumer::PERMITS,
+                subscription::PERMITS,
             )
             .await?,
         ))
@@ -479,7 +476,7 @@ impl Backend for PulsarBackend {
                 subscription,
                 sub_type,
                 initial,
-                prefetch.min(consumer::PERMITS),
+                prefetch.min(subscription::PERMITS),
             )
             .await?,
         ))
