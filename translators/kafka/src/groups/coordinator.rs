@@ -5,9 +5,14 @@
 //!
 //! Writes to a shard's table are ordered by a per-shard lock held only while the write is
 //! queued, so that commits pipeline without reordering. An answer that depends on a write (an
-//! OffsetCommit) is sent only once the write is persisted.
+//! OffsetCommit) is sent only once the write is persisted, or as REQUEST_TIMED_OUT once the
+//! commit timeout has passed without Pulsar confirming it.
+//!
+//! A shard loaded here (on first use, on taking it over, or on regaining its lease after an
+//! outage) starts every member's session at the load: this instance could not hear them before,
+//! as Kafka's coordinator starts all session timers when it loads a group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use gateway_core::{table, Announcement, BackendError, BackendRef, Lease, TopicName};
 use kafka_protocol::error::ResponseError;
+use tokio::sync::OwnedMutexGuard;
 
 use super::mirror::Mirror;
 use super::state::{
@@ -37,6 +43,12 @@ pub struct GroupSettings {
     pub mirror_interval: Duration,
     /// Kafka's `offset.metadata.max.bytes`.
     pub max_metadata_bytes: usize,
+    /// Kafka's `offsets.commit.timeout.ms`: how long a request waits for its write to the shard's
+    /// table. A write Pulsar has not confirmed by then is answered REQUEST_TIMED_OUT (as Kafka
+    /// answers a commit whose append timed out) and goes on in the background. Requests on a
+    /// Kafka connection are answered in order, so an unbounded wait would hold up the member's
+    /// heartbeats behind its commit for as long as Pulsar cannot be reached.
+    pub commit_timeout: Duration,
     /// Group ids carry their tenant/namespace scope (authentication is required); the mirrored
     /// subscriptions are named without it.
     pub scoped_groups: bool,
@@ -124,6 +136,7 @@ impl Default for GroupSettings {
             timing: Timing::default(),
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
+            commit_timeout: Duration::from_secs(5),
             scoped_groups: false,
             instance: Instance {
                 node_id: 0,
@@ -151,10 +164,53 @@ struct Shard {
     /// When a claim last found another holder.
     refused_at: Mutex<Option<Instant>>,
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups whose membership in memory may be newer than in the table (a write failed or was
+    /// not confirmed in time); the timer writes them again while the lease is held.
+    unsaved: Mutex<HashSet<String>>,
+    /// Writes handed to the table and not yet confirmed or refused, with when each started.
+    unconfirmed: Arc<Mutex<BTreeMap<u64, Instant>>>,
     /// Held while a write is queued, so table order is acceptance order.
-    writes: tokio::sync::Mutex<()>,
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// Table writes since compaction was last started.
     uncompacted: AtomicU64,
+}
+
+/// A table write under way: its outcome once Pulsar confirms or refuses it.
+type Written = tokio::task::JoinHandle<Result<(), BackendError>>;
+
+/// Why a request's table write did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// Not confirmed within the commit timeout; it may still be persisted later.
+    #[error("group state not confirmed within {0:?}")]
+    NotConfirmed(Duration),
+    /// Not tried: an earlier write has waited this long for Pulsar.
+    #[error("group state writes have waited {0:?} for Pulsar")]
+    Stalled(Duration),
+    #[error(transparent)]
+    Failed(BackendError),
+}
+
+impl WriteError {
+    /// The answer to the request: REQUEST_TIMED_OUT when the write timed out, as Kafka's classic
+    /// coordinator answers a commit whose append timed out (clients retry it and keep their
+    /// coordinator; librdkafka treats COORDINATOR_NOT_AVAILABLE as a dead coordinator and stops
+    /// heartbeating until FindCoordinator answers); COORDINATOR_NOT_AVAILABLE when it failed.
+    fn code(&self) -> ResponseError {
+        match self {
+            WriteError::NotConfirmed(_) | WriteError::Stalled(_) => ResponseError::RequestTimedOut,
+            WriteError::Failed(_) => ResponseError::CoordinatorNotAvailable,
+        }
+    }
+
+    /// Refusals while writes are stalled come often (clients resend); the stall's first
+    /// timeout was logged already.
+    fn log(&self, group: &str, what: &str) {
+        match self {
+            WriteError::Stalled(_) => tracing::debug!(group, error = %self, "{what}"),
+            _ => tracing::warn!(group, error = %self, "{what}"),
+        }
+    }
 }
 
 /// Table writes after which the shard's topic is compacted, so that a takeover reads about one
@@ -238,7 +294,9 @@ impl GroupCoordinator {
                     refused_at: Mutex::new(None),
                     uncompacted: AtomicU64::new(0),
                     groups: Mutex::new(HashMap::new()),
-                    writes: tokio::sync::Mutex::new(()),
+                    unsaved: Mutex::new(HashSet::new()),
+                    unconfirmed: Arc::default(),
+                    writes: Arc::new(tokio::sync::Mutex::new(())),
                 }
             })
             .collect();
@@ -295,6 +353,7 @@ impl GroupCoordinator {
             group.abandon();
         }
         groups.clear();
+        shard.unsaved.lock().expect("unsaved lock").clear();
         None
     }
 
@@ -486,6 +545,9 @@ impl GroupCoordinator {
         }
         let mut groups = shard.groups.lock().expect("groups lock");
         groups.clear();
+        shard.unsaved.lock().expect("unsaved lock").clear();
+        // Writes still pending through a lost lease say nothing about the new one.
+        shard.unconfirmed.lock().expect("unconfirmed lock").clear();
         for (id, snapshot) in snapshots {
             groups.insert(
                 id.clone(),
@@ -514,38 +576,115 @@ impl GroupCoordinator {
         });
     }
 
-    /// Queues records on the shard's table through its lease while `order` (the shard's write
-    /// lock) is held, releases it, and waits until they are persisted. Compacts every
-    /// `COMPACT_EVERY` writes.
-    async fn write(
+    /// The shard's write lock, which orders its table writes; waited for at most the commit
+    /// timeout (a write whose queueing is stuck holds it).
+    ///
+    /// While an earlier write has gone unconfirmed for longer than the commit timeout, Pulsar
+    /// cannot be reached, and a new write is refused at once instead of waiting out the timeout
+    /// too: otherwise each commit a client sends (and resends) during an outage would hold up
+    /// everything behind it on that client's connection, heartbeats included, for the timeout.
+    async fn write_order(&self, shard: &Shard) -> Result<OwnedMutexGuard<()>, WriteError> {
+        let timeout = self.settings.commit_timeout;
+        let oldest = shard
+            .unconfirmed
+            .lock()
+            .expect("unconfirmed lock")
+            .values()
+            .next()
+            .copied();
+        if let Some(since) = oldest.filter(|since| since.elapsed() >= timeout) {
+            return Err(WriteError::Stalled(since.elapsed()));
+        }
+        tokio::time::timeout(timeout, shard.writes.clone().lock_owned())
+            .await
+            .map_err(|_| WriteError::NotConfirmed(timeout))
+    }
+
+    /// Starts writing records to the shard's table through its lease: they are queued while
+    /// `order` (the shard's write lock) is held, so table order is acceptance order. The write
+    /// runs to its end even when nobody waits for it any more; `then` sees its outcome. Compacts
+    /// every `COMPACT_EVERY` writes.
+    fn start_write(
         &self,
         shard: &Shard,
-        lease: &Arc<dyn Lease>,
-        order: tokio::sync::MutexGuard<'_, ()>,
+        lease: Arc<dyn Lease>,
+        order: OwnedMutexGuard<()>,
         records: Vec<(String, Option<Bytes>)>,
-    ) -> Result<(), BackendError> {
-        let pending = lease.submit(vec![table::entry(records)]).await;
-        drop(order);
+        then: impl FnOnce(&Result<(), BackendError>) + Send + 'static,
+    ) -> Written {
         if shard.uncompacted.fetch_add(1, Ordering::Relaxed) + 1 >= COMPACT_EVERY {
             self.compact(shard);
         }
-        pending?.await.map(|_| ())
+        let id = self.seq.fetch_add(1, Ordering::Relaxed);
+        let unconfirmed = shard.unconfirmed.clone();
+        unconfirmed
+            .lock()
+            .expect("unconfirmed lock")
+            .insert(id, Instant::now());
+        tokio::spawn(async move {
+            let pending = lease.submit(vec![table::entry(records)]).await;
+            drop(order);
+            let outcome = match pending {
+                Ok(pending) => pending.await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            unconfirmed.lock().expect("unconfirmed lock").remove(&id);
+            then(&outcome);
+            outcome
+        })
     }
 
-    /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
+    /// Waits for a write for at most the commit timeout.
+    async fn written(&self, write: Written) -> Result<(), WriteError> {
+        let timeout = self.settings.commit_timeout;
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(outcome)) => outcome.map_err(WriteError::Failed),
+            Ok(Err(e)) => Err(WriteError::Failed(BackendError::Unavailable(format!(
+                "writing group state stopped: {e}"
+            )))),
+            Err(_) => Err(WriteError::NotConfirmed(timeout)),
+        }
+    }
+
+    /// Writes records to the shard's table, queued under `order`, and waits for them for at
+    /// most the commit timeout.
+    async fn write(
+        &self,
+        shard: &Shard,
+        lease: Arc<dyn Lease>,
+        order: OwnedMutexGuard<()>,
+        records: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), WriteError> {
+        let write = self.start_write(shard, lease, order, records, |_| {});
+        self.written(write).await
+    }
+
+    /// Writes a group's snapshot (or removes it when the group is gone), in shard order. A
+    /// snapshot not known to be written is written again by the timer, so that the table does
+    /// not keep an older generation than the members have: whoever loads the shard next would
+    /// otherwise restore members that have left, or miss those that joined.
     async fn persist(&self, shard: &Shard, group_id: &str) {
         let Some(lease) = self.held(shard) else {
             return;
         };
-        let order = shard.writes.lock().await;
-        let value = {
-            let groups = shard.groups.lock().expect("groups lock");
-            groups.get(group_id).map(|g| encode(&g.snapshot()))
+        let written = match self.write_order(shard).await {
+            Ok(order) => {
+                let value = {
+                    let groups = shard.groups.lock().expect("groups lock");
+                    groups.get(group_id).map(|g| encode(&g.snapshot()))
+                };
+                let records = vec![(group_key(group_id), value)];
+                self.write(shard, lease, order, records).await
+            }
+            Err(e) => Err(e),
         };
-        let records = vec![(group_key(group_id), value)];
-        if let Err(e) = self.write(shard, &lease, order, records).await {
-            // Membership is rebuilt by rejoining; committed offsets are written separately.
-            tracing::warn!(group = group_id, error = %e, "persisting group membership failed");
+        if let Err(e) = written {
+            e.log(group_id, "persisting group membership failed; will retry");
+            shard
+                .unsaved
+                .lock()
+                .expect("unsaved lock")
+                .insert(group_id.to_owned());
         }
     }
 
@@ -684,7 +823,10 @@ impl GroupCoordinator {
         }
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| {
+            e.log(group_id, "committing offsets failed");
+            e.code()
+        })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         {
             let mut groups = shard.groups.lock().expect("groups lock");
@@ -721,9 +863,35 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
             .collect();
-        if let Err(e) = self.write(shard, &lease, order, records).await {
-            tracing::warn!(group = group_id, error = %e, "committing offsets failed");
-            return Err(ResponseError::CoordinatorNotAvailable);
+        // The offsets are applied once persisted, even if that is after the answer went out
+        // (REQUEST_TIMED_OUT on a timeout), so that memory never lags the table.
+        let (coordinator, group, held) = (Arc::downgrade(self), group_id.to_owned(), lease.clone());
+        let write = self.start_write(shard, lease, order, records, move |outcome| {
+            if outcome.is_ok() {
+                if let Some(c) = coordinator.upgrade() {
+                    c.apply_commits(&group, &held, accepted);
+                }
+            }
+        });
+        if let Err(e) = self.written(write).await {
+            e.log(group_id, "committing offsets failed");
+            return Err(e.code());
+        }
+        Ok(())
+    }
+
+    /// Persisted commits into the group's state, unless the shard's lease was lost meanwhile
+    /// (whoever loads it next reads them from the table).
+    fn apply_commits(
+        &self,
+        group_id: &str,
+        lease: &Arc<dyn Lease>,
+        accepted: Vec<(String, i32, Committed)>,
+    ) {
+        let shard = self.shard_of(group_id);
+        let current = shard.lease.lock().expect("lease lock").clone();
+        if !current.is_some_and(|l| Arc::ptr_eq(&l, lease)) {
+            return;
         }
         let mut groups = shard.groups.lock().expect("groups lock");
         let group = groups
@@ -740,7 +908,6 @@ impl GroupCoordinator {
                 group.offsets.insert((topic, partition), committed);
             }
         }
-        Ok(())
     }
 
     /// Committed offsets of a group: of the listed partitions, or all of them for `None`.
@@ -820,7 +987,7 @@ impl GroupCoordinator {
     pub async fn delete_group(self: &Arc<Self>, group_id: &str) -> Result<(), ResponseError> {
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| e.code())?;
         let keys = {
             let groups = shard.groups.lock().expect("groups lock");
             let Some(group) = groups.get(group_id) else {
@@ -838,9 +1005,9 @@ impl GroupCoordinator {
             );
             keys
         };
-        self.write(shard, &lease, order, keys)
+        self.write(shard, lease, order, keys)
             .await
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+            .map_err(|e| e.code())?;
         let removed = shard.groups.lock().expect("groups lock").remove(group_id);
         for committed in removed.iter().flat_map(|g| g.offsets.values()) {
             self.mirror.record(group_id, &committed.pulsar_topic, None);
@@ -857,7 +1024,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| e.code())?;
         let (results, keys, mirrored) = {
             let groups = shard.groups.lock().expect("groups lock");
             let Some(group) = groups.get(group_id) else {
@@ -887,9 +1054,9 @@ impl GroupCoordinator {
             (results, keys, mirrored)
         };
         if !keys.is_empty() {
-            self.write(shard, &lease, order, keys)
+            self.write(shard, lease, order, keys)
                 .await
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+                .map_err(|e| e.code())?;
             let mut groups = shard.groups.lock().expect("groups lock");
             if let Some(group) = groups.get_mut(group_id) {
                 for (topic, p, pulsar_topic) in mirrored {
@@ -908,17 +1075,16 @@ impl GroupCoordinator {
             if self.held(shard).is_none() {
                 continue;
             }
-            let changed: Vec<String> = {
+            let mut changed: HashSet<String> =
+                std::mem::take(&mut *shard.unsaved.lock().expect("unsaved lock"));
+            {
                 let mut groups = shard.groups.lock().expect("groups lock");
-                groups
-                    .values_mut()
-                    .filter_map(|g| {
-                        let mut fx = Effects::default();
-                        g.tick(now, &self.settings.timing, &mut fx);
-                        fx.snapshot.then(|| g.id.clone())
-                    })
-                    .collect()
-            };
+                changed.extend(groups.values_mut().filter_map(|g| {
+                    let mut fx = Effects::default();
+                    g.tick(now, &self.settings.timing, &mut fx);
+                    fx.snapshot.then(|| g.id.clone())
+                }));
+            }
             for group in changed {
                 self.persist(shard, &group).await;
             }
@@ -989,7 +1155,212 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{GroupCoordinator, GroupSettings, Instance, Owner};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use gateway_core::TopicName;
+    use kafka_protocol::error::ResponseError;
+
+    use super::{CommitRequest, GroupCoordinator, GroupSettings, Instance, Owner};
+    use crate::groups::faulty::Faulty;
+    use crate::groups::state::{JoinParams, Timing, NONE};
+
+    /// Sessions short enough to outlast in a test.
+    const SESSION: Duration = Duration::from_millis(800);
+
+    fn settings(node_id: i32) -> GroupSettings {
+        GroupSettings {
+            shards: 1,
+            timing: Timing {
+                initial_rebalance_delay: Duration::ZERO,
+                min_session_timeout: Duration::from_millis(100),
+                ..Timing::default()
+            },
+            commit_timeout: Duration::from_millis(300),
+            instance: Instance {
+                node_id,
+                ..GroupSettings::default().instance
+            },
+            ..GroupSettings::default()
+        }
+    }
+
+    fn faulty() -> (Arc<Faulty>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap();
+        (Faulty::new(embedded), dir)
+    }
+
+    /// A member alone in group `g`, stable in its first generation with partition "p0".
+    async fn stable_member(c: &Arc<GroupCoordinator>) -> (String, i32) {
+        let params = JoinParams {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: SESSION,
+            rebalance_timeout: Duration::from_secs(5),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+        };
+        let joined = c.join("g", params).await;
+        assert_eq!((joined.error, joined.generation), (NONE, 1));
+        let assignment = vec![(joined.member_id.clone(), Bytes::from_static(b"p0"))];
+        let synced = c
+            .sync("g", 1, &joined.member_id, None, None, None, assignment)
+            .await;
+        assert_eq!(synced.error, NONE);
+        (joined.member_id, joined.generation)
+    }
+
+    /// The member heartbeats every 200 ms for `how_long`; each must be answered NONE.
+    async fn keep_heartbeating(
+        c: &Arc<GroupCoordinator>,
+        member: &str,
+        generation: i32,
+        how_long: Duration,
+    ) {
+        let until = Instant::now() + how_long;
+        while Instant::now() < until {
+            assert_eq!(c.heartbeat("g", generation, member, None).await, NONE);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `c` coordinates group `g`: a dropped coordinator's timer may still be
+    /// finishing a pass, holding its lease a moment longer.
+    async fn claimed(c: &Arc<GroupCoordinator>) {
+        let until = Instant::now() + Duration::from_secs(3);
+        while c.owner_of("g").await != Ok(Owner::Local) {
+            assert!(Instant::now() < until, "the shard's lease is free again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn commit_of(offset: i64) -> Vec<CommitRequest> {
+        vec![CommitRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            pulsar_topic: TopicName::new("public", "default", "t"),
+        }]
+    }
+
+    async fn committed(c: &Arc<GroupCoordinator>) -> Option<i64> {
+        let found = c.fetch_offsets("g", None).await.unwrap();
+        found
+            .first()
+            .and_then(|(_, _, c)| c.as_ref().map(|c| c.offset))
+    }
+
+    /// The outage measured on Pulsar: a commit whose write Pulsar never confirmed held up the
+    /// member's heartbeats behind it on its connection until its session lapsed. A commit is
+    /// answered REQUEST_TIMED_OUT after the commit timeout instead, later ones at once while
+    /// the write is still unconfirmed, and the member, heard all along, stays.
+    #[tokio::test]
+    async fn a_commit_pulsar_does_not_confirm_is_answered_in_time_and_the_member_stays() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&c).await;
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(1)).await,
+            Ok(())
+        );
+
+        backend.stall(true);
+        let first = tokio::time::timeout(
+            Duration::from_secs(3),
+            c.commit("g", generation, &member, None, commit_of(42)),
+        )
+        .await
+        .expect("answered after the commit timeout, not when Pulsar answers");
+        assert_eq!(first, Err(ResponseError::RequestTimedOut));
+        let started = Instant::now();
+        let second = c
+            .commit("g", generation, &member, None, commit_of(43))
+            .await;
+        assert_eq!(second, Err(ResponseError::RequestTimedOut));
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "refused at once while an earlier write waits for Pulsar"
+        );
+        keep_heartbeating(&c, &member, generation, 2 * SESSION).await;
+        assert_eq!(committed(&c).await, Some(1), "not persisted yet");
+
+        // Pulsar confirms the write after all: the offset the client was told timed out is
+        // the group's now, as it is the table's.
+        backend.stall(false);
+        let until = Instant::now() + Duration::from_secs(3);
+        while committed(&c).await != Some(42) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(committed(&c).await, Some(42));
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(44))
+                .await,
+            Ok(())
+        );
+    }
+
+    /// A new generation whose snapshot could not be written is written again once Pulsar
+    /// takes writes: whoever loads the shard next knows the member, instead of an older
+    /// generation (or none) that would make it rejoin.
+    #[tokio::test]
+    async fn membership_that_could_not_be_written_is_written_again() {
+        let (backend, _dir) = faulty();
+        let a = GroupCoordinator::new(settings(1), backend.clone());
+        backend.fail_writes(true);
+        let (member, generation) = stable_member(&a).await;
+        backend.fail_writes(false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(a);
+        let b = GroupCoordinator::new(settings(2), backend.clone());
+        claimed(&b).await;
+        assert_eq!(b.heartbeat("g", generation, &member, None).await, NONE);
+    }
+
+    /// A shard's lease lost in an outage and regained by the same instance: the state is
+    /// loaded again and every session counts from then, however long the shard was not served.
+    /// The member carries on in its generation, without a rebalance; silent after that, it is
+    /// expelled for its own missed session.
+    #[tokio::test]
+    async fn a_member_keeps_its_generation_when_the_same_instance_regains_the_shard() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&c).await;
+        backend.lose_leases();
+        tokio::time::sleep(2 * SESSION).await;
+        keep_heartbeating(&c, &member, generation, 2 * SESSION).await;
+        let described = c.describe("g").await.unwrap().unwrap();
+        assert_eq!((described.state, described.members.len()), ("Stable", 1));
+        assert_eq!(described.members[0].assignment, Bytes::from_static(b"p0"));
+
+        tokio::time::sleep(SESSION + Duration::from_millis(300)).await;
+        assert_eq!(
+            c.heartbeat("g", generation, &member, None).await,
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    /// The same when the lease moves to another instance after its holder is gone.
+    #[tokio::test]
+    async fn a_member_keeps_its_generation_when_another_instance_takes_the_shard_over() {
+        let (backend, _dir) = faulty();
+        let a = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&a).await;
+        drop(a);
+        tokio::time::sleep(2 * SESSION).await;
+        let b = GroupCoordinator::new(settings(2), backend.clone());
+        claimed(&b).await;
+        keep_heartbeating(&b, &member, generation, 2 * SESSION).await;
+        let described = b.describe("g").await.unwrap().unwrap();
+        assert_eq!((described.state, described.members.len()), ("Stable", 1));
+    }
 
     /// An instance that just saw another hold the lease takes the group over as soon as that
     /// holder is gone, instead of answering COORDINATOR_NOT_AVAILABLE until its claim back-off

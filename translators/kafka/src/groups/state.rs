@@ -1136,6 +1136,67 @@ mod tests {
         );
     }
 
+    /// A coordinator that loads a group (taking a shard over, or regaining it after an outage)
+    /// could not hear anyone before: every session counts from the load, as Kafka's coordinator
+    /// starts all members' session timers when it loads a group from `__consumer_offsets`.
+    #[test]
+    fn sessions_of_a_loaded_group_count_from_the_load() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        // Loaded long after the members were last heard: their sessions are 10 s.
+        let load = t0 + Duration::from_secs(100);
+        let mut g = Group::restore("g", g.snapshot(), load, &timing());
+        let mut fx = Effects::default();
+        g.tick(load + Duration::from_secs(9), &timing(), &mut fx);
+        assert_eq!(g.members.len(), 2);
+        assert_eq!((g.state, g.generation), (GroupState::Stable, 1));
+        assert_eq!(
+            g.heartbeat(1, &a, None, load + Duration::from_secs(9)),
+            NONE
+        );
+        assert_eq!(g.members[&b].assignment, Bytes::from_static(b"to-b"));
+        g.tick(load + Duration::from_secs(11), &timing(), &mut fx);
+        assert!(g.members.contains_key(&a), "heard since the load");
+        assert!(
+            !g.members.contains_key(&b),
+            "silent for a session since the load"
+        );
+    }
+
+    /// A group persisted in the middle of a rebalance is loaded rebalancing, with the members'
+    /// rebalance timeout counted from the load: members that rejoin get the next generation.
+    #[test]
+    fn a_group_loaded_mid_rebalance_gives_members_time_from_the_load() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        let mut fx = Effects::default();
+        let _waiting = later(g.join(params(&b, None, b"b2"), t0, &timing(), &mut fx));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let load = t0 + Duration::from_secs(100);
+        let mut g = Group::restore("g", g.snapshot(), load, &timing());
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let heard = load + Duration::from_secs(5);
+        assert_eq!(
+            g.heartbeat(1, &a, None, heard),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let rejoined_a = later(g.join(params(&a, None, b"a"), heard, &timing(), &mut fx));
+        g.tick(load + Duration::from_secs(8), &timing(), &mut fx);
+        assert_eq!(
+            g.members.len(),
+            2,
+            "b has until its session, counted from the load"
+        );
+        let rejoined_b = later(g.join(params(&b, None, b"b2"), heard, &timing(), &mut fx));
+        let (ja, jb) = (
+            rejoined_a.blocking_recv().unwrap(),
+            rejoined_b.blocking_recv().unwrap(),
+        );
+        assert_eq!((ja.generation, jb.generation), (2, 2));
+    }
+
     #[test]
     fn a_member_with_no_common_protocol_is_refused() {
         let t0 = Instant::now();
