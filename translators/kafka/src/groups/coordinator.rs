@@ -910,6 +910,23 @@ impl GroupCoordinator {
         }
     }
 
+    /// The Pulsar topic that the group's committed offset of a partition is mirrored to, when
+    /// this instance coordinates the group and the group has committed that partition before.
+    pub fn committed_topic(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<TopicName> {
+        let shard = self.shard_of(group_id);
+        let groups = shard.groups.lock().expect("groups lock");
+        let committed = groups
+            .get(group_id)?
+            .offsets
+            .get(&(topic.to_owned(), partition))?;
+        TopicName::parse(&committed.pulsar_topic, "public", "default")
+    }
+
     /// Committed offsets of a group: of the listed partitions, or all of them for `None`.
     pub async fn fetch_offsets(
         self: &Arc<Self>,
@@ -1305,6 +1322,20 @@ mod tests {
                 .await,
             Ok(())
         );
+    }
+
+    /// A commit handler resolves a partition the group has committed before from the group's
+    /// state, without asking Pulsar for the topic's partitions.
+    #[tokio::test]
+    async fn a_committed_partition_names_its_pulsar_topic() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend);
+        assert_eq!(c.committed_topic("g", "t", 0), None);
+        assert_eq!(c.commit("g", -1, "", None, commit_of(5)).await, Ok(()));
+        let topic = TopicName::new("public", "default", "t");
+        assert_eq!(c.committed_topic("g", "t", 0), Some(topic));
+        assert_eq!(c.committed_topic("g", "t", 1), None);
+        assert_eq!(c.committed_topic("other", "t", 0), None);
     }
 
     /// A new generation whose snapshot could not be written is written again once Pulsar
