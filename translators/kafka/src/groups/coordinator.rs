@@ -49,6 +49,13 @@ pub struct GroupSettings {
     /// Kafka connection are answered in order, so an unbounded wait would hold up the member's
     /// heartbeats behind its commit for as long as Pulsar cannot be reached.
     pub commit_timeout: Duration,
+    /// Kafka's `offsets.retention.minutes` (KIP-211): committed offsets of a group without
+    /// members are deleted this long after it became empty (or, for consumers that only
+    /// commit, after each offset's last commit), with their mirrored subscriptions; a group left
+    /// with neither members nor offsets goes too.
+    pub offsets_retention: Duration,
+    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval: Duration,
     /// Group ids carry their tenant/namespace scope (authentication is required); the mirrored
     /// subscriptions are named without it.
     pub scoped_groups: bool,
@@ -137,6 +144,8 @@ impl Default for GroupSettings {
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
             commit_timeout: Duration::from_secs(5),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
             scoped_groups: false,
             instance: Instance {
                 node_id: 0,
@@ -169,6 +178,9 @@ struct Shard {
     unsaved: Mutex<HashSet<String>>,
     /// Writes handed to the table and not yet confirmed or refused, with when each started.
     unconfirmed: Arc<Mutex<BTreeMap<u64, Instant>>>,
+    /// Groups with commits written but not yet applied, and how many: their offsets are not
+    /// expired meanwhile (a tombstone must not follow a commit it has not seen).
+    committing: Arc<Mutex<HashMap<String, usize>>>,
     /// Held while a write is queued, so table order is acceptance order.
     writes: Arc<tokio::sync::Mutex<()>>,
     /// Table writes since compaction was last started.
@@ -213,6 +225,10 @@ impl WriteError {
     }
 }
 
+/// Records per table entry (one Pulsar batch); a write of more (expired offsets of many groups)
+/// is several entries, queued together.
+const RECORDS_PER_ENTRY: usize = 1000;
+
 /// Table writes after which the shard's topic is compacted, so that a takeover reads about one
 /// message per key instead of every commit ever made.
 const COMPACT_EVERY: u64 = 10_000;
@@ -224,6 +240,8 @@ pub struct GroupCoordinator {
     mirror: Arc<Mirror>,
     seq: AtomicU64,
     ticking: AtomicBool,
+    /// When expired offsets were last looked for.
+    retention_checked: Mutex<Instant>,
     /// The fleet's other live instances, as Metadata lists them (see `peers`).
     peers: Mutex<Vec<Instance>>,
 }
@@ -296,6 +314,7 @@ impl GroupCoordinator {
                     groups: Mutex::new(HashMap::new()),
                     unsaved: Mutex::new(HashSet::new()),
                     unconfirmed: Arc::default(),
+                    committing: Arc::default(),
                     writes: Arc::new(tokio::sync::Mutex::new(())),
                 }
             })
@@ -312,6 +331,7 @@ impl GroupCoordinator {
             mirror,
             seq: AtomicU64::new(1),
             ticking: AtomicBool::new(false),
+            retention_checked: Mutex::new(Instant::now()),
             peers: Mutex::default(),
         })
     }
@@ -526,7 +546,8 @@ impl GroupCoordinator {
             };
             match parts.as_slice() {
                 [kind, group] if kind == "g" => {
-                    if let (Some(group), Ok(s)) = (group.as_str(), postcard::from_bytes(&value)) {
+                    if let (Some(group), Some(s)) = (group.as_str(), GroupSnapshot::decode(&value))
+                    {
                         snapshots.insert(group.to_owned(), s);
                     }
                 }
@@ -621,8 +642,12 @@ impl GroupCoordinator {
             .lock()
             .expect("unconfirmed lock")
             .insert(id, Instant::now());
+        let entries = records
+            .chunks(RECORDS_PER_ENTRY)
+            .map(|chunk| table::entry(chunk.to_vec()))
+            .collect();
         tokio::spawn(async move {
-            let pending = lease.submit(vec![table::entry(records)]).await;
+            let pending = lease.submit(entries).await;
             drop(order);
             let outcome = match pending {
                 Ok(pending) => pending.await.map(|_| ()),
@@ -713,7 +738,9 @@ impl GroupCoordinator {
                 groups.insert(group_id.to_owned(), Group::new(group_id, Instant::now()));
             }
             let group = groups.get_mut(group_id).expect("inserted");
-            group.join(params, Instant::now(), timing, &mut fx)
+            let reply = group.join(params, Instant::now(), timing, &mut fx);
+            group.note_emptied(&fx, now_ms());
+            reply
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -747,7 +774,7 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return SyncOutcome::failed(ResponseError::UnknownMemberId);
             };
-            group.sync(
+            let reply = group.sync(
                 generation,
                 member_id,
                 instance_id,
@@ -756,7 +783,9 @@ impl GroupCoordinator {
                 assignments,
                 Instant::now(),
                 &mut fx,
-            )
+            );
+            group.note_emptied(&fx, now_ms());
+            reply
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -801,7 +830,9 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return Err(ResponseError::UnknownMemberId);
             };
-            group.leave(members, Instant::now(), &self.settings.timing, &mut fx)
+            let results = group.leave(members, Instant::now(), &self.settings.timing, &mut fx);
+            group.note_emptied(&fx, now_ms());
+            results
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -866,10 +897,23 @@ impl GroupCoordinator {
         // The offsets are applied once persisted, even if that is after the answer went out
         // (REQUEST_TIMED_OUT on a timeout), so that memory never lags the table.
         let (coordinator, group, held) = (Arc::downgrade(self), group_id.to_owned(), lease.clone());
+        let committing = shard.committing.clone();
+        *committing
+            .lock()
+            .expect("committing lock")
+            .entry(group.clone())
+            .or_default() += 1;
         let write = self.start_write(shard, lease, order, records, move |outcome| {
             if outcome.is_ok() {
                 if let Some(c) = coordinator.upgrade() {
                     c.apply_commits(&group, &held, accepted);
+                }
+            }
+            let mut committing = committing.lock().expect("committing lock");
+            if let Some(n) = committing.get_mut(&group) {
+                *n -= 1;
+                if *n == 0 {
+                    committing.remove(&group);
                 }
             }
         });
@@ -1087,6 +1131,19 @@ impl GroupCoordinator {
 
     /// One pass of the timer over every loaded shard.
     async fn tick(&self) {
+        let due = {
+            let mut checked = self.retention_checked.lock().expect("retention lock");
+            let due = checked.elapsed() >= self.settings.offsets_retention_check_interval;
+            if due {
+                *checked = Instant::now();
+            }
+            due
+        };
+        if due {
+            for shard in &self.shards {
+                self.expire_offsets(shard).await;
+            }
+        }
         let now = Instant::now();
         for shard in &self.shards {
             if self.held(shard).is_none() {
@@ -1096,14 +1153,78 @@ impl GroupCoordinator {
                 std::mem::take(&mut *shard.unsaved.lock().expect("unsaved lock"));
             {
                 let mut groups = shard.groups.lock().expect("groups lock");
+                let wall = now_ms();
                 changed.extend(groups.values_mut().filter_map(|g| {
                     let mut fx = Effects::default();
                     g.tick(now, &self.settings.timing, &mut fx);
+                    g.note_emptied(&fx, wall);
                     fx.snapshot.then(|| g.id.clone())
                 }));
             }
             for group in changed {
                 self.persist(shard, &group).await;
+            }
+        }
+    }
+}
+
+impl GroupCoordinator {
+    /// Deletes the shard's committed offsets whose retention has passed (`Group::expire_offsets`)
+    /// and the groups left with neither members nor offsets, as Kafka's coordinator does every
+    /// `offsets.retention.check.interval.ms`: tombstones in the table, and the groups'
+    /// subscriptions on those partitions, as DeleteGroups and OffsetDelete delete them.
+    ///
+    /// The shard's write lock is held from the choice to the write, so a commit accepted after
+    /// the choice is written after the tombstones; groups with commits still being written are
+    /// left for the next pass.
+    async fn expire_offsets(&self, shard: &Shard) {
+        let Some(lease) = self.held(shard) else {
+            return;
+        };
+        let Ok(order) = self.write_order(shard).await else {
+            return;
+        };
+        let retention = self.settings.offsets_retention;
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut mirrored = Vec::new();
+        let mut gone = Vec::new();
+        {
+            let committing = shard.committing.lock().expect("committing lock");
+            let mut groups = shard.groups.lock().expect("groups lock");
+            for group in groups.values_mut() {
+                if committing.contains_key(&group.id) {
+                    continue;
+                }
+                for ((topic, partition), committed) in group.expire_offsets(now, retention) {
+                    records.push((offset_key(&group.id, &topic, partition), None));
+                    mirrored.push((group.id.clone(), committed.pulsar_topic));
+                }
+                if group.is_dead() {
+                    gone.push(group.id.clone());
+                }
+            }
+            for id in &gone {
+                groups.remove(id);
+                shard.unsaved.lock().expect("unsaved lock").remove(id);
+                records.push((group_key(id), None));
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let offsets = mirrored.len();
+        match self.write(shard, lease, order, records).await {
+            Ok(()) => {
+                tracing::info!(topic = %shard.topic, offsets, groups = gone.len(), "deleted expired committed offsets and empty groups");
+                for (group, pulsar_topic) in mirrored {
+                    self.mirror.record(&group, &pulsar_topic, None);
+                }
+            }
+            // They are gone from memory; the table still has them until a later load, which
+            // finds them expired again.
+            Err(e) => {
+                tracing::warn!(topic = %shard.topic, error = %e, "deleting expired offsets failed")
             }
         }
     }
@@ -1176,7 +1297,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
-    use gateway_core::TopicName;
+    use gateway_core::{Backend, TopicName};
     use kafka_protocol::error::ResponseError;
 
     use super::{CommitRequest, GroupCoordinator, GroupSettings, Instance, Owner};
@@ -1336,6 +1457,87 @@ mod tests {
         assert_eq!(c.committed_topic("g", "t", 0), Some(topic));
         assert_eq!(c.committed_topic("g", "t", 1), None);
         assert_eq!(c.committed_topic("other", "t", 0), None);
+    }
+
+    /// Settings with a retention short enough to pass in a test, looked at every 50 ms.
+    fn retaining(node_id: i32, retention: Duration) -> GroupSettings {
+        GroupSettings {
+            offsets_retention: retention,
+            offsets_retention_check_interval: Duration::from_millis(50),
+            mirror_interval: Duration::from_millis(50),
+            ..settings(node_id)
+        }
+    }
+
+    async fn listed(c: &Arc<GroupCoordinator>) -> Vec<String> {
+        let (groups, _) = c.list().await.unwrap();
+        groups.into_iter().map(|(id, ..)| id).collect()
+    }
+
+    async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !check().await {
+            assert!(Instant::now() < until, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Offsets of consumers that only commit expire a retention after their commit: they are
+    /// deleted from the table with the group's mirrored subscription, and the group, left with
+    /// nothing, disappears (ListGroups, and for whoever loads the shard next).
+    #[tokio::test]
+    async fn expired_offsets_go_with_their_subscription_and_the_group_with_them() {
+        let (backend, _dir) = faulty();
+        let topic = TopicName::new("public", "default", "t");
+        backend.create_topic(&topic, 0).await.unwrap();
+        let c = GroupCoordinator::new(retaining(1, Duration::from_millis(600)), backend.clone());
+        assert_eq!(c.commit("g", -1, "", None, commit_of(0)).await, Ok(()));
+        let subscribed = || async {
+            let subscriptions = backend.subscriptions(&topic).await.unwrap();
+            subscriptions.iter().any(|s| s == "g")
+        };
+        wait_for("the commit is mirrored to subscription g", subscribed).await;
+        assert_eq!(listed(&c).await, ["g"]);
+
+        wait_for("the offset expires", || async {
+            committed(&c).await.is_none()
+        })
+        .await;
+        assert!(listed(&c).await.is_empty(), "the group is gone");
+        assert!(c.describe("g").await.unwrap().is_none());
+        wait_for("the subscription is deleted", || async {
+            !subscribed().await
+        })
+        .await;
+
+        drop(c);
+        let b = GroupCoordinator::new(retaining(2, Duration::from_secs(3600)), backend.clone());
+        claimed(&b).await;
+        assert!(listed(&b).await.is_empty(), "deleted in the table too");
+        assert_eq!(committed(&b).await, None);
+    }
+
+    /// A group with a member keeps its offsets however old they are.
+    #[tokio::test]
+    async fn offsets_of_a_group_with_a_member_stay() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(retaining(1, Duration::from_millis(300)), backend);
+        let (member, generation) = stable_member(&c).await;
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(7)).await,
+            Ok(())
+        );
+        keep_heartbeating(&c, &member, generation, Duration::from_millis(1200)).await;
+        assert_eq!(committed(&c).await, Some(7));
+        // Once it leaves, the clock starts.
+        let left = c.leave("g", &[(member, None)]).await.unwrap();
+        assert_eq!(left[0].1, NONE);
+        assert_eq!(committed(&c).await, Some(7), "not at once");
+        wait_for("the offset expires", || async {
+            committed(&c).await.is_none()
+        })
+        .await;
+        assert!(listed(&c).await.is_empty());
     }
 
     /// A new generation whose snapshot could not be written is written again once Pulsar
