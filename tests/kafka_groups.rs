@@ -744,3 +744,62 @@ async fn a_draining_gateway_answers_a_waiting_join() {
         drain_started.elapsed()
     );
 }
+
+/// Answers already due go out before a request that waits: a member's heartbeat answered
+/// while the next request on its connection (a commit Pulsar does not confirm, here a join
+/// waiting for its rebalance) still waits must reach the member at once. Held back behind a
+/// stream of slow commits during a Pulsar outage, heartbeat answers came too late and the
+/// member's own session timed out in the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_already_due_is_not_held_back_by_a_slow_request_behind_it() {
+    use std::io::Write;
+
+    use e2e_tests::kafka_raw::{connect, request, response};
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, GroupId, JoinGroupRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    // JoinGroup v3 (no MEMBER_ID_REQUIRED) of a new group waits for the initial rebalance
+    // delay, 3 s, capped by the member's rebalance timeout.
+    let gw = InProcessGateway::start().await;
+    let join = |group: &str, rebalance_timeout_ms: i32, correlation: i32| {
+        let mut protocol = JoinGroupRequestProtocol::default();
+        protocol.name = StrBytes::from_static_str("range");
+        let mut r = JoinGroupRequest::default();
+        r.group_id = GroupId(StrBytes::from_string(unique(group)));
+        r.session_timeout_ms = 10_000;
+        r.rebalance_timeout_ms = rebalance_timeout_ms;
+        r.protocol_type = StrBytes::from_static_str("consumer");
+        r.protocols = vec![protocol];
+        request(ApiKey::JoinGroup, 3, correlation, r)
+    };
+    let mut pipelined = join("quick-join", 300, 1);
+    pipelined.extend(request(
+        ApiKey::ApiVersions,
+        0,
+        2,
+        ApiVersionsRequest::default(),
+    ));
+    pipelined.extend(join("slow-join", 10_000, 3));
+    let mut s = connect(gw.gateway.kafka_addr());
+    let sent = Instant::now();
+    s.write_all(&pipelined).unwrap();
+    let (quick, answers) = tokio::task::spawn_blocking(move || {
+        response(&mut s, ApiKey::JoinGroup, 3).expect("quick join answered");
+        response(&mut s, ApiKey::ApiVersions, 0).expect("ApiVersions answered");
+        let quick = sent.elapsed();
+        response(&mut s, ApiKey::JoinGroup, 3).expect("slow join answered");
+        (quick, sent.elapsed())
+    })
+    .await
+    .unwrap();
+    eprintln!("first two answers after {quick:?}, the slow join's after {answers:?}");
+    assert!(
+        answers >= Duration::from_millis(2_500),
+        "the slow join waits for its rebalance ({answers:?})"
+    );
+    assert!(
+        quick < Duration::from_millis(1_500),
+        "the answers due before the slow join are not held back by it ({quick:?})"
+    );
+}

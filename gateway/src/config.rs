@@ -101,6 +101,10 @@ pub struct GroupOptions {
     /// apart from another fleet's in the same namespace. Always starts with `__gateway_`, so
     /// that Kafka clients never see it.
     pub state_topic: String,
+    /// Kafka's `offsets.retention.minutes`: committed offsets of a group without members are
+    /// deleted this long after it became empty (after their last commit, for consumers that
+    /// only commit).
+    pub offsets_retention_minutes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +225,7 @@ impl Default for Config {
                     max_session_timeout_ms: 1_800_000,
                     shards: 16,
                     state_topic: "__gateway_kafka_groups".into(),
+                    offsets_retention_minutes: 10_080,
                 },
             },
             amqp: AmqpSettings {
@@ -764,6 +769,16 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Topic name (starting __gateway_) of the groups' state; gateways sharing it are one fleet",
         set: |c, v| parse_state_topic(v).map(|x| c.kafka.groups.state_topic = x),
         get: |c| string(&c.kafka.groups.state_topic),
+    },
+    OptionSpec {
+        key: "kafka.offsets_retention_minutes",
+        flag: "kafka-offsets-retention-minutes",
+        help: "How long committed offsets of a group without members are kept after it became empty, or after their last commit for consumers that only commit (Kafka's offsets.retention.minutes)",
+        set: |c, v| {
+            parse_number(v, 1, i32::MAX as usize)
+                .map(|x| c.kafka.groups.offsets_retention_minutes = x)
+        },
+        get: |c| integer(c.kafka.groups.offsets_retention_minutes),
     },
     OptionSpec {
         key: "amqp.listen",
@@ -1529,6 +1544,21 @@ mod tests {
             let err = load(refused).unwrap_err().to_string();
             assert!(err.contains("kafka.group_state_topic"), "{refused}: {err}");
         }
+    }
+
+    #[test]
+    fn offsets_retention_is_in_minutes_and_positive() {
+        let load = |args: &[&str]| Config::load(&cli(args), &env_of(&[]));
+        assert_eq!(
+            load(&[]).unwrap().kafka.groups.offsets_retention_minutes,
+            10_080
+        );
+        let ok = load(&["--kafka-offsets-retention-minutes", "1440"]).unwrap();
+        assert_eq!(ok.kafka.groups.offsets_retention_minutes, 1440);
+        let err = load(&["--kafka-offsets-retention-minutes", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.offsets_retention_minutes"), "{err}");
     }
 
     #[test]

@@ -307,6 +307,7 @@ fn group_settings(
             min_session_timeout: Duration::from_millis(options.min_session_timeout_ms),
             max_session_timeout: Duration::from_millis(options.max_session_timeout_ms),
         },
+        offsets_retention: Duration::from_secs(options.offsets_retention_minutes * 60),
         ..Default::default()
     }
 }

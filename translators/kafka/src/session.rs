@@ -184,6 +184,15 @@ impl KafkaFrontend {
                 if let Err(end) = drain(&mut writer, &mut in_flight).await {
                     break end;
                 }
+                // Its handler may wait on the backend (a commit while Pulsar cannot be reached,
+                // a join): answers already due go out first. Batched behind it, a member's
+                // heartbeat answers were held back for as long as slow commits kept coming,
+                // and the member's session lapsed in the client.
+                if !writer.buffer().is_empty() {
+                    if let Err(e) = writer.flush().await {
+                        break Err(e);
+                    }
+                }
             }
             let outcome = match frame {
                 Ok(frame) => {

@@ -5,9 +5,14 @@
 //!
 //! Writes to a shard's table are ordered by a per-shard lock held only while the write is
 //! queued, so that commits pipeline without reordering. An answer that depends on a write (an
-//! OffsetCommit) is sent only once the write is persisted.
+//! OffsetCommit) is sent only once the write is persisted, or as REQUEST_TIMED_OUT once the
+//! commit timeout has passed without Pulsar confirming it.
+//!
+//! A shard loaded here (on first use, on taking it over, or on regaining its lease after an
+//! outage) starts every member's session at the load: this instance could not hear them before,
+//! as Kafka's coordinator starts all session timers when it loads a group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +21,7 @@ use bytes::Bytes;
 use gateway_core::retry_log::RetryLog;
 use gateway_core::{table, Announcement, BackendError, BackendRef, Lease, TopicName};
 use kafka_protocol::error::ResponseError;
+use tokio::sync::OwnedMutexGuard;
 
 use super::mirror::Mirror;
 use super::state::{
@@ -38,6 +44,19 @@ pub struct GroupSettings {
     pub mirror_interval: Duration,
     /// Kafka's `offset.metadata.max.bytes`.
     pub max_metadata_bytes: usize,
+    /// Kafka's `offsets.commit.timeout.ms`: how long a request waits for its write to the shard's
+    /// table. A write Pulsar has not confirmed by then is answered REQUEST_TIMED_OUT (as Kafka
+    /// answers a commit whose append timed out) and goes on in the background. Requests on a
+    /// Kafka connection are answered in order, so an unbounded wait would hold up the member's
+    /// heartbeats behind its commit for as long as Pulsar cannot be reached.
+    pub commit_timeout: Duration,
+    /// Kafka's `offsets.retention.minutes` (KIP-211): committed offsets of a group without
+    /// members are deleted this long after it became empty (or, for consumers that only
+    /// commit, after each offset's last commit), with their mirrored subscriptions; a group left
+    /// with neither members nor offsets goes too.
+    pub offsets_retention: Duration,
+    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval: Duration,
     /// Group ids carry their tenant/namespace scope (authentication is required); the mirrored
     /// subscriptions are named without it.
     pub scoped_groups: bool,
@@ -125,6 +144,9 @@ impl Default for GroupSettings {
             timing: Timing::default(),
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
+            commit_timeout: Duration::from_secs(5),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
             scoped_groups: false,
             instance: Instance {
                 node_id: 0,
@@ -152,11 +174,61 @@ struct Shard {
     /// When a claim last found another holder.
     refused_at: Mutex<Option<Instant>>,
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups whose membership in memory may be newer than in the table (a write failed or was
+    /// not confirmed in time); the timer writes them again while the lease is held.
+    unsaved: Mutex<HashSet<String>>,
+    /// Writes handed to the table and not yet confirmed or refused, with when each started.
+    unconfirmed: Arc<Mutex<BTreeMap<u64, Instant>>>,
+    /// Groups with commits written but not yet applied, and how many: their offsets are not
+    /// expired meanwhile (a tombstone must not follow a commit it has not seen).
+    committing: Arc<Mutex<HashMap<String, usize>>>,
     /// Held while a write is queued, so table order is acceptance order.
-    writes: tokio::sync::Mutex<()>,
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// Table writes since compaction was last started.
     uncompacted: AtomicU64,
 }
+
+/// A table write under way: its outcome once Pulsar confirms or refuses it.
+type Written = tokio::task::JoinHandle<Result<(), BackendError>>;
+
+/// Why a request's table write did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// Not confirmed within the commit timeout; it may still be persisted later.
+    #[error("group state not confirmed within {0:?}")]
+    NotConfirmed(Duration),
+    /// Not tried: an earlier write has waited this long for Pulsar.
+    #[error("group state writes have waited {0:?} for Pulsar")]
+    Stalled(Duration),
+    #[error(transparent)]
+    Failed(BackendError),
+}
+
+impl WriteError {
+    /// The answer to the request: REQUEST_TIMED_OUT when the write timed out, as Kafka's classic
+    /// coordinator answers a commit whose append timed out (clients retry it and keep their
+    /// coordinator; librdkafka treats COORDINATOR_NOT_AVAILABLE as a dead coordinator and stops
+    /// heartbeating until FindCoordinator answers); COORDINATOR_NOT_AVAILABLE when it failed.
+    fn code(&self) -> ResponseError {
+        match self {
+            WriteError::NotConfirmed(_) | WriteError::Stalled(_) => ResponseError::RequestTimedOut,
+            WriteError::Failed(_) => ResponseError::CoordinatorNotAvailable,
+        }
+    }
+
+    /// Refusals while writes are stalled come often (clients resend); the stall's first
+    /// timeout was logged already.
+    fn log(&self, group: &str, what: &str) {
+        match self {
+            WriteError::Stalled(_) => tracing::debug!(group, error = %self, "{what}"),
+            _ => tracing::warn!(group, error = %self, "{what}"),
+        }
+    }
+}
+
+/// Records per table entry (one Pulsar batch); a write of more (expired offsets of many groups)
+/// is several entries, queued together.
+const RECORDS_PER_ENTRY: usize = 1000;
 
 /// Table writes after which the shard's topic is compacted, so that a takeover reads about one
 /// message per key instead of every commit ever made.
@@ -169,6 +241,8 @@ pub struct GroupCoordinator {
     mirror: Arc<Mirror>,
     seq: AtomicU64,
     ticking: AtomicBool,
+    /// When expired offsets were last looked for.
+    retention_checked: Mutex<Instant>,
     /// The fleet's other live instances, as Metadata lists them (see `peers`).
     peers: Mutex<Vec<Instance>>,
 }
@@ -239,7 +313,10 @@ impl GroupCoordinator {
                     refused_at: Mutex::new(None),
                     uncompacted: AtomicU64::new(0),
                     groups: Mutex::new(HashMap::new()),
-                    writes: tokio::sync::Mutex::new(()),
+                    unsaved: Mutex::new(HashSet::new()),
+                    unconfirmed: Arc::default(),
+                    committing: Arc::default(),
+                    writes: Arc::new(tokio::sync::Mutex::new(())),
                 }
             })
             .collect();
@@ -255,6 +332,7 @@ impl GroupCoordinator {
             mirror,
             seq: AtomicU64::new(1),
             ticking: AtomicBool::new(false),
+            retention_checked: Mutex::new(Instant::now()),
             peers: Mutex::default(),
         })
     }
@@ -296,6 +374,7 @@ impl GroupCoordinator {
             group.abandon();
         }
         groups.clear();
+        shard.unsaved.lock().expect("unsaved lock").clear();
         None
     }
 
@@ -475,7 +554,8 @@ impl GroupCoordinator {
             };
             match parts.as_slice() {
                 [kind, group] if kind == "g" => {
-                    if let (Some(group), Ok(s)) = (group.as_str(), postcard::from_bytes(&value)) {
+                    if let (Some(group), Some(s)) = (group.as_str(), GroupSnapshot::decode(&value))
+                    {
                         snapshots.insert(group.to_owned(), s);
                     }
                 }
@@ -494,6 +574,9 @@ impl GroupCoordinator {
         }
         let mut groups = shard.groups.lock().expect("groups lock");
         groups.clear();
+        shard.unsaved.lock().expect("unsaved lock").clear();
+        // Writes still pending through a lost lease say nothing about the new one.
+        shard.unconfirmed.lock().expect("unconfirmed lock").clear();
         for (id, snapshot) in snapshots {
             groups.insert(
                 id.clone(),
@@ -522,38 +605,119 @@ impl GroupCoordinator {
         });
     }
 
-    /// Queues records on the shard's table through its lease while `order` (the shard's write
-    /// lock) is held, releases it, and waits until they are persisted. Compacts every
-    /// `COMPACT_EVERY` writes.
-    async fn write(
+    /// The shard's write lock, which orders its table writes; waited for at most the commit
+    /// timeout (a write whose queueing is stuck holds it).
+    ///
+    /// While an earlier write has gone unconfirmed for longer than the commit timeout, Pulsar
+    /// cannot be reached, and a new write is refused at once instead of waiting out the timeout
+    /// too: otherwise each commit a client sends (and resends) during an outage would hold up
+    /// everything behind it on that client's connection, heartbeats included, for the timeout.
+    async fn write_order(&self, shard: &Shard) -> Result<OwnedMutexGuard<()>, WriteError> {
+        let timeout = self.settings.commit_timeout;
+        let oldest = shard
+            .unconfirmed
+            .lock()
+            .expect("unconfirmed lock")
+            .values()
+            .next()
+            .copied();
+        if let Some(since) = oldest.filter(|since| since.elapsed() >= timeout) {
+            return Err(WriteError::Stalled(since.elapsed()));
+        }
+        tokio::time::timeout(timeout, shard.writes.clone().lock_owned())
+            .await
+            .map_err(|_| WriteError::NotConfirmed(timeout))
+    }
+
+    /// Starts writing records to the shard's table through its lease: they are queued while
+    /// `order` (the shard's write lock) is held, so table order is acceptance order. The write
+    /// runs to its end even when nobody waits for it any more; `then` sees its outcome. Compacts
+    /// every `COMPACT_EVERY` writes.
+    fn start_write(
         &self,
         shard: &Shard,
-        lease: &Arc<dyn Lease>,
-        order: tokio::sync::MutexGuard<'_, ()>,
+        lease: Arc<dyn Lease>,
+        order: OwnedMutexGuard<()>,
         records: Vec<(String, Option<Bytes>)>,
-    ) -> Result<(), BackendError> {
-        let pending = lease.submit(vec![table::entry(records)]).await;
-        drop(order);
+        then: impl FnOnce(&Result<(), BackendError>) + Send + 'static,
+    ) -> Written {
         if shard.uncompacted.fetch_add(1, Ordering::Relaxed) + 1 >= COMPACT_EVERY {
             self.compact(shard);
         }
-        pending?.await.map(|_| ())
+        let id = self.seq.fetch_add(1, Ordering::Relaxed);
+        let unconfirmed = shard.unconfirmed.clone();
+        unconfirmed
+            .lock()
+            .expect("unconfirmed lock")
+            .insert(id, Instant::now());
+        let entries = records
+            .chunks(RECORDS_PER_ENTRY)
+            .map(|chunk| table::entry(chunk.to_vec()))
+            .collect();
+        tokio::spawn(async move {
+            let pending = lease.submit(entries).await;
+            drop(order);
+            let outcome = match pending {
+                Ok(pending) => pending.await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            unconfirmed.lock().expect("unconfirmed lock").remove(&id);
+            then(&outcome);
+            outcome
+        })
     }
 
-    /// Writes a group's snapshot (or removes it when the group is gone), in shard order.
+    /// Waits for a write for at most the commit timeout.
+    async fn written(&self, write: Written) -> Result<(), WriteError> {
+        let timeout = self.settings.commit_timeout;
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(outcome)) => outcome.map_err(WriteError::Failed),
+            Ok(Err(e)) => Err(WriteError::Failed(BackendError::Unavailable(format!(
+                "writing group state stopped: {e}"
+            )))),
+            Err(_) => Err(WriteError::NotConfirmed(timeout)),
+        }
+    }
+
+    /// Writes records to the shard's table, queued under `order`, and waits for them for at
+    /// most the commit timeout.
+    async fn write(
+        &self,
+        shard: &Shard,
+        lease: Arc<dyn Lease>,
+        order: OwnedMutexGuard<()>,
+        records: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), WriteError> {
+        let write = self.start_write(shard, lease, order, records, |_| {});
+        self.written(write).await
+    }
+
+    /// Writes a group's snapshot (or removes it when the group is gone), in shard order. A
+    /// snapshot not known to be written is written again by the timer, so that the table does
+    /// not keep an older generation than the members have: whoever loads the shard next would
+    /// otherwise restore members that have left, or miss those that joined.
     async fn persist(&self, shard: &Shard, group_id: &str) {
         let Some(lease) = self.held(shard) else {
             return;
         };
-        let order = shard.writes.lock().await;
-        let value = {
-            let groups = shard.groups.lock().expect("groups lock");
-            groups.get(group_id).map(|g| encode(&g.snapshot()))
+        let written = match self.write_order(shard).await {
+            Ok(order) => {
+                let value = {
+                    let groups = shard.groups.lock().expect("groups lock");
+                    groups.get(group_id).map(|g| encode(&g.snapshot()))
+                };
+                let records = vec![(group_key(group_id), value)];
+                self.write(shard, lease, order, records).await
+            }
+            Err(e) => Err(e),
         };
-        let records = vec![(group_key(group_id), value)];
-        if let Err(e) = self.write(shard, &lease, order, records).await {
-            // Membership is rebuilt by rejoining; committed offsets are written separately.
-            tracing::warn!(group = group_id, error = %e, "persisting group membership failed");
+        if let Err(e) = written {
+            e.log(group_id, "persisting group membership failed; will retry");
+            shard
+                .unsaved
+                .lock()
+                .expect("unsaved lock")
+                .insert(group_id.to_owned());
         }
     }
 
@@ -582,7 +746,9 @@ impl GroupCoordinator {
                 groups.insert(group_id.to_owned(), Group::new(group_id, Instant::now()));
             }
             let group = groups.get_mut(group_id).expect("inserted");
-            group.join(params, Instant::now(), timing, &mut fx)
+            let reply = group.join(params, Instant::now(), timing, &mut fx);
+            group.note_emptied(&fx, now_ms());
+            reply
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -616,7 +782,7 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return SyncOutcome::failed(ResponseError::UnknownMemberId);
             };
-            group.sync(
+            let reply = group.sync(
                 generation,
                 member_id,
                 instance_id,
@@ -625,7 +791,9 @@ impl GroupCoordinator {
                 assignments,
                 Instant::now(),
                 &mut fx,
-            )
+            );
+            group.note_emptied(&fx, now_ms());
+            reply
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -670,7 +838,9 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return Err(ResponseError::UnknownMemberId);
             };
-            group.leave(members, Instant::now(), &self.settings.timing, &mut fx)
+            let results = group.leave(members, Instant::now(), &self.settings.timing, &mut fx);
+            group.note_emptied(&fx, now_ms());
+            results
         };
         if fx.snapshot {
             self.persist(shard, group_id).await;
@@ -692,7 +862,10 @@ impl GroupCoordinator {
         }
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| {
+            e.log(group_id, "committing offsets failed");
+            e.code()
+        })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         {
             let mut groups = shard.groups.lock().expect("groups lock");
@@ -729,9 +902,48 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p, c)| (offset_key(group_id, t, *p), Some(encode(c))))
             .collect();
-        if let Err(e) = self.write(shard, &lease, order, records).await {
-            tracing::warn!(group = group_id, error = %e, "committing offsets failed");
-            return Err(ResponseError::CoordinatorNotAvailable);
+        // The offsets are applied once persisted, even if that is after the answer went out
+        // (REQUEST_TIMED_OUT on a timeout), so that memory never lags the table.
+        let (coordinator, group, held) = (Arc::downgrade(self), group_id.to_owned(), lease.clone());
+        let committing = shard.committing.clone();
+        *committing
+            .lock()
+            .expect("committing lock")
+            .entry(group.clone())
+            .or_default() += 1;
+        let write = self.start_write(shard, lease, order, records, move |outcome| {
+            if outcome.is_ok() {
+                if let Some(c) = coordinator.upgrade() {
+                    c.apply_commits(&group, &held, accepted);
+                }
+            }
+            let mut committing = committing.lock().expect("committing lock");
+            if let Some(n) = committing.get_mut(&group) {
+                *n -= 1;
+                if *n == 0 {
+                    committing.remove(&group);
+                }
+            }
+        });
+        if let Err(e) = self.written(write).await {
+            e.log(group_id, "committing offsets failed");
+            return Err(e.code());
+        }
+        Ok(())
+    }
+
+    /// Persisted commits into the group's state, unless the shard's lease was lost meanwhile
+    /// (whoever loads it next reads them from the table).
+    fn apply_commits(
+        &self,
+        group_id: &str,
+        lease: &Arc<dyn Lease>,
+        accepted: Vec<(String, i32, Committed)>,
+    ) {
+        let shard = self.shard_of(group_id);
+        let current = shard.lease.lock().expect("lease lock").clone();
+        if !current.is_some_and(|l| Arc::ptr_eq(&l, lease)) {
+            return;
         }
         let mut groups = shard.groups.lock().expect("groups lock");
         let group = groups
@@ -748,7 +960,23 @@ impl GroupCoordinator {
                 group.offsets.insert((topic, partition), committed);
             }
         }
-        Ok(())
+    }
+
+    /// The Pulsar topic that the group's committed offset of a partition is mirrored to, when
+    /// this instance coordinates the group and the group has committed that partition before.
+    pub fn committed_topic(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<TopicName> {
+        let shard = self.shard_of(group_id);
+        let groups = shard.groups.lock().expect("groups lock");
+        let committed = groups
+            .get(group_id)?
+            .offsets
+            .get(&(topic.to_owned(), partition))?;
+        TopicName::parse(&committed.pulsar_topic, "public", "default")
     }
 
     /// Committed offsets of a group: of the listed partitions, or all of them for `None`.
@@ -828,7 +1056,7 @@ impl GroupCoordinator {
     pub async fn delete_group(self: &Arc<Self>, group_id: &str) -> Result<(), ResponseError> {
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| e.code())?;
         let keys = {
             let groups = shard.groups.lock().expect("groups lock");
             let Some(group) = groups.get(group_id) else {
@@ -846,9 +1074,9 @@ impl GroupCoordinator {
             );
             keys
         };
-        self.write(shard, &lease, order, keys)
+        self.write(shard, lease, order, keys)
             .await
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+            .map_err(|e| e.code())?;
         let removed = shard.groups.lock().expect("groups lock").remove(group_id);
         for committed in removed.iter().flat_map(|g| g.offsets.values()) {
             self.mirror.record(group_id, &committed.pulsar_topic, None);
@@ -865,7 +1093,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
         let shard = self.shard_of(group_id);
         let lease = self.ready(shard).await?;
-        let order = shard.writes.lock().await;
+        let order = self.write_order(shard).await.map_err(|e| e.code())?;
         let (results, keys, mirrored) = {
             let groups = shard.groups.lock().expect("groups lock");
             let Some(group) = groups.get(group_id) else {
@@ -895,9 +1123,9 @@ impl GroupCoordinator {
             (results, keys, mirrored)
         };
         if !keys.is_empty() {
-            self.write(shard, &lease, order, keys)
+            self.write(shard, lease, order, keys)
                 .await
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+                .map_err(|e| e.code())?;
             let mut groups = shard.groups.lock().expect("groups lock");
             if let Some(group) = groups.get_mut(group_id) {
                 for (topic, p, pulsar_topic) in mirrored {
@@ -911,24 +1139,100 @@ impl GroupCoordinator {
 
     /// One pass of the timer over every loaded shard.
     async fn tick(&self) {
+        let due = {
+            let mut checked = self.retention_checked.lock().expect("retention lock");
+            let due = checked.elapsed() >= self.settings.offsets_retention_check_interval;
+            if due {
+                *checked = Instant::now();
+            }
+            due
+        };
+        if due {
+            for shard in &self.shards {
+                self.expire_offsets(shard).await;
+            }
+        }
         let now = Instant::now();
         for shard in &self.shards {
             if self.held(shard).is_none() {
                 continue;
             }
-            let changed: Vec<String> = {
+            let mut changed: HashSet<String> =
+                std::mem::take(&mut *shard.unsaved.lock().expect("unsaved lock"));
+            {
                 let mut groups = shard.groups.lock().expect("groups lock");
-                groups
-                    .values_mut()
-                    .filter_map(|g| {
-                        let mut fx = Effects::default();
-                        g.tick(now, &self.settings.timing, &mut fx);
-                        fx.snapshot.then(|| g.id.clone())
-                    })
-                    .collect()
-            };
+                let wall = now_ms();
+                changed.extend(groups.values_mut().filter_map(|g| {
+                    let mut fx = Effects::default();
+                    g.tick(now, &self.settings.timing, &mut fx);
+                    g.note_emptied(&fx, wall);
+                    fx.snapshot.then(|| g.id.clone())
+                }));
+            }
             for group in changed {
                 self.persist(shard, &group).await;
+            }
+        }
+    }
+}
+
+impl GroupCoordinator {
+    /// Deletes the shard's committed offsets whose retention has passed (`Group::expire_offsets`)
+    /// and the groups left with neither members nor offsets, as Kafka's coordinator does every
+    /// `offsets.retention.check.interval.ms`: tombstones in the table, and the groups'
+    /// subscriptions on those partitions, as DeleteGroups and OffsetDelete delete them.
+    ///
+    /// The shard's write lock is held from the choice to the write, so a commit accepted after
+    /// the choice is written after the tombstones; groups with commits still being written are
+    /// left for the next pass.
+    async fn expire_offsets(&self, shard: &Shard) {
+        let Some(lease) = self.held(shard) else {
+            return;
+        };
+        let Ok(order) = self.write_order(shard).await else {
+            return;
+        };
+        let retention = self.settings.offsets_retention;
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut mirrored = Vec::new();
+        let mut gone = Vec::new();
+        {
+            let committing = shard.committing.lock().expect("committing lock");
+            let mut groups = shard.groups.lock().expect("groups lock");
+            for group in groups.values_mut() {
+                if committing.contains_key(&group.id) {
+                    continue;
+                }
+                for ((topic, partition), committed) in group.expire_offsets(now, retention) {
+                    records.push((offset_key(&group.id, &topic, partition), None));
+                    mirrored.push((group.id.clone(), committed.pulsar_topic));
+                }
+                if group.is_dead() {
+                    gone.push(group.id.clone());
+                }
+            }
+            for id in &gone {
+                groups.remove(id);
+                shard.unsaved.lock().expect("unsaved lock").remove(id);
+                records.push((group_key(id), None));
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let offsets = mirrored.len();
+        match self.write(shard, lease, order, records).await {
+            Ok(()) => {
+                tracing::info!(topic = %shard.topic, offsets, groups = gone.len(), "deleted expired committed offsets and empty groups");
+                for (group, pulsar_topic) in mirrored {
+                    self.mirror.record(&group, &pulsar_topic, None);
+                }
+            }
+            // They are gone from memory; the table still has them until a later load, which
+            // finds them expired again.
+            Err(e) => {
+                tracing::warn!(topic = %shard.topic, error = %e, "deleting expired offsets failed")
             }
         }
     }
@@ -997,7 +1301,307 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{GroupCoordinator, GroupSettings, Instance, Owner};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use gateway_core::{Backend, TopicName};
+    use kafka_protocol::error::ResponseError;
+
+    use super::{CommitRequest, GroupCoordinator, GroupSettings, Instance, Owner};
+    use crate::groups::faulty::Faulty;
+    use crate::groups::state::{JoinParams, Timing, NONE};
+
+    /// Sessions short enough to outlast in a test.
+    const SESSION: Duration = Duration::from_millis(800);
+
+    fn settings(node_id: i32) -> GroupSettings {
+        GroupSettings {
+            shards: 1,
+            timing: Timing {
+                initial_rebalance_delay: Duration::ZERO,
+                min_session_timeout: Duration::from_millis(100),
+                ..Timing::default()
+            },
+            commit_timeout: Duration::from_millis(300),
+            instance: Instance {
+                node_id,
+                ..GroupSettings::default().instance
+            },
+            ..GroupSettings::default()
+        }
+    }
+
+    fn faulty() -> (Arc<Faulty>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap();
+        (Faulty::new(embedded), dir)
+    }
+
+    /// A member alone in group `g`, stable in its first generation with partition "p0".
+    async fn stable_member(c: &Arc<GroupCoordinator>) -> (String, i32) {
+        let params = JoinParams {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: SESSION,
+            rebalance_timeout: Duration::from_secs(5),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+        };
+        let joined = c.join("g", params).await;
+        assert_eq!((joined.error, joined.generation), (NONE, 1));
+        let assignment = vec![(joined.member_id.clone(), Bytes::from_static(b"p0"))];
+        let synced = c
+            .sync("g", 1, &joined.member_id, None, None, None, assignment)
+            .await;
+        assert_eq!(synced.error, NONE);
+        (joined.member_id, joined.generation)
+    }
+
+    /// The member heartbeats every 200 ms for `how_long`; each must be answered NONE.
+    async fn keep_heartbeating(
+        c: &Arc<GroupCoordinator>,
+        member: &str,
+        generation: i32,
+        how_long: Duration,
+    ) {
+        let until = Instant::now() + how_long;
+        while Instant::now() < until {
+            assert_eq!(c.heartbeat("g", generation, member, None).await, NONE);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `c` coordinates group `g`: a dropped coordinator's timer may still be
+    /// finishing a pass, holding its lease a moment longer.
+    async fn claimed(c: &Arc<GroupCoordinator>) {
+        let until = Instant::now() + Duration::from_secs(3);
+        while c.owner_of("g").await != Ok(Owner::Local) {
+            assert!(Instant::now() < until, "the shard's lease is free again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn commit_of(offset: i64) -> Vec<CommitRequest> {
+        vec![CommitRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            pulsar_topic: TopicName::new("public", "default", "t"),
+        }]
+    }
+
+    async fn committed(c: &Arc<GroupCoordinator>) -> Option<i64> {
+        let found = c.fetch_offsets("g", None).await.unwrap();
+        found
+            .first()
+            .and_then(|(_, _, c)| c.as_ref().map(|c| c.offset))
+    }
+
+    /// The outage measured on Pulsar: a commit whose write Pulsar never confirmed held up the
+    /// member's heartbeats behind it on its connection until its session lapsed. A commit is
+    /// answered REQUEST_TIMED_OUT after the commit timeout instead, later ones at once while
+    /// the write is still unconfirmed, and the member, heard all along, stays.
+    #[tokio::test]
+    async fn a_commit_pulsar_does_not_confirm_is_answered_in_time_and_the_member_stays() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&c).await;
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(1)).await,
+            Ok(())
+        );
+
+        backend.stall(true);
+        let first = tokio::time::timeout(
+            Duration::from_secs(3),
+            c.commit("g", generation, &member, None, commit_of(42)),
+        )
+        .await
+        .expect("answered after the commit timeout, not when Pulsar answers");
+        assert_eq!(first, Err(ResponseError::RequestTimedOut));
+        let started = Instant::now();
+        let second = c
+            .commit("g", generation, &member, None, commit_of(43))
+            .await;
+        assert_eq!(second, Err(ResponseError::RequestTimedOut));
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "refused at once while an earlier write waits for Pulsar"
+        );
+        keep_heartbeating(&c, &member, generation, 2 * SESSION).await;
+        assert_eq!(committed(&c).await, Some(1), "not persisted yet");
+
+        // Pulsar confirms the write after all: the offset the client was told timed out is
+        // the group's now, as it is the table's.
+        backend.stall(false);
+        let until = Instant::now() + Duration::from_secs(3);
+        while committed(&c).await != Some(42) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(committed(&c).await, Some(42));
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(44))
+                .await,
+            Ok(())
+        );
+    }
+
+    /// A commit handler resolves a partition the group has committed before from the group's
+    /// state, without asking Pulsar for the topic's partitions.
+    #[tokio::test]
+    async fn a_committed_partition_names_its_pulsar_topic() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend);
+        assert_eq!(c.committed_topic("g", "t", 0), None);
+        assert_eq!(c.commit("g", -1, "", None, commit_of(5)).await, Ok(()));
+        let topic = TopicName::new("public", "default", "t");
+        assert_eq!(c.committed_topic("g", "t", 0), Some(topic));
+        assert_eq!(c.committed_topic("g", "t", 1), None);
+        assert_eq!(c.committed_topic("other", "t", 0), None);
+    }
+
+    /// Settings with a retention short enough to pass in a test, looked at every 50 ms.
+    fn retaining(node_id: i32, retention: Duration) -> GroupSettings {
+        GroupSettings {
+            offsets_retention: retention,
+            offsets_retention_check_interval: Duration::from_millis(50),
+            mirror_interval: Duration::from_millis(50),
+            ..settings(node_id)
+        }
+    }
+
+    async fn listed(c: &Arc<GroupCoordinator>) -> Vec<String> {
+        let (groups, _) = c.list().await.unwrap();
+        groups.into_iter().map(|(id, ..)| id).collect()
+    }
+
+    async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !check().await {
+            assert!(Instant::now() < until, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Offsets of consumers that only commit expire a retention after their commit: they are
+    /// deleted from the table with the group's mirrored subscription, and the group, left with
+    /// nothing, disappears (ListGroups, and for whoever loads the shard next).
+    #[tokio::test]
+    async fn expired_offsets_go_with_their_subscription_and_the_group_with_them() {
+        let (backend, _dir) = faulty();
+        let topic = TopicName::new("public", "default", "t");
+        backend.create_topic(&topic, 0).await.unwrap();
+        let c = GroupCoordinator::new(retaining(1, Duration::from_millis(600)), backend.clone());
+        assert_eq!(c.commit("g", -1, "", None, commit_of(0)).await, Ok(()));
+        let subscribed = || async {
+            let subscriptions = backend.subscriptions(&topic).await.unwrap();
+            subscriptions.iter().any(|s| s == "g")
+        };
+        wait_for("the commit is mirrored to subscription g", subscribed).await;
+        assert_eq!(listed(&c).await, ["g"]);
+
+        wait_for("the offset expires", || async {
+            committed(&c).await.is_none()
+        })
+        .await;
+        assert!(listed(&c).await.is_empty(), "the group is gone");
+        assert!(c.describe("g").await.unwrap().is_none());
+        wait_for("the subscription is deleted", || async {
+            !subscribed().await
+        })
+        .await;
+
+        drop(c);
+        let b = GroupCoordinator::new(retaining(2, Duration::from_secs(3600)), backend.clone());
+        claimed(&b).await;
+        assert!(listed(&b).await.is_empty(), "deleted in the table too");
+        assert_eq!(committed(&b).await, None);
+    }
+
+    /// A group with a member keeps its offsets however old they are.
+    #[tokio::test]
+    async fn offsets_of_a_group_with_a_member_stay() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(retaining(1, Duration::from_millis(300)), backend);
+        let (member, generation) = stable_member(&c).await;
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(7)).await,
+            Ok(())
+        );
+        keep_heartbeating(&c, &member, generation, Duration::from_millis(1200)).await;
+        assert_eq!(committed(&c).await, Some(7));
+        // Once it leaves, the clock starts.
+        let left = c.leave("g", &[(member, None)]).await.unwrap();
+        assert_eq!(left[0].1, NONE);
+        assert_eq!(committed(&c).await, Some(7), "not at once");
+        wait_for("the offset expires", || async {
+            committed(&c).await.is_none()
+        })
+        .await;
+        assert!(listed(&c).await.is_empty());
+    }
+
+    /// A new generation whose snapshot could not be written is written again once Pulsar
+    /// takes writes: whoever loads the shard next knows the member, instead of an older
+    /// generation (or none) that would make it rejoin.
+    #[tokio::test]
+    async fn membership_that_could_not_be_written_is_written_again() {
+        let (backend, _dir) = faulty();
+        let a = GroupCoordinator::new(settings(1), backend.clone());
+        backend.fail_writes(true);
+        let (member, generation) = stable_member(&a).await;
+        backend.fail_writes(false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(a);
+        let b = GroupCoordinator::new(settings(2), backend.clone());
+        claimed(&b).await;
+        assert_eq!(b.heartbeat("g", generation, &member, None).await, NONE);
+    }
+
+    /// A shard's lease lost in an outage and regained by the same instance: the state is
+    /// loaded again and every session counts from then, however long the shard was not served.
+    /// The member carries on in its generation, without a rebalance; silent after that, it is
+    /// expelled for its own missed session.
+    #[tokio::test]
+    async fn a_member_keeps_its_generation_when_the_same_instance_regains_the_shard() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&c).await;
+        backend.lose_leases();
+        tokio::time::sleep(2 * SESSION).await;
+        keep_heartbeating(&c, &member, generation, 2 * SESSION).await;
+        let described = c.describe("g").await.unwrap().unwrap();
+        assert_eq!((described.state, described.members.len()), ("Stable", 1));
+        assert_eq!(described.members[0].assignment, Bytes::from_static(b"p0"));
+
+        tokio::time::sleep(SESSION + Duration::from_millis(300)).await;
+        assert_eq!(
+            c.heartbeat("g", generation, &member, None).await,
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    /// The same when the lease moves to another instance after its holder is gone.
+    #[tokio::test]
+    async fn a_member_keeps_its_generation_when_another_instance_takes_the_shard_over() {
+        let (backend, _dir) = faulty();
+        let a = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&a).await;
+        drop(a);
+        tokio::time::sleep(2 * SESSION).await;
+        let b = GroupCoordinator::new(settings(2), backend.clone());
+        claimed(&b).await;
+        keep_heartbeating(&b, &member, generation, 2 * SESSION).await;
+        let described = b.describe("g").await.unwrap().unwrap();
+        assert_eq!((described.state, described.members.len()), ("Stable", 1));
+    }
 
     /// An instance that just saw another hold the lease takes the group over as soon as that
     /// holder is gone, instead of answering COORDINATOR_NOT_AVAILABLE until its claim back-off

@@ -12,6 +12,8 @@
 pub mod access;
 pub mod consumer_protocol;
 pub mod coordinator;
+#[cfg(test)]
+mod faulty;
 pub mod forward;
 pub mod mirror;
 pub mod scope;

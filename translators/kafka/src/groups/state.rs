@@ -4,9 +4,14 @@
 //! `CompletingRebalance`, `Stable`). Assignments are computed by the clients: the coordinator only
 //! carries the leader's bytes to the members, so any assignor works, Kafka Streams' included.
 //!
+//! Committed offsets expire as Kafka's `offsets.retention.minutes` says since KIP-211: never while
+//! the group has members; a retention after the group became empty; for a group that never had
+//! members (consumers that only commit), a retention after each offset's own last commit.
+//!
 //! Nothing here does I/O. Delayed answers (a JoinGroup waiting for the other members, a
 //! SyncGroup waiting for the leader) are oneshot channels completed by later calls or by `tick`.
-//! The caller persists a snapshot whenever `Effects::snapshot` is set.
+//! The caller persists a snapshot whenever `Effects::snapshot` is set, and starts the retention
+//! clock (`note_emptied`, wall-clock time) when `Effects::emptied` is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -136,6 +141,8 @@ pub struct Effects {
     /// The group's membership changed in a way worth persisting (a new generation became stable,
     /// the group emptied, a static member was replaced).
     pub snapshot: bool,
+    /// The group has just become empty: its offsets' retention starts now.
+    pub emptied: bool,
 }
 
 /// A JoinGroup as the state machine needs it.
@@ -209,6 +216,10 @@ pub struct Group {
     sync_deadline: Instant,
     /// (Kafka topic, partition) -> committed offset.
     pub offsets: BTreeMap<(String, i32), Committed>,
+    /// When the group last became empty (ms since the epoch; persisted, since the retention of
+    /// its offsets counts from then), read only while it is empty. `None` for a group that never
+    /// had members and for groups persisted before it was kept.
+    pub empty_since_ms: Option<u64>,
 }
 
 impl Group {
@@ -227,6 +238,7 @@ impl Group {
             initial_delay_until: None,
             sync_deadline: now,
             offsets: BTreeMap::new(),
+            empty_since_ms: None,
         }
     }
 
@@ -543,6 +555,7 @@ impl Group {
             self.protocol = None;
             self.leader = None;
             fx.snapshot = true;
+            fx.emptied = true;
             return;
         }
         self.protocol = self.select_protocol();
@@ -863,6 +876,46 @@ impl Group {
         Some(topics)
     }
 
+    /// Starts the retention clock of the group's offsets when it has just become empty.
+    pub fn note_emptied(&mut self, fx: &Effects, now_ms: u64) {
+        if fx.emptied {
+            self.empty_since_ms = Some(now_ms);
+        }
+    }
+
+    /// Removes and returns the committed offsets whose retention has passed at `now_ms` (ms
+    /// since the epoch), as Kafka's `offsets.retention.minutes` (KIP-211): none while the group
+    /// has members (or a member id handed out); all of them a retention after the group became
+    /// empty; for a group that never had members, or whose emptying was not recorded, each a
+    /// retention after its own last commit.
+    pub fn expire_offsets(
+        &mut self,
+        now_ms: u64,
+        retention: Duration,
+    ) -> Vec<((String, i32), Committed)> {
+        if self.state != GroupState::Empty || !self.is_empty() {
+            return Vec::new();
+        }
+        let retention = retention.as_millis() as u64;
+        let emptied = self.empty_since_ms.filter(|_| self.protocol_type.is_some());
+        let expired: Vec<(String, i32)> = self
+            .offsets
+            .iter()
+            .filter(|(_, c)| now_ms.saturating_sub(emptied.unwrap_or(c.commit_time)) >= retention)
+            .map(|(key, _)| key.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|key| self.offsets.remove_entry(&key))
+            .collect()
+    }
+
+    /// No members, no member ids handed out and no offsets: Kafka's coordinator drops such a
+    /// group when it looks for expired offsets (`Dead`), and ListGroups no longer shows it.
+    pub fn is_dead(&self) -> bool {
+        self.state == GroupState::Empty && self.is_empty() && self.offsets.is_empty()
+    }
+
     pub fn snapshot(&self) -> GroupSnapshot {
         GroupSnapshot {
             protocol_type: self.protocol_type.clone(),
@@ -885,6 +938,7 @@ impl Group {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            empty_since_ms: self.empty_since_ms,
         }
     }
 
@@ -896,6 +950,7 @@ impl Group {
         group.protocol = s.protocol;
         group.generation = s.generation;
         group.leader = s.leader;
+        group.empty_since_ms = s.empty_since_ms;
         for m in s.members {
             if let Some(instance) = &m.instance_id {
                 group.static_members.insert(instance.clone(), m.id.clone());
@@ -932,7 +987,9 @@ impl Group {
     }
 }
 
-/// The persisted form of a group's membership.
+/// The persisted form of a group's membership (postcard). Fields are only ever added at the
+/// end: an older gateway reading a newer snapshot stops after the fields it knows (postcard
+/// ignores what follows), and `decode` reads snapshots written before a field existed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupSnapshot {
     pub protocol_type: Option<String>,
@@ -941,6 +998,39 @@ pub struct GroupSnapshot {
     pub leader: Option<String>,
     pub stable: bool,
     pub members: Vec<MemberSnapshot>,
+    /// See `Group::empty_since_ms`.
+    #[serde(default)]
+    pub empty_since_ms: Option<u64>,
+}
+
+/// A snapshot as written before `empty_since_ms` existed. postcard is not self-describing, so a
+/// missing trailing field is an error rather than its default: such bytes decode as this.
+#[derive(Deserialize)]
+struct GroupSnapshotV1 {
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    stable: bool,
+    members: Vec<MemberSnapshot>,
+}
+
+impl GroupSnapshot {
+    pub fn decode(bytes: &[u8]) -> Option<GroupSnapshot> {
+        if let Ok(s) = postcard::from_bytes::<GroupSnapshot>(bytes) {
+            return Some(s);
+        }
+        let v1: GroupSnapshotV1 = postcard::from_bytes(bytes).ok()?;
+        Some(GroupSnapshot {
+            protocol_type: v1.protocol_type,
+            protocol: v1.protocol,
+            generation: v1.generation,
+            leader: v1.leader,
+            stable: v1.stable,
+            members: v1.members,
+            empty_since_ms: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1134,6 +1224,208 @@ mod tests {
             g.check_commit(-1, "", None, t0),
             Err(ResponseError::UnknownMemberId)
         );
+    }
+
+    /// A coordinator that loads a group (taking a shard over, or regaining it after an outage)
+    /// could not hear anyone before: every session counts from the load, as Kafka's coordinator
+    /// starts all members' session timers when it loads a group from `__consumer_offsets`.
+    #[test]
+    fn sessions_of_a_loaded_group_count_from_the_load() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        // Loaded long after the members were last heard: their sessions are 10 s.
+        let load = t0 + Duration::from_secs(100);
+        let mut g = Group::restore("g", g.snapshot(), load, &timing());
+        let mut fx = Effects::default();
+        g.tick(load + Duration::from_secs(9), &timing(), &mut fx);
+        assert_eq!(g.members.len(), 2);
+        assert_eq!((g.state, g.generation), (GroupState::Stable, 1));
+        assert_eq!(
+            g.heartbeat(1, &a, None, load + Duration::from_secs(9)),
+            NONE
+        );
+        assert_eq!(g.members[&b].assignment, Bytes::from_static(b"to-b"));
+        g.tick(load + Duration::from_secs(11), &timing(), &mut fx);
+        assert!(g.members.contains_key(&a), "heard since the load");
+        assert!(
+            !g.members.contains_key(&b),
+            "silent for a session since the load"
+        );
+    }
+
+    /// A group persisted in the middle of a rebalance is loaded rebalancing, with the members'
+    /// rebalance timeout counted from the load: members that rejoin get the next generation.
+    #[test]
+    fn a_group_loaded_mid_rebalance_gives_members_time_from_the_load() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        let mut fx = Effects::default();
+        let _waiting = later(g.join(params(&b, None, b"b2"), t0, &timing(), &mut fx));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let load = t0 + Duration::from_secs(100);
+        let mut g = Group::restore("g", g.snapshot(), load, &timing());
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let heard = load + Duration::from_secs(5);
+        assert_eq!(
+            g.heartbeat(1, &a, None, heard),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let rejoined_a = later(g.join(params(&a, None, b"a"), heard, &timing(), &mut fx));
+        g.tick(load + Duration::from_secs(8), &timing(), &mut fx);
+        assert_eq!(
+            g.members.len(),
+            2,
+            "b has until its session, counted from the load"
+        );
+        let rejoined_b = later(g.join(params(&b, None, b"b2"), heard, &timing(), &mut fx));
+        let (ja, jb) = (
+            rejoined_a.blocking_recv().unwrap(),
+            rejoined_b.blocking_recv().unwrap(),
+        );
+        assert_eq!((ja.generation, jb.generation), (2, 2));
+    }
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    /// A retention of a week, as Kafka's default `offsets.retention.minutes`.
+    const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn committed_at(commit_time: u64) -> Committed {
+        Committed {
+            offset: 10,
+            leader_epoch: -1,
+            metadata: None,
+            commit_time,
+            pulsar_topic: "persistent://public/default/t".into(),
+            seq: 0,
+        }
+    }
+
+    fn expired(g: &mut Group, now_ms: u64) -> Vec<(String, i32)> {
+        let mut keys: Vec<(String, i32)> = g
+            .expire_offsets(now_ms, RETENTION)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn offsets_of_a_group_with_members_never_expire() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        stable_pair(&mut g, t0);
+        g.offsets.insert(("t".into(), 0), committed_at(0));
+        assert!(expired(&mut g, 365 * DAY_MS).is_empty());
+        assert!(!g.is_dead());
+    }
+
+    /// A group whose members left but that has just handed a joiner its member id is not
+    /// without members: its offsets stay.
+    #[test]
+    fn offsets_stay_while_a_joiner_holds_a_member_id() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        g.offsets.insert(("t".into(), 0), committed_at(0));
+        let mut fx = Effects::default();
+        g.leave(&[(a, None), (b, None)], t0, &timing(), &mut fx);
+        g.note_emptied(&fx, DAY_MS);
+        let joiner = now_value(g.join(params("", None, b"c"), t0, &timing(), &mut fx));
+        assert_eq!(joiner.error, ResponseError::MemberIdRequired.code());
+        assert!(expired(&mut g, 365 * DAY_MS).is_empty());
+        assert!(!g.is_dead());
+    }
+
+    /// KIP-211: the clock starts when the group becomes empty, however old its commits are.
+    #[test]
+    fn offsets_expire_a_retention_after_the_group_became_empty() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let (a, b) = stable_pair(&mut g, t0);
+        g.offsets.insert(("t".into(), 0), committed_at(DAY_MS));
+        g.offsets.insert(("t".into(), 1), committed_at(DAY_MS));
+        let emptied_ms = 30 * DAY_MS;
+        let mut fx = Effects::default();
+        let left = g.leave(
+            &[(a.clone(), None), (b.clone(), None)],
+            t0,
+            &timing(),
+            &mut fx,
+        );
+        assert!(left.iter().all(|(_, e)| *e == NONE));
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(fx.emptied && fx.snapshot);
+        g.note_emptied(&fx, emptied_ms);
+        let retention_ms = RETENTION.as_millis() as u64;
+        assert!(expired(&mut g, emptied_ms + retention_ms - 1).is_empty());
+        assert!(!g.is_dead(), "its offsets keep the group");
+        assert_eq!(
+            expired(&mut g, emptied_ms + retention_ms),
+            [("t".to_owned(), 0), ("t".to_owned(), 1)]
+        );
+        assert!(g.is_dead(), "no members and no offsets: the group goes");
+        // The clock is persisted with the group.
+        let restored = Group::restore("g", g.snapshot(), t0, &timing());
+        assert_eq!(restored.empty_since_ms, Some(emptied_ms));
+    }
+
+    /// A group that never had members (consumers that only commit, with assign()): each offset
+    /// expires a retention after its own last commit, so committing again keeps it.
+    #[test]
+    fn offsets_of_a_group_without_members_expire_by_their_last_commit() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        assert!(g.check_commit(-1, "", None, t0).is_ok());
+        g.offsets.insert(("t".into(), 0), committed_at(DAY_MS));
+        g.offsets.insert(("t".into(), 1), committed_at(DAY_MS));
+        // Partition 0 is committed again five days later.
+        g.offsets.insert(("t".into(), 0), committed_at(6 * DAY_MS));
+        assert!(expired(&mut g, 8 * DAY_MS - 1).is_empty());
+        assert_eq!(expired(&mut g, 8 * DAY_MS), [("t".to_owned(), 1)]);
+        assert!(!g.is_dead());
+        assert!(expired(&mut g, 13 * DAY_MS - 1).is_empty());
+        assert_eq!(expired(&mut g, 13 * DAY_MS), [("t".to_owned(), 0)]);
+        assert!(g.is_dead());
+    }
+
+    /// Snapshots written before the emptying time was kept still load (postcard does not fill
+    /// in a missing trailing field by itself); their offsets then expire by commit time, as
+    /// Kafka treats group metadata without a state timestamp.
+    #[test]
+    fn snapshots_from_before_the_emptying_time_still_load() {
+        #[derive(Serialize)]
+        struct Before {
+            protocol_type: Option<String>,
+            protocol: Option<String>,
+            generation: i32,
+            leader: Option<String>,
+            stable: bool,
+            members: Vec<MemberSnapshot>,
+        }
+        let bytes = postcard::to_stdvec(&Before {
+            protocol_type: Some("consumer".into()),
+            protocol: None,
+            generation: 4,
+            leader: None,
+            stable: false,
+            members: Vec::new(),
+        })
+        .unwrap();
+        let s = GroupSnapshot::decode(&bytes).expect("an older snapshot decodes");
+        assert_eq!((s.generation, s.empty_since_ms), (4, None));
+        let t0 = Instant::now();
+        let mut g = Group::restore("g", s, t0, &timing());
+        g.offsets.insert(("t".into(), 0), committed_at(DAY_MS));
+        assert!(expired(&mut g, 8 * DAY_MS - 1).is_empty());
+        assert_eq!(expired(&mut g, 8 * DAY_MS), [("t".to_owned(), 0)]);
+        // And a snapshot of today's layout round-trips, the emptying time included.
+        let mut today = g.snapshot();
+        today.empty_since_ms = Some(DAY_MS);
+        let decoded = GroupSnapshot::decode(&postcard::to_stdvec(&today).unwrap()).unwrap();
+        assert_eq!(decoded.empty_since_ms, Some(DAY_MS));
     }
 
     #[test]

@@ -331,7 +331,17 @@ impl KafkaFrontend {
                     ));
                     continue;
                 }
-                let topic = match self.partition_topic(&name, p.partition_index).await {
+                // A partition the group committed before needs no lookup: its topic's partition
+                // count is asked of Pulsar's admin API, and while Pulsar cannot be reached that
+                // takes up to its timeout, with the member's heartbeats waiting behind.
+                let known =
+                    self.groups
+                        .committed_topic(&request.group_id.0, &name, p.partition_index);
+                let resolved = match known {
+                    Some(t) => Ok(t),
+                    None => self.partition_topic(&name, p.partition_index).await,
+                };
+                let topic = match resolved {
                     Ok(t) => match self.authorize_commit(&request.group_id.0, &t).await {
                         Ok(()) => Ok(t),
                         Err(e) => Err(e),
