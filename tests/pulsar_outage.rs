@@ -1,6 +1,6 @@
 //! A network outage between the gateway and Pulsar, seen by a consumer group: the gateway's
-//! connections to Pulsar (binary protocol and admin API) pass through a proxy in this test that
-//! can blackhole them (no byte passes either way and nobody is told, as when packets are
+//! connections to Pulsar (binary protocol and admin API) pass through fault proxies
+//! (`e2e_tests::fault_proxy`) that blackhole them (no byte passes either way and nobody is told, as when packets are
 //! dropped), while the Kafka client still reaches the gateway. After the outage ends, the group's
 //! live member must carry on with its assignment: it was never silent, the gateway was.
 //!
@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::rdkafka_util::*;
 use e2e_tests::{free_port, GatewayProcess};
 use rdkafka::config::RDKafkaLogLevel;
@@ -27,81 +28,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, ClientContext};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP proxy that can drop everything, like a network that loses every packet: bytes stop
-/// both ways, no connection is closed, and new connections get no answer. When it heals, what
-/// was held goes through, and a side that closed meanwhile is closed for the other.
-struct Blackhole {
-    addr: SocketAddr,
-    cut: watch::Sender<bool>,
-}
-
-impl Blackhole {
-    async fn start(target: SocketAddr) -> Blackhole {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, _) = watch::channel(false);
-        let watching = cut.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut cut = watching.clone();
-                tokio::spawn(async move {
-                    if *cut.borrow() {
-                        // A connection attempt in the outage is never answered.
-                        let _ = cut.wait_for(|c| !*c).await;
-                        return;
-                    }
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    tokio::spawn(pump(client_read, server_write, cut.clone()));
-                    pump(server_read, client_write, cut).await;
-                });
-            }
-        });
-        Blackhole { addr, cut }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut cut: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let _ = cut.wait_for(|c| !*c).await;
-        let read = tokio::select! {
-            read = from.read(&mut buf) => read,
-            _ = cut.wait_for(|c| *c) => continue,
-        };
-        // What was read as the outage began is held until it ends.
-        let _ = cut.wait_for(|c| !*c).await;
-        match read {
-            Ok(n) if n > 0 => {
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            _ => {
-                let _ = to.shutdown().await;
-                return;
-            }
-        }
-    }
-}
 
 fn address(url: &str) -> SocketAddr {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
@@ -165,8 +91,8 @@ async fn a_live_member_keeps_its_assignment_through_a_pulsar_outage() {
     );
     let pulsar = std::env::var("PULSAR_PROXY_URL").expect("PULSAR_PROXY_URL (start --proxy)");
     let admin = std::env::var("PULSAR_ADMIN_URL").expect("PULSAR_ADMIN_URL");
-    let binary_hole = Blackhole::start(address(&pulsar)).await;
-    let admin_hole = Blackhole::start(address(&admin)).await;
+    let binary_hole = FaultProxy::start(address(&pulsar)).await;
+    let admin_hole = FaultProxy::start(address(&admin)).await;
 
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("gateway.log");
@@ -177,9 +103,9 @@ async fn a_live_member_keeps_its_assignment_through_a_pulsar_outage() {
         "--backend",
         "pulsar",
         "--pulsar-url",
-        &format!("pulsar://{}", binary_hole.addr),
+        &format!("pulsar://{}", binary_hole.addr()),
         "--pulsar-admin-url",
-        &format!("http://{}", admin_hole.addr),
+        &format!("http://{}", admin_hole.addr()),
         "--kafka-group-state-topic",
         &state_topic,
         "--log-level",
@@ -266,11 +192,11 @@ async fn a_live_member_keeps_its_assignment_through_a_pulsar_outage() {
 
     let cut_at = began.elapsed();
     eprintln!("[{:6.1}s] outage begins", cut_at.as_secs_f64());
-    binary_hole.set_cut(true);
-    admin_hole.set_cut(true);
+    binary_hole.blackhole();
+    admin_hole.blackhole();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    binary_hole.set_cut(false);
-    admin_hole.set_cut(false);
+    binary_hole.heal();
+    admin_hole.heal();
     let healed_at = began.elapsed();
     eprintln!("[{:6.1}s] outage ends", healed_at.as_secs_f64());
 

@@ -125,8 +125,12 @@ impl Backend for Faulty {
         "faulty"
     }
 
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
+    async fn readiness(&self) -> Result<()> {
+        self.inner.readiness().await
+    }
+
+    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
+        self.inner.last_sequence(topic, producer_name).await
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
