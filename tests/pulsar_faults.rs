@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::own_pulsar::OwnPulsar;
 use e2e_tests::rdkafka_util::{create_topic, producer, unique};
-use e2e_tests::{http_status, InProcessGateway};
+use e2e_tests::{http_status, GatewayProcess, InProcessGateway};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -81,11 +81,41 @@ struct Seen {
     amqp_consumer_errors: Vec<String>,
 }
 
+/// The gateway under test: in this process, or (to measure its memory) a process of its own.
+enum Gateway {
+    InProcess(InProcessGateway),
+    /// With its data directory, which lives as long as it does.
+    Process(GatewayProcess, #[allow(dead_code)] tempfile::TempDir),
+}
+
+impl Gateway {
+    fn bootstrap(&self) -> String {
+        match self {
+            Gateway::InProcess(g) => g.bootstrap(),
+            Gateway::Process(g, _) => g.kafka.to_string(),
+        }
+    }
+
+    fn amqp(&self) -> SocketAddr {
+        match self {
+            Gateway::InProcess(g) => g.gateway.amqp_addr(),
+            Gateway::Process(g, _) => g.amqp,
+        }
+    }
+
+    fn admin(&self) -> SocketAddr {
+        match self {
+            Gateway::InProcess(g) => g.gateway.admin_addr(),
+            Gateway::Process(g, _) => g.admin,
+        }
+    }
+}
+
 struct Rig {
     started: Instant,
     pulsar: OwnPulsar,
     faults: FaultProxy,
-    gateway: InProcessGateway,
+    gateway: Gateway,
     topic: &'static str,
     exchange: String,
     queue: String,
@@ -109,6 +139,45 @@ impl Rig {
         options: &[&str],
         adjust: impl FnOnce(&OwnPulsar, &mut pulsar_gateway::Config),
     ) -> Rig {
+        let (pulsar, faults, access) = Self::pulsar(options).await;
+        let gateway = InProcessGateway::start_with(|c| {
+            access.configure(c);
+            adjust(&pulsar, c);
+        })
+        .await;
+        Self::load(pulsar, faults, Gateway::InProcess(gateway)).await
+    }
+
+    /// `start` with the gateway binary in a process of its own, logging to `gateway.log` in its
+    /// data directory.
+    async fn start_process(options: &[&str]) -> Rig {
+        let (pulsar, faults, access) = Self::pulsar(options).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (kafka, admin) = (
+            SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port())),
+            SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port())),
+        );
+        let mut args = access.gateway_args();
+        args.extend(["--log-level".into(), "info".into()]);
+        let gateway = GatewayProcess::launch(
+            env!("CARGO_BIN_EXE_gateway-under-test"),
+            &dir.path().join("data"),
+            kafka,
+            admin,
+            Some(&dir.path().join("gateway.log")),
+            &args,
+        );
+        Self::load(pulsar, faults, Gateway::Process(gateway, dir)).await
+    }
+
+    /// A Pulsar of its own (with its proxy), and a fault proxy in front of the Pulsar proxy;
+    /// the access for a gateway goes through the fault proxy.
+    async fn pulsar(options: &[&str]) -> (OwnPulsar, FaultProxy, e2e_tests::TestPulsar) {
+        // To see what an in-process gateway does: FAULTS_LOG=info,gateway_kafka=debug.
+        if let Ok(filter) = std::env::var("FAULTS_LOG") {
+            let text = pulsar_gateway::config::LogFormat::Text;
+            let _ = pulsar_gateway::telemetry::init_logging(&filter, text);
+        }
         let mut options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
         options.push("--proxy".into());
         let pulsar = tokio::task::spawn_blocking(move || {
@@ -125,13 +194,12 @@ impl Rig {
         let faults = FaultProxy::start(hostport.parse::<SocketAddr>().unwrap()).await;
         let mut access = pulsar.access();
         access.url = format!("{scheme}://{}", faults.addr());
-        let gateway = InProcessGateway::start_with(|c| {
-            access.configure(c);
-            adjust(&pulsar, c);
-        })
-        .await;
-        let admin = gateway.gateway.admin_addr();
-        e2e_tests::wait_readyz(admin, 200, Duration::from_secs(60)).await;
+        (pulsar, faults, access)
+    }
+
+    /// Waits for the gateway, makes the topic, exchange and queue, and starts the load.
+    async fn load(pulsar: OwnPulsar, faults: FaultProxy, gateway: Gateway) -> Rig {
+        e2e_tests::wait_readyz(gateway.admin(), 200, Duration::from_secs(60)).await;
         let mut rig = Rig {
             started: Instant::now(),
             pulsar,
@@ -162,10 +230,7 @@ impl Rig {
     }
 
     fn amqp_uri(&self) -> String {
-        format!(
-            "amqp://guest:guest@{}/%2f",
-            self.gateway.gateway.amqp_addr()
-        )
+        format!("amqp://guest:guest@{}/%2f", self.gateway.amqp())
     }
 
     async fn declare_amqp(&self) {
@@ -260,14 +325,14 @@ impl Rig {
     }
 
     fn readyz(&self) -> Option<u16> {
-        http_status(self.gateway.gateway.admin_addr(), "/readyz")
+        http_status(self.gateway.admin(), "/readyz")
     }
 
     /// How long after `from` the gateway said `/readyz` `want`, polling up to `limit`.
     async fn readyz_turns(&self, want: u16, limit: Duration) -> Option<Duration> {
         let from = Instant::now();
         while from.elapsed() < limit {
-            let admin = self.gateway.gateway.admin_addr();
+            let admin = self.gateway.admin();
             if tokio::task::spawn_blocking(move || http_status(admin, "/readyz"))
                 .await
                 .unwrap()
@@ -422,6 +487,15 @@ impl Rig {
             seen.amqp_consumer_errors.len(),
         );
         seen
+    }
+}
+
+impl Drop for Rig {
+    /// A failed test's clients stop too (the group member is a blocking thread, which the test's
+    /// runtime would wait for forever).
+    fn drop(&mut self) {
+        self.producing.store(false, Ordering::Relaxed);
+        self.consuming.store(false, Ordering::Relaxed);
     }
 }
 
@@ -667,17 +741,18 @@ fn kafka_group_member(
     consuming: &AtomicBool,
     clock: Clock,
 ) {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("faults-group"))
         .set("auto.offset.reset", "earliest")
-        .set(
-            "session.timeout.ms",
-            SESSION_TIMEOUT.as_millis().to_string(),
-        )
-        .set("heartbeat.interval.ms", "2000")
-        .create()
-        .expect("group consumer");
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set("heartbeat.interval.ms", "2000");
+    // FAULTS_RDKAFKA_DEBUG=cgrp,fetch shows what the group member does.
+    if let Ok(debug) = std::env::var("FAULTS_RDKAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    let consumer: BaseConsumer = config.create().expect("group consumer");
     consumer.subscribe(&[topic]).unwrap();
     while consuming.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(200)) {
@@ -905,4 +980,62 @@ fn token_for(secret: &str, expiry: Option<&str>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A soak: `GATEWAY_TEST_SOAK_MINUTES` (30 by default) of the mixed load on a healthy Pulsar,
+/// the gateway in a process of its own. Its resident memory is sampled every 30 s, written to
+/// `target/soak-rss.csv`, and must level off: the last third's peak at most 10 % (plus 16 MiB)
+/// above the middle third's. Nothing acknowledged may be lost. `scripts/soak` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a Pulsar of its own for 30 minutes: GATEWAY_TEST_SOAK_MINUTES, --include-ignored"]
+async fn soak() {
+    let minutes: u64 = std::env::var("GATEWAY_TEST_SOAK_MINUTES")
+        .expect("set GATEWAY_TEST_SOAK_MINUTES to run the soak")
+        .parse()
+        .expect("GATEWAY_TEST_SOAK_MINUTES is a number of minutes");
+    let rig = Rig::start_process(&[]).await;
+    let Gateway::Process(process, _) = &rig.gateway else {
+        unreachable!("the soak measures a gateway process")
+    };
+    let mut samples = Vec::new();
+    let mut csv = String::from("seconds,rss_kib,kafka_acknowledged,amqp_confirmed\n");
+    let until = Instant::now() + Duration::from_secs(minutes * 60);
+    while Instant::now() < until {
+        let rss = process.rss_kib().expect("the gateway runs");
+        let (kafka, amqp) = {
+            let s = rig.seen.lock().unwrap();
+            let confirmed = s
+                .amqp_published
+                .values()
+                .filter(|(_, a)| matches!(a, Some((_, true))))
+                .count();
+            (s.kafka_acked.len(), confirmed)
+        };
+        let at = rig.now().as_secs();
+        csv.push_str(&format!("{at},{rss},{kafka},{amqp}\n"));
+        eprintln!("soak: {at:>5} s  RSS {:>7.1} MiB  Kafka {kafka:>8} acknowledged  AMQP {amqp:>8} confirmed", rss as f64 / 1024.0);
+        samples.push(rss);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/soak-rss.csv");
+    std::fs::write(out, &csv).unwrap();
+    let third = samples.len() / 3;
+    assert!(third > 0, "too short a soak to judge");
+    let peak = |part: &[u64]| part.iter().copied().max().unwrap();
+    let (middle, last) = (
+        peak(&samples[third..2 * third]),
+        peak(&samples[2 * third..]),
+    );
+    eprintln!(
+        "soak: peak RSS {} MiB in the middle third, {} MiB in the last",
+        middle / 1024,
+        last / 1024
+    );
+    assert!(
+        last as f64 <= middle as f64 * 1.10 + 16.0 * 1024.0,
+        "the gateway's memory kept growing: {} MiB, then {} MiB",
+        middle / 1024,
+        last / 1024
+    );
+    rig.finish("soak").await;
 }

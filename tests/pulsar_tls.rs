@@ -179,7 +179,8 @@ async fn misconfigured_tls_or_credentials_leave_the_gateway_not_ready_saying_why
         .display()
         .to_string();
     std::thread::sleep(Duration::from_secs(2)); // the short token expires
-    let mut cases = [launch(
+    let mut cases = [
+        launch(
             "a CA that did not sign the broker's certificate",
             "UnknownIssuer",
             with(
@@ -220,7 +221,8 @@ async fn misconfigured_tls_or_credentials_leave_the_gateway_not_ready_saying_why
                     &ca,
                 ],
             ),
-        )];
+        ),
+    ];
     // Watched for 15 s: never ready, and still running at the end.
     let until = Instant::now() + Duration::from_secs(15);
     let mut bodies = vec![String::new(); cases.len()];
