@@ -11,6 +11,7 @@
 //!   what they sent reaches the coordinator (not even in a tenant's scoped form);
 //! - an authenticated peer's Produce, Metadata, Fetch and FindCoordinator are refused (connection
 //!   closed) and write or create nothing, and ApiVersions lists the group APIs only.
+//! - a gateway at trace level logs peer authentications and refusals, never a secret.
 //!
 //! On the embedded backend: the instances of a fleet share one backend in this process.
 
@@ -662,4 +663,56 @@ async fn an_authenticated_peer_is_served_the_group_apis_only() {
         .await
         .unwrap()
         .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_peer_secret_appears_in_a_trace_level_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let (kafka, admin, internal) = (
+        SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port())),
+        SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port())),
+        SocketAddr::from(([127, 0, 0, 1], e2e_tests::free_port())),
+    );
+    let gateway = e2e_tests::GatewayProcess::start_with_args(
+        env!("CARGO_BIN_EXE_gateway-under-test"),
+        &dir.path().join("data"),
+        kafka,
+        admin,
+        Some(&log),
+        &[
+            "--log-level".into(),
+            "trace".into(),
+            "--kafka-group-coordination".into(),
+            "forward".into(),
+            "--kafka-internal-listen".into(),
+            internal.to_string(),
+            "--kafka-internal-secret".into(),
+            SECRET.into(),
+        ],
+    );
+    let group = unique("internal-log-group");
+    raw(move || {
+        // A peer that proves the secret and commits, and one that presents another.
+        let answer = commit(&mut peer(internal, SECRET), &group, "some-topic", 0);
+        assert!(answer.is_some(), "the authenticated peer is answered");
+        let mut s = connect(internal);
+        handshake(&mut s, "PLAIN").unwrap();
+        assert_eq!(
+            authenticate(&mut s, "gateway-peer", OTHER_SECRET),
+            Some(ResponseError::SaslAuthenticationFailed.code())
+        );
+    })
+    .await;
+    gateway.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for event in [
+        "peer authenticated on the internal listener",
+        "peer authentication refused on the internal listener",
+    ] {
+        assert!(text.contains(event), "the log has '{event}'");
+    }
+    for secret in [SECRET, OTHER_SECRET] {
+        assert!(!text.contains(secret), "the log holds a secret: {secret}");
+    }
 }
