@@ -831,6 +831,9 @@ async fn a_forwarded_commit_resolves_topics_in_the_clients_namespace() {
         config.auth.required = true;
         config.kafka.group_coordination = pulsar_gateway::config::GroupCoordination::Forward;
         config.kafka.internal_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.kafka.internal_secret = Some(pulsar_gateway::config::Secret::new(
+            "auth-tokens-fleet-secret-0123",
+        ));
         instances.push(
             pulsar_gateway::start_with_backend(config, fixture.backend())
                 .await

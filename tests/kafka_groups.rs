@@ -21,6 +21,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 const MEMBER_BIN: &str = env!("CARGO_BIN_EXE_kafka-group-member");
 const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 const RECORDS: usize = 60_000;
+/// The forward-mode fleet's shared secret (`--kafka-internal-secret`).
+const FLEET_SECRET: &str = "kafka-groups-fleet-secret-0123456789";
 
 struct Member {
     child: Child,
@@ -489,6 +491,8 @@ async fn fleet_run(label: &str, fleet: Fleet) {
                 "forward".into(),
                 "--kafka-internal-listen".into(),
                 internal.clone(),
+                "--kafka-internal-secret".into(),
+                FLEET_SECRET.into(),
             ],
         });
         gateways.push(Some(GatewayProcess::start_with_args(

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+/// Holds secret settings (`kafka.internal_secret`) so that no `Debug` of a config shows them.
+pub use gateway_security::Secret;
+
 /// Prefix of every environment variable the gateway reads.
 pub const ENV_PREFIX: &str = "PULSAR_GATEWAY_";
 /// Environment variable naming the config file (same as `--config`).
@@ -81,6 +84,10 @@ pub struct KafkaSettings {
     pub internal_listen: Option<SocketAddr>,
     /// Address peers use to reach `internal_listen`; by default the bound address.
     pub internal_advertised: Option<HostPort>,
+    /// The fleet's shared secret, as given: the secret itself or `file:///path` (see
+    /// [`gateway_security::PeerSecret::load`]). Peers prove it on `internal_listen`; required
+    /// with it.
+    pub internal_secret: Option<Secret>,
     /// Consumer group coordinator settings.
     pub groups: GroupOptions,
 }
@@ -219,6 +226,7 @@ impl Default for Config {
                 group_coordination: GroupCoordination::Addressable,
                 internal_listen: None,
                 internal_advertised: None,
+                internal_secret: None,
                 groups: GroupOptions {
                     initial_rebalance_delay_ms: 3000,
                     min_session_timeout_ms: 6000,
@@ -444,6 +452,19 @@ impl Config {
                 "kafka.internal_listen: required when kafka.group_coordination is \"forward\""
                     .to_string(),
             );
+        }
+        match &self.kafka.internal_secret {
+            // Read now, so that a missing file or a short secret shows up in --check-config.
+            Some(spec) => {
+                if let Err(e) = gateway_security::PeerSecret::load(spec.expose()) {
+                    errors.push(format!("kafka.internal_secret: {e}"));
+                }
+            }
+            None if self.kafka.internal_listen.is_some() => errors.push(
+                "kafka.internal_secret: required when kafka.internal_listen is set (peers prove it there; give every instance of the fleet the same)"
+                    .to_string(),
+            ),
+            None => {}
         }
         if (tls.kafka_listen.is_some() || tls.amqp_listen.is_some() || tls.admin_listen.is_some())
             && (tls.cert_file.is_none() || tls.key_file.is_none())
@@ -727,6 +748,27 @@ pub static OPTIONS: &[OptionSpec] = &[
                 .internal_advertised
                 .as_ref()
                 .and_then(|a| string(&a.to_string()))
+        },
+    },
+    OptionSpec {
+        key: "kafka.internal_secret",
+        flag: "kafka-internal-secret",
+        help: "Secret shared by the instances of a fleet, which peers prove on kafka.internal_listen (required with it): the secret itself (at least 16 bytes) or file:///path",
+        set: |c, v| {
+            if v.trim().is_empty() {
+                return Err("must not be empty".into());
+            }
+            c.kafka.internal_secret = Some(Secret::new(v.trim()));
+            Ok(())
+        },
+        // A file's path may be shown; a secret never is (the printed configuration then lacks
+        // it, and is refused until the secret is given again).
+        get: |c| {
+            c.kafka
+                .internal_secret
+                .as_ref()
+                .filter(|s| s.expose().starts_with("file:"))
+                .and_then(|s| string(s.expose()))
         },
     },
     OptionSpec {
@@ -1671,6 +1713,68 @@ mod tests {
         let pasted = cli(&["--auth-token-secret-key", "Zm9vYmFyLXNlY3JldA=="]);
         let err = Config::load(&pasted, &env_of(&[])).unwrap_err();
         assert!(!err.to_string().contains("Zm9vYmFy"), "{err}");
+    }
+
+    #[test]
+    fn the_internal_listener_needs_the_fleets_secret_which_is_never_printed() {
+        let listen = ["--kafka-internal-listen", "127.0.0.1:19094"];
+        let err = Config::load(&cli(&listen), &env_of(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("kafka.internal_secret: required"),
+            "{err}"
+        );
+        // Forward mode needs the listener, and so the secret.
+        let forward = cli(&[
+            "--kafka-group-coordination",
+            "forward",
+            "--kafka-internal-listen",
+            "127.0.0.1:19094",
+        ]);
+        let err = Config::load(&forward, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("kafka.internal_secret"), "{err}");
+
+        let literal = "a-literal-fleet-secret-123";
+        let with_secret = |secret: &str| {
+            let mut args = listen.to_vec();
+            args.extend(["--kafka-internal-secret", secret]);
+            cli(&args)
+        };
+        let config = Config::load(&with_secret(literal), &env_of(&[])).unwrap();
+        assert_eq!(
+            config.kafka.internal_secret.as_ref().map(|s| s.expose()),
+            Some(literal)
+        );
+        assert!(!format!("{config:?}").contains(literal), "Debug shows it");
+        let printed = check_config(&with_secret(literal), &env_of(&[])).unwrap();
+        assert!(!printed.contains(literal), "{printed}");
+        assert!(
+            printed.contains("# internal_secret is not set"),
+            "{printed}"
+        );
+
+        let env = env_of(&[("PULSAR_GATEWAY_KAFKA_INTERNAL_SECRET", literal)]);
+        let config = Config::load(&cli(&listen), &env).unwrap();
+        assert!(config.kafka.internal_secret.is_some());
+
+        // Too short: refused, and not echoed.
+        let err = Config::load(&with_secret("guessable"), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        assert!(!err.to_string().contains("guessable"), "{err}");
+
+        // A file: read when the configuration is checked, its path shown.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.secret");
+        std::fs::write(&path, format!("{literal}\n")).unwrap();
+        let spec = format!("file://{}", path.display());
+        let printed = check_config(&with_secret(&spec), &env_of(&[])).unwrap();
+        assert!(
+            printed.contains(&format!("internal_secret = \"{spec}\"")),
+            "{printed}"
+        );
+        assert!(!printed.contains(literal), "{printed}");
+        let missing = format!("file://{}", dir.path().join("missing").display());
+        let err = Config::load(&with_secret(&missing), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum StartError {
     Config(#[from] ConfigErrors),
     #[error("cannot load the token key: {0}")]
     TokenKey(String),
+    #[error("cannot load kafka.internal_secret: {0}")]
+    InternalSecret(String),
     #[error("cannot load the TLS certificate: {0}")]
     Tls(String),
     #[error("cannot create data directory {path}: {cause}")]
@@ -63,6 +65,7 @@ pub struct RunningGateway {
     kafka_addr: Option<SocketAddr>,
     amqp_addr: Option<SocketAddr>,
     kafka_tls_addr: Option<SocketAddr>,
+    kafka_internal_addr: Option<SocketAddr>,
     amqp_tls_addr: Option<SocketAddr>,
     kafka_advertised: HostPort,
     admin_addr: Option<SocketAddr>,
@@ -94,6 +97,11 @@ impl RunningGateway {
     /// The bound Kafka TLS listener, when one is configured.
     pub fn kafka_tls_addr(&self) -> Option<SocketAddr> {
         self.kafka_tls_addr
+    }
+
+    /// The bound internal listener for peers' forwarded group requests, when one is configured.
+    pub fn kafka_internal_addr(&self) -> Option<SocketAddr> {
+        self.kafka_internal_addr
     }
 
     /// The bound AMQP TLS listener (amqps), when one is configured.
@@ -185,6 +193,14 @@ pub async fn start_with_backend(
     let kafka = config.kafka.clone();
     let verifier = token_verifier(&config.auth)?;
     let auth_required = config.auth.required;
+    // Loaded whether or not this instance has an internal listener: it also proves the secret
+    // to the peers it forwards to.
+    let peer_secret = config
+        .kafka
+        .internal_secret
+        .as_ref()
+        .map(|spec| load_peer_secret(spec.expose()))
+        .transpose()?;
     start_with_handler(config, backend, move |addresses| {
         let advertised = &addresses.kafka;
         let kafka_config = KafkaConfig {
@@ -207,33 +223,66 @@ pub async fn start_with_backend(
             auth_timeout: limits.auth_timeout,
             idle_timeout: limits.idle_timeout,
             principal_connections: Some(addresses.principal_connections.clone()),
+            peer_secret: peer_secret.clone(),
             ..KafkaConfig::default()
         };
         let frontend = KafkaFrontend::new(kafka_config, frontend_backend);
         frontend.start();
-        let internal_addr = addresses.internal.as_ref().map(|(bound, _)| *bound);
         let tls = addresses.tls.clone();
-        Arc::new(move |stream, drain| {
-            let local = stream.local_addr().ok();
-            let client = ClientInfo {
-                client_id: String::new(),
-                // DescribeGroups reports each member's host, as Kafka does.
-                host: stream
-                    .peer_addr()
-                    .map(|a| format!("/{}", a.ip()))
-                    .unwrap_or_default(),
-                // Connections to the internal listener are peers forwarding group requests.
-                internal: internal_addr.is_some() && local == internal_addr,
-                // Clients of the TLS listener are sent back to it.
-                advertised: tls
-                    .as_ref()
-                    .filter(|(bound, _)| stream.is_tls() && local == Some(*bound))
-                    .map(|(_, advertised)| (advertised.host.clone(), advertised.port)),
-            };
-            Box::pin(frontend.clone().serve_connection(stream, client, drain))
-        })
+        let handler = |internal: bool| -> Handler {
+            let (frontend, tls) = (frontend.clone(), tls.clone());
+            Arc::new(move |stream, drain| {
+                let local = stream.local_addr().ok();
+                let client = ClientInfo {
+                    client_id: String::new(),
+                    // DescribeGroups reports each member's host, as Kafka does.
+                    host: stream
+                        .peer_addr()
+                        .map(|a| format!("/{}", a.ip()))
+                        .unwrap_or_default(),
+                    // Peers forwarding group requests: they must prove the fleet's secret,
+                    // and are served the group APIs only.
+                    internal,
+                    // Clients of the TLS listener are sent back to it.
+                    advertised: tls
+                        .as_ref()
+                        .filter(|(bound, _)| stream.is_tls() && local == Some(*bound))
+                        .map(|(_, advertised)| (advertised.host.clone(), advertised.port)),
+                };
+                Box::pin(frontend.clone().serve_connection(stream, client, drain))
+            })
+        };
+        KafkaHandlers {
+            clients: handler(false),
+            internal: handler(true),
+        }
     })
     .await
+}
+
+/// The fleet's shared secret, read from its spec (the secret or `file:///path`).
+fn load_peer_secret(spec: &str) -> Result<Arc<gateway_security::PeerSecret>, StartError> {
+    gateway_security::PeerSecret::load(spec)
+        .map(Arc::new)
+        .map_err(|e| StartError::InternalSecret(e.to_string()))
+}
+
+/// The Kafka connection handlers: one for the client listeners (plaintext and TLS), one for
+/// the internal listener, which only peers use. A listener, not a connection's address, tells
+/// them apart: a wildcard bind accepts connections on every local address.
+pub(crate) struct KafkaHandlers {
+    pub clients: Handler,
+    pub internal: Handler,
+}
+
+impl From<Handler> for KafkaHandlers {
+    /// The same handler on every Kafka listener (tests' stand-ins).
+    fn from(handler: Handler) -> KafkaHandlers {
+        KafkaHandlers {
+            internal: handler.clone(),
+            clients: handler,
+        }
+    }
 }
 
 /// The token verifier the auth settings describe, if any (DESIGN.md §8).
@@ -362,7 +411,7 @@ fn open_backend(config: &Config) -> Result<BackendRef, StartError> {
 pub(crate) async fn start_with_handler(
     config: Config,
     backend: BackendRef,
-    kafka_handler: impl FnOnce(&KafkaAddresses) -> Handler,
+    kafka_handler: impl FnOnce(&KafkaAddresses) -> KafkaHandlers,
 ) -> Result<RunningGateway, StartError> {
     config.validate()?;
     let metrics = telemetry::metrics_handle();
@@ -465,7 +514,7 @@ pub(crate) async fn start_with_handler(
     });
     let principal_connections =
         PrincipalConnections::new(config.limits.max_connections_per_principal);
-    let handler = kafka_handler(&KafkaAddresses {
+    let handlers = kafka_handler(&KafkaAddresses {
         principal_connections: principal_connections.clone(),
         kafka: advertised.clone(),
         internal: internal_addresses.clone(),
@@ -489,12 +538,12 @@ pub(crate) async fn start_with_handler(
             &mut listener_tasks,
         )
     };
-    serve(kafka, &handler, "kafka");
-    serve(kafka_tls, &handler, "kafka TLS");
+    serve(kafka, &handlers.clients, "kafka");
+    serve(kafka_tls, &handlers.clients, "kafka TLS");
     if let Some((bound, advertised)) = &internal_addresses {
         info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
     }
-    serve(internal, &handler, "kafka internal");
+    serve(internal, &handlers.internal, "kafka internal");
     let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
     serve(amqp, &amqp_connections, "amqp");
     serve(amqp_tls, &amqp_connections, "amqp TLS");
@@ -530,6 +579,7 @@ pub(crate) async fn start_with_handler(
         kafka_addr,
         amqp_addr,
         kafka_tls_addr,
+        kafka_internal_addr: internal_addresses.as_ref().map(|(bound, _)| *bound),
         amqp_tls_addr,
         kafka_advertised: advertised,
         admin_addr,
@@ -743,9 +793,10 @@ mod tests {
     #[tokio::test]
     async fn admin_endpoints() {
         let (_dir, backend) = embedded();
-        let gateway = start_with_handler(test_config(PATIENCE), backend, |_| ignores_drain())
-            .await
-            .unwrap();
+        let gateway =
+            start_with_handler(test_config(PATIENCE), backend, |_| ignores_drain().into())
+                .await
+                .unwrap();
         let admin = gateway.admin_addr();
 
         assert_eq!(http_get(admin, "/livez").await, (200, "ok\n".to_string()));
@@ -788,9 +839,11 @@ mod tests {
     async fn drain_lets_sessions_finish_and_refuses_new_connections() {
         let grace = Duration::from_secs(5);
         let (_dir, backend) = embedded();
-        let gateway = start_with_handler(test_config(grace), backend, |_| finishes_after_drain())
-            .await
-            .unwrap();
+        let gateway = start_with_handler(test_config(grace), backend, |_| {
+            finishes_after_drain().into()
+        })
+        .await
+        .unwrap();
         let (kafka, admin) = (gateway.kafka_addr(), gateway.admin_addr());
         assert_eq!(http_get(admin, "/readyz").await.0, 200);
 
@@ -840,7 +893,7 @@ mod tests {
     async fn sessions_still_open_after_the_grace_period_are_closed() {
         let grace = Duration::from_millis(200);
         let (_dir, backend) = embedded();
-        let gateway = start_with_handler(test_config(grace), backend, |_| ignores_drain())
+        let gateway = start_with_handler(test_config(grace), backend, |_| ignores_drain().into())
             .await
             .unwrap();
         let mut stuck = BufReader::new(TcpStream::connect(gateway.kafka_addr()).await.unwrap());
@@ -870,9 +923,10 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_handle_stops_the_gateway() {
         let (_dir, backend) = embedded();
-        let gateway = start_with_handler(test_config(PATIENCE), backend, |_| ignores_drain())
-            .await
-            .unwrap();
+        let gateway =
+            start_with_handler(test_config(PATIENCE), backend, |_| ignores_drain().into())
+                .await
+                .unwrap();
         let mut phase = gateway.phase.clone();
         drop(gateway);
         tokio::time::timeout(PATIENCE, phase.wait_for(|p| *p == Phase::Stopped))
@@ -886,9 +940,10 @@ mod tests {
     async fn advertises_the_bound_port() {
         let mut config = test_config(PATIENCE);
         let (_dir, backend) = embedded();
-        let gateway = start_with_handler(config.clone(), backend.clone(), |_| ignores_drain())
-            .await
-            .unwrap();
+        let gateway =
+            start_with_handler(config.clone(), backend.clone(), |_| ignores_drain().into())
+                .await
+                .unwrap();
         let advertised = gateway.kafka_advertised().clone();
         assert_eq!(advertised.host, "127.0.0.1");
         assert_eq!(advertised.port, gateway.kafka_addr().port());
@@ -896,7 +951,7 @@ mod tests {
         gateway.shutdown().await;
 
         config.kafka.advertised = Some("gw.example.com:0".parse().unwrap());
-        let gateway = start_with_handler(config, backend, |_| ignores_drain())
+        let gateway = start_with_handler(config, backend, |_| ignores_drain().into())
             .await
             .unwrap();
         assert_eq!(

@@ -8,13 +8,17 @@
 //!   Pulsar (and no clock skew is allowed, Pulsar's default).
 //!
 //! Tokens and keys are wrapped in [`Secret`], whose `Debug` and `Display` never show them.
+//!
+//! Instances of a fleet prove a shared [`PeerSecret`] to each other on their internal listeners.
 
 mod keys;
 mod limits;
+mod peer;
 mod secret;
 
 pub use keys::{read_key, KeyError};
 pub use limits::{ConnectionSlot, PrincipalConnections};
+pub use peer::{PeerSecret, PeerSecretError, MIN_PEER_SECRET_LEN};
 pub use secret::Secret;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};

@@ -5,7 +5,8 @@
 //! 1. read the version's changes in the Kafka protocol guide (new fields, changed semantics);
 //! 2. make the handler fill every field that the new version adds;
 //! 3. drive it with a real client that negotiates that version (rdkafka, Java, kafka-python);
-//! 4. update the row in `docs/kafka.md`.
+//! 4. update the row in `docs/kafka.md`;
+//! 5. if forwarding sends it to a peer (forward mode, `groups::forward`), add it to [`INTERNAL`].
 
 use kafka_protocol::messages::ApiKey;
 
@@ -40,6 +41,31 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
 ];
 
+/// What the internal listener serves (DESIGN.md §5 "Groups", §8): what a peer needs to forward
+/// the group requests of the groups this instance coordinates, and to authenticate first; at the
+/// versions of [`SUPPORTED`]. Anything else closes the connection, as a Kafka broker closes one
+/// that sends an API its listener does not enable; ApiVersions there lists only these.
+pub const INTERNAL: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
+];
+
+/// Whether the internal listener serves `key`.
+pub fn served_internally(key: ApiKey) -> bool {
+    INTERNAL.contains(&key)
+}
+
 /// The supported version range of an API, if it is served at all.
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -64,6 +90,28 @@ mod tests {
                 valid.min <= *min && *max <= valid.max,
                 "{key:?} {min}..={max} outside {valid:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_internal_listener_serves_group_apis_of_the_table_only() {
+        for key in INTERNAL {
+            assert!(range(*key).is_some(), "{key:?} is not in SUPPORTED");
+        }
+        for key in [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::Metadata,
+            ApiKey::ListOffsets,
+            ApiKey::FindCoordinator,
+            ApiKey::InitProducerId,
+            ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::CreatePartitions,
+            ApiKey::DescribeConfigs,
+            ApiKey::DescribeCluster,
+        ] {
+            assert!(!served_internally(key), "{key:?}");
         }
     }
 }

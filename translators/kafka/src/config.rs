@@ -40,6 +40,10 @@ pub struct KafkaConfig {
     pub idle_timeout: std::time::Duration,
     /// Authenticated connections per principal, shared with the other listeners.
     pub principal_connections: Option<std::sync::Arc<gateway_security::PrincipalConnections>>,
+    /// The fleet's shared secret: peers must prove it on the internal listener, and this
+    /// instance proves it to the peers it forwards to. Without it the internal listener lets
+    /// no peer in.
+    pub peer_secret: Option<std::sync::Arc<gateway_security::PeerSecret>>,
 }
 
 impl Default for KafkaConfig {
@@ -63,6 +67,7 @@ impl Default for KafkaConfig {
             auth_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(600),
             principal_connections: None,
+            peer_secret: None,
         }
     }
 }

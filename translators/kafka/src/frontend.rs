@@ -27,10 +27,11 @@ pub struct KafkaFrontend {
 impl KafkaFrontend {
     pub fn new(config: KafkaConfig, backend: BackendRef) -> Arc<Self> {
         let groups = crate::groups::GroupCoordinator::new(config.groups.clone(), backend.clone());
+        let forwarder = crate::groups::forward::Forwarder::new(config.peer_secret.clone());
         Arc::new(KafkaFrontend {
             config,
             groups,
-            forwarder: Default::default(),
+            forwarder: Arc::new(forwarder),
             group_access: None,
             backend,
             sequences: Default::default(),

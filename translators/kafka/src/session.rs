@@ -40,6 +40,8 @@ pub enum Refusal {
     Malformed(ApiKey, String),
     #[error("{0:?} before authentication")]
     Unauthenticated(ApiKey),
+    #[error("{0:?} is not served on the internal listener")]
+    NotServedInternally(ApiKey),
     #[error("the session's token expired and the client did not re-authenticate")]
     SessionExpired,
     #[error("authentication failed")]
@@ -122,7 +124,10 @@ impl KafkaFrontend {
         let mut conn = Connection {
             draining,
             fetch: FetchState::default(),
-            sasl: SaslState::default(),
+            sasl: SaslState {
+                internal: client.internal,
+                ..SaslState::default()
+            },
             as_client: None,
             client,
         };
@@ -143,11 +148,14 @@ impl KafkaFrontend {
                     break Err(e);
                 }
             }
-            // A client that has not authenticated in time, or sends nothing for the idle
-            // timeout, is closed (with nothing in flight: a slow backend is not the client's).
-            let unauthenticated = self.config.auth_required
-                && conn.sasl.authenticated.is_none()
-                && !conn.client.internal;
+            // A client (or peer) that has not authenticated in time, or sends nothing for the
+            // idle timeout, is closed (with nothing in flight: a slow backend is not the
+            // client's).
+            let unauthenticated = if conn.client.internal {
+                !conn.sasl.peer
+            } else {
+                self.config.auth_required && conn.sasl.authenticated.is_none()
+            };
             let deadline = if unauthenticated {
                 connected + self.config.auth_timeout
             } else {
@@ -257,18 +265,25 @@ impl KafkaFrontend {
             // Kafka's rule: answer an unknown ApiVersions version with a v0 response, so the
             // client can pick a version both sides know.
             let correlation_id = frame.clone().advance_then_correlation();
-            let response = ResponseKind::ApiVersions(api_versions_handler::unsupported());
+            let response =
+                ResponseKind::ApiVersions(api_versions_handler::unsupported(conn.client.internal));
             return encode(correlation_id, key, 0, &response).map(|r| Answer::Now(Some(r)));
         }
-        if !is_sasl_step(key) {
+        if conn.client.internal {
+            // The internal listener (DESIGN.md §8): a peer proves the fleet's secret before
+            // anything else, and then gets only what forwarding needs. What a peer forwards was
+            // authenticated, and its group ids scoped to the client's namespace, where the
+            // client connected; only a peer that proved the secret is trusted with that.
+            if !is_sasl_step(key) && !conn.sasl.peer {
+                return Err(Refusal::Unauthenticated(key));
+            }
+            if !api_versions::served_internally(key) {
+                return Err(Refusal::NotServedInternally(key));
+            }
+        } else if !is_sasl_step(key) {
             // Kafka closes a SASL connection that skips authentication, and (KIP-368) one
             // whose session outlived its credentials.
-            // Peers forwarding group requests on the internal listener do not authenticate;
-            // what they forward was authenticated where the client connected.
-            if self.config.auth_required
-                && conn.sasl.authenticated.is_none()
-                && !conn.client.internal
-            {
+            if self.config.auth_required && conn.sasl.authenticated.is_none() {
                 return Err(Refusal::Unauthenticated(key));
             }
             if conn.sasl.expired() {
@@ -298,9 +313,9 @@ impl KafkaFrontend {
                 .map(|r| Answer::Now(Some(r)));
         }
         let response = match request {
-            RequestKind::ApiVersions(_) => {
-                Some(ResponseKind::ApiVersions(api_versions_handler::handle()))
-            }
+            RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(
+                api_versions_handler::handle_for(conn.client.internal),
+            )),
             RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
                 self.handle_sasl_handshake(&mut conn.sasl, r, version),
             )),

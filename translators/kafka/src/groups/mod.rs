@@ -5,6 +5,7 @@
 //! - `coordinator`: groups hashed to shards whose state lives in table topics;
 //! - `mirror`: committed offsets copied to a subscription named after the group;
 //! - `forward`: passing group requests to the coordinating instance (forward mode);
+//! - `peer_auth`: the shared secret a forwarding instance proves on the internal listener;
 //! - `consumer_protocol`: reading the consumer protocol's subscription bytes;
 //! - `scope`: group ids inside the principal's tenant/namespace when authentication is required;
 //! - `access`: whether Pulsar lets the client use a group (its subscription permission).
@@ -16,6 +17,7 @@ pub mod coordinator;
 mod faulty;
 pub mod forward;
 pub mod mirror;
+pub mod peer_auth;
 pub mod scope;
 pub mod state;
 

@@ -7,6 +7,9 @@
 //!
 //! A failed authentication is answered SASL_AUTHENTICATION_FAILED and the connection closed, as
 //! a Kafka broker does. Neither the token nor the password is ever logged.
+//!
+//! On the internal listener the only credentials are a peer's: PLAIN with the fleet's shared
+//! secret (`groups::peer_auth`); tokens are not accepted there.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +19,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::str_bytes;
 use crate::frontend::KafkaFrontend;
@@ -53,6 +56,10 @@ pub struct SaslState {
     pub session_end: Option<Instant>,
     /// This connection's place in its principal's connection count.
     pub slot: Option<gateway_security::ConnectionSlot>,
+    /// The connection came in on the internal listener: only peers authenticate there.
+    pub internal: bool,
+    /// A peer proved the fleet's shared secret on this (internal) connection.
+    pub peer: bool,
 }
 
 impl SaslState {
@@ -70,6 +77,17 @@ impl KafkaFrontend {
         version: i16,
     ) -> SaslHandshakeResponse {
         let mut response = SaslHandshakeResponse::default();
+        if state.internal {
+            // Peers prove the fleet's secret with PLAIN; nothing else is offered there.
+            response.mechanisms = vec![str_bytes("PLAIN")];
+            state.mechanism = (request.mechanism.as_str() == "PLAIN").then_some(Mechanism::Plain);
+            if state.mechanism.is_none() {
+                response.error_code = ResponseError::UnsupportedSaslMechanism.code();
+            } else {
+                state.raw_next = version == 0;
+            }
+            return response;
+        }
         if self.config.auth.is_none() {
             // Kafka's answer on a listener without SASL.
             response.error_code = ResponseError::IllegalSaslState.code();
@@ -167,6 +185,9 @@ impl KafkaFrontend {
         mechanism: Mechanism,
         auth_bytes: &[u8],
     ) -> Result<Option<Duration>, String> {
+        if state.internal {
+            return self.authenticate_peer(state, mechanism, auth_bytes);
+        }
         let verifier = self
             .config
             .auth
@@ -227,6 +248,36 @@ impl KafkaFrontend {
         state.session_end = lifetime.map(|l| Instant::now() + l);
         state.authenticated = Some(authenticated);
         Ok(lifetime)
+    }
+}
+
+impl KafkaFrontend {
+    /// A peer on the internal listener proving the fleet's secret. Its sessions do not expire:
+    /// the secret has no lifetime.
+    fn authenticate_peer(
+        &self,
+        state: &mut SaslState,
+        mechanism: Mechanism,
+        auth_bytes: &[u8],
+    ) -> Result<Option<Duration>, String> {
+        let outcome = match mechanism {
+            Mechanism::Plain => {
+                crate::groups::peer_auth::check(self.config.peer_secret.as_deref(), auth_bytes)
+            }
+            Mechanism::OAuthBearer => Err("peers authenticate with PLAIN"),
+        };
+        state.peer = outcome.is_ok();
+        match outcome {
+            Ok(()) => {
+                debug!("peer authenticated on the internal listener");
+                Ok(None)
+            }
+            Err(reason) => {
+                metrics::counter!("kafka_peer_authentication_failures_total").increment(1);
+                warn!(%reason, "peer authentication refused on the internal listener");
+                Err(reason.to_owned())
+            }
+        }
     }
 }
 
