@@ -10,7 +10,6 @@
 //! The tenant-a token works on tenant-a's topics; on tenant-b's it gets TOPIC_AUTHORIZATION_FAILED
 //! and nothing is written; an expired token from Pulsar's tool is refused.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::rdkafka_util::{poll_payloads, unique};
@@ -43,19 +42,7 @@ fn auth_pulsar() -> AuthPulsar {
 
 /// A token from Pulsar's TokensCliUtils.
 fn pulsar_token(pulsar: &AuthPulsar, subject: &str, expiry: Option<&str>) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
-    let out = Command::new(script)
-        .arg(subject)
-        .args(expiry)
-        .env("PULSAR_TOKEN_SECRET_KEY", &pulsar.secret_key)
-        .output()
-        .expect("run compat-suites/pulsar/token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    e2e_tests::pulsar_token(&pulsar.secret_key, subject, expiry)
 }
 
 /// One admin REST call with the superuser token; returns the status and body.

@@ -105,6 +105,25 @@ impl TestPulsar {
     }
 }
 
+/// A token for `subject` from Pulsar's own tool (`compat-suites/pulsar/token`, TokensCliUtils),
+/// signed with `secret_key` (`file:///...`, as `start --auth` prints it), expiring after
+/// `expiry` (`10s`, `1h`) if given.
+pub fn pulsar_token(secret_key: &str, subject: &str, expiry: Option<&str>) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
+    let out = Command::new(script)
+        .arg(subject)
+        .args(expiry)
+        .env("PULSAR_TOKEN_SECRET_KEY", secret_key)
+        .output()
+        .expect("run compat-suites/pulsar/token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The real Pulsar the tests must run against (`GATEWAY_TEST_BACKEND=pulsar`), or `None` for
 /// the embedded backend.
 pub fn test_pulsar() -> Option<TestPulsar> {

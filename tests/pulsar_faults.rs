@@ -746,7 +746,10 @@ fn kafka_group_member(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("faults-group"))
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "2000");
     // FAULTS_RDKAFKA_DEBUG=cgrp,fetch shows what the group member does.
     if let Ok(debug) = std::env::var("FAULTS_RDKAFKA_DEBUG") {
@@ -967,19 +970,7 @@ async fn token_file_rotated_mid_run() {
 
 /// A token for the superuser `admin` from Pulsar's own tool, signed with `secret`.
 fn token_for(secret: &str, expiry: Option<&str>) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
-    let out = std::process::Command::new(script)
-        .arg("admin")
-        .args(expiry)
-        .env("PULSAR_TOKEN_SECRET_KEY", secret)
-        .output()
-        .expect("run compat-suites/pulsar/token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    e2e_tests::pulsar_token(secret, "admin", expiry)
 }
 
 /// A soak: `GATEWAY_TEST_SOAK_MINUTES` (30 by default) of the mixed load on a healthy Pulsar,

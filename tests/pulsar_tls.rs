@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::fault_proxy::FaultProxy;
@@ -48,19 +47,7 @@ fn tls_pulsar() -> TlsPulsar {
 
 /// A token from Pulsar's own tool.
 fn pulsar_token(pulsar: &TlsPulsar, subject: &str, expiry: Option<&str>) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat-suites/pulsar/token");
-    let out = Command::new(script)
-        .arg(subject)
-        .args(expiry)
-        .env("PULSAR_TOKEN_SECRET_KEY", &pulsar.secret_key)
-        .output()
-        .expect("run compat-suites/pulsar/token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    e2e_tests::pulsar_token(&pulsar.secret_key, subject, expiry)
 }
 
 /// `host:port` of a URL.
