@@ -459,10 +459,10 @@ impl Rig {
         let expected: HashMap<(i32, i64), usize> =
             known.iter().map(|(i, (p, o, _))| ((*p, *o), **i)).collect();
         let without_offset: BTreeSet<usize> = unknown.iter().map(|(i, _)| **i).collect();
-        let bootstrap = self.gateway.bootstrap();
+        let (bootstrap, admin) = (self.gateway.bootstrap(), self.gateway.admin());
         let topic = self.topic;
         let stored = tokio::task::spawn_blocking(move || {
-            read_back(&bootstrap, topic, &expected, &without_offset)
+            read_back(&bootstrap, admin, topic, &expected, &without_offset)
         })
         .await
         .unwrap();
@@ -524,6 +524,7 @@ impl Drop for Rig {
 /// and that those acknowledged without one are somewhere; returns how many records it holds.
 fn read_back(
     bootstrap: &str,
+    admin: SocketAddr,
     topic: &str,
     expected: &HashMap<(i32, i64), usize>,
     without_offset: &BTreeSet<usize>,
@@ -537,17 +538,42 @@ fn read_back(
     consumer.assign(&tpl).unwrap();
     let mut found: HashMap<(i32, i64), usize> = HashMap::new();
     let mut ids = BTreeSet::new();
-    let limit = Instant::now() + Duration::from_secs(120);
+    let started = Instant::now();
+    let limit = started + Duration::from_secs(120);
     let missing = |found: &HashMap<(i32, i64), usize>, ids: &BTreeSet<usize>| {
         expected.keys().filter(|k| !found.contains_key(k)).count()
             + without_offset.difference(ids).count()
     };
     while missing(&found, &ids) > 0 {
-        assert!(
-            Instant::now() < limit,
-            "reading the topic back: {} acknowledged records not found",
-            missing(&found, &ids)
-        );
+        if Instant::now() >= limit {
+            // Where each partition got to, against what was acknowledged there.
+            for p in 0..PARTITIONS {
+                let read = found.keys().filter(|(q, _)| *q == p).map(|(_, o)| *o);
+                let acked = expected.keys().filter(|(q, _)| *q == p).map(|(_, o)| *o);
+                eprintln!(
+                    "partition {p}: read {} up to offset {:?}; acknowledged {} up to {:?}",
+                    read.clone().count(),
+                    read.max(),
+                    acked.clone().count(),
+                    acked.max()
+                );
+            }
+            let metrics = std::process::Command::new("curl")
+                .args(["-s", &format!("http://{admin}/metrics")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for line in metrics
+                .lines()
+                .filter(|l| l.contains("fetch") && !l.starts_with('#'))
+            {
+                eprintln!("{line}");
+            }
+            panic!(
+                "reading the topic back: {} acknowledged records not found",
+                missing(&found, &ids)
+            );
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
             let id = number(m.payload(), 'r');
             found.insert((m.partition(), m.offset()), id);
@@ -560,6 +586,11 @@ fn read_back(
             "acknowledged record {id} at {at:?} holds another record"
         );
     }
+    eprintln!(
+        "read {} records back in {:?}",
+        found.len(),
+        started.elapsed()
+    );
     found.len()
 }
 
