@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_amqp::{AmqpConfig, AmqpFrontend};
+use gateway_core::budget::MemoryBudget;
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::ClientInfo;
@@ -196,6 +197,8 @@ pub async fn start_with_backend(
             default_partitions: kafka.default_partitions,
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
+            max_cached_readers: kafka.max_cached_readers,
+            budget: addresses.budget.clone(),
             node_id: node_id(&kafka, advertised),
             groups: gateway_kafka::groups::GroupSettings {
                 scoped_groups: auth_required,
@@ -276,6 +279,8 @@ pub(crate) struct KafkaAddresses {
     pub tls: Option<(SocketAddr, HostPort)>,
     /// Authenticated connections per principal, counted across the Kafka and AMQP listeners.
     pub principal_connections: Arc<PrincipalConnections>,
+    /// Bytes in flight, shared with the AMQP listeners.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
@@ -465,8 +470,10 @@ pub(crate) async fn start_with_handler(
     });
     let principal_connections =
         PrincipalConnections::new(config.limits.max_connections_per_principal);
+    let budget = MemoryBudget::new(config.limits.max_in_flight_bytes);
     let handler = kafka_handler(&KafkaAddresses {
         principal_connections: principal_connections.clone(),
+        budget: budget.clone(),
         kafka: advertised.clone(),
         internal: internal_addresses.clone(),
         tls: kafka_tls_addr.map(|bound| {
@@ -495,7 +502,7 @@ pub(crate) async fn start_with_handler(
         info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
     }
     serve(internal, &handler, "kafka internal");
-    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
+    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections, budget)?;
     serve(amqp, &amqp_connections, "amqp");
     serve(amqp_tls, &amqp_connections, "amqp TLS");
     let admin_handler = admin::handler(state.clone());
@@ -565,6 +572,7 @@ fn amqp_handler(
     config: &Config,
     backend: BackendRef,
     principal_connections: Arc<PrincipalConnections>,
+    budget: Arc<MemoryBudget>,
 ) -> Result<Handler, StartError> {
     let settings = &config.amqp;
     let (tenant, namespace) = settings
@@ -581,6 +589,8 @@ fn amqp_handler(
             principal_connections: Some(principal_connections),
             frame_max: settings.frame_max,
             heartbeat_secs: settings.heartbeat_secs,
+            max_unpersisted_bytes: budget.capacity(),
+            budget: Some(budget),
             ..AmqpConfig::default()
         },
         backend,
