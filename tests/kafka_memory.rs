@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::rdkafka_util::*;
-use e2e_tests::{free_port, GatewayProcess};
+use e2e_tests::{free_port, test_pulsar, GatewayProcess, TestPulsar};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -197,8 +197,90 @@ async fn reading_large_records_from_many_partitions_keeps_memory_bounded() {
     );
 }
 
+/// The reader subscriptions (`pulsar-gateway-reader-*`, non-durable: they go with their
+/// consumer) on the partitions of `topic` in the default namespace.
+fn reader_subscriptions(pulsar: &TestPulsar, topic: &str, partitions: i32) -> usize {
+    (0..partitions)
+        .map(|p| {
+            let path = format!("/admin/v2/persistent/public/default/{topic}-partition-{p}/stats");
+            let (status, body) = pulsar.admin_call("GET", &path, "");
+            assert_eq!(status, 200, "{path}: {body}");
+            let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+            stats["subscriptions"]
+                .as_object()
+                .map_or(0, |subscriptions| {
+                    subscriptions
+                        .keys()
+                        .filter(|name| name.starts_with("pulsar-gateway-reader-"))
+                        .count()
+                })
+        })
+        .sum()
+}
+
+/// With `kafka.max_cached_readers` 2, a consumer of 6 partitions that pauses them leaves at
+/// most 2 readers, so at most 2 Pulsar reader subscriptions: the readers the cache drops close
+/// their consumers. When the consumer goes, so do the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn readers_beyond_the_instance_cap_close_their_pulsar_subscriptions() {
+    let pulsar = test_pulsar().expect("GATEWAY_TEST_BACKEND=pulsar");
+    const PARTITIONS: i32 = 6;
+    let data = tempfile::tempdir().unwrap();
+    let (kafka, admin) = addresses();
+    let bootstrap = kafka.to_string();
+    let _gateway = GatewayProcess::start_with_args(
+        &gateway_bin(),
+        data.path(),
+        kafka,
+        admin,
+        None,
+        &["--kafka-max-cached-readers".into(), "2".into()],
+    );
+    let topic: &'static str = unique("reader-cap").leak();
+    create_topic(&bootstrap, topic, PARTITIONS).await;
+    fill(&bootstrap, topic, PARTITIONS, 600, &[0x62; 100]).await;
+    let consumer = reader(&bootstrap, &[]);
+    let consumer = tokio::task::spawn_blocking(move || {
+        assign_from_start(&consumer, topic, PARTITIONS);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut read = 0;
+        while read < 600 && Instant::now() < deadline {
+            read += usize::from(next_record(&consumer).is_some());
+        }
+        assert_eq!(read, 600, "every record was read");
+        let assignment = consumer.assignment().unwrap();
+        consumer.pause(&assignment).unwrap();
+        // Fetches already sent come back; then the connection is idle.
+        let quiet = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < quiet {
+            let _ = next_record(&consumer);
+        }
+        consumer
+    })
+    .await
+    .unwrap();
+    let cached = reader_subscriptions(&pulsar, topic, PARTITIONS);
+    eprintln!("reader subscriptions while paused: {cached}");
+    assert!(cached <= 2, "{cached} readers open with a cap of 2");
+    drop(consumer);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = reader_subscriptions(&pulsar, topic, PARTITIONS);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} reader subscriptions left after the consumer closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Sequential fetch throughput (a benchmark: run with `--ignored --nocapture`): 200,000 records
-/// of 100 bytes on one partition, read three times from the start by fresh consumers.
+/// of 100 bytes on one partition (`THROUGHPUT_RECORDS`, `THROUGHPUT_BYTES`), read three times
+/// from the start by fresh consumers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark; prints records per second"]
 async fn sequential_fetch_throughput() {
@@ -206,6 +288,10 @@ async fn sequential_fetch_throughput() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(200_000);
+    let size: usize = std::env::var("THROUGHPUT_BYTES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
     let data = tempfile::tempdir().unwrap();
     let (kafka, admin) = addresses();
     let bootstrap = kafka.to_string();
@@ -213,9 +299,9 @@ async fn sequential_fetch_throughput() {
     let topic: &'static str = unique("throughput").leak();
     create_topic(&bootstrap, topic, 1).await;
     let started = Instant::now();
-    fill(&bootstrap, topic, 1, total, &[0x61; 100]).await;
+    fill(&bootstrap, topic, 1, total, &vec![0x61; size]).await;
     eprintln!(
-        "produced {total} records in {:.2} s",
+        "produced {total} records of {size} bytes in {:.2} s",
         started.elapsed().as_secs_f64()
     );
     for run in 0..3 {
