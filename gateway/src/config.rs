@@ -90,6 +90,9 @@ pub struct KafkaSettings {
     pub internal_secret: Option<Secret>,
     /// Consumer group coordinator settings.
     pub groups: GroupOptions,
+    /// Fetch readers kept open between fetches across all connections (each holds a backend
+    /// subscription and up to a fetch's worth of prefetched records).
+    pub max_cached_readers: usize,
 }
 
 /// The group coordinator's tunables, named after Kafka's broker settings.
@@ -167,6 +170,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Requests of one connection in flight at once before socket reads pause.
     pub max_in_flight_per_connection: usize,
+    /// Bytes in flight across the gateway (records read and not yet persisted, fetch responses
+    /// being assembled) before connections stop reading their sockets.
+    pub max_in_flight_bytes: usize,
     /// Open connections per listener; further ones are accepted and closed at once.
     pub max_connections_per_listener: usize,
     /// Authenticated connections one principal (role) may hold across all listeners.
@@ -235,6 +241,7 @@ impl Default for Config {
                     state_topic: "__gateway_kafka_groups".into(),
                     offsets_retention_minutes: 10_080,
                 },
+                max_cached_readers: 4096,
             },
             amqp: AmqpSettings {
                 listen: Some(SocketAddr::from(([127, 0, 0, 1], 5672))),
@@ -267,6 +274,7 @@ impl Default for Config {
             limits: Limits {
                 max_frame_bytes: 100 * 1024 * 1024,
                 max_in_flight_per_connection: 16,
+                max_in_flight_bytes: 256 << 20,
                 max_connections_per_listener: 10_000,
                 max_connections_per_principal: 1_000,
                 auth_timeout: Duration::from_secs(10),
@@ -823,6 +831,13 @@ pub static OPTIONS: &[OptionSpec] = &[
         get: |c| integer(c.kafka.groups.offsets_retention_minutes),
     },
     OptionSpec {
+        key: "kafka.max_cached_readers",
+        flag: "kafka-max-cached-readers",
+        help: "Fetch readers kept open between fetches across all Kafka connections (at most 256 per connection); beyond it the least recently used is closed",
+        set: |c, v| parse_number(v, 1, 1_000_000).map(|x| c.kafka.max_cached_readers = x),
+        get: |c| integer(c.kafka.max_cached_readers),
+    },
+    OptionSpec {
         key: "amqp.listen",
         flag: "amqp-listen",
         help: "Address the plaintext AMQP 0-9-1 (RabbitMQ) listener binds (IP:PORT; port 0 picks a free port), or off",
@@ -1100,6 +1115,13 @@ pub static OPTIONS: &[OptionSpec] = &[
         help: "Requests of one connection read ahead and waiting (answered in order) before its socket reads pause",
         set: |c, v| parse_number(v, 1, 10_000).map(|x| c.limits.max_in_flight_per_connection = x),
         get: |c| integer(c.limits.max_in_flight_per_connection),
+    },
+    OptionSpec {
+        key: "limits.max_in_flight_bytes",
+        flag: "max-in-flight-bytes",
+        help: "Bytes in flight across the gateway (records read and not yet persisted, fetch responses being assembled) before connections stop reading their sockets until some is persisted or sent",
+        set: |c, v| parse_number(v, 1 << 20, u32::MAX as usize).map(|x| c.limits.max_in_flight_bytes = x),
+        get: |c| integer(c.limits.max_in_flight_bytes),
     },
     OptionSpec {
         key: "limits.max_connections_per_listener",

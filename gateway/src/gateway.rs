@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_amqp::{AmqpConfig, AmqpFrontend};
+use gateway_core::budget::MemoryBudget;
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
 use gateway_kafka::ClientInfo;
@@ -212,6 +213,8 @@ pub async fn start_with_backend(
             default_partitions: kafka.default_partitions,
             max_frame_bytes: limits.max_frame_bytes,
             max_in_flight: limits.max_in_flight_per_connection,
+            max_cached_readers: kafka.max_cached_readers,
+            budget: addresses.budget.clone(),
             node_id: node_id(&kafka, advertised),
             groups: gateway_kafka::groups::GroupSettings {
                 scoped_groups: auth_required,
@@ -325,6 +328,8 @@ pub(crate) struct KafkaAddresses {
     pub tls: Option<(SocketAddr, HostPort)>,
     /// Authenticated connections per principal, counted across the Kafka and AMQP listeners.
     pub principal_connections: Arc<PrincipalConnections>,
+    /// Bytes in flight, shared with the AMQP listeners.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// The coordinator keeps its shards next to the Kafka topics of the default namespace, where the
@@ -514,8 +519,10 @@ pub(crate) async fn start_with_handler(
     });
     let principal_connections =
         PrincipalConnections::new(config.limits.max_connections_per_principal);
+    let budget = MemoryBudget::new(config.limits.max_in_flight_bytes);
     let handlers = kafka_handler(&KafkaAddresses {
         principal_connections: principal_connections.clone(),
+        budget: budget.clone(),
         kafka: advertised.clone(),
         internal: internal_addresses.clone(),
         tls: kafka_tls_addr.map(|bound| {
@@ -544,7 +551,7 @@ pub(crate) async fn start_with_handler(
         info!(addr = %bound, %advertised, "kafka internal listener (forwarded group requests)");
     }
     serve(internal, &handlers.internal, "kafka internal");
-    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections)?;
+    let amqp_connections = amqp_handler(&config, backend.clone(), principal_connections, budget)?;
     serve(amqp, &amqp_connections, "amqp");
     serve(amqp_tls, &amqp_connections, "amqp TLS");
     let admin_handler = admin::handler(state.clone());
@@ -615,6 +622,7 @@ fn amqp_handler(
     config: &Config,
     backend: BackendRef,
     principal_connections: Arc<PrincipalConnections>,
+    budget: Arc<MemoryBudget>,
 ) -> Result<Handler, StartError> {
     let settings = &config.amqp;
     let (tenant, namespace) = settings
@@ -631,6 +639,8 @@ fn amqp_handler(
             principal_connections: Some(principal_connections),
             frame_max: settings.frame_max,
             heartbeat_secs: settings.heartbeat_secs,
+            max_unpersisted_bytes: budget.capacity(),
+            budget: Some(budget),
             ..AmqpConfig::default()
         },
         backend,

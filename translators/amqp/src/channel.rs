@@ -634,10 +634,9 @@ impl Channel {
     /// Takes credit for a message's bytes on their way to the backend. When the backend falls
     /// behind and the credit runs out, the client is told (connection.blocked) and this
     /// connection stops reading until the backend catches up (connection.unblocked).
-    async fn publish_credit(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
+    async fn publish_credit(&self, bytes: usize) -> gateway_core::budget::Credit {
         let credit = &self.session.frontend.unpersisted;
-        let wanted = bytes.clamp(1, self.session.frontend.config.max_unpersisted_bytes) as u32;
-        if let Ok(permit) = credit.clone().try_acquire_many_owned(wanted) {
+        if let Some(permit) = credit.try_acquire(bytes) {
             return permit;
         }
         let blocked = self.session.accepts_blocked;
@@ -653,11 +652,7 @@ impl Channel {
                 )])
                 .await;
         }
-        let permit = credit
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .expect("the credit semaphore is never closed");
+        let permit = credit.acquire(bytes).await;
         if blocked {
             let _ = self
                 .session

@@ -33,6 +33,9 @@ pub struct AmqpConfig {
     /// Message bytes published and not yet persisted, across all connections, before
     /// publishers are blocked (connection.blocked) until the backend catches up.
     pub max_unpersisted_bytes: usize,
+    /// The budget those bytes come from, when it is shared with other front ends (the
+    /// gateway's `limits.max_in_flight_bytes`); else one of `max_unpersisted_bytes`.
+    pub budget: Option<std::sync::Arc<gateway_core::budget::MemoryBudget>>,
 }
 
 impl Default for AmqpConfig {
@@ -49,6 +52,7 @@ impl Default for AmqpConfig {
             heartbeat_secs: 60,
             max_message_bytes: 64 << 20,
             max_unpersisted_bytes: 256 << 20,
+            budget: None,
         }
     }
 }
@@ -62,7 +66,7 @@ pub struct AmqpFrontend {
     pub instance: String,
     next_connection: AtomicU64,
     /// Credit for message bytes on their way to the backend (flow control).
-    pub unpersisted: Arc<tokio::sync::Semaphore>,
+    pub unpersisted: Arc<gateway_core::budget::MemoryBudget>,
 }
 
 impl AmqpFrontend {
@@ -72,7 +76,9 @@ impl AmqpFrontend {
             vhosts: Mutex::new(HashMap::new()),
             instance: format!("{:016x}", rand::random::<u64>()),
             next_connection: AtomicU64::new(1),
-            unpersisted: Arc::new(tokio::sync::Semaphore::new(config.max_unpersisted_bytes)),
+            unpersisted: config.budget.clone().unwrap_or_else(|| {
+                gateway_core::budget::MemoryBudget::new(config.max_unpersisted_bytes)
+            }),
             config,
         })
     }

@@ -287,6 +287,15 @@ pub trait Reader: Send {
     /// The entry the next `read` starts at, or after.
     fn position(&self) -> EntryId;
 
+    /// Bounds what the backend may hold for this reader ahead of `read`, in bytes, about:
+    /// entries it prefetched plus those it expects for what it asked for (a Pulsar reader's flow
+    /// permits; see the Pulsar backend's `prefetch.rs`). At least one entry is always fetched
+    /// when nothing is held, so an entry larger than the budget is still read. A backend that
+    /// reads only inside `read` (the embedded one) holds nothing ahead and ignores it.
+    fn set_prefetch_bytes(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
+
     async fn seek(&mut self, start: EntryId) -> Result<()>;
 }
 

@@ -6,6 +6,7 @@
 //! their logic is the same on the embedded backend and on a real Pulsar cluster.
 
 pub mod backend;
+pub mod budget;
 pub mod error;
 pub mod message;
 pub mod recent;

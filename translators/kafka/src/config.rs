@@ -21,6 +21,12 @@ pub struct KafkaConfig {
     pub max_frame_bytes: usize,
     /// Requests of one connection that may be in flight at once before reads pause.
     pub max_in_flight: usize,
+    /// Fetch readers kept open between fetches across all connections; beyond it the least
+    /// recently used is closed.
+    pub max_cached_readers: usize,
+    /// Bytes in flight across the gateway (produce requests until persisted, fetch responses
+    /// being assembled), shared with the other front ends.
+    pub budget: std::sync::Arc<gateway_core::budget::MemoryBudget>,
     /// The group coordinator's settings.
     pub groups: crate::groups::GroupSettings,
     /// Forward mode: clients reach every instance through one address, so group requests for
@@ -59,6 +65,8 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             max_frame_bytes: 100 * 1024 * 1024,
             max_in_flight: 16,
+            max_cached_readers: 4096,
+            budget: gateway_core::budget::MemoryBudget::new(256 << 20),
             groups: crate::groups::GroupSettings::default(),
             forward_groups: false,
             auth: None,

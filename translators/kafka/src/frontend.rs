@@ -13,6 +13,8 @@ pub struct KafkaFrontend {
     pub backend: BackendRef,
     /// Idempotent producers' sequence state, per (producer id, topic, partition).
     pub(crate) sequences: Arc<crate::sequences::Sequences>,
+    /// Fetch readers kept between fetches, across all connections.
+    pub(crate) readers: Arc<crate::readers::ReaderCache>,
     /// Recent (high watermark, log start) per concrete topic, for fetches.
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
     /// Consumer groups and their committed offsets.
@@ -28,7 +30,12 @@ impl KafkaFrontend {
     pub fn new(config: KafkaConfig, backend: BackendRef) -> Arc<Self> {
         let groups = crate::groups::GroupCoordinator::new(config.groups.clone(), backend.clone());
         let forwarder = crate::groups::forward::Forwarder::new(config.peer_secret.clone());
+        let readers = Arc::new(crate::readers::ReaderCache::new(
+            crate::handlers::fetch::READERS_PER_CONNECTION,
+            config.max_cached_readers,
+        ));
         Arc::new(KafkaFrontend {
+            readers,
             config,
             groups,
             forwarder: Arc::new(forwarder),
@@ -57,6 +64,7 @@ impl KafkaFrontend {
             config: self.config.clone(),
             backend,
             sequences: self.sequences.clone(),
+            readers: self.readers.clone(),
             watermark_cache: gateway_core::recent::Recent::new(
                 crate::handlers::fetch::WATERMARK_TTL,
             ),

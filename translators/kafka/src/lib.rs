@@ -8,6 +8,7 @@ pub mod groups;
 mod handlers;
 pub mod mapping;
 pub mod offsets;
+mod readers;
 pub mod record_batch;
 mod sequences;
 mod session;

@@ -15,8 +15,17 @@
 //! had it, and any later epoch is above every id of that layout. The wrap count of a producer
 //! this state does not know is recovered from the backend's last persisted id (`accept`'s
 //! `persisted`).
+//!
+//! State is bounded (issue 13): a (producer, partition) idle for `IDLE` (1 h) is dropped, and at
+//! most `MAX_ENTRIES` are kept (beyond it the longest idle go first), but never one with a batch
+//! in flight. Dropping is safe because the state can be recovered: the next batch of a dropped
+//! producer is handled as after a restart, from the backend's last persisted id. (Kafka keeps
+//! a producer's state for `producer.id.expiration.ms`, a day, because it has nothing to recover
+//! it from.)
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -35,12 +44,27 @@ const EPOCH_SHIFT: u32 = 48;
 /// The highest sequence counting wraps (2^17 wraps, 2^48 records) that fits below the epoch.
 const MAX_UNWRAPPED: i64 = (1 << EPOCH_SHIFT) - 1;
 
+/// How long a producer's state on a partition is kept without a batch.
+pub const IDLE: Duration = Duration::from_secs(3600);
+
+/// The most (producer, partition) states kept.
+pub const MAX_ENTRIES: usize = 100_000;
+
 /// (producer id, topic, partition).
 pub type ProducerPartition = (i64, String, i32);
 
-#[derive(Default)]
 pub struct Sequences {
     states: DashMap<ProducerPartition, State>,
+    idle: Duration,
+    max_entries: usize,
+    /// When idle states are next looked for.
+    next_sweep: Mutex<Option<Instant>>,
+}
+
+impl Default for Sequences {
+    fn default() -> Self {
+        Sequences::new(IDLE, MAX_ENTRIES)
+    }
 }
 
 /// Sequences here count wraps (`wraps << 31 | sequence`), so they only grow within an epoch.
@@ -52,6 +76,8 @@ struct State {
     in_flight: VecDeque<i64>,
     /// (first sequence, base offset) of recent persisted batches.
     recent: VecDeque<(i64, i64)>,
+    /// The last batch accepted or settled.
+    last_used: Instant,
 }
 
 /// A batch handed to the backend, to be settled.
@@ -81,39 +107,66 @@ pub enum Verdict {
     Write(BatchSequence),
     /// A retry of a recent persisted batch: answer with its offset, write nothing.
     Repeat(i64),
+    /// No state for the producer on this partition (new, dropped when idle, or lost with a
+    /// restart): ask again with the backend's last persisted deduplication id.
+    Unknown,
 }
 
 impl Sequences {
-    /// Whether there is state for this producer and partition. When there is none, `accept`
-    /// needs the backend's last persisted deduplication id for it.
-    pub fn knows(&self, key: &ProducerPartition) -> bool {
-        self.states.contains_key(key)
+    pub fn new(idle: Duration, max_entries: usize) -> Sequences {
+        Sequences {
+            states: DashMap::new(),
+            idle,
+            max_entries: max_entries.max(1),
+            next_sweep: Mutex::new(None),
+        }
     }
 
     /// Checks a batch of `count` records starting at sequence `first`. `persisted` is the
-    /// backend's last deduplication id for the producer on this partition; it is only used when
-    /// there is no state (see `knows`), to recover the wrap count.
+    /// backend's answer for the producer's last deduplication id on this partition, `None` when
+    /// it was not asked: it is only needed when there is no state, to recover the wrap count,
+    /// and then `Verdict::Unknown` says to ask.
     pub fn accept(
         &self,
         key: ProducerPartition,
         epoch: i16,
         first: i32,
         count: usize,
-        persisted: Option<u64>,
+        persisted: Option<Option<u64>>,
     ) -> Result<Verdict, ResponseError> {
+        self.accept_at(key, epoch, first, count, persisted, Instant::now())
+    }
+
+    fn accept_at(
+        &self,
+        key: ProducerPartition,
+        epoch: i16,
+        first: i32,
+        count: usize,
+        persisted: Option<Option<u64>>,
+        now: Instant,
+    ) -> Result<Verdict, ResponseError> {
+        // Before taking the entry: both lock the map's shards.
+        self.sweep(now);
+        if !self.states.contains_key(&key) && self.states.len() >= self.max_entries {
+            self.evict_longest_idle();
+        }
         let mut state = match self.states.entry(key.clone()) {
             Entry::Occupied(known) => known.into_ref(),
-            // Unknown here (new producer, or state lost with a restart): accept and learn it.
+            Entry::Vacant(_) if persisted.is_none() => return Ok(Verdict::Unknown),
+            // Unknown here (new producer, or state dropped or lost): accept and learn it.
             Entry::Vacant(unknown) => {
-                let start = recovered_start(epoch, first, persisted)?;
+                let start = recovered_start(epoch, first, persisted.flatten())?;
                 unknown.insert(State {
                     epoch,
                     last_sequence: start - 1,
                     in_flight: VecDeque::new(),
                     recent: VecDeque::new(),
+                    last_used: now,
                 })
             }
         };
+        state.last_used = now;
         if epoch < state.epoch {
             return Err(ResponseError::InvalidProducerEpoch);
         }
@@ -145,11 +198,53 @@ impl Sequences {
         }
         state.last_sequence = last;
         state.in_flight.push_back(start);
+        drop(state);
+        metrics::gauge!("kafka_idempotence_states").set(self.states.len() as f64);
         Ok(Verdict::Write(BatchSequence {
             key,
             epoch,
             first: start,
         }))
+    }
+
+    /// Drops the states idle for longer than the limit, at most once per hundredth of it.
+    fn sweep(&self, now: Instant) {
+        {
+            let Ok(mut next) = self.next_sweep.try_lock() else {
+                return; // someone else is sweeping
+            };
+            if next.is_some_and(|next| now < next) {
+                return;
+            }
+            *next = Some(now + self.idle / 100);
+        }
+        let idle = self.idle;
+        self.states.retain(|_, state| {
+            !state.in_flight.is_empty() || now.saturating_duration_since(state.last_used) < idle
+        });
+        metrics::gauge!("kafka_idempotence_states").set(self.states.len() as f64);
+    }
+
+    /// At the cap: drops the longest idle tenth of the states without batches in flight.
+    fn evict_longest_idle(&self) {
+        let mut idle: Vec<(Instant, ProducerPartition)> = self
+            .states
+            .iter()
+            .filter(|s| s.in_flight.is_empty())
+            .map(|s| (s.last_used, s.key().clone()))
+            .collect();
+        let drop = (self.max_entries / 10).max(1).min(idle.len());
+        if drop == 0 {
+            return;
+        }
+        if drop < idle.len() {
+            idle.select_nth_unstable_by_key(drop - 1, |(used, _)| *used);
+        }
+        for (_, key) in idle.into_iter().take(drop) {
+            // Checked again under the entry's lock: a batch may have arrived meanwhile.
+            self.states.remove_if(&key, |_, s| s.in_flight.is_empty());
+        }
+        metrics::counter!("kafka_idempotence_states_evicted_total").increment(drop as u64);
     }
 
     /// Records how a handed-over batch ended. A failed batch, and every later one in flight
@@ -161,6 +256,7 @@ impl Sequences {
         if state.epoch != batch.epoch {
             return;
         }
+        state.last_used = Instant::now();
         let Some(position) = state.in_flight.iter().position(|f| *f == batch.first) else {
             return; // already rewound by an earlier failure
         };
@@ -237,9 +333,10 @@ mod tests {
         count: usize,
         persisted: Option<u64>,
     ) -> BatchSequence {
-        match s.accept(key(), epoch, first, count, persisted) {
+        match s.accept(key(), epoch, first, count, Some(persisted)) {
             Ok(Verdict::Write(b)) => b,
             Ok(Verdict::Repeat(o)) => panic!("batch at {first} taken as a repeat of offset {o}"),
+            Ok(Verdict::Unknown) => panic!("batch at {first}: asked for the backend's id"),
             Err(e) => panic!("batch at {first} refused: {e:?}"),
         }
     }
@@ -393,7 +490,7 @@ mod tests {
         // An epoch older than the persisted one is fenced: its ids would all be duplicates.
         let s = Sequences::default();
         assert!(matches!(
-            s.accept(key(), 1, 0, 1, Some(2 << 48 | 5)),
+            s.accept(key(), 1, 0, 1, Some(Some(2 << 48 | 5))),
             Err(ResponseError::InvalidProducerEpoch)
         ));
         // Ids of the old `epoch << 32 | sequence` layout: epoch 0 reads the same.
@@ -409,6 +506,91 @@ mod tests {
         s.settle(a, &Ok(1));
         let b = recovering(&s, 0, 101, 1, Some(5 * WRAP));
         assert_eq!(b.dedup_sequence(), 101);
+    }
+
+    /// A batch of producer `id` on partition 0 at `now`, with the backend's id when there is no
+    /// state; `None` when it is refused or a repeat.
+    fn batch_at(
+        s: &Sequences,
+        id: i64,
+        first: i32,
+        now: Instant,
+        persisted: Option<u64>,
+    ) -> Option<BatchSequence> {
+        let key = (id, "t".to_owned(), 0);
+        match s.accept_at(key.clone(), 0, first, 1, None, now) {
+            Ok(Verdict::Unknown) => match s.accept_at(key, 0, first, 1, Some(persisted), now) {
+                Ok(Verdict::Write(b)) => Some(b),
+                _ => None,
+            },
+            Ok(Verdict::Write(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn known(s: &Sequences, id: i64) -> bool {
+        s.states.contains_key(&(id, "t".to_owned(), 0))
+    }
+
+    #[test]
+    fn idle_state_is_dropped_and_then_recovered_from_the_backend() {
+        let s = Sequences::new(IDLE, MAX_ENTRIES);
+        let t0 = Instant::now();
+        let a = batch_at(&s, 1, 0, t0, None).unwrap();
+        s.settle(a, &Ok(100));
+        // Another producer's batch an hour later: the sweep drops the idle one.
+        batch_at(&s, 2, 0, t0 + IDLE - Duration::from_secs(1), None).unwrap();
+        assert!(known(&s, 1), "not idle for an hour yet");
+        batch_at(&s, 2, 1, t0 + IDLE + Duration::from_secs(60), None).unwrap();
+        assert!(!known(&s, 1), "idle for an hour: dropped");
+        assert!(known(&s, 2));
+        // Its next batch asks for the backend's id and carries on from it, wraps included.
+        let key = (1, "t".to_owned(), 0);
+        let later = t0 + IDLE + Duration::from_secs(120);
+        assert!(matches!(
+            s.accept_at(key.clone(), 0, 1, 1, None, later),
+            Ok(Verdict::Unknown)
+        ));
+        let Ok(Verdict::Write(b)) = s.accept_at(key, 0, 1, 1, Some(Some(WRAP)), later) else {
+            panic!("the batch after the last persisted one is written");
+        };
+        assert_eq!(b.dedup_sequence(), WRAP + 1);
+    }
+
+    #[test]
+    fn a_producer_with_a_batch_in_flight_is_never_dropped() {
+        let s = Sequences::new(IDLE, 2);
+        let t0 = Instant::now();
+        let pending = batch_at(&s, 1, 0, t0, None).unwrap();
+        // Hours later, and at the entry cap: the producer with a batch in flight stays.
+        for id in 2..6 {
+            let b = batch_at(&s, id, 0, t0 + 3 * IDLE, None).unwrap();
+            s.settle(b, &Ok(1));
+        }
+        assert!(known(&s, 1), "dropped with a batch in flight");
+        s.settle(pending, &Ok(7));
+        // Settled, its resend still gets its offset back.
+        assert!(matches!(
+            s.accept_at((1, "t".to_owned(), 0), 0, 0, 1, None, t0 + 3 * IDLE),
+            Ok(Verdict::Repeat(7))
+        ));
+    }
+
+    #[test]
+    fn beyond_the_entry_cap_the_longest_idle_state_goes_first() {
+        let s = Sequences::new(IDLE, 3);
+        let t0 = Instant::now();
+        for id in 1..=3 {
+            let b = batch_at(&s, id, 0, t0 + Duration::from_secs(id as u64), None).unwrap();
+            s.settle(b, &Ok(1));
+        }
+        // Producer 1 writes again: producer 2 is now the longest idle.
+        let b = batch_at(&s, 1, 1, t0 + Duration::from_secs(10), None).unwrap();
+        s.settle(b, &Ok(2));
+        batch_at(&s, 4, 0, t0 + Duration::from_secs(11), None).unwrap();
+        assert!(!known(&s, 2), "the longest idle went");
+        assert!(known(&s, 1) && known(&s, 3) && known(&s, 4));
+        assert_eq!(s.states.len(), 3);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! Consecutive produce requests are pipelined: each is handed to the backend in order and its
 //! response written once persisted, while the next one is read. Any other request first waits
 //! for the produce requests before it, so it sees their effects, as on a Kafka broker.
+//!
+//! A produce request's bytes count against the gateway's in-flight budget
+//! (`gateway_core::budget`) from the moment its API key is read off the socket until its
+//! records are persisted, and a fetch response's while it is assembled and written: when the
+//! budget is used up, the reader task stops reading the socket before the request body.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use gateway_core::budget::{Credit, MemoryBudget};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -50,12 +56,21 @@ pub enum Refusal {
     Io(#[from] std::io::Error),
 }
 
+/// A request as read off the socket, with the budget's credit for its bytes when it is a
+/// produce request.
+struct Frame {
+    bytes: Bytes,
+    credit: Option<Credit>,
+}
+
 /// Reads one length-prefixed frame. The length is checked against the limit before any buffer is
-/// allocated, and the buffer grows only as bytes arrive, so a false length costs nothing.
+/// allocated, and the buffer grows only as bytes arrive, so a false length costs nothing. A
+/// produce request's body is read only once the budget has credit for it.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
-) -> Result<Option<Bytes>, Refusal> {
+    budget: &Arc<MemoryBudget>,
+) -> Result<Option<Frame>, Refusal> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -68,20 +83,37 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
     let len = len as usize;
     let mut frame = BytesMut::with_capacity(len.min(64 * 1024));
-    while frame.len() < len {
+    fill(reader, &mut frame, 2, len).await?;
+    let credit = if i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16 {
+        Some(budget.acquire(len).await)
+    } else {
+        None
+    };
+    fill(reader, &mut frame, len, len).await?;
+    Ok(Some(Frame {
+        bytes: frame.freeze(),
+        credit,
+    }))
+}
+
+/// Reads into `frame` until it holds at least `at_least` bytes, and never more than `len`.
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame: &mut BytesMut,
+    at_least: usize,
+    len: usize,
+) -> Result<(), Refusal> {
+    while frame.len() < at_least {
         if frame.capacity() == frame.len() {
             frame.reserve((len - frame.len()).min(1 << 20));
         }
         let want = len - frame.len();
-        let n = (&mut *reader)
-            .take(want as u64)
-            .read_buf(&mut frame)
-            .await?;
+        let n = (&mut *reader).take(want as u64).read_buf(frame).await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(Some(frame.freeze()))
+    Ok(())
 }
 
 impl KafkaFrontend {
@@ -99,14 +131,15 @@ impl KafkaFrontend {
         let draining = shutdown.clone();
         let (mut read_half, write_half) = tokio::io::split(stream);
         let (frames, mut queue) =
-            mpsc::channel::<Result<Bytes, Refusal>>(self.config.max_in_flight.max(1));
+            mpsc::channel::<Result<Frame, Refusal>>(self.config.max_in_flight.max(1));
         let max_frame = self.config.max_frame_bytes;
+        let budget = self.config.budget.clone();
         let reader = tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|s| *s) => break,
-                    frame = read_frame(&mut read_half, max_frame) => frame,
+                    frame = read_frame(&mut read_half, max_frame, &budget) => frame,
                 };
                 let stop = !matches!(frame, Ok(Some(_)));
                 let item = match frame {
@@ -123,7 +156,8 @@ impl KafkaFrontend {
         let mut writer = BufWriter::new(write_half);
         let mut conn = Connection {
             draining,
-            fetch: FetchState::default(),
+            fetch: FetchState::new(self.readers.clone()),
+            response_credit: None,
             sasl: SaslState {
                 internal: client.internal,
                 ..SaslState::default()
@@ -186,7 +220,7 @@ impl KafkaFrontend {
                 Step::Arrived(Some(item)) => item,
             };
             let is_produce =
-                matches!(&frame, Ok(f) if f.clone().get_i16() == ApiKey::Produce as i16);
+                matches!(&frame, Ok(f) if f.bytes.clone().get_i16() == ApiKey::Produce as i16);
             if !is_produce {
                 // Everything but produce waits for the responses before it.
                 if let Err(end) = drain(&mut writer, &mut in_flight).await {
@@ -214,7 +248,10 @@ impl KafkaFrontend {
             match outcome {
                 Ok(Answer::Later(later)) => in_flight.push_back(later),
                 Ok(Answer::Now(response)) => {
-                    if let Err(end) = deliver(&mut writer, Ok(response), false).await {
+                    let delivered = deliver(&mut writer, Ok(response), false).await;
+                    // A fetch response's bytes are out of the gateway's hands now.
+                    drop(conn.response_credit.take());
+                    if let Err(end) = delivered {
                         break end;
                     }
                 }
@@ -241,8 +278,12 @@ impl KafkaFrontend {
     async fn answer(
         self: &Arc<Self>,
         conn: &mut Connection,
-        mut frame: Bytes,
+        frame: Frame,
     ) -> Result<Answer, Refusal> {
+        let Frame {
+            bytes: mut frame,
+            credit,
+        } = frame;
         let started = Instant::now();
         if conn.sasl.raw_next {
             // After a v0 SaslHandshake: a raw SASL token, answered with a raw one.
@@ -345,6 +386,8 @@ impl KafkaFrontend {
                 let correlation_id = header.correlation_id;
                 return Ok(Answer::Later(Box::pin(async move {
                     let response = pending.await;
+                    // Persisted (or failed): the request's bytes are released.
+                    drop(credit);
                     record_request_metrics(key, started);
                     match response {
                         Some(r) => encode(correlation_id, key, version, &ResponseKind::Produce(r))
@@ -353,9 +396,11 @@ impl KafkaFrontend {
                     }
                 })));
             }
-            RequestKind::Fetch(r) => Some(ResponseKind::Fetch(
-                self.handle_fetch(&mut conn.fetch, r).await,
-            )),
+            RequestKind::Fetch(r) => {
+                let (response, credit) = self.handle_fetch(&mut conn.fetch, r).await;
+                conn.response_credit = Some(credit);
+                Some(ResponseKind::Fetch(response))
+            }
             RequestKind::ListOffsets(r) => {
                 Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await))
             }
@@ -442,6 +487,8 @@ struct Connection {
     /// Turns true when the gateway drains: requests waiting on a rebalance are answered then.
     draining: watch::Receiver<bool>,
     fetch: FetchState,
+    /// The budget's credit for the response being written (a fetch's records).
+    response_credit: Option<Credit>,
     sasl: SaslState,
     /// The front end acting with the authenticated client's credentials, when the backend
     /// enforces authorization itself.
@@ -470,7 +517,7 @@ type Later = BoxFuture<'static, Result<Option<BytesMut>, Refusal>>;
 /// What the connection loop woke up for.
 enum Step {
     Finished(Result<Option<BytesMut>, Refusal>),
-    Arrived(Option<Result<Bytes, Refusal>>),
+    Arrived(Option<Result<Frame, Refusal>>),
 }
 
 /// Writes a response (flushed when asked), or ends the connection: `Err` carries the
@@ -555,4 +602,123 @@ fn encode(
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gateway_core::{Backend, TopicName};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::protocol::StrBytes;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::config::KafkaConfig;
+    use crate::groups::faulty::Faulty;
+    use crate::record_batch::{self, Record};
+
+    /// A length-prefixed Produce v7 request of one record of `value` bytes to partition 0.
+    fn produce_frame(correlation_id: i32, topic: &str, value: usize) -> Vec<u8> {
+        let mut records = BytesMut::new();
+        record_batch::encode(
+            &mut records,
+            0,
+            &[Record {
+                offset_delta: 0,
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from(vec![1u8; value])),
+                headers: Vec::new(),
+            }],
+        );
+        let mut partition = PartitionProduceData::default();
+        partition.index = 0;
+        partition.records = Some(records.freeze());
+        let mut data = TopicProduceData::default();
+        data.name = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_owned()));
+        data.partition_data = vec![partition];
+        let mut request = ProduceRequest::default();
+        request.acks = -1;
+        request.timeout_ms = 30_000;
+        request.topic_data = vec![data];
+        let version = 7;
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Produce as i16;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, ApiKey::Produce.request_header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// While the backend does not persist, produce requests hold the gateway's in-flight budget,
+    /// and once it is used up the connection stops reading them off the socket: with 100 kB of
+    /// budget, two requests of 40 kB are handed to the backend and the others wait, unread.
+    /// Nothing fails: once the backend persists, every request is answered and the budget is
+    /// free again. (Without the budget all five were read and handed over at once, up to the
+    /// 16 requests in flight a connection may have.)
+    #[tokio::test]
+    async fn produce_requests_stop_being_read_when_the_budget_is_used_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = Faulty::new(gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap());
+        faulty
+            .create_topic(&TopicName::new("public", "default", "t"), 0)
+            .await
+            .unwrap();
+        faulty.stall_submits(true);
+        let budget = MemoryBudget::new(100_000);
+        let frontend = KafkaFrontend::new(
+            KafkaConfig {
+                budget: budget.clone(),
+                ..KafkaConfig::default()
+            },
+            faulty.clone(),
+        );
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_stop, shutdown) = watch::channel(false);
+        let serving =
+            tokio::spawn(frontend.serve_connection(server, ClientInfo::default(), shutdown));
+        let (mut from_gateway, mut to_gateway) = tokio::io::split(client);
+        for id in 0..5 {
+            to_gateway
+                .write_all(&produce_frame(id, "t", 40_000))
+                .await
+                .unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while faulty.submitted() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(faulty.submitted(), 2, "requests read beyond the budget");
+        assert!(budget.in_use() > 80_000 && budget.in_use() <= 100_000);
+
+        faulty.stall_submits(false);
+        for id in 0..5 {
+            let len = from_gateway.read_i32().await.unwrap();
+            let mut response = vec![0; len as usize];
+            from_gateway.read_exact(&mut response).await.unwrap();
+            let correlation_id = i32::from_be_bytes(response[..4].try_into().unwrap());
+            assert_eq!(correlation_id, id, "answered in order");
+            let response = kafka_protocol::messages::ProduceResponse::decode(
+                &mut Bytes::from(response).slice(4..),
+                7,
+            )
+            .unwrap();
+            let partition = &response.responses[0].partition_responses[0];
+            assert_eq!(partition.error_code, 0, "request {id} failed");
+        }
+        assert_eq!(faulty.submitted(), 5);
+        // The client goes: the connection ends.
+        drop((to_gateway, from_gateway));
+        let _ = serving.await;
+        assert_eq!(budget.in_use(), 0, "every request's credit was given back");
+    }
 }

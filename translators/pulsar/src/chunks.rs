@@ -455,7 +455,7 @@ impl Assembler {
         self.pending.len()
     }
 
-    #[cfg(test)]
+    /// Bytes of the incomplete messages held.
     pub fn pending_bytes(&self) -> usize {
         self.bytes
     }

@@ -20,7 +20,7 @@ use crate::proto::{
     ack_type, command_type as t, sub_type, BaseCommand, CommandAck,
     CommandRedeliverUnacknowledgedMessages, CommandSeek,
 };
-use crate::subscription::{after, message_id, Spec, Subscription};
+use crate::subscription::{after, message_id, Flow, Spec, Subscription};
 
 /// A consumer on a durable subscription. Pulsar brokers only acknowledge batch indexes when
 /// configured to, so acknowledgements of single messages in a batch are kept here until the whole
@@ -79,7 +79,7 @@ impl PulsarConsumer {
                 durable: true,
                 compacted: false,
                 initial,
-                permits,
+                flow: Flow::messages(permits),
             },
             None,
         )

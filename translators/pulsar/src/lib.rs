@@ -11,6 +11,7 @@ pub mod credentials;
 mod frame;
 mod lookback;
 mod pool;
+mod prefetch;
 mod producer;
 pub mod proto;
 mod reader;

@@ -11,7 +11,7 @@ use crate::chunks::{self, Assembled, Assembler, Finish, Missing, RawEntry};
 use crate::connection::unavailable;
 use crate::pool::Pool;
 use crate::proto::sub_type;
-use crate::subscription::{after, start_before, Spec, Subscription, PERMITS};
+use crate::subscription::{after, start_before, Flow, Spec, Subscription, PERMITS};
 
 /// How long a look-back waits for its next entry: they exist, so this only runs out when the
 /// broker does not answer, or the topic lost them.
@@ -61,7 +61,7 @@ impl Lookback {
             durable: false,
             initial: 1,
             compacted: self.compacted,
-            permits: span.clamp(1, PERMITS as u64) as u32,
+            flow: Flow::Window(span.clamp(1, PERMITS as u64) as u32),
         };
         let mut subscription =
             Subscription::open(self.pool.clone(), spec, Some(start_before(lo))).await?;

@@ -12,19 +12,26 @@ use crate::batch;
 use crate::chunks::{Assembled, Assembler, Limits, Step};
 use crate::lookback::{Lookback, Lookup};
 use crate::pool::Pool;
+use crate::prefetch::{Prefetch, DEFAULT_BUDGET};
 use crate::proto::sub_type;
-use crate::subscription::{after, start_before, Spec, Subscription, PERMITS};
+use crate::subscription::{after, start_before, Flow, Spec, Subscription};
 
 /// A Pulsar reader. A chunked message is returned whole as an entry of its own at its last
 /// chunk's entry (so its Kafka offset is that entry's); entries holding its other chunks return
 /// nothing. A reader started at a chunked message's last chunk still returns it: the chunks
 /// before its start are looked up.
+///
+/// What the broker pushes ahead of `read` is bounded in bytes (`crate::prefetch`): by default
+/// 1 MiB, or the budget the caller sets (`Reader::set_prefetch_bytes`).
 pub struct PulsarReader {
     subscription: Subscription,
     position: EntryId,
     /// Entries taken from the subscription and not yet returned. Kept here, not in a local, so
     /// that `read` is cancel-safe: a fetch that stops waiting drops the future, not the entries.
     taken: VecDeque<StoredEntry>,
+    /// The bytes of `taken`.
+    taken_bytes: usize,
+    prefetch: Prefetch,
     chunks: Assembler,
     lookback: Lookback,
     /// A chunked message whose earlier chunks are being looked up; returned before anything
@@ -48,18 +55,40 @@ impl PulsarReader {
             durable: false,
             initial: 1,
             compacted,
-            permits: PERMITS,
+            flow: Flow::Owner,
         };
         let subscription =
             Subscription::open(pool.clone(), spec, Some(start_before(start))).await?;
-        Ok(PulsarReader {
+        let mut reader = PulsarReader {
             subscription,
             position: start,
             taken: VecDeque::new(),
+            taken_bytes: 0,
+            prefetch: Prefetch::new(DEFAULT_BUDGET),
             chunks: Assembler::new(&name, Limits::READER),
             lookback: Lookback::new(pool, admin, topic, compacted),
             lookup: None,
-        })
+        };
+        reader.top_up();
+        Ok(reader)
+    }
+
+    /// Grants the broker the permits the byte budget allows now (see `crate::prefetch`).
+    fn top_up(&mut self) {
+        if self.subscription.take_reopened() {
+            self.prefetch.reopened();
+        }
+        let held = self.taken_bytes + self.chunks.pending_bytes();
+        let starved = self.taken.is_empty() && self.lookup.is_none();
+        let permits = self.prefetch.grant(held, starved);
+        if permits > 0 {
+            self.subscription.flow(permits);
+        }
+    }
+
+    fn push_taken(&mut self, entry: StoredEntry) {
+        self.taken_bytes += entry.approximate_size();
+        self.taken.push_back(entry);
     }
 
     /// Takes one entry from the subscription into `taken` (or into a chunked message); false on
@@ -69,10 +98,13 @@ impl PulsarReader {
             self.finish_lookup().await?;
             return Ok(true);
         }
+        self.top_up();
         let reopen_at = Some(start_before(self.position));
         let Some(raw) = self.subscription.next(wait, reopen_at).await? else {
             return Ok(false);
         };
+        let permits = raw.metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
+        self.prefetch.received(permits, raw.payload.len());
         if raw.id < self.position {
             return Ok(true); // before the requested start (the broker may start one entry early)
         }
@@ -85,7 +117,7 @@ impl PulsarReader {
                     messages: batch::decode_entry(&raw.metadata, raw.payload)?,
                 };
                 self.position = after(id);
-                self.taken.push_back(entry);
+                self.push_taken(entry);
             }
             Step::Nothing => self.position = after(id),
             Step::Complete(m) => {
@@ -118,7 +150,7 @@ impl PulsarReader {
 
     fn deliver(&mut self, m: Assembled) {
         match batch::decode_entry(&m.metadata, m.payload.clone()) {
-            Ok(messages) => self.taken.push_back(StoredEntry {
+            Ok(messages) => self.push_taken(StoredEntry {
                 id: m.id,
                 publish_time: m.metadata.publish_time,
                 messages,
@@ -157,7 +189,17 @@ impl Reader for PulsarReader {
             bytes += entry.approximate_size();
             out.push(self.taken.pop_front().expect("front exists"));
         }
+        self.taken_bytes = self.taken_bytes.saturating_sub(bytes);
+        // Room again: the broker may push the next entries while the caller is busy.
+        self.top_up();
         Ok(out)
+    }
+
+    fn set_prefetch_bytes(&mut self, bytes: usize) {
+        if bytes != self.prefetch.budget() {
+            self.prefetch.set_budget(bytes);
+            self.top_up();
+        }
     }
 
     fn position(&self) -> EntryId {
@@ -170,11 +212,13 @@ impl Reader for PulsarReader {
 
     async fn seek(&mut self, start: EntryId) -> Result<()> {
         self.taken.clear();
+        self.taken_bytes = 0;
         self.chunks.clear();
         self.lookup = None;
         self.subscription.close();
         self.subscription.reopen(Some(start_before(start))).await?;
         self.position = start;
+        self.top_up();
         Ok(())
     }
 }

@@ -40,9 +40,30 @@ pub(crate) struct Spec {
     pub(crate) initial: i32,
     /// Read the topic's compacted view.
     pub(crate) compacted: bool,
-    /// Flow permits: how many messages the broker may push ahead of `receive`. 0 asks for one
-    /// message at a time, only while a `receive` waits.
-    pub(crate) permits: u32,
+    /// How the broker is given flow permits.
+    pub(crate) flow: Flow,
+}
+
+/// Who grants a subscription's flow permits, and how many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// One message at a time, asked for only while `next` waits.
+    OnDemand,
+    /// The broker may push this many messages ahead of `next`; refilled when half is used.
+    Window(u32),
+    /// The owner grants permits itself (`flow`), also after the subscription was opened again
+    /// (`take_reopened`): a reader's byte budget (`crate::prefetch`).
+    Owner,
+}
+
+impl Flow {
+    /// A window of `permits` messages; 0 is on demand.
+    pub(crate) fn messages(permits: u32) -> Flow {
+        match permits {
+            0 => Flow::OnDemand,
+            n => Flow::Window(n),
+        }
+    }
 }
 
 pub(crate) struct Subscription {
@@ -52,8 +73,10 @@ pub(crate) struct Subscription {
     pub(crate) consumer_id: u64,
     pub(crate) events: mpsc::UnboundedReceiver<ConsumerEvent>,
     used_permits: u32,
-    /// On-demand flow (`permits` 0): a permit for one message is out.
+    /// On-demand flow: a permit for one message is out.
     asked: bool,
+    /// Opened again since the owner last asked (`Flow::Owner`: its permits are gone).
+    reopened: bool,
     /// Set once the broker confirmed the close; Drop then has nothing left to do.
     closed: bool,
 }
@@ -81,6 +104,7 @@ impl Subscription {
             events,
             used_permits: 0,
             asked: false,
+            reopened: false,
             closed: false,
         }
     }
@@ -111,7 +135,7 @@ impl Subscription {
         wait: Duration,
         reopen_at: Option<MessageIdData>,
     ) -> Result<Option<RawEntry>> {
-        if self.spec.permits == 0 && !self.asked {
+        if self.spec.flow == Flow::OnDemand && !self.asked {
             self.flow(1);
             self.asked = true;
         }
@@ -127,12 +151,17 @@ impl Subscription {
                 payload,
             }) => {
                 self.used_permits += metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
-                if self.spec.permits == 0 {
-                    self.asked = false;
-                    self.used_permits = 0;
-                } else if self.used_permits >= (self.spec.permits / 2).max(1) {
-                    let permits = std::mem::take(&mut self.used_permits);
-                    self.flow(permits);
+                match self.spec.flow {
+                    Flow::OnDemand => {
+                        self.asked = false;
+                        self.used_permits = 0;
+                    }
+                    Flow::Window(window) if self.used_permits >= (window / 2).max(1) => {
+                        let permits = std::mem::take(&mut self.used_permits);
+                        self.flow(permits);
+                    }
+                    Flow::Window(_) => {}
+                    Flow::Owner => self.used_permits = 0,
                 }
                 Ok(Some(RawEntry {
                     id: EntryId {
@@ -159,8 +188,15 @@ impl Subscription {
         self.events = events;
         self.used_permits = 0;
         self.asked = false;
+        self.reopened = true;
         self.closed = false;
         Ok(())
+    }
+
+    /// Whether the subscription was opened again since the last call (the broker then holds
+    /// none of the permits granted before).
+    pub(crate) fn take_reopened(&mut self) -> bool {
+        std::mem::take(&mut self.reopened)
     }
 
     pub(crate) fn flow(&self, permits: u32) {
@@ -238,12 +274,12 @@ async fn subscribe_on(
         connection.forget_consumer(consumer_id);
         return Err(e);
     }
-    if spec.permits > 0 {
+    if let Flow::Window(permits) = spec.flow {
         connection.fire(BaseCommand {
             r#type: t::FLOW,
             flow: Some(CommandFlow {
                 consumer_id,
-                message_permits: spec.permits,
+                message_permits: permits,
             }),
             ..Default::default()
         });
@@ -272,7 +308,7 @@ pub async fn may_subscribe(
         durable: false,
         initial: 0,
         compacted: false,
-        permits: 0,
+        flow: Flow::OnDemand,
     };
     let connection = match pool.owner_of(&spec.topic).await {
         Ok(connection) => connection,

@@ -2,9 +2,10 @@
 //! coordinator's shard leases. While `stall` is on, table writes through a lease are queued but
 //! not confirmed (they land, in order, once it is off); while `fail_writes` is on they are
 //! refused; `lose_leases` takes every lease away, as when the broker drops the exclusive
-//! producer, so that the topic can be claimed again.
+//! producer, so that the topic can be claimed again. `stall_submits` holds topic writes the same
+//! way, as a Pulsar that does not confirm them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
@@ -26,6 +27,9 @@ pub struct Faulty {
     failing: Arc<AtomicBool>,
     /// The leases handed out (each lives as long as its holder keeps it).
     issued: Mutex<Vec<Weak<Real>>>,
+    /// Topic writes are handed over but not persisted while on.
+    submits_stalled: watch::Sender<bool>,
+    submitted: AtomicUsize,
 }
 
 impl Faulty {
@@ -35,7 +39,20 @@ impl Faulty {
             stalled: watch::channel(false).0,
             failing: Arc::default(),
             issued: Mutex::default(),
+            submits_stalled: watch::channel(false).0,
+            submitted: AtomicUsize::new(0),
         })
+    }
+
+    /// Topic writes (`Backend::submit`) are accepted but not persisted while `on`; they are
+    /// written once it is off.
+    pub fn stall_submits(&self, on: bool) {
+        self.submits_stalled.send_replace(on);
+    }
+
+    /// Topic writes handed to this backend so far.
+    pub fn submitted(&self) -> usize {
+        self.submitted.load(Ordering::SeqCst)
     }
 
     /// Writes through leases wait (unconfirmed) while `on`, and go through in order after.
@@ -158,7 +175,16 @@ impl Backend for Faulty {
     }
 
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
-        self.inner.submit(topic, entries).await
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        let mut stalled = self.submits_stalled.subscribe();
+        if !*stalled.borrow() {
+            return self.inner.submit(topic, entries).await;
+        }
+        let (inner, topic) = (self.inner.clone(), topic.clone());
+        Ok(Box::pin(async move {
+            let _ = stalled.wait_for(|s| !*s).await;
+            inner.submit(&topic, entries).await?.await
+        }))
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {

@@ -1,16 +1,26 @@
 //! Fetch (key 1).
 //!
 //! Each (connection, partition) keeps a reader positioned at the offset the client will ask for
-//! next, so sequential fetches stream without re-seeking; the cache is capped per connection.
+//! next, so sequential fetches stream without re-seeking; the cache is capped per connection and
+//! per instance (`crate::readers`). What a reader may hold ahead of the fetches is bounded in
+//! bytes by what they ask for of its partition (`Reader::set_prefetch_bytes`).
+//!
+//! The records a fetch gathers count against the gateway's in-flight budget
+//! (`gateway_core::budget`) until the response is written: each read first gets credit for what
+//! it may add. A fetch that holds no credit yet waits for some, at most until its `max_wait_ms`
+//! (then it answers with nothing, as a long poll that found no data); one that holds some takes
+//! only what is free at once and otherwise answers with what it has, so fetches never wait for
+//! each other while holding credit.
 //! A fetch honours the total `max_bytes` and each `partition_max_bytes` (always returning at least
 //! one entry so a consumer can progress), and long-polls until `min_bytes` arrived or
 //! `max_wait_ms` passed.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::stream::{FuturesUnordered, StreamExt};
+use gateway_core::budget::Credit;
 use gateway_core::{EntryId, Reader, StoredEntry, TopicName};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -20,10 +30,15 @@ use tokio::sync::watch;
 use crate::frontend::{backend_error, KafkaFrontend};
 use crate::mapping::message_to_record;
 use crate::offsets::{self, entry_offset, to_message_id};
+use crate::readers::{CachedReader, ReaderCache};
 use crate::record_batch;
 
 /// Readers one connection may keep open; beyond it the least recently used is closed.
-const READER_CACHE_CAP: usize = 256;
+pub const READERS_PER_CONNECTION: usize = 256;
+/// The least a reader may prefetch, whatever a fetch asks of its partition.
+const MIN_PREFETCH: usize = 64 << 10;
+/// The most a reader may prefetch, whatever a fetch asks of its partition.
+const MAX_PREFETCH: usize = 16 << 20;
 /// Longest long-poll honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Entries per read call.
@@ -34,18 +49,27 @@ const READ_ENTRIES: usize = 256;
 /// cached one is valid, and one above it is checked against fresh values before being refused.
 pub(crate) const WATERMARK_TTL: Duration = Duration::from_secs(1);
 
-/// A reader and the offset the client is expected to fetch next from it.
-pub struct CachedReader {
-    reader: Box<dyn Reader>,
-    next_offset: i64,
-    last_used: u64,
+/// Per-connection fetch state: its readers live in the instance's cache under its id, and are
+/// closed with it.
+pub struct FetchState {
+    readers: Arc<ReaderCache>,
+    connection: u64,
 }
 
-/// Per-connection fetch state.
-#[derive(Default)]
-pub struct FetchState {
-    readers: HashMap<(String, i32), CachedReader>,
-    clock: u64,
+impl FetchState {
+    pub fn new(readers: Arc<ReaderCache>) -> FetchState {
+        let connection = readers.connection();
+        FetchState {
+            readers,
+            connection,
+        }
+    }
+}
+
+impl Drop for FetchState {
+    fn drop(&mut self) {
+        self.readers.close_connection(self.connection);
+    }
 }
 
 /// One requested partition while a fetch is assembled.
@@ -56,6 +80,8 @@ struct PartitionFetch {
     error: Option<ResponseError>,
     offset: i64,
     budget: usize,
+    /// What the partition's reader may hold ahead of fetches (see `prefetch_bytes`).
+    prefetch: usize,
     high_watermark: i64,
     log_start: i64,
     records: BytesMut,
@@ -101,7 +127,7 @@ impl KafkaFrontend {
         &self,
         state: &mut FetchState,
         request: FetchRequest,
-    ) -> FetchResponse {
+    ) -> (FetchResponse, Credit) {
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
         let deadline = tokio::time::Instant::now() + wait;
         let min_bytes = request.min_bytes.max(0) as usize;
@@ -110,6 +136,7 @@ impl KafkaFrontend {
         } else {
             usize::MAX
         };
+        let request_max = total_budget;
 
         let mut parts = Vec::new();
         let mut shape: Vec<(kafka_protocol::messages::TopicName, usize)> = Vec::new();
@@ -123,6 +150,7 @@ impl KafkaFrontend {
                         p.partition,
                         p.fetch_offset,
                         p.partition_max_bytes,
+                        request_max,
                     )
                     .await,
                 );
@@ -130,15 +158,20 @@ impl KafkaFrontend {
         }
 
         let mut gathered = 0usize;
-        loop {
+        let mut credit = self.config.budget.none();
+        'gather: loop {
             for part in parts.iter_mut().filter(|p| p.error.is_none()) {
                 if total_budget == 0 || part.budget == 0 {
                     continue;
                 }
-                let entries = self
-                    .read_partition(state, part, total_budget, Duration::ZERO)
+                let want = part.budget.min(total_budget);
+                let Some(reserved) = self.reserve(&credit, want, deadline).await else {
+                    metrics::counter!("kafka_fetch_budget_exhausted_total").increment(1);
+                    break 'gather;
+                };
+                gathered += self
+                    .read_partition(state, part, &mut total_budget, reserved, &mut credit)
                     .await;
-                gathered += self.append(state, part, &entries, &mut total_budget);
             }
             let now = tokio::time::Instant::now();
             if gathered >= min_bytes.max(1)
@@ -152,7 +185,11 @@ impl KafkaFrontend {
                 .wait_for_data(state, &mut parts, deadline, &mut total_budget)
                 .await
             {
-                Some(added) => gathered += added,
+                Some(added) => {
+                    gathered += added;
+                    // Counted as it came (the waits hold no credit): what is free of it.
+                    credit.merge(self.config.budget.take_available(added));
+                }
                 None => break, // no partition can take more data
             }
             if tokio::time::Instant::now() >= deadline {
@@ -178,7 +215,25 @@ impl KafkaFrontend {
             }
             response.responses.push(topic);
         }
-        response
+        (response, credit)
+    }
+
+    /// Credit for a read of up to `want` bytes (see the module documentation); `None` when
+    /// there is none to be had.
+    async fn reserve(
+        &self,
+        held: &Credit,
+        want: usize,
+        deadline: tokio::time::Instant,
+    ) -> Option<Credit> {
+        let budget = &self.config.budget;
+        if held.bytes() > 0 {
+            let some = budget.take_available(want);
+            return (some.bytes() > 0).then_some(some);
+        }
+        tokio::time::timeout_at(deadline, budget.acquire(want))
+            .await
+            .ok()
     }
 
     async fn prepare_partition(
@@ -187,14 +242,17 @@ impl KafkaFrontend {
         partition: i32,
         offset: i64,
         max_bytes: i32,
+        request_max: usize,
     ) -> PartitionFetch {
+        let budget = max_bytes.max(0) as usize;
         let mut part = PartitionFetch {
             name: name.to_owned(),
             partition,
             topic: None,
             error: None,
             offset,
-            budget: max_bytes.max(0) as usize,
+            budget,
+            prefetch: prefetch_bytes(budget, request_max),
             high_watermark: -1,
             log_start: -1,
             records: BytesMut::new(),
@@ -267,83 +325,89 @@ impl KafkaFrontend {
         state: &mut FetchState,
         part: &PartitionFetch,
     ) -> Result<Box<dyn Reader>, ResponseError> {
-        let key = (part.name.clone(), part.partition);
-        if let Some(cached) = state.readers.remove(&key) {
-            if cached.next_offset == part.offset {
-                return Ok(cached.reader);
+        let mut reader = match state
+            .readers
+            .take(state.connection, &part.name, part.partition)
+        {
+            Some(cached) if cached.next_offset == part.offset => cached.reader,
+            Some(cached) => {
+                let mut reader = cached.reader;
+                reader
+                    .seek(start_entry(part.offset))
+                    .await
+                    .map_err(backend_error)?;
+                reader
             }
-            let mut reader = cached.reader;
-            reader
-                .seek(start_entry(part.offset))
-                .await
-                .map_err(backend_error)?;
-            return Ok(reader);
-        }
-        let topic = part
-            .topic
-            .as_ref()
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        metrics::counter!("kafka_fetch_readers_opened_total").increment(1);
-        self.backend
-            .open_reader(topic, start_entry(part.offset))
-            .await
-            .map_err(backend_error)
+            None => {
+                let topic = part
+                    .topic
+                    .as_ref()
+                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                metrics::counter!("kafka_fetch_readers_opened_total").increment(1);
+                self.backend
+                    .open_reader(topic, start_entry(part.offset))
+                    .await
+                    .map_err(backend_error)?
+            }
+        };
+        reader.set_prefetch_bytes(part.prefetch);
+        Ok(reader)
     }
 
+    /// Caches the partition's reader, positioned at the partition's next offset.
     fn put_reader(&self, state: &mut FetchState, part: &PartitionFetch, reader: Box<dyn Reader>) {
-        state.clock += 1;
-        if state.readers.len() >= READER_CACHE_CAP {
-            if let Some(oldest) = state
-                .readers
-                .iter()
-                .min_by_key(|(_, r)| r.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                state.readers.remove(&oldest);
-            }
-        }
-        state.readers.insert(
-            (part.name.clone(), part.partition),
+        state.readers.put(
+            state.connection,
+            part.name.clone(),
+            part.partition,
             CachedReader {
                 reader,
                 next_offset: part.offset,
-                last_used: state.clock,
             },
         );
-        metrics::gauge!("kafka_fetch_reader_cache_size").set(state.readers.len() as f64);
     }
 
+    /// Reads what the partition has now, up to the bytes `reserved` allows, and adds what it
+    /// keeps of that credit to `credit`; returns the bytes added.
     async fn read_partition(
         &self,
         state: &mut FetchState,
         part: &mut PartitionFetch,
-        total_budget: usize,
-        wait: Duration,
-    ) -> Vec<StoredEntry> {
+        total_budget: &mut usize,
+        mut reserved: Credit,
+        credit: &mut Credit,
+    ) -> usize {
         let mut reader = match self.take_reader(state, part).await {
             Ok(r) => r,
             Err(e) => {
                 part.error = Some(e);
-                return Vec::new();
+                return 0;
             }
         };
-        let budget = part.budget.min(total_budget);
-        let entries = match reader.read(READ_ENTRIES, budget, wait).await {
-            Ok(entries) => entries,
+        let budget = part.budget.min(*total_budget).min(reserved.bytes());
+        let added = match reader.read(READ_ENTRIES, budget, Duration::ZERO).await {
+            Ok(entries) => self.append(part, &entries, total_budget),
             Err(e) => {
                 part.error = Some(backend_error(e));
-                return Vec::new();
+                0
             }
         };
         self.put_reader(state, part, reader);
-        entries
+        let reserved_bytes = reserved.bytes();
+        if added < reserved_bytes {
+            reserved.release(reserved_bytes - added);
+        } else if added > reserved_bytes {
+            // At least one entry is returned, whatever its size: count what is free of it.
+            reserved.merge(self.config.budget.take_available(added - reserved_bytes));
+        }
+        credit.merge(reserved);
+        added
     }
 
     /// Encodes entries into the partition's records and advances its offset; returns the bytes
-    /// added. The reader's cached position moves with the offset.
+    /// added.
     fn append(
         &self,
-        state: &mut FetchState,
         part: &mut PartitionFetch,
         entries: &[StoredEntry],
         total_budget: &mut usize,
@@ -364,9 +428,6 @@ impl KafkaFrontend {
             ) {
                 part.high_watermark = part.high_watermark.max(high + 1);
             }
-        }
-        if let Some(cached) = state.readers.get_mut(&(part.name.clone(), part.partition)) {
-            cached.next_offset = part.offset;
         }
         let added = part.records.len() - before;
         part.budget = part.budget.saturating_sub(added);
@@ -425,17 +486,111 @@ impl KafkaFrontend {
         let mut added = 0;
         for (index, reader, result) in results {
             let part = &mut parts[index];
-            self.put_reader(state, part, reader);
             match result {
-                Ok(entries) => added += self.append(state, part, &entries, total_budget),
+                Ok(entries) => added += self.append(part, &entries, total_budget),
                 Err(e) => part.error = Some(backend_error(e)),
             }
+            self.put_reader(state, part, reader);
         }
         Some(added)
     }
 }
 
+/// What a partition's reader may hold ahead of the fetches: what one fetch takes from the
+/// partition (its `partition_max_bytes`, within the request's `max_bytes`), so the next fetch
+/// finds it ready while the client handles this one; within 64 KiB and 16 MiB.
+fn prefetch_bytes(partition_max: usize, request_max: usize) -> usize {
+    partition_max
+        .min(request_max)
+        .clamp(MIN_PREFETCH, MAX_PREFETCH)
+}
+
 /// The entry to start reading at for a fetch offset.
 fn start_entry(offset: i64) -> EntryId {
     to_message_id(offset).entry_id()
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_core::budget::MemoryBudget;
+    use gateway_core::{Backend, EntryToSend, Message};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::config::KafkaConfig;
+
+    fn fetch(topic: &str, max_wait_ms: i32) -> FetchRequest {
+        let mut partition = FetchPartition::default();
+        partition.partition = 0;
+        partition.fetch_offset = 0;
+        partition.partition_max_bytes = 1 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_owned()));
+        t.partitions = vec![partition];
+        let mut request = FetchRequest::default();
+        request.max_wait_ms = max_wait_ms;
+        request.min_bytes = 1;
+        request.max_bytes = 1 << 20;
+        request.topics = vec![t];
+        request
+    }
+
+    fn records(response: &FetchResponse) -> usize {
+        response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map_or(0, |r| r.len())
+    }
+
+    /// A fetch's records count against the gateway's in-flight budget until its response is
+    /// written: with the budget used up elsewhere, a fetch waits for its `max_wait_ms` and
+    /// answers with nothing (as a long poll that found no data); once there is room, it returns
+    /// the records and holds credit for exactly their bytes. (Before, it returned them whatever
+    /// the budget.)
+    #[tokio::test]
+    async fn a_fetch_waits_for_the_budget_and_holds_credit_for_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap();
+        let topic = TopicName::new("public", "default", "f");
+        backend.create_topic(&topic, 0).await.unwrap();
+        let message = Message {
+            value: Some(bytes::Bytes::from(vec![7u8; 10_000])),
+            ..Message::default()
+        };
+        backend
+            .send(
+                &topic,
+                vec![EntryToSend {
+                    messages: vec![message],
+                    dedup: None,
+                }],
+            )
+            .await
+            .unwrap();
+        let budget = MemoryBudget::new(50_000);
+        let frontend = KafkaFrontend::new(
+            KafkaConfig {
+                budget: budget.clone(),
+                ..KafkaConfig::default()
+            },
+            backend,
+        );
+        let mut state = FetchState::new(frontend.readers.clone());
+
+        let hog = budget.acquire(50_000).await;
+        let started = tokio::time::Instant::now();
+        let (response, credit) = frontend.handle_fetch(&mut state, fetch("f", 200)).await;
+        assert_eq!(records(&response), 0, "records fetched beyond the budget");
+        assert_eq!(credit.bytes(), 0);
+        assert!(started.elapsed() >= Duration::from_millis(200), "it waited");
+
+        drop(hog);
+        let (response, credit) = frontend.handle_fetch(&mut state, fetch("f", 200)).await;
+        assert!(records(&response) > 10_000);
+        assert_eq!(credit.bytes(), records(&response));
+        assert_eq!(budget.in_use(), credit.bytes());
+        drop(credit);
+        assert_eq!(budget.in_use(), 0);
+    }
 }

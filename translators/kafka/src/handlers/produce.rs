@@ -224,25 +224,32 @@ impl KafkaFrontend {
         let sequence = if header.producer_id >= 0 {
             let key = (header.producer_id, name.to_owned(), index);
             let producer_name = format!("kafka-{}", header.producer_id);
-            // No state here (a restart, or another instance served the producer): the backend
-            // knows where its sequence ids got to, and so how often its sequences wrapped.
-            let persisted = if self.sequences.knows(&key) {
-                None
-            } else {
+            let count = batch.records.len();
+            let mut persisted = None;
+            let verdict = loop {
+                let verdict = self.sequences.accept(
+                    key.clone(),
+                    header.producer_epoch,
+                    header.base_sequence,
+                    count,
+                    persisted,
+                );
+                if !matches!(verdict, Ok(Verdict::Unknown)) || persisted.is_some() {
+                    break verdict;
+                }
+                // No state here (a restart, another instance served the producer, or it was
+                // idle): the backend knows where its sequence ids got to, and so how often its
+                // sequences wrapped.
                 match self.backend.last_sequence(&topic, &producer_name).await {
-                    Ok(persisted) => persisted,
+                    Ok(last) => persisted = Some(last),
                     Err(e) => return Dispatched::Answered(Err(backend_error(e))),
                 }
             };
-            let count = batch.records.len();
-            let verdict = self.sequences.accept(
-                key,
-                header.producer_epoch,
-                header.base_sequence,
-                count,
-                persisted,
-            );
             match verdict {
+                // Not answered when asked with the backend's answer.
+                Ok(Verdict::Unknown) => {
+                    return Dispatched::Answered(Err(ResponseError::UnknownServerError))
+                }
                 Ok(Verdict::Repeat(offset)) => return Dispatched::Answered(Ok(offset)),
                 Ok(Verdict::Write(sequence)) => {
                     set_dedup(&mut entries, &producer_name, sequence.dedup_sequence());
@@ -333,7 +340,7 @@ mod tests {
     async fn a_batch_settles_when_its_response_is_dropped() {
         let sequences = Arc::new(Sequences::default());
         let key = (1, "t".to_owned(), 0);
-        let Ok(Verdict::Write(batch)) = sequences.accept(key.clone(), 0, 0, 10, None) else {
+        let Ok(Verdict::Write(batch)) = sequences.accept(key.clone(), 0, 0, 10, Some(None)) else {
             panic!("a new producer's first batch is written");
         };
         let (persist, persisted) = oneshot::channel();
@@ -355,6 +362,7 @@ mod tests {
                     break;
                 }
                 Ok(Verdict::Write(_)) => panic!("the persisted batch would be written again"),
+                Ok(Verdict::Unknown) => panic!("the producer's state was dropped"),
                 Err(e) => assert!(
                     tokio::time::Instant::now() < deadline,
                     "the resend is still refused: {e:?}"
