@@ -2,7 +2,9 @@
 //! coordinator's shard leases. While `stall` is on, table writes through a lease are queued but
 //! not confirmed (they land, in order, once it is off); while `fail_writes` is on they are
 //! refused; `lose_leases` takes every lease away, as when the broker drops the exclusive
-//! producer, so that the topic can be claimed again.
+//! producer, so that the topic can be claimed again; while `cut_off` is on, this instance cannot
+//! reach the backend for leases and tables at all (its connection to Pulsar is down), while
+//! another `Faulty` over the same backend (another instance) still can.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,6 +26,7 @@ pub struct Faulty {
     inner: BackendRef,
     stalled: watch::Sender<bool>,
     failing: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     /// The leases handed out (each lives as long as its holder keeps it).
     issued: Mutex<Vec<Weak<Real>>>,
 }
@@ -34,6 +37,7 @@ impl Faulty {
             inner,
             stalled: watch::channel(false).0,
             failing: Arc::default(),
+            cut: Arc::default(),
             issued: Mutex::default(),
         })
     }
@@ -46,6 +50,21 @@ impl Faulty {
     /// Writes through leases fail while `on`.
     pub fn fail_writes(&self, on: bool) {
         self.failing.store(on, Ordering::Relaxed);
+    }
+
+    /// While `on`, claiming leases, asking who holds one, reading tables, their last ids and
+    /// writing through leases fail, as when this instance's connection to Pulsar is down.
+    pub fn cut_off(&self, on: bool) {
+        self.cut.store(on, Ordering::Relaxed);
+    }
+
+    fn reachable(&self) -> Result<()> {
+        match self.cut.load(Ordering::Relaxed) {
+            true => Err(BackendError::Unavailable(
+                "cut off from the backend (test)".into(),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Every lease handed out so far is lost: it reports so, refuses writes, and its topic is
@@ -62,11 +81,17 @@ impl Faulty {
 struct FaultyLease {
     real: Slot,
     failing: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl FaultyLease {
-    fn new(real: Slot, failing: Arc<AtomicBool>, mut stalled: watch::Receiver<bool>) -> Self {
+    fn new(
+        real: Slot,
+        failing: Arc<AtomicBool>,
+        cut: Arc<AtomicBool>,
+        mut stalled: watch::Receiver<bool>,
+    ) -> Self {
         let (queue, mut writes) = mpsc::unbounded_channel::<Queued>();
         let slot = real.clone();
         // One write at a time, in submission order, as a Pulsar producer persists them.
@@ -87,6 +112,7 @@ impl FaultyLease {
         FaultyLease {
             real,
             failing,
+            cut,
             queue,
         }
     }
@@ -98,7 +124,7 @@ impl Lease for FaultyLease {
         if self.real.lock().unwrap().is_none() {
             return Err(BackendError::Closed);
         }
-        if self.failing.load(Ordering::Relaxed) {
+        if self.failing.load(Ordering::Relaxed) || self.cut.load(Ordering::Relaxed) {
             return Err(BackendError::Unavailable("writes fail (test)".into()));
         }
         let (done, outcome) = oneshot::channel();
@@ -134,6 +160,7 @@ impl Backend for Faulty {
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        self.reachable()?;
         self.inner.create_topic(topic, partitions).await
     }
 
@@ -162,6 +189,7 @@ impl Backend for Faulty {
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
+        self.reachable()?;
         self.inner.last_message_id(topic).await
     }
 
@@ -180,6 +208,7 @@ impl Backend for Faulty {
     }
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
+        self.reachable()?;
         self.inner.open_reader(topic, start).await
     }
 
@@ -188,6 +217,7 @@ impl Backend for Faulty {
         topic: &TopicName,
         start: EntryId,
     ) -> Result<Box<dyn Reader>> {
+        self.reachable()?;
         self.inner.open_compacted_reader(topic, start).await
     }
 
@@ -219,6 +249,7 @@ impl Backend for Faulty {
     }
 
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        self.reachable()?;
         let Some(real) = self.inner.try_lease(topic, holder).await? else {
             return Ok(None);
         };
@@ -227,11 +258,13 @@ impl Backend for Faulty {
         Ok(Some(Box::new(FaultyLease::new(
             slot,
             self.failing.clone(),
+            self.cut.clone(),
             self.stalled.subscribe(),
         ))))
     }
 
     async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
+        self.reachable()?;
         self.inner.lease_holder(topic).await
     }
 
