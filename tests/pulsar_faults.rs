@@ -513,7 +513,19 @@ fn read_back(bootstrap: &str, topic: &str, expected: &HashMap<(i32, i64), usize>
     let mut stored = 0;
     let limit = Instant::now() + Duration::from_secs(120);
     while expected.keys().any(|k| !found.contains_key(k)) {
-        assert!(Instant::now() < limit, "reading the topic back timed out");
+        if Instant::now() >= limit {
+            let mut missing: Vec<(&(i32, i64), &usize)> = expected
+                .iter()
+                .filter(|(k, _)| !found.contains_key(*k))
+                .collect();
+            missing.sort();
+            let count = missing.len();
+            missing.truncate(10);
+            panic!(
+                "reading the topic back timed out: {count} acknowledged records not found at \
+                 their (partition, offset), e.g. {missing:?} (record ids); {stored} read"
+            );
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
             let id = number(m.payload(), 'r');
             found.insert((m.partition(), m.offset()), id);
@@ -746,7 +758,10 @@ fn kafka_group_member(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("faults-group"))
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "2000");
     // FAULTS_RDKAFKA_DEBUG=cgrp,fetch shows what the group member does.
     if let Ok(debug) = std::env::var("FAULTS_RDKAFKA_DEBUG") {
