@@ -4,7 +4,8 @@
 //! refused; `lose_leases` takes every lease away, as when the broker drops the exclusive
 //! producer, so that the topic can be claimed again; while `cut_off` is on, this instance cannot
 //! reach the backend for leases and tables at all (its connection to Pulsar is down), while
-//! another `Faulty` over the same backend (another instance) still can.
+//! another `Faulty` over the same backend (another instance) still can; while `stall_lookups` is
+//! on, asking for a topic's partitions waits (as Pulsar's admin API does when it cannot answer).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -27,6 +28,7 @@ pub struct Faulty {
     stalled: watch::Sender<bool>,
     failing: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
+    lookups: watch::Sender<bool>,
     /// The leases handed out (each lives as long as its holder keeps it).
     issued: Mutex<Vec<Weak<Real>>>,
 }
@@ -38,6 +40,7 @@ impl Faulty {
             stalled: watch::channel(false).0,
             failing: Arc::default(),
             cut: Arc::default(),
+            lookups: watch::channel(false).0,
             issued: Mutex::default(),
         })
     }
@@ -65,6 +68,11 @@ impl Faulty {
             )),
             false => Ok(()),
         }
+    }
+
+    /// Topic lookups (`topic_info`) wait while `on`.
+    pub fn stall_lookups(&self, on: bool) {
+        self.lookups.send_replace(on);
     }
 
     /// Every lease handed out so far is lost: it reports so, refuses writes, and its topic is
@@ -173,6 +181,7 @@ impl Backend for Faulty {
     }
 
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
+        let _ = self.lookups.subscribe().wait_for(|stalled| !*stalled).await;
         self.inner.topic_info(topic).await
     }
 

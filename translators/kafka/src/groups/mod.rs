@@ -14,7 +14,7 @@ pub mod access;
 pub mod consumer_protocol;
 pub mod coordinator;
 #[cfg(test)]
-mod faulty;
+pub(crate) mod faulty;
 pub mod forward;
 pub mod mirror;
 pub mod peer_auth;
