@@ -89,10 +89,27 @@ pub async fn load_counted(
     backend: &dyn Backend,
     topic: &TopicName,
 ) -> Result<(BTreeMap<String, Bytes>, usize)> {
+    let loaded = load_to_end(backend, topic).await?;
+    Ok((loaded.table, loaded.read))
+}
+
+/// A table as `load_to_end` read it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub table: BTreeMap<String, Bytes>,
+    /// Messages read (against the number of keys, a measure of how much compaction would save).
+    pub read: usize,
+    /// The topic's last entry when the load began, which the load read up to (`None`: empty). A
+    /// writer holding the table's lease knows from it whether anyone wrote after it.
+    pub last: Option<EntryId>,
+}
+
+/// `load`, also telling how many messages were read and up to which entry.
+pub async fn load_to_end(backend: &dyn Backend, topic: &TopicName) -> Result<Loaded> {
     let mut table = BTreeMap::new();
     let mut read = 0;
     let Some(last) = backend.last_message_id(topic).await? else {
-        return Ok((table, read));
+        return Ok(Loaded::default());
     };
     let mut reader = backend
         .open_compacted_reader(topic, EntryId::EARLIEST)
@@ -113,7 +130,11 @@ pub async fn load_counted(
             }
         }
         if done {
-            return Ok((table, read));
+            return Ok(Loaded {
+                table,
+                read,
+                last: Some(last.entry_id()),
+            });
         }
     }
 }

@@ -8,9 +8,20 @@
 //! OffsetCommit) is sent only once the write is persisted, or as REQUEST_TIMED_OUT once the
 //! commit timeout has passed without Pulsar confirming it.
 //!
-//! A shard loaded here (on first use, on taking it over, or on regaining its lease after an
-//! outage) starts every member's session at the load: this instance could not hear them before,
-//! as Kafka's coordinator starts all session timers when it loads a group.
+//! A shard loaded here (on first use, or on taking it over) starts every member's session at the
+//! load: this instance could not hear them before, as Kafka's coordinator starts all session
+//! timers when it loads a group.
+//!
+//! A lost lease is not a lost group. Kafka's coordinator serves heartbeats from memory and needs
+//! its log only for changes; so does this one. When a shard's lease is lost (its connection to
+//! Pulsar died, or the producer was closed), its groups stay in memory and a background task
+//! claims the lease again. Meanwhile heartbeats, OffsetFetch, DescribeGroups and ListGroups are
+//! answered from memory (a heartbeat still counts as hearing the member), sessions expire from
+//! the times members were last heard, and requests that must be persisted wait for the lease at
+//! most the commit timeout. Regained with the table as this instance last wrote it, the shard
+//! keeps its memory (members, generations, last-heard times) and writes what was left unsaved;
+//! if someone else wrote the table meanwhile, it is loaded again; if another instance holds the
+//! lease, the groups are dropped and their clients told NOT_COORDINATOR.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,9 +30,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gateway_core::retry_log::RetryLog;
-use gateway_core::{table, Announcement, BackendError, BackendRef, Lease, TopicName};
+use gateway_core::{
+    table, Announcement, BackendError, BackendRef, EntryId, Lease, SendReceipt, TopicName,
+};
 use kafka_protocol::error::ResponseError;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{watch, OwnedMutexGuard};
 
 use super::mirror::Mirror;
 use super::state::{
@@ -162,13 +175,68 @@ impl Default for GroupSettings {
 /// Local names of topics the gateway keeps for itself; Metadata does not list them.
 pub const INTERNAL_TOPIC_PREFIX: &str = "__gateway_";
 
+/// The answer to a JoinGroup, SyncGroup or LeaveGroup while the shard's lease is lost and not
+/// back within the commit timeout (the membership change could not be written).
+///
+/// Kafka 4's group coordinator (the KIP-848 runtime, which runs classic groups too) handles a
+/// JoinGroup or SyncGroup as a write bounded by `offsets.commit.timeout.ms`, and answers one
+/// whose append timed out or failed COORDINATOR_NOT_AVAILABLE (`handleOperationException`); the
+/// older classic coordinator answered a SyncGroup whose append timed out REBALANCE_IN_PROGRESS.
+/// Both clients retry COORDINATOR_NOT_AVAILABLE quietly: librdkafka looks the coordinator up
+/// again (this instance) and rejoins after its join back-off; the Java client marks the
+/// coordinator unknown, finds it again and rejoins. REQUEST_TIMED_OUT, what a commit gets, is an
+/// "unexpected error" to the Java client's JoinGroup and SyncGroup handlers (an exception from
+/// `poll`), and librdkafka reports a JoinGroup's REBALANCE_IN_PROGRESS to the application as a
+/// consumer error.
+const MEMBERSHIP_NOT_WRITTEN: ResponseError = ResponseError::CoordinatorNotAvailable;
+
 /// How long a failed claim of a shard is trusted before trying again.
 const CLAIM_RETRY: Duration = Duration::from_millis(500);
 
+/// Back-off between attempts to claim a lost lease again: short at first (a broker closing the
+/// producer is over in a moment), at most `RECLAIM_MAX` (members wait for it to commit).
+const RECLAIM_FIRST: Duration = Duration::from_millis(200);
+const RECLAIM_MAX: Duration = Duration::from_secs(2);
+
+/// This instance's hold on a shard.
+#[derive(Clone)]
+enum Hold {
+    /// Not coordinating it: no groups in memory.
+    Free,
+    /// Coordinating it through its lease.
+    Held(Arc<dyn Lease>),
+    /// Its lease was lost at that time (its connection to Pulsar died, or the broker closed the
+    /// producer); its groups are served from memory while a background task claims it again.
+    Lost(Instant),
+}
+
+/// Why a request that writes cannot have the shard's lease.
+#[derive(Debug)]
+enum Unready {
+    /// This instance does not coordinate the shard (or cannot claim it).
+    Refused(ResponseError),
+    /// The lease has been lost this long and is not back yet.
+    Lost(Duration),
+}
+
+impl Unready {
+    /// The answer: `when_lost` while the lease is being claimed again.
+    fn code(&self, when_lost: ResponseError) -> ResponseError {
+        match self {
+            Unready::Refused(e) => *e,
+            Unready::Lost(_) => when_lost,
+        }
+    }
+}
+
 struct Shard {
+    index: usize,
     topic: TopicName,
-    /// The shard's lease while this instance coordinates it; its groups are loaded then.
-    lease: Mutex<Option<Arc<dyn Lease>>>,
+    /// Whether this instance coordinates the shard, and through which lease.
+    hold: Mutex<Hold>,
+    /// Bumped whenever a lost lease's reclaim ends (regained or given up), for the requests
+    /// waiting for it.
+    reclaimed: watch::Sender<()>,
     /// One claim (lease, then load) at a time.
     claiming: tokio::sync::Mutex<()>,
     /// When a claim last found another holder.
@@ -182,6 +250,13 @@ struct Shard {
     /// Groups with commits written but not yet applied, and how many: their offsets are not
     /// expired meanwhile (a tombstone must not follow a commit it has not seen).
     committing: Arc<Mutex<HashMap<String, usize>>>,
+    /// The table's last entry as this instance knows it: the entry its load read up to, then
+    /// each write of its own that Pulsar confirmed. Equal to the topic's last message id when
+    /// the lease is regained, nobody else wrote meanwhile and the groups in memory are current.
+    tail: Arc<Mutex<Option<EntryId>>>,
+    /// Bumped whenever the groups in memory are replaced (a load) or dropped: a write confirmed
+    /// later is applied to them only if they are still the ones it was accepted into.
+    epoch: Arc<AtomicU64>,
     /// Held while a write is queued, so table order is acceptance order.
     writes: Arc<tokio::sync::Mutex<()>>,
     /// Table writes since compaction was last started.
@@ -190,6 +265,13 @@ struct Shard {
 
 /// A table write under way: its outcome once Pulsar confirms or refuses it.
 type Written = tokio::task::JoinHandle<Result<(), BackendError>>;
+
+/// A shard's table as read into groups.
+struct LoadedShard {
+    groups: HashMap<String, Group>,
+    /// The entry the read went up to.
+    last: Option<EntryId>,
+}
 
 /// Why a request's table write did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +319,14 @@ const COMPACT_EVERY: u64 = 10_000;
 pub struct GroupCoordinator {
     settings: GroupSettings,
     backend: BackendRef,
+    /// This coordinator, for the background tasks it starts.
+    me: Weak<GroupCoordinator>,
+    /// The name its leases are held under: the instance's addresses (`Instance::holder_name`)
+    /// and a token of this run, so that a lease still held by one of its own lost producers
+    /// (the broker has not yet seen that connection die) is told from another instance's.
+    holder: String,
+    /// When the timer last ran (rebalance deadlines of shards whose lease is lost do not run).
+    last_tick: Mutex<Instant>,
     shards: Vec<Shard>,
     mirror: Arc<Mirror>,
     seq: AtomicU64,
@@ -303,12 +393,14 @@ impl GroupCoordinator {
             .map(|i| {
                 let base = &settings.state_topic;
                 Shard {
+                    index: i as usize,
                     topic: TopicName::new(
                         &base.tenant,
                         &base.namespace,
                         &format!("{}-{i}", base.local),
                     ),
-                    lease: Mutex::new(None),
+                    hold: Mutex::new(Hold::Free),
+                    reclaimed: watch::channel(()).0,
                     claiming: tokio::sync::Mutex::new(()),
                     refused_at: Mutex::new(None),
                     uncompacted: AtomicU64::new(0),
@@ -316,6 +408,8 @@ impl GroupCoordinator {
                     unsaved: Mutex::new(HashSet::new()),
                     unconfirmed: Arc::default(),
                     committing: Arc::default(),
+                    tail: Arc::default(),
+                    epoch: Arc::default(),
                     writes: Arc::new(tokio::sync::Mutex::new(())),
                 }
             })
@@ -325,9 +419,17 @@ impl GroupCoordinator {
             settings.mirror_interval,
             settings.scoped_groups,
         );
-        Arc::new(GroupCoordinator {
+        let holder = format!(
+            "{};run={:016x}",
+            settings.instance.holder_name(),
+            rand::random::<u64>()
+        );
+        Arc::new_cyclic(|me| GroupCoordinator {
             settings,
             backend,
+            me: me.clone(),
+            holder,
+            last_tick: Mutex::new(Instant::now()),
             shards,
             mirror,
             seq: AtomicU64::new(1),
@@ -356,39 +458,105 @@ impl GroupCoordinator {
         self.mirror.start();
     }
 
-    /// The shard's lease while this instance still holds it. A lost lease means another
-    /// instance may be writing: the groups in memory are dropped and their waiters told
-    /// NOT_COORDINATOR, so the clients find the new owner.
-    fn held(&self, shard: &Shard) -> Option<Arc<dyn Lease>> {
-        let mut lease = shard.lease.lock().expect("lease lock");
-        match lease.as_ref() {
-            Some(l) if l.is_held() => return Some(l.clone()),
-            Some(_) => {}
-            None => return None,
+    /// This instance's hold on the shard. A lease found lost turns the hold to `Lost` (the
+    /// groups stay in memory) and starts claiming it again in the background.
+    fn hold(&self, shard: &Shard) -> Hold {
+        let mut hold = shard.hold.lock().expect("hold lock");
+        match &*hold {
+            Hold::Held(lease) if !lease.is_held() => {}
+            other => return other.clone(),
         }
-        *lease = None;
-        drop(lease);
-        tracing::warn!(topic = %shard.topic, "lost the lease of a group coordinator shard");
-        let mut groups = shard.groups.lock().expect("groups lock");
-        for group in groups.values_mut() {
-            group.abandon();
-        }
-        groups.clear();
-        shard.unsaved.lock().expect("unsaved lock").clear();
-        None
+        let since = Instant::now();
+        *hold = Hold::Lost(since);
+        drop(hold);
+        tracing::warn!(topic = %shard.topic, "lost the lease of a group coordinator shard; serving its groups from memory while claiming it again");
+        tokio::spawn(reclaim(self.me.clone(), shard.index));
+        Hold::Lost(since)
     }
 
-    /// Coordinates the shard here: holds its lease, with its state loaded. Claims it when no one
-    /// holds it; `NOT_COORDINATOR` when another instance does. Concurrent callers wait for the
-    /// same claim (there is no "coordinator is loading").
-    async fn ready(self: &Arc<Self>, shard: &Shard) -> Result<Arc<dyn Lease>, ResponseError> {
-        self.ensure_ticking();
-        if let Some(lease) = self.held(shard) {
-            return Ok(lease);
+    /// The shard's lease while this instance holds it.
+    fn held(&self, shard: &Shard) -> Option<Arc<dyn Lease>> {
+        match self.hold(shard) {
+            Hold::Held(lease) => Some(lease),
+            Hold::Free | Hold::Lost(_) => None,
         }
+    }
+
+    /// The shard's groups, when this instance still serves them (it may have given the shard
+    /// up since the caller last looked): clients of a group that moved must hear
+    /// NOT_COORDINATOR, not that their member is unknown.
+    fn served<'a>(
+        &self,
+        shard: &'a Shard,
+    ) -> Result<std::sync::MutexGuard<'a, HashMap<String, Group>>, ResponseError> {
+        let groups = shard.groups.lock().expect("groups lock");
+        match *shard.hold.lock().expect("hold lock") {
+            Hold::Free => Err(ResponseError::NotCoordinator),
+            Hold::Held(_) | Hold::Lost(_) => Ok(groups),
+        }
+    }
+
+    /// Serves the shard's groups here, from memory while its lease is being claimed again.
+    /// Claims a free shard; `NOT_COORDINATOR` when another instance holds it.
+    async fn serving(self: &Arc<Self>, shard: &Shard) -> Result<(), ResponseError> {
+        self.ensure_ticking();
+        match self.hold(shard) {
+            Hold::Held(_) | Hold::Lost(_) => Ok(()),
+            Hold::Free => self.claim(shard).await,
+        }
+    }
+
+    /// The shard's lease, for a request that writes. While the lease is lost, waits for it to be
+    /// claimed again, until it has been lost for the commit timeout: a client's requests are
+    /// answered in order, and its heartbeats must not wait behind each of its commits for as
+    /// long as Pulsar cannot be reached (as `write_order` refuses writes while one is stalled).
+    async fn writable(self: &Arc<Self>, shard: &Shard) -> Result<Arc<dyn Lease>, Unready> {
+        self.ensure_ticking();
+        let mut reclaimed = shard.reclaimed.subscribe();
+        loop {
+            match self.hold(shard) {
+                Hold::Held(lease) => return Ok(lease),
+                Hold::Free => self.claim(shard).await.map_err(Unready::Refused)?,
+                Hold::Lost(since) => {
+                    let until =
+                        tokio::time::Instant::from_std(since + self.settings.commit_timeout);
+                    if tokio::time::timeout_at(until, reclaimed.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Unready::Lost(since.elapsed()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request refused because the shard's lease is lost still shows its member is alive.
+    fn hear(&self, shard: &Shard, group_id: &str, member_id: &str, why: &Unready) {
+        if let Unready::Lost(lost) = why {
+            tracing::debug!(
+                group = group_id,
+                member = member_id,
+                lost_ms = lost.as_millis() as u64,
+                "the group's shard has no lease yet; refused a request that writes"
+            );
+            let now = Instant::now();
+            if let Ok(mut groups) = self.served(shard) {
+                if let Some(group) = groups.get_mut(group_id) {
+                    group.heard(member_id, now);
+                }
+            }
+        }
+    }
+
+    /// Claims a shard no one coordinates here: takes its lease if no one holds it, then loads
+    /// its state. `NOT_COORDINATOR` when another instance holds it. Concurrent callers wait for
+    /// the same claim (there is no "coordinator is loading"). Ends at once if the shard is
+    /// coordinated here by then.
+    async fn claim(self: &Arc<Self>, shard: &Shard) -> Result<(), ResponseError> {
         let _claim = shard.claiming.lock().await;
-        if let Some(lease) = self.held(shard) {
-            return Ok(lease);
+        if !matches!(self.hold(shard), Hold::Free) {
+            return Ok(());
         }
         let refused = *shard.refused_at.lock().expect("refused lock");
         if refused.is_some_and(|at| at.elapsed() < CLAIM_RETRY) {
@@ -402,8 +570,7 @@ impl GroupCoordinator {
             Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
             Err(e) => return Err(unavailable(e)),
         }
-        let holder = self.settings.instance.holder_name();
-        let lease: Arc<dyn Lease> = match self.backend.try_lease(&shard.topic, &holder).await {
+        let lease: Arc<dyn Lease> = match self.backend.try_lease(&shard.topic, &self.holder).await {
             Ok(Some(lease)) => Arc::from(lease),
             Ok(None) => {
                 *shard.refused_at.lock().expect("refused lock") = Some(Instant::now());
@@ -412,10 +579,81 @@ impl GroupCoordinator {
             Err(e) => return Err(unavailable(e)),
         };
         // Loaded after the lease is taken, so no other owner can write what this load misses.
-        self.load(shard).await.map_err(unavailable)?;
-        *shard.lease.lock().expect("lease lock") = Some(lease.clone());
+        let loaded = self.read_table(shard).await.map_err(unavailable)?;
+        self.install(shard, loaded, lease);
         tracing::info!(topic = %shard.topic, "coordinating a group shard");
-        Ok(lease)
+        Ok(())
+    }
+
+    /// One attempt to claim a lost lease again; `Ok` when it is over: regained (keeping the
+    /// groups in memory when nobody wrote the table since this instance's last confirmed write,
+    /// else loading it again), or given up because another instance holds it.
+    async fn reclaim_once(&self, shard: &Shard) -> Result<(), BackendError> {
+        let _claim = shard.claiming.lock().await;
+        let Hold::Lost(since) = self.hold(shard) else {
+            return Ok(());
+        };
+        let lease: Arc<dyn Lease> = match self.backend.try_lease(&shard.topic, &self.holder).await?
+        {
+            Some(lease) => Arc::from(lease),
+            None => {
+                return match self.backend.lease_holder(&shard.topic).await? {
+                    // The broker has not yet seen this instance's old connection die.
+                    Some(holder) if holder == self.holder => Err(BackendError::Unavailable(
+                        "the lease is still held by this instance's lost producer".into(),
+                    )),
+                    Some(holder) => {
+                        self.give_up(shard, &holder);
+                        Ok(())
+                    }
+                    None => Err(BackendError::Unavailable(
+                        "the lease came free meanwhile".into(),
+                    )),
+                };
+            }
+        };
+        let last = self
+            .backend
+            .last_message_id(&shard.topic)
+            .await?
+            .map(|id| id.entry_id());
+        let known = *shard.tail.lock().expect("tail lock");
+        let lost_ms = since.elapsed().as_millis() as u64;
+        if last == known {
+            // Nothing was written but what the groups in memory hold: carry on with them, and
+            // write what could not be written meanwhile (the timer writes `unsaved`).
+            shard.unconfirmed.lock().expect("unconfirmed lock").clear();
+            *shard.hold.lock().expect("hold lock") = Hold::Held(lease);
+            tracing::info!(topic = %shard.topic, lost_ms, "regained the lease of a group coordinator shard; nobody wrote its state meanwhile, so its groups carry on as they are in memory");
+        } else {
+            let loaded = self.read_table(shard).await?;
+            tracing::warn!(topic = %shard.topic, lost_ms, ?known, ?last, "regained the lease of a group coordinator shard after another instance wrote its state; loaded it again");
+            self.install(shard, loaded, lease);
+        }
+        shard.reclaimed.send_replace(());
+        Ok(())
+    }
+
+    /// Another instance took the shard while its lease was lost here: its groups are dropped
+    /// and their waiting requests told NOT_COORDINATOR, so the clients find the new owner.
+    fn give_up(&self, shard: &Shard, holder: &str) {
+        let owner = Instance::parse(holder);
+        if let Some(owner) = &owner {
+            self.note_peer(owner);
+        }
+        tracing::warn!(topic = %shard.topic, holder, "another instance took a group coordinator shard while its lease was lost here; dropping its groups");
+        {
+            let mut groups = shard.groups.lock().expect("groups lock");
+            *shard.hold.lock().expect("hold lock") = Hold::Free;
+            for group in groups.values_mut() {
+                group.abandon();
+            }
+            groups.clear();
+            shard.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        shard.unsaved.lock().expect("unsaved lock").clear();
+        *shard.refused_at.lock().expect("refused lock") = Some(Instant::now());
+        shard.reclaimed.send_replace(());
     }
 
     /// Where a group is coordinated: here (claiming its shard if it is free) or at the instance
@@ -429,8 +667,8 @@ impl GroupCoordinator {
     pub async fn owner_of(self: &Arc<Self>, group: &str) -> Result<Owner, ResponseError> {
         let shard = self.shard_of(group);
         for _ in 0..2 {
-            match self.ready(shard).await {
-                Ok(_) => return Ok(Owner::Local),
+            match self.serving(shard).await {
+                Ok(()) => return Ok(Owner::Local),
                 Err(ResponseError::NotCoordinator) => {}
                 Err(e) => return Err(e),
             }
@@ -537,10 +775,13 @@ impl GroupCoordinator {
         }
     }
 
-    async fn load(&self, shard: &Shard) -> Result<(), BackendError> {
+    /// Reads the shard's table (under its lease, so that no one else writes what this misses)
+    /// into groups whose sessions start now.
+    async fn read_table(&self, shard: &Shard) -> Result<LoadedShard, BackendError> {
         let started = Instant::now();
-        let (table, read) = table::load_counted(self.backend.as_ref(), &shard.topic).await?;
-        if read > 2 * table.len() + 1000 {
+        let loaded = table::load_to_end(self.backend.as_ref(), &shard.topic).await?;
+        let read = loaded.read;
+        if read > 2 * loaded.table.len() + 1000 {
             self.compact(shard);
         } else {
             shard.uncompacted.store(read as u64, Ordering::Relaxed);
@@ -548,7 +789,7 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut snapshots: HashMap<String, GroupSnapshot> = HashMap::new();
         let mut offsets: Vec<(String, String, i32, Committed)> = Vec::new();
-        for (key, value) in table {
+        for (key, value) in loaded.table {
             let Ok(parts) = serde_json::from_str::<Vec<serde_json::Value>>(&key) else {
                 continue;
             };
@@ -572,11 +813,7 @@ impl GroupCoordinator {
                 _ => {}
             }
         }
-        let mut groups = shard.groups.lock().expect("groups lock");
-        groups.clear();
-        shard.unsaved.lock().expect("unsaved lock").clear();
-        // Writes still pending through a lost lease say nothing about the new one.
-        shard.unconfirmed.lock().expect("unconfirmed lock").clear();
+        let mut groups = HashMap::new();
         for (id, snapshot) in snapshots {
             groups.insert(
                 id.clone(),
@@ -591,7 +828,26 @@ impl GroupCoordinator {
                 .insert((topic, partition), committed);
         }
         tracing::info!(topic = %shard.topic, groups = groups.len(), messages = read, elapsed_ms = started.elapsed().as_millis() as u64, "group state loaded");
-        Ok(())
+        Ok(LoadedShard {
+            groups,
+            last: loaded.last,
+        })
+    }
+
+    /// Coordinates the shard through `lease` with the groups just read, in place of any in
+    /// memory (whose waiting requests are told NOT_COORDINATOR).
+    fn install(&self, shard: &Shard, loaded: LoadedShard, lease: Arc<dyn Lease>) {
+        let mut groups = shard.groups.lock().expect("groups lock");
+        for group in groups.values_mut() {
+            group.abandon();
+        }
+        *groups = loaded.groups;
+        shard.epoch.fetch_add(1, Ordering::AcqRel);
+        shard.unsaved.lock().expect("unsaved lock").clear();
+        // Writes still pending through a lost lease say nothing about the new one.
+        shard.unconfirmed.lock().expect("unconfirmed lock").clear();
+        *shard.tail.lock().expect("tail lock") = loaded.last;
+        *shard.hold.lock().expect("hold lock") = Hold::Held(lease);
     }
 
     /// Starts compacting the shard's table topic in the background.
@@ -650,6 +906,7 @@ impl GroupCoordinator {
             .lock()
             .expect("unconfirmed lock")
             .insert(id, Instant::now());
+        let tail = shard.tail.clone();
         let entries = records
             .chunks(RECORDS_PER_ENTRY)
             .map(|chunk| table::entry(chunk.to_vec()))
@@ -658,7 +915,14 @@ impl GroupCoordinator {
             let pending = lease.submit(entries).await;
             drop(order);
             let outcome = match pending {
-                Ok(pending) => pending.await.map(|_| ()),
+                Ok(pending) => pending.await.map(|receipts| {
+                    let written = receipts.iter().filter_map(|r| match r {
+                        SendReceipt::Persisted(entry) => Some(*entry),
+                        SendReceipt::Duplicate => None,
+                    });
+                    let mut tail = tail.lock().expect("tail lock");
+                    *tail = (*tail).max(written.max());
+                }),
                 Err(e) => Err(e),
             };
             unconfirmed.lock().expect("unconfirmed lock").remove(&id);
@@ -698,6 +962,12 @@ impl GroupCoordinator {
     /// otherwise restore members that have left, or miss those that joined.
     async fn persist(&self, shard: &Shard, group_id: &str) {
         let Some(lease) = self.held(shard) else {
+            // Lost meanwhile: written once the lease is regained (or moot if it is not).
+            shard
+                .unsaved
+                .lock()
+                .expect("unsaved lock")
+                .insert(group_id.to_owned());
             return;
         };
         let written = match self.write_order(shard).await {
@@ -733,12 +1003,16 @@ impl GroupCoordinator {
             return JoinOutcome::failed(ResponseError::InvalidSessionTimeout, &member_id);
         }
         let shard = self.shard_of(group_id);
-        if let Err(e) = self.ready(shard).await {
-            return JoinOutcome::failed(e, &member_id);
+        if let Err(e) = self.writable(shard).await {
+            self.hear(shard, group_id, &member_id, &e);
+            return JoinOutcome::failed(e.code(MEMBERSHIP_NOT_WRITTEN), &member_id);
         }
         let mut fx = Effects::default();
         let reply = {
-            let mut groups = shard.groups.lock().expect("groups lock");
+            let mut groups = match self.served(shard) {
+                Ok(groups) => groups,
+                Err(e) => return JoinOutcome::failed(e, &member_id),
+            };
             if !groups.contains_key(group_id) {
                 if !member_id.is_empty() {
                     return JoinOutcome::failed(ResponseError::UnknownMemberId, &member_id);
@@ -773,12 +1047,16 @@ impl GroupCoordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> SyncOutcome {
         let shard = self.shard_of(group_id);
-        if let Err(e) = self.ready(shard).await {
-            return SyncOutcome::failed(e);
+        if let Err(e) = self.writable(shard).await {
+            self.hear(shard, group_id, member_id, &e);
+            return SyncOutcome::failed(e.code(MEMBERSHIP_NOT_WRITTEN));
         }
         let mut fx = Effects::default();
         let reply = {
-            let mut groups = shard.groups.lock().expect("groups lock");
+            let mut groups = match self.served(shard) {
+                Ok(groups) => groups,
+                Err(e) => return SyncOutcome::failed(e),
+            };
             let Some(group) = groups.get_mut(group_id) else {
                 return SyncOutcome::failed(ResponseError::UnknownMemberId);
             };
@@ -814,10 +1092,15 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
     ) -> i16 {
         let shard = self.shard_of(group_id);
-        if let Err(e) = self.ready(shard).await {
+        if let Err(e) = self.serving(shard).await {
             return e.code();
         }
-        let mut groups = shard.groups.lock().expect("groups lock");
+        // Answered from memory, also while the shard's lease is being claimed again: hearing
+        // a member needs no write, as with Kafka's coordinator.
+        let mut groups = match self.served(shard) {
+            Ok(groups) => groups,
+            Err(e) => return e.code(),
+        };
         match groups.get_mut(group_id) {
             Some(group) => group.heartbeat(generation, member_id, instance_id, Instant::now()),
             None => ResponseError::UnknownMemberId.code(),
@@ -831,10 +1114,12 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<(String, i16)>, ResponseError> {
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
+        self.writable(shard)
+            .await
+            .map_err(|e| e.code(MEMBERSHIP_NOT_WRITTEN))?;
         let mut fx = Effects::default();
         let results = {
-            let mut groups = shard.groups.lock().expect("groups lock");
+            let mut groups = self.served(shard)?;
             let Some(group) = groups.get_mut(group_id) else {
                 return Err(ResponseError::UnknownMemberId);
             };
@@ -861,14 +1146,21 @@ impl GroupCoordinator {
             return Err(ResponseError::InvalidGroupId);
         }
         let shard = self.shard_of(group_id);
-        let lease = self.ready(shard).await?;
+        let lease = match self.writable(shard).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.hear(shard, group_id, member_id, &e);
+                return Err(e.code(ResponseError::RequestTimedOut));
+            }
+        };
         let order = self.write_order(shard).await.map_err(|e| {
             e.log(group_id, "committing offsets failed");
             e.code()
         })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let epoch = shard.epoch.load(Ordering::Acquire);
         {
-            let mut groups = shard.groups.lock().expect("groups lock");
+            let mut groups = self.served(shard)?;
             let now = Instant::now();
             match groups.get_mut(group_id) {
                 Some(group) => group.check_commit(generation, member_id, instance_id, now)?,
@@ -904,7 +1196,7 @@ impl GroupCoordinator {
             .collect();
         // The offsets are applied once persisted, even if that is after the answer went out
         // (REQUEST_TIMED_OUT on a timeout), so that memory never lags the table.
-        let (coordinator, group, held) = (Arc::downgrade(self), group_id.to_owned(), lease.clone());
+        let (coordinator, group) = (Arc::downgrade(self), group_id.to_owned());
         let committing = shard.committing.clone();
         *committing
             .lock()
@@ -914,7 +1206,7 @@ impl GroupCoordinator {
         let write = self.start_write(shard, lease, order, records, move |outcome| {
             if outcome.is_ok() {
                 if let Some(c) = coordinator.upgrade() {
-                    c.apply_commits(&group, &held, accepted);
+                    c.apply_commits(&group, epoch, accepted);
                 }
             }
             let mut committing = committing.lock().expect("committing lock");
@@ -932,20 +1224,16 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Persisted commits into the group's state, unless the shard's lease was lost meanwhile
-    /// (whoever loads it next reads them from the table).
-    fn apply_commits(
-        &self,
-        group_id: &str,
-        lease: &Arc<dyn Lease>,
-        accepted: Vec<(String, i32, Committed)>,
-    ) {
+    /// Persisted commits into the group's state, unless the groups in memory were replaced or
+    /// dropped meanwhile (whoever loads the shard next reads them from the table). Applied also
+    /// while the lease is lost: the table has them, and the groups kept in memory must not lag
+    /// it if this instance regains the lease.
+    fn apply_commits(&self, group_id: &str, epoch: u64, accepted: Vec<(String, i32, Committed)>) {
         let shard = self.shard_of(group_id);
-        let current = shard.lease.lock().expect("lease lock").clone();
-        if !current.is_some_and(|l| Arc::ptr_eq(&l, lease)) {
+        let mut groups = shard.groups.lock().expect("groups lock");
+        if shard.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
-        let mut groups = shard.groups.lock().expect("groups lock");
         let group = groups
             .entry(group_id.to_owned())
             .or_insert_with(|| Group::new(group_id, Instant::now()));
@@ -986,8 +1274,8 @@ impl GroupCoordinator {
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<(String, i32, Option<Committed>)>, ResponseError> {
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
-        let groups = shard.groups.lock().expect("groups lock");
+        self.serving(shard).await?;
+        let groups = self.served(shard)?;
         let offsets = groups.get(group_id).map(|g| &g.offsets);
         Ok(match wanted {
             Some(topics) => topics
@@ -1013,8 +1301,8 @@ impl GroupCoordinator {
         group_id: &str,
     ) -> Result<Option<GroupSummary>, ResponseError> {
         let shard = self.shard_of(group_id);
-        self.ready(shard).await?;
-        let groups = shard.groups.lock().expect("groups lock");
+        self.serving(shard).await?;
+        let groups = self.served(shard)?;
         Ok(groups.get(group_id).map(summarize))
     }
 
@@ -1026,8 +1314,8 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         let mut others: Vec<Instance> = Vec::new();
         for shard in &self.shards {
-            match self.ready(shard).await {
-                Ok(_) => {}
+            match self.serving(shard).await {
+                Ok(()) => {}
                 Err(ResponseError::NotCoordinator) => {
                     let holder = self.backend.lease_holder(&shard.topic).await;
                     if let Some(owner) = holder.ok().flatten().and_then(|h| Instance::parse(&h)) {
@@ -1039,7 +1327,9 @@ impl GroupCoordinator {
                 }
                 Err(e) => return Err(e),
             }
-            let groups = shard.groups.lock().expect("groups lock");
+            let Ok(groups) = self.served(shard) else {
+                continue;
+            };
             out.extend(groups.values().map(|g| {
                 (
                     g.id.clone(),
@@ -1055,10 +1345,14 @@ impl GroupCoordinator {
     /// subscriptions go with it.
     pub async fn delete_group(self: &Arc<Self>, group_id: &str) -> Result<(), ResponseError> {
         let shard = self.shard_of(group_id);
-        let lease = self.ready(shard).await?;
+        let lease = self
+            .writable(shard)
+            .await
+            .map_err(|e| e.code(ResponseError::RequestTimedOut))?;
         let order = self.write_order(shard).await.map_err(|e| e.code())?;
+        let epoch = shard.epoch.load(Ordering::Acquire);
         let keys = {
-            let groups = shard.groups.lock().expect("groups lock");
+            let groups = self.served(shard)?;
             let Some(group) = groups.get(group_id) else {
                 return Err(ResponseError::GroupIdNotFound);
             };
@@ -1074,14 +1368,26 @@ impl GroupCoordinator {
             );
             keys
         };
-        self.write(shard, lease, order, keys)
-            .await
-            .map_err(|e| e.code())?;
-        let removed = shard.groups.lock().expect("groups lock").remove(group_id);
-        for committed in removed.iter().flat_map(|g| g.offsets.values()) {
-            self.mirror.record(group_id, &committed.pulsar_topic, None);
-        }
-        Ok(())
+        // Applied once persisted, even after the answer went out (the groups in memory must
+        // not lag the table: they are kept if this instance regains a lost lease).
+        let (coordinator, group) = (Arc::downgrade(self), group_id.to_owned());
+        let write = self.start_write(shard, lease, order, keys, move |outcome| {
+            let Some(c) = coordinator.upgrade().filter(|_| outcome.is_ok()) else {
+                return;
+            };
+            let shard = c.shard_of(&group);
+            let removed = {
+                let mut groups = shard.groups.lock().expect("groups lock");
+                if shard.epoch.load(Ordering::Acquire) != epoch {
+                    return;
+                }
+                groups.remove(&group)
+            };
+            for committed in removed.iter().flat_map(|g| g.offsets.values()) {
+                c.mirror.record(&group, &committed.pulsar_topic, None);
+            }
+        });
+        self.written(write).await.map_err(|e| e.code())
     }
 
     /// OffsetDelete: removes committed offsets of partitions the group no longer subscribes to.
@@ -1092,10 +1398,14 @@ impl GroupCoordinator {
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
         let shard = self.shard_of(group_id);
-        let lease = self.ready(shard).await?;
+        let lease = self
+            .writable(shard)
+            .await
+            .map_err(|e| e.code(ResponseError::RequestTimedOut))?;
         let order = self.write_order(shard).await.map_err(|e| e.code())?;
+        let epoch = shard.epoch.load(Ordering::Acquire);
         let (results, keys, mirrored) = {
-            let groups = shard.groups.lock().expect("groups lock");
+            let groups = self.served(shard)?;
             let Some(group) = groups.get(group_id) else {
                 return Err(ResponseError::GroupIdNotFound);
             };
@@ -1123,16 +1433,25 @@ impl GroupCoordinator {
             (results, keys, mirrored)
         };
         if !keys.is_empty() {
-            self.write(shard, lease, order, keys)
-                .await
-                .map_err(|e| e.code())?;
-            let mut groups = shard.groups.lock().expect("groups lock");
-            if let Some(group) = groups.get_mut(group_id) {
-                for (topic, p, pulsar_topic) in mirrored {
-                    group.offsets.remove(&(topic, p));
-                    self.mirror.record(group_id, &pulsar_topic, None);
+            // Applied once persisted, as in `delete_group`.
+            let (coordinator, group) = (Arc::downgrade(self), group_id.to_owned());
+            let write = self.start_write(shard, lease, order, keys, move |outcome| {
+                let Some(c) = coordinator.upgrade().filter(|_| outcome.is_ok()) else {
+                    return;
+                };
+                let shard = c.shard_of(&group);
+                let mut groups = shard.groups.lock().expect("groups lock");
+                if shard.epoch.load(Ordering::Acquire) != epoch {
+                    return;
                 }
-            }
+                if let Some(g) = groups.get_mut(&group) {
+                    for (topic, p, pulsar_topic) in mirrored {
+                        g.offsets.remove(&(topic, p));
+                        c.mirror.record(&group, &pulsar_topic, None);
+                    }
+                }
+            });
+            self.written(write).await.map_err(|e| e.code())?;
         }
         Ok(results)
     }
@@ -1153,21 +1472,42 @@ impl GroupCoordinator {
             }
         }
         let now = Instant::now();
+        let since_last = now.saturating_duration_since(std::mem::replace(
+            &mut *self.last_tick.lock().expect("tick lock"),
+            now,
+        ));
         for shard in &self.shards {
-            if self.held(shard).is_none() {
-                continue;
-            }
-            let mut changed: HashSet<String> =
-                std::mem::take(&mut *shard.unsaved.lock().expect("unsaved lock"));
+            // While the lease is lost, sessions still expire (members that heartbeat are heard),
+            // but members cannot rejoin or sync, so the rebalance's time stands still; changes
+            // are written once the lease is back.
+            let lost = match self.hold(shard) {
+                Hold::Free => continue,
+                Hold::Held(_) => false,
+                Hold::Lost(_) => true,
+            };
+            let mut changed: HashSet<String> = if lost {
+                HashSet::new()
+            } else {
+                std::mem::take(&mut *shard.unsaved.lock().expect("unsaved lock"))
+            };
             {
-                let mut groups = shard.groups.lock().expect("groups lock");
+                let Ok(mut groups) = self.served(shard) else {
+                    continue;
+                };
                 let wall = now_ms();
                 changed.extend(groups.values_mut().filter_map(|g| {
                     let mut fx = Effects::default();
+                    if lost {
+                        g.postpone_deadlines(since_last);
+                    }
                     g.tick(now, &self.settings.timing, &mut fx);
                     g.note_emptied(&fx, wall);
                     fx.snapshot.then(|| g.id.clone())
                 }));
+            }
+            if lost {
+                shard.unsaved.lock().expect("unsaved lock").extend(changed);
+                continue;
             }
             for group in changed {
                 self.persist(shard, &group).await;
@@ -1235,6 +1575,34 @@ impl GroupCoordinator {
                 tracing::warn!(topic = %shard.topic, error = %e, "deleting expired offsets failed")
             }
         }
+    }
+}
+
+/// Claims a shard's lost lease again, with back-off, until it is regained or another instance
+/// is found holding it, or the coordinator is dropped. Never inside a client's request: clients
+/// are served from memory meanwhile.
+async fn reclaim(coordinator: Weak<GroupCoordinator>, index: usize) {
+    let mut backoff = RECLAIM_FIRST;
+    let mut log = RetryLog::default();
+    loop {
+        tokio::time::sleep(backoff).await;
+        let Some(c) = coordinator.upgrade() else {
+            return;
+        };
+        let shard = &c.shards[index];
+        let what = format!(
+            "claiming the lost lease of group shard {} again",
+            shard.topic
+        );
+        match c.reclaim_once(shard).await {
+            Ok(()) => {
+                log.succeeded(&what);
+                return;
+            }
+            Err(e) => log.failed(&what, &e),
+        }
+        drop(c);
+        backoff = (backoff * 2).min(RECLAIM_MAX);
     }
 }
 
@@ -1338,10 +1706,10 @@ mod tests {
         (Faulty::new(embedded), dir)
     }
 
-    /// A member alone in group `g`, stable in its first generation with partition "p0".
-    async fn stable_member(c: &Arc<GroupCoordinator>) -> (String, i32) {
-        let params = JoinParams {
-            member_id: String::new(),
+    /// A consumer's JoinGroup for group `g`.
+    fn join_params(member_id: &str) -> JoinParams {
+        JoinParams {
+            member_id: member_id.to_owned(),
             instance_id: None,
             client_id: "client".into(),
             client_host: "/127.0.0.1".into(),
@@ -1351,8 +1719,12 @@ mod tests {
             protocols: vec![("range".into(), Bytes::from_static(b"m"))],
             require_known_member_id: false,
             supports_skip_assignment: false,
-        };
-        let joined = c.join("g", params).await;
+        }
+    }
+
+    /// A member alone in group `g`, stable in its first generation with partition "p0".
+    async fn stable_member(c: &Arc<GroupCoordinator>) -> (String, i32) {
+        let joined = c.join("g", join_params("")).await;
         assert_eq!((joined.error, joined.generation), (NONE, 1));
         let assignment = vec![(joined.member_id.clone(), Bytes::from_static(b"p0"))];
         let synced = c
@@ -1565,30 +1937,259 @@ mod tests {
         assert_eq!(b.heartbeat("g", generation, &member, None).await, NONE);
     }
 
-    /// A shard's lease lost in an outage and regained by the same instance: the state is
-    /// loaded again and every session counts from then, however long the shard was not served.
-    /// The member carries on in its generation, without a rebalance; silent after that, it is
-    /// expelled for its own missed session.
+    /// The outage measured on Pulsar: the shard's lease lost (its connection to Pulsar died)
+    /// for longer than the member's session. Kafka's coordinator hears heartbeats without its
+    /// log, and so does this one: the member is answered from memory all along, a commit is
+    /// refused within the commit timeout, and once the lease is back the member carries on
+    /// with its member id and generation, and commits again.
     #[tokio::test]
-    async fn a_member_keeps_its_generation_when_the_same_instance_regains_the_shard() {
+    async fn a_member_heartbeats_through_a_lease_loss_longer_than_its_session() {
         let (backend, _dir) = faulty();
         let c = GroupCoordinator::new(settings(1), backend.clone());
         let (member, generation) = stable_member(&c).await;
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(1)).await,
+            Ok(())
+        );
+
+        backend.cut_off(true);
         backend.lose_leases();
-        tokio::time::sleep(2 * SESSION).await;
         keep_heartbeating(&c, &member, generation, 2 * SESSION).await;
+        let started = Instant::now();
+        assert_eq!(
+            c.commit("g", generation, &member, None, commit_of(2)).await,
+            Err(ResponseError::RequestTimedOut)
+        );
+        assert!(
+            started.elapsed() <= settings(1).commit_timeout + Duration::from_millis(200),
+            "refused within the commit timeout, took {:?}",
+            started.elapsed()
+        );
+        keep_heartbeating(&c, &member, generation, SESSION).await;
+        assert_eq!(committed(&c).await, Some(1), "served from memory");
         let described = c.describe("g").await.unwrap().unwrap();
         assert_eq!((described.state, described.members.len()), ("Stable", 1));
-        assert_eq!(described.members[0].assignment, Bytes::from_static(b"p0"));
 
+        backend.cut_off(false);
+        let until = Instant::now() + Duration::from_secs(5);
+        while c.commit("g", generation, &member, None, commit_of(3)).await != Ok(()) {
+            assert!(Instant::now() < until, "the lease is never regained");
+            assert_eq!(c.heartbeat("g", generation, &member, None).await, NONE);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        keep_heartbeating(&c, &member, generation, SESSION).await;
+        assert_eq!(committed(&c).await, Some(3));
+        let described = c.describe("g").await.unwrap().unwrap();
+        assert_eq!(described.members[0].member_id, member);
+        assert_eq!(described.members[0].assignment, Bytes::from_static(b"p0"));
+    }
+
+    /// Sessions still expire while the lease is lost, from when each member was last heard:
+    /// a silent member is expelled for its own missed session. Regained with the table as this
+    /// instance left it, the shard keeps its memory (the group emptied, not the member the
+    /// table still has) and writes what it could not write meanwhile.
+    #[tokio::test]
+    async fn a_silent_member_is_expelled_while_the_lease_is_lost_and_that_is_written_after() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let (member, generation) = stable_member(&c).await;
+        backend.cut_off(true);
+        backend.lose_leases();
+        assert_eq!(c.heartbeat("g", generation, &member, None).await, NONE);
         tokio::time::sleep(SESSION + Duration::from_millis(300)).await;
         assert_eq!(
             c.heartbeat("g", generation, &member, None).await,
             ResponseError::UnknownMemberId.code()
         );
+
+        backend.cut_off(false);
+        let until = Instant::now() + Duration::from_secs(5);
+        while c.owner_of("g").await != Ok(Owner::Local) || c.held(c.shard_of("g")).is_none() {
+            assert!(Instant::now() < until, "the lease is never regained");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let described = c.describe("g").await.unwrap().unwrap();
+        assert_eq!(
+            (described.state, described.members.len()),
+            ("Empty", 0),
+            "kept in memory, not loaded again from the table"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(c);
+        let b = GroupCoordinator::new(settings(2), backend.clone());
+        claimed(&b).await;
+        let described = b.describe("g").await.unwrap().unwrap();
+        assert_eq!(
+            (described.state, described.members.len()),
+            ("Empty", 0),
+            "the expulsion was written once the lease was back"
+        );
     }
 
-    /// The same when the lease moves to another instance after its holder is gone.
+    /// A member waiting for a rebalance cannot rejoin while the lease is lost (a join must be
+    /// written): the rebalance's time stands still meanwhile, so it is not expelled for a
+    /// JoinGroup the coordinator refused, however long the loss. It rejoins once the lease is
+    /// back, and the rebalance completes with both members.
+    #[tokio::test]
+    async fn a_member_that_cannot_rejoin_while_the_lease_is_lost_is_not_expelled_for_it() {
+        let (backend, _dir) = faulty();
+        let c = GroupCoordinator::new(settings(1), backend.clone());
+        let first = |member_id: &str| JoinParams {
+            rebalance_timeout: Duration::from_millis(600),
+            ..join_params(member_id)
+        };
+        let joined = c.join("g", first("")).await;
+        let m1 = joined.member_id.clone();
+        let assignment = vec![(m1.clone(), Bytes::from_static(b"p0"))];
+        let synced = c.sync("g", 1, &m1, None, None, None, assignment).await;
+        assert_eq!(synced.error, NONE);
+        // A second member arrives: the group prepares a rebalance that m1 must rejoin.
+        let c2 = c.clone();
+        let second = tokio::spawn(async move { c2.join("g", first("")).await });
+        let rebalancing = ResponseError::RebalanceInProgress.code();
+        let until = Instant::now() + Duration::from_secs(3);
+        while c.heartbeat("g", 1, &m1, None).await != rebalancing {
+            assert!(Instant::now() < until, "the rebalance never starts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        backend.cut_off(true);
+        backend.lose_leases();
+        let until = Instant::now() + 3 * SESSION;
+        while Instant::now() < until {
+            assert_eq!(c.heartbeat("g", 1, &m1, None).await, rebalancing);
+            let rejoined = c.join("g", first(&m1)).await;
+            assert_eq!(
+                rejoined.error,
+                ResponseError::CoordinatorNotAvailable.code(),
+                "the join cannot be written"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        backend.cut_off(false);
+        let until = Instant::now() + Duration::from_secs(5);
+        let rejoined = loop {
+            let rejoined = c.join("g", first(&m1)).await;
+            if rejoined.error == NONE {
+                break rejoined;
+            }
+            assert!(
+                Instant::now() < until,
+                "m1 cannot rejoin: {}",
+                rejoined.error
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let other = second.await.unwrap();
+        assert_eq!((rejoined.generation, other.generation), (2, 2));
+        assert_eq!((rejoined.error, other.error), (NONE, NONE));
+        assert_eq!(rejoined.member_id, m1);
+    }
+
+    /// Two instances over one backend, each with a connection of its own that can be cut.
+    fn two_instances() -> (
+        Arc<Faulty>,
+        Arc<Faulty>,
+        gateway_core::BackendRef,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded: gateway_core::BackendRef =
+            gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap();
+        let (a, b) = (Faulty::new(embedded.clone()), Faulty::new(embedded.clone()));
+        (a, b, embedded, dir)
+    }
+
+    /// Waits until nobody holds the shard's lease.
+    async fn lease_free(backend: &gateway_core::BackendRef) {
+        let topic = TopicName::new("public", "default", "__gateway_kafka_groups-0");
+        wait_for("the lease comes free", || async {
+            backend.lease_holder(&topic).await.unwrap().is_none()
+        })
+        .await;
+    }
+
+    /// An instance cut off from Pulsar keeps answering its members from memory; another
+    /// instance takes the shard over meanwhile and writes to its table, then goes. When the
+    /// first regains the lease, the table is not as it left it: it loads it again (and so has
+    /// the other instance's commit) instead of carrying on with what it had in memory.
+    #[tokio::test]
+    async fn a_regained_shard_is_loaded_again_when_another_instance_wrote_meanwhile() {
+        let (fa, fb, backend, _dir) = two_instances();
+        let a = GroupCoordinator::new(settings(1), fa.clone());
+        let (member, generation) = stable_member(&a).await;
+        assert_eq!(
+            a.commit("g", generation, &member, None, commit_of(1)).await,
+            Ok(())
+        );
+        fa.cut_off(true);
+        fa.lose_leases();
+        assert_eq!(a.heartbeat("g", generation, &member, None).await, NONE);
+
+        let b = GroupCoordinator::new(settings(2), fb.clone());
+        claimed(&b).await;
+        assert_eq!(
+            b.commit("g", generation, &member, None, commit_of(7)).await,
+            Ok(())
+        );
+        assert_eq!(a.heartbeat("g", generation, &member, None).await, NONE);
+        assert_eq!(committed(&a).await, Some(1), "A answers from memory");
+        drop(b);
+        lease_free(&backend).await;
+
+        fa.cut_off(false);
+        wait_for("A loads the table again", || async {
+            committed(&a).await == Some(7)
+        })
+        .await;
+        assert_eq!(a.owner_of("g").await, Ok(Owner::Local));
+        assert_eq!(a.heartbeat("g", generation, &member, None).await, NONE);
+        assert_eq!(
+            a.commit("g", generation, &member, None, commit_of(8)).await,
+            Ok(())
+        );
+    }
+
+    /// An instance cut off from Pulsar keeps answering heartbeats until it learns that another
+    /// instance took the shard (as a partitioned Kafka coordinator does until it learns it lost
+    /// leadership): then it drops the groups and answers NOT_COORDINATOR, so that the clients
+    /// find the new coordinator.
+    #[tokio::test]
+    async fn a_refused_reclaim_answers_not_coordinator() {
+        let (fa, fb, _backend, _dir) = two_instances();
+        let a = GroupCoordinator::new(settings(1), fa.clone());
+        let (member, generation) = stable_member(&a).await;
+        fa.cut_off(true);
+        fa.lose_leases();
+        let b = GroupCoordinator::new(settings(2), fb.clone());
+        claimed(&b).await;
+        keep_heartbeating(&a, &member, generation, SESSION).await;
+
+        fa.cut_off(false);
+        wait_for("A hears that B coordinates the group", || async {
+            a.heartbeat("g", generation, &member, None).await
+                == ResponseError::NotCoordinator.code()
+        })
+        .await;
+        match a.owner_of("g").await {
+            Ok(Owner::Remote(owner)) => assert_eq!(owner.node_id, 2),
+            other => panic!("A should send clients to B, got {other:?}"),
+        }
+        assert_eq!(
+            a.commit("g", generation, &member, None, commit_of(5)).await,
+            Err(ResponseError::NotCoordinator)
+        );
+        // The trade-off: B could not hear the member while it talked to A, so its session
+        // there lapsed and it rejoins at B. Its commits meanwhile failed: nothing is lost.
+        assert_eq!(
+            b.heartbeat("g", generation, &member, None).await,
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    /// A member keeps its generation when the lease moves to another instance after its holder
+    /// is gone.
     #[tokio::test]
     async fn a_member_keeps_its_generation_when_another_instance_takes_the_shard_over() {
         let (backend, _dir) = faulty();

@@ -2,8 +2,12 @@
 //! coordinator's shard leases. While `stall` is on, table writes through a lease are queued but
 //! not confirmed (they land, in order, once it is off); while `fail_writes` is on they are
 //! refused; `lose_leases` takes every lease away, as when the broker drops the exclusive
-//! producer, so that the topic can be claimed again. `stall_submits` holds topic writes the same
-//! way, as a Pulsar that does not confirm them.
+//! producer, so that the topic can be claimed again; while `cut_off` is on, this instance cannot
+//! reach the backend for leases and tables at all (its connection to Pulsar is down), while
+//! another `Faulty` over the same backend (another instance) still can; while `stall_lookups` is
+//! on, asking for a topic's partitions waits (as Pulsar's admin API does when it cannot answer).
+//! `stall_submits` holds topic writes the way `stall` holds table writes, as a Pulsar that does
+//! not confirm them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -25,6 +29,8 @@ pub struct Faulty {
     inner: BackendRef,
     stalled: watch::Sender<bool>,
     failing: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    lookups: watch::Sender<bool>,
     /// The leases handed out (each lives as long as its holder keeps it).
     issued: Mutex<Vec<Weak<Real>>>,
     /// Topic writes are handed over but not persisted while on.
@@ -38,6 +44,8 @@ impl Faulty {
             inner,
             stalled: watch::channel(false).0,
             failing: Arc::default(),
+            cut: Arc::default(),
+            lookups: watch::channel(false).0,
             issued: Mutex::default(),
             submits_stalled: watch::channel(false).0,
             submitted: AtomicUsize::new(0),
@@ -65,6 +73,26 @@ impl Faulty {
         self.failing.store(on, Ordering::Relaxed);
     }
 
+    /// While `on`, claiming leases, asking who holds one, reading tables, their last ids and
+    /// writing through leases fail, as when this instance's connection to Pulsar is down.
+    pub fn cut_off(&self, on: bool) {
+        self.cut.store(on, Ordering::Relaxed);
+    }
+
+    fn reachable(&self) -> Result<()> {
+        match self.cut.load(Ordering::Relaxed) {
+            true => Err(BackendError::Unavailable(
+                "cut off from the backend (test)".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Topic lookups (`topic_info`) wait while `on`.
+    pub fn stall_lookups(&self, on: bool) {
+        self.lookups.send_replace(on);
+    }
+
     /// Every lease handed out so far is lost: it reports so, refuses writes, and its topic is
     /// free to be claimed again.
     pub fn lose_leases(&self) {
@@ -79,11 +107,17 @@ impl Faulty {
 struct FaultyLease {
     real: Slot,
     failing: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl FaultyLease {
-    fn new(real: Slot, failing: Arc<AtomicBool>, mut stalled: watch::Receiver<bool>) -> Self {
+    fn new(
+        real: Slot,
+        failing: Arc<AtomicBool>,
+        cut: Arc<AtomicBool>,
+        mut stalled: watch::Receiver<bool>,
+    ) -> Self {
         let (queue, mut writes) = mpsc::unbounded_channel::<Queued>();
         let slot = real.clone();
         // One write at a time, in submission order, as a Pulsar producer persists them.
@@ -104,6 +138,7 @@ impl FaultyLease {
         FaultyLease {
             real,
             failing,
+            cut,
             queue,
         }
     }
@@ -115,7 +150,7 @@ impl Lease for FaultyLease {
         if self.real.lock().unwrap().is_none() {
             return Err(BackendError::Closed);
         }
-        if self.failing.load(Ordering::Relaxed) {
+        if self.failing.load(Ordering::Relaxed) || self.cut.load(Ordering::Relaxed) {
             return Err(BackendError::Unavailable("writes fail (test)".into()));
         }
         let (done, outcome) = oneshot::channel();
@@ -151,6 +186,7 @@ impl Backend for Faulty {
     }
 
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
+        self.reachable()?;
         self.inner.create_topic(topic, partitions).await
     }
 
@@ -163,6 +199,7 @@ impl Backend for Faulty {
     }
 
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
+        let _ = self.lookups.subscribe().wait_for(|stalled| !*stalled).await;
         self.inner.topic_info(topic).await
     }
 
@@ -188,6 +225,7 @@ impl Backend for Faulty {
     }
 
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
+        self.reachable()?;
         self.inner.last_message_id(topic).await
     }
 
@@ -206,6 +244,7 @@ impl Backend for Faulty {
     }
 
     async fn open_reader(&self, topic: &TopicName, start: EntryId) -> Result<Box<dyn Reader>> {
+        self.reachable()?;
         self.inner.open_reader(topic, start).await
     }
 
@@ -214,6 +253,7 @@ impl Backend for Faulty {
         topic: &TopicName,
         start: EntryId,
     ) -> Result<Box<dyn Reader>> {
+        self.reachable()?;
         self.inner.open_compacted_reader(topic, start).await
     }
 
@@ -245,6 +285,7 @@ impl Backend for Faulty {
     }
 
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        self.reachable()?;
         let Some(real) = self.inner.try_lease(topic, holder).await? else {
             return Ok(None);
         };
@@ -253,11 +294,13 @@ impl Backend for Faulty {
         Ok(Some(Box::new(FaultyLease::new(
             slot,
             self.failing.clone(),
+            self.cut.clone(),
             self.stalled.subscribe(),
         ))))
     }
 
     async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
+        self.reachable()?;
         self.inner.lease_holder(topic).await
     }
 

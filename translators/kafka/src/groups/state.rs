@@ -826,6 +826,26 @@ impl Group {
         Ok(())
     }
 
+    /// A request from a member that could not be served (its coordinator could not write
+    /// group state) still shows the member is alive: its session counts from now.
+    pub fn heard(&mut self, member_id: &str, now: Instant) {
+        self.touch(member_id, now);
+    }
+
+    /// Moves the rebalance's deadlines (and those of member ids handed out) `by` later: while
+    /// the coordinator cannot write group state, members cannot rejoin or sync, so the time
+    /// they get for it does not run. Sessions are not moved: members that can heartbeat do.
+    pub fn postpone_deadlines(&mut self, by: Duration) {
+        self.rebalance_deadline += by;
+        self.sync_deadline += by;
+        if let Some(until) = self.initial_delay_until.as_mut() {
+            *until += by;
+        }
+        for deadline in self.pending.values_mut() {
+            *deadline += by;
+        }
+    }
+
     /// Expires sessions, pending member ids and overdue rebalances.
     pub fn tick(&mut self, now: Instant, timing: &Timing, fx: &mut Effects) {
         self.pending.retain(|_, deadline| *deadline > now);
