@@ -459,10 +459,10 @@ impl Rig {
         let expected: HashMap<(i32, i64), usize> =
             known.iter().map(|(i, (p, o, _))| ((*p, *o), **i)).collect();
         let without_offset: BTreeSet<usize> = unknown.iter().map(|(i, _)| **i).collect();
-        let (bootstrap, admin) = (self.gateway.bootstrap(), self.gateway.admin());
+        let bootstrap = self.gateway.bootstrap();
         let topic = self.topic;
         let stored = tokio::task::spawn_blocking(move || {
-            read_back(&bootstrap, admin, topic, &expected, &without_offset)
+            read_back(&bootstrap, topic, &expected, &without_offset)
         })
         .await
         .unwrap();
@@ -524,12 +524,20 @@ impl Drop for Rig {
 /// and that those acknowledged without one are somewhere; returns how many records it holds.
 fn read_back(
     bootstrap: &str,
-    admin: SocketAddr,
     topic: &str,
     expected: &HashMap<(i32, i64), usize>,
     without_offset: &BTreeSet<usize>,
 ) -> usize {
-    let consumer = e2e_tests::rdkafka_util::consumer(bootstrap);
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("faults-read-back"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    if let Ok(debug) = std::env::var("FAULTS_RDKAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    let consumer: BaseConsumer = config.create().expect("read-back consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
@@ -537,14 +545,12 @@ fn read_back(
     }
     consumer.assign(&tpl).unwrap();
     let mut found: HashMap<(i32, i64), usize> = HashMap::new();
-    let mut ids = BTreeSet::new();
+    // What is still to be seen, kept up to date (not counted again per record).
+    let mut unseen: std::collections::HashSet<(i32, i64)> = expected.keys().copied().collect();
+    let mut unseen_ids = without_offset.clone();
     let started = Instant::now();
     let limit = started + Duration::from_secs(120);
-    let missing = |found: &HashMap<(i32, i64), usize>, ids: &BTreeSet<usize>| {
-        expected.keys().filter(|k| !found.contains_key(k)).count()
-            + without_offset.difference(ids).count()
-    };
-    while missing(&found, &ids) > 0 {
+    while !unseen.is_empty() || !unseen_ids.is_empty() {
         if Instant::now() >= limit {
             // Where each partition got to, against what was acknowledged there.
             for p in 0..PARTITIONS {
@@ -558,26 +564,24 @@ fn read_back(
                     acked.max()
                 );
             }
-            let metrics = std::process::Command::new("curl")
-                .args(["-s", &format!("http://{admin}/metrics")])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for line in metrics
-                .lines()
-                .filter(|l| l.contains("fetch") && !l.starts_with('#'))
-            {
-                eprintln!("{line}");
-            }
+            let mut some: Vec<_> = unseen.iter().take(10).map(|k| (k, expected[k])).collect();
+            some.sort();
             panic!(
-                "reading the topic back: {} acknowledged records not found",
-                missing(&found, &ids)
+                "reading the topic back: {} acknowledged records not found at their (partition, \
+                 offset), e.g. {some:?} (record ids), and {} acknowledged without an offset",
+                unseen.len(),
+                unseen_ids.len()
             );
         }
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
-            let id = number(m.payload(), 'r');
-            found.insert((m.partition(), m.offset()), id);
-            ids.insert(id);
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let id = number(m.payload(), 'r');
+                found.insert((m.partition(), m.offset()), id);
+                unseen.remove(&(m.partition(), m.offset()));
+                unseen_ids.remove(&id);
+            }
+            Some(Err(e)) => eprintln!("read-back: {e}"),
+            None => {}
         }
     }
     for (at, id) in expected {
@@ -1092,4 +1096,15 @@ async fn soak() {
         last / 1024
     );
     rig.finish("soak").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "temporary probe"]
+async fn probe_latency_readback() {
+    asked();
+    let rig = Rig::start(&[], |_| {}).await;
+    rig.faults.set_latency(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    rig.faults.heal();
+    rig.finish("probe").await;
 }

@@ -197,6 +197,14 @@ impl KafkaFrontend {
             }
         }
 
+        tracing::debug!(
+            partitions = parts.len(),
+            errors = ?parts.iter().filter_map(|p| p.error).collect::<Vec<_>>(),
+            bytes = gathered,
+            waited_ms = (wait.saturating_sub(deadline.saturating_duration_since(tokio::time::Instant::now()))).as_millis() as u64,
+            max_wait_ms = wait.as_millis() as u64,
+            "fetch answered"
+        );
         let mut response = FetchResponse::default();
         let mut parts = parts.into_iter();
         for (topic_name, count) in shape {
@@ -331,6 +339,13 @@ impl KafkaFrontend {
         {
             Some(cached) if cached.next_offset == part.offset => cached.reader,
             Some(cached) => {
+                tracing::debug!(
+                    topic = part.name,
+                    partition = part.partition,
+                    offset = part.offset,
+                    cached = cached.next_offset,
+                    "fetch offset differs from the cached reader's; seeking"
+                );
                 let mut reader = cached.reader;
                 reader
                     .seek(start_entry(part.offset))
@@ -344,6 +359,12 @@ impl KafkaFrontend {
                     .as_ref()
                     .ok_or(ResponseError::UnknownTopicOrPartition)?;
                 metrics::counter!("kafka_fetch_readers_opened_total").increment(1);
+                tracing::debug!(
+                    topic = part.name,
+                    partition = part.partition,
+                    offset = part.offset,
+                    "opening a reader"
+                );
                 self.backend
                     .open_reader(topic, start_entry(part.offset))
                     .await
