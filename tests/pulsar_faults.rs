@@ -1097,14 +1097,3 @@ async fn soak() {
     );
     rig.finish("soak").await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "temporary probe"]
-async fn probe_latency_readback() {
-    asked();
-    let rig = Rig::start(&[], |_| {}).await;
-    rig.faults.set_latency(Duration::from_millis(200));
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    rig.faults.heal();
-    rig.finish("probe").await;
-}
