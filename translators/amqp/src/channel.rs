@@ -748,8 +748,11 @@ impl Channel {
             // A publisher waiting for confirms learns of a passing backend failure (a time-out,
             // a lost connection) from a nack, as RabbitMQ tells it; without confirms, only
             // closing the connection can tell it.
+            // Per message at debug: during an outage every publish fails, and the backend's own
+            // health line already says why.
             Err(e) if e.is_retriable() && self.confirms.is_some() => {
-                warn!(error = %e, "a published message could not be handed to the backend; nack");
+                tracing::debug!(error = %e, "a published message could not be handed to the backend; nack");
+                metrics::counter!("amqp_publish_failures_total", "stage" => "submit").increment(1);
                 return Ok(Pending::Done(false));
             }
             Err(e) => return Err(e.into()),
@@ -765,7 +768,9 @@ impl Channel {
                     accepted_everywhere
                 }
                 Err(e) => {
-                    warn!(error = %e, "a published message was not persisted");
+                    tracing::debug!(error = %e, "a published message was not persisted");
+                    metrics::counter!("amqp_publish_failures_total", "stage" => "persist")
+                        .increment(1);
                     false
                 }
             }

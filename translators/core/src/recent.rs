@@ -1,6 +1,8 @@
 //! A small map of values looked up recently, each trusted for a fixed time. The gateway uses it
 //! in front of lookups that are slow on Pulsar (admin REST) and asked on every Kafka produce or
-//! fetch: partition counts, log starts, watermarks.
+//! fetch: partition counts, log starts, watermarks. `get_or_stale` also hands out an expired
+//! value, once per time-to-live, for a caller that refreshes it in the background: a lookup
+//! that stalls while Pulsar is unreachable then holds up nobody.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,18 @@ impl<V: Copy> Recent<V> {
             .map(|e| e.1)
     }
 
+    /// The value and whether it expired. An expired one is handed out with `true` once, to the
+    /// caller that should refresh it; until that refresh lands (or for another time-to-live if
+    /// it fails), everyone else gets it as if fresh.
+    pub fn get_or_stale(&self, key: &str) -> Option<(V, bool)> {
+        let mut entry = self.entries.get_mut(key)?;
+        if entry.0.elapsed() < self.ttl {
+            return Some((entry.1, false));
+        }
+        entry.0 = Instant::now();
+        Some((entry.1, true))
+    }
+
     pub fn put(&self, key: String, value: V) {
         if self.entries.len() >= SWEEP_AT {
             self.entries.retain(|_, e| e.0.elapsed() < self.ttl);
@@ -57,6 +71,27 @@ mod tests {
         assert_eq!(recent.get("a"), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(recent.get("b"), None);
+    }
+
+    #[test]
+    fn an_expired_value_is_handed_out_for_one_refresh_at_a_time() {
+        let recent = Recent::new(Duration::from_millis(50));
+        assert_eq!(recent.get_or_stale("a"), None);
+        recent.put("a".into(), 1);
+        assert_eq!(recent.get_or_stale("a"), Some((1, false)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            recent.get_or_stale("a"),
+            Some((1, true)),
+            "expired: refresh it"
+        );
+        assert_eq!(
+            recent.get_or_stale("a"),
+            Some((1, false)),
+            "one refresher at a time"
+        );
+        recent.put("a".into(), 2);
+        assert_eq!(recent.get_or_stale("a"), Some((2, false)));
     }
 
     #[test]

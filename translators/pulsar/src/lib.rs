@@ -138,7 +138,7 @@ pub struct PulsarBackend {
     /// First stored entry per topic, and when it was asked.
     first_entries: Recent<EntryId>,
     /// Partition counts of existing topics, and when they were asked.
-    topic_infos: Recent<TopicInfo>,
+    topic_infos: Arc<Recent<TopicInfo>>,
 }
 
 impl PulsarBackend {
@@ -180,7 +180,7 @@ impl PulsarBackend {
             compression: config.compression,
             producers: DashMap::new(),
             first_entries: Recent::new(FIRST_ENTRY_TTL),
-            topic_infos: Recent::new(TOPIC_INFO_TTL),
+            topic_infos: Arc::new(Recent::new(TOPIC_INFO_TTL)),
         }))
     }
 
@@ -318,9 +318,27 @@ impl Backend for PulsarBackend {
         updated
     }
 
+    /// From the cache while fresh. An expired count is answered at once and refreshed in the
+    /// background: the admin API is slow to answer, and while Pulsar cannot be reached a lookup
+    /// would wait its whole timeout, holding up every produce, fetch and commit naming the topic
+    /// (commits hold up heartbeats on their connection). Counts only grow, and this gateway's
+    /// own changes drop the entry.
     async fn topic_info(&self, topic: &TopicName) -> Result<Option<TopicInfo>> {
         let key = topic.to_string();
-        if let Some(hit) = self.topic_infos.get(&key) {
+        if let Some((hit, expired)) = self.topic_infos.get_or_stale(&key) {
+            if expired {
+                let (admin, infos, topic) =
+                    (self.admin.clone(), self.topic_infos.clone(), topic.clone());
+                tokio::spawn(async move {
+                    match admin.topic_info(&topic).await {
+                        Ok(Some(info)) => infos.put(key, info),
+                        Ok(None) => infos.forget(|k| k == key),
+                        Err(e) => {
+                            tracing::debug!(%topic, error = %e, "refreshing a partition count")
+                        }
+                    }
+                });
+            }
             return Ok(Some(hit));
         }
         // Only existing topics are cached, so a topic created elsewhere shows up at once.
