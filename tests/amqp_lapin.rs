@@ -2562,8 +2562,9 @@ async fn a_wrong_protocol_header_is_answered_with_amqp_0_9_1_and_closed() {
     bounded(async {
         let gateway = InProcessGateway::start().await;
         // Spec §4.2.2: the server answers with the header it speaks and closes the socket.
+        // (AMQP 1.0's headers go to the 1.0 front end on this port: tests/amqp1_fe2o3.rs.)
         for header in [
-            &b"AMQP\x00\x01\x00\x00"[..],
+            &b"AMQP\x00\x00\x08\x00"[..],
             b"AMQP\x01\x01\x00\x0a",
             b"HELLO!!!",
         ] {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use e2e_tests::backends::{pulsar_config, BackendFixture, EmbeddedFixture, PulsarFixture};
-use gateway_core::backend::{InitialPosition, SeekTarget, SendReceipt, SubscriptionType};
+use gateway_core::backend::{
+    InitialPosition, SeekTarget, SendReceipt, SubscribeOptions, SubscriptionType, SEQUENCE_LOOKBACK,
+};
 use gateway_core::{table, Backend, EntryId, EntryToSend, Message, TopicName};
 
 fn topic(name: &str) -> TopicName {
@@ -26,6 +28,7 @@ fn message(value: &str) -> Message {
         value: Some(Bytes::from(value.to_owned())),
         properties: vec![("p".into(), "1".into()), ("p".into(), "2".into())],
         event_time: Some(1_000),
+        deliver_at: None,
     }
 }
 
@@ -68,7 +71,12 @@ async fn attach(
     sub_type: SubscriptionType,
     initial: InitialPosition,
 ) -> Box<dyn gateway_core::Consumer> {
-    b.subscribe(topic, subscription, sub_type, initial)
+    let options = SubscribeOptions {
+        sub_type,
+        initial,
+        prefetch: None,
+    };
+    b.subscribe(topic, subscription, options)
         .await
         .unwrap_or_else(|e| panic!("subscribe {subscription}: {e}"))
 }
@@ -326,6 +334,94 @@ async fn last_sequence(f: &mut dyn BackendFixture) {
     assert_eq!(b.last_sequence(&t, "kafka-3").await.unwrap(), None);
 }
 
+/// `find_sequence`: the entry a producer name wrote with a sequence id (an entry's own, the
+/// first of its messages), across ledgers and after a restart, among the topic's last
+/// `SEQUENCE_LOOKBACK` entries exactly; `None` for anything else.
+async fn find_sequence(f: &mut dyn BackendFixture) {
+    let t = topic("find-sequence");
+    let with_seq = |name: &str, seq: u64, values: &[&str]| EntryToSend {
+        messages: values.iter().map(|v| message(v)).collect(),
+        dedup: Some((name.into(), seq)),
+    };
+    let early = {
+        let b = f.backend();
+        b.create_topic(&t, 0).await.unwrap();
+        assert_eq!(b.find_sequence(&t, "kafka-1", 0).await.unwrap(), None);
+        persisted(
+            b.as_ref(),
+            &t,
+            vec![
+                with_seq("kafka-1", 0, &["a", "b"]),
+                with_seq("kafka-1", 2, &["c"]),
+            ],
+        )
+        .await
+    };
+    f.roll_ledger(&t).await;
+    let b = f.backend();
+    persisted(b.as_ref(), &t, vec![entry(&["x"]), entry(&["y"])]).await;
+    let recent = persisted(
+        b.as_ref(),
+        &t,
+        vec![
+            with_seq("kafka-1", 3, &["d", "e"]),
+            with_seq("kafka-1", 5, &["f"]),
+        ],
+    )
+    .await;
+    let other = persisted(b.as_ref(), &t, vec![with_seq("kafka-2", 3, &["o"])]).await;
+    assert_ne!(early[0].ledger, recent[0].ledger, "a new ledger");
+    for (seq, id) in [(0, early[0]), (2, early[1]), (3, recent[0]), (5, recent[1])] {
+        assert_eq!(
+            b.find_sequence(&t, "kafka-1", seq).await.unwrap(),
+            Some(id),
+            "sequence {seq}"
+        );
+    }
+    assert_eq!(
+        b.find_sequence(&t, "kafka-2", 3).await.unwrap(),
+        Some(other[0])
+    );
+    // Inside an entry (not its first message), never written, another name.
+    for (name, seq) in [
+        ("kafka-1", 1),
+        ("kafka-1", 4),
+        ("kafka-1", 99),
+        ("kafka-3", 0),
+    ] {
+        assert_eq!(
+            b.find_sequence(&t, name, seq).await.unwrap(),
+            None,
+            "{name} {seq}"
+        );
+    }
+    // A resend that deduplication drops leaves the original to be found.
+    let resent = b
+        .send(&t, vec![with_seq("kafka-1", 5, &["f"])])
+        .await
+        .unwrap();
+    assert_eq!(resent, [SendReceipt::Duplicate]);
+    assert_eq!(
+        b.find_sequence(&t, "kafka-1", 5).await.unwrap(),
+        Some(recent[1])
+    );
+    // The bound: found as the SEQUENCE_LOOKBACK-th entry from the end, not one further back.
+    let last = persisted(b.as_ref(), &t, vec![with_seq("kafka-1", 10, &["z"])]).await;
+    let fillers = |n: u64| -> Vec<_> { (0..n).map(|i| entry(&[&format!("filler-{i}")])).collect() };
+    persisted(b.as_ref(), &t, fillers(SEQUENCE_LOOKBACK - 1)).await;
+    assert_eq!(
+        b.find_sequence(&t, "kafka-1", 10).await.unwrap(),
+        Some(last[0]),
+        "the last entry of the bound"
+    );
+    persisted(b.as_ref(), &t, fillers(1)).await;
+    assert_eq!(
+        b.find_sequence(&t, "kafka-1", 10).await.unwrap(),
+        None,
+        "beyond the bound"
+    );
+}
+
 async fn exclusive_subscription(f: &dyn BackendFixture) {
     let b = f.backend();
     let t = topic("exclusive");
@@ -351,8 +447,11 @@ async fn exclusive_subscription(f: &dyn BackendFixture) {
         b.subscribe(
             &t,
             "sub",
-            SubscriptionType::Exclusive,
-            InitialPosition::Earliest
+            SubscribeOptions {
+                sub_type: SubscriptionType::Exclusive,
+                initial: InitialPosition::Earliest,
+                prefetch: None,
+            }
         )
         .await
         .is_err(),
@@ -790,6 +889,60 @@ async fn survives_restart(f: &mut dyn BackendFixture) {
     assert_eq!(values(&got), ["b", "c"]);
 }
 
+/// A deliver-at time is stored with the message and comes back to readers and consumers. On a
+/// non-shared subscription neither backend holds the message back (Pulsar's broker delays only
+/// on Shared and Key_Shared subscriptions), so the translators' readers do.
+async fn deliver_at_round_trips(f: &mut dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("deliver-at");
+    b.create_topic(&t, 0).await.unwrap();
+    let mut c = attach(
+        b.as_ref(),
+        &t,
+        "s",
+        SubscriptionType::Exclusive,
+        InitialPosition::Earliest,
+    )
+    .await;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 60_000;
+    let mut delayed = message("delayed");
+    delayed.deliver_at = Some(later);
+    let ids = persisted(
+        b.as_ref(),
+        &t,
+        vec![
+            EntryToSend {
+                messages: vec![delayed.clone()],
+                dedup: None,
+            },
+            entry(&["now"]),
+        ],
+    )
+    .await;
+    let got = receive_n(&mut c, 2).await;
+    assert_eq!(values(&got), ["delayed", "now"]);
+    assert_eq!(got[0].message, delayed);
+    assert_eq!(got[1].message.deliver_at, None);
+    c.close().await;
+
+    let mut reader = b.open_reader(&t, ids[0]).await.unwrap();
+    let entries = read_n(&mut reader, 2, usize::MAX).await;
+    assert_eq!(entries[0].messages, vec![delayed.clone()]);
+    assert_eq!(entries[1].messages, vec![message("now")]);
+    drop((reader, b));
+
+    // And after a restart (the embedded backend reads its file again).
+    f.restart().await;
+    let b = f.backend();
+    let mut reader = b.open_reader(&t, ids[0]).await.unwrap();
+    let entries = read_n(&mut reader, 1, usize::MAX).await;
+    assert_eq!(entries[0].messages, vec![delayed]);
+}
+
 /// Runs every conformance check on a fresh fixture of each backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -826,12 +979,14 @@ async fn ready_and_prefetch(f: &dyn BackendFixture) {
     let t = topic("ready");
     b.create_topic(&t, 0).await.unwrap();
     let mut first = b
-        .subscribe_with_prefetch(
+        .subscribe(
             &t,
             "s",
-            SubscriptionType::Shared,
-            InitialPosition::Earliest,
-            1,
+            SubscribeOptions {
+                sub_type: SubscriptionType::Shared,
+                initial: InitialPosition::Earliest,
+                prefetch: Some(1),
+            },
         )
         .await
         .unwrap();
@@ -853,12 +1008,14 @@ async fn ready_and_prefetch(f: &dyn BackendFixture) {
     );
     // A second consumer gets messages the first one's small prefetch left alone.
     let mut second = b
-        .subscribe_with_prefetch(
+        .subscribe(
             &t,
             "s",
-            SubscriptionType::Shared,
-            InitialPosition::Earliest,
-            10,
+            SubscribeOptions {
+                sub_type: SubscriptionType::Shared,
+                initial: InitialPosition::Earliest,
+                prefetch: Some(10),
+            },
         )
         .await
         .unwrap();
@@ -884,13 +1041,145 @@ async fn ready_and_prefetch(f: &dyn BackendFixture) {
     }
 }
 
+/// `acknowledged`: what a subscription acknowledged, by entries (a queue browser skips them):
+/// a prefix up to `from`, then ranges; delivered but unacknowledged messages are not in it.
+async fn acknowledged_entries(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("acked");
+    b.create_topic(&t, 0).await.unwrap();
+    let mut c = attach(
+        b.as_ref(),
+        &t,
+        "s",
+        SubscriptionType::Shared,
+        InitialPosition::Earliest,
+    )
+    .await;
+    let ids = persisted(
+        b.as_ref(),
+        &t,
+        ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|v| entry(&[v]))
+            .collect(),
+    )
+    .await;
+    let before = b.acknowledged(&t, "s").await.unwrap();
+    assert!(
+        ids.iter().all(|id| !before.contains(*id)),
+        "nothing acknowledged yet: {before:?}"
+    );
+    let got = receive_n(&mut c, 6).await;
+    assert_eq!(values(&got), ["a", "b", "c", "d", "e", "f"]);
+    // a and b (a prefix), d and e (a range); c and f delivered, not acknowledged.
+    let acked = [got[0].id, got[1].id, got[3].id, got[4].id];
+    c.ack(&acked).await.unwrap();
+    let deadline = tokio::time::Instant::now() + ARRIVES;
+    let now = loop {
+        // Acknowledgements reach Pulsar's cursor asynchronously.
+        let now = b.acknowledged(&t, "s").await.unwrap();
+        if now.from == ids[2] || tokio::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        now.from, ids[2],
+        "a and b are the acknowledged prefix: {now:?}"
+    );
+    assert_eq!(now.ranges, [(ids[3], ids[4])], "{now:?}");
+    let shown: Vec<bool> = ids.iter().map(|id| now.contains(*id)).collect();
+    assert_eq!(shown, [true, true, false, true, true, false]);
+    c.close().await;
+    // It is the subscription's, not the consumer's.
+    assert_eq!(b.acknowledged(&t, "s").await.unwrap(), now);
+    assert!(matches!(
+        b.acknowledged(&t, "nobody").await,
+        Err(gateway_core::BackendError::SubscriptionNotFound(_))
+    ));
+}
+
+/// A partitioned topic read as one (`gateway_core::partitioned`): every message once, each
+/// partition in order; acknowledgements and negative acknowledgements reach the partition that
+/// delivered the message; what is not acknowledged comes back after a close.
+async fn partitioned_consumer(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("parted");
+    b.create_topic(&t, 3).await.unwrap();
+    let subscribe = || {
+        gateway_core::partitioned::subscribe(
+            b.as_ref(),
+            &t,
+            3,
+            "s",
+            SubscribeOptions {
+                sub_type: SubscriptionType::Shared,
+                initial: InitialPosition::Earliest,
+                prefetch: Some(0),
+            },
+        )
+    };
+    let mut c = subscribe().await.unwrap();
+    assert!(
+        c.receive(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an empty topic has nothing"
+    );
+    let sent = [("a", 0), ("b", 1), ("c", 2), ("d", 0), ("e", 2), ("f", 0)];
+    for (value, partition) in sent {
+        persisted(b.as_ref(), &t.partition(partition), vec![entry(&[value])]).await;
+    }
+    let got = receive_n(&mut c, 6).await;
+    let mut all = values(&got);
+    let order = all.clone();
+    all.sort();
+    assert_eq!(all, ["a", "b", "c", "d", "e", "f"], "each message once");
+    let position = |v: &str| order.iter().position(|o| o == v).unwrap();
+    assert!(
+        position("a") < position("d") && position("d") < position("f"),
+        "partition 0 in order: {order:?}"
+    );
+    assert!(
+        position("c") < position("e"),
+        "partition 2 in order: {order:?}"
+    );
+    assert!(
+        c.receive(1, QUIET).await.unwrap().is_empty(),
+        "nothing more"
+    );
+
+    // b (partition 1) back with a higher count; a, c and d acknowledged; e and f left.
+    let id = |v: &str| got[position(v)].id;
+    c.nack(&[id("b")]).await.unwrap();
+    let again = receive_n(&mut c, 1).await;
+    assert_eq!(values(&again), ["b"]);
+    assert_eq!(again[0].redelivery_count, 1);
+    c.ack(&[id("a"), id("b"), id("c"), id("d")]).await.unwrap();
+    c.close().await;
+    let mut c = subscribe().await.unwrap();
+    let mut left = values(&receive_n(&mut c, 2).await);
+    left.sort();
+    assert_eq!(
+        left,
+        ["e", "f"],
+        "only what was not acknowledged comes back"
+    );
+    assert!(c.receive(1, QUIET).await.unwrap().is_empty());
+    c.close().await;
+}
+
 conformance!(
+    partitioned_consumer,
     topic_lifecycle,
+    acknowledged_entries,
     ready_and_prefetch,
     send_and_read,
     seek_by_publish_time,
     deduplication,
     last_sequence,
+    find_sequence,
     exclusive_subscription,
     shared_subscription_redelivery,
     failover_and_key_shared,
@@ -900,4 +1189,5 @@ conformance!(
     announcements,
     table_compaction,
     survives_restart,
+    deliver_at_round_trips,
 );

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait_free::BoxFuture;
-use gateway_core::BackendRef;
+use gateway_core::{BackendRef, TopicName};
 use gateway_embedded::EmbeddedBackend;
 use gateway_pulsar::{PulsarBackend, PulsarConfig};
 
@@ -16,6 +16,9 @@ mod async_trait_free {
 pub trait BackendFixture: Send {
     fn backend(&self) -> BackendRef;
     fn restart(&mut self) -> BoxFuture<'_, ()>;
+    /// Makes the topic's next entries go to a new ledger, as a broker does when a topic is
+    /// loaded again. Holds no handle to the backend across it (the embedded one restarts).
+    fn roll_ledger<'a>(&'a mut self, topic: &'a TopicName) -> BoxFuture<'a, ()>;
 }
 
 pub struct EmbeddedFixture {
@@ -61,6 +64,11 @@ impl BackendFixture for EmbeddedFixture {
                 Some(EmbeddedBackend::open(self.dir.path()).expect("reopen embedded backend"));
         })
     }
+
+    /// The embedded backend starts a new ledger per topic when it opens.
+    fn roll_ledger<'a>(&'a mut self, _topic: &'a TopicName) -> BoxFuture<'a, ()> {
+        self.restart()
+    }
 }
 
 /// The real Pulsar named by `PULSAR_URL` and `PULSAR_ADMIN_URL` (as printed by
@@ -93,6 +101,26 @@ impl BackendFixture for PulsarFixture {
     fn restart(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.backend = PulsarBackend::new(self.config.clone()).expect("pulsar backend");
+        })
+    }
+
+    /// Unloads the topic: the broker closes its ledger and opens a new one when it loads the
+    /// topic again (at the next write).
+    fn roll_ledger<'a>(&'a mut self, topic: &'a TopicName) -> BoxFuture<'a, ()> {
+        let path = format!(
+            "/admin/v2/persistent/{}/{}/{}/unload",
+            topic.tenant, topic.namespace, topic.local
+        );
+        Box::pin(async move {
+            let pulsar = crate::TestPulsar::from_env().expect("PULSAR_URL and PULSAR_ADMIN_URL");
+            let (status, body) =
+                tokio::task::spawn_blocking(move || pulsar.admin_call("PUT", &path, ""))
+                    .await
+                    .expect("admin call");
+            assert!(
+                (200..300).contains(&status),
+                "unloading {topic}: {status} {body}"
+            );
         })
     }
 }

@@ -484,14 +484,40 @@ async fn topic_unloads_every_2s_for_60s_lose_nothing() {
         }
         seen.insert((partition, offset), (value, key));
     }
+    // Every acknowledged record missing at its offset, and where it was read instead if it was
+    // (a wrong offset in the produce answer rather than a lost record), with the gateway's
+    // warnings: what tells the two apart when this fails.
+    let mut missing = Vec::new();
     for ((partition, offset), i) in &acked {
         let expected = record(*i, base_ts);
-        let found = seen.get(&(*partition, *offset)).unwrap_or_else(|| {
-            panic!(
-                "acknowledged record {i} (partition {partition}, offset {offset}) was not consumed"
-            )
-        });
-        assert_eq!(found, &(expected.value, expected.key), "record {i} differs");
+        let expected = (expected.value, expected.key);
+        match seen.get(&(*partition, *offset)) {
+            Some(found) => assert_eq!(found, &expected, "record {i} differs"),
+            None => {
+                let elsewhere: Vec<_> = seen
+                    .iter()
+                    .filter(|(_, v)| **v == expected)
+                    .map(|(k, _)| *k)
+                    .collect();
+                missing.push(format!(
+                    "record {i} (partition {partition}, offset {offset}), read at {elsewhere:?}"
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        let warnings: Vec<&str> = output
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        panic!(
+            "{} acknowledged records were not consumed at their offsets: {:?}\ngateway warnings (last 40 of {}):\n{}",
+            missing.len(),
+            &missing[..missing.len().min(20)],
+            warnings.len(),
+            warnings[warnings.len().saturating_sub(40)..].join("\n")
+        );
     }
     drop(gw);
     let output = std::fs::read_to_string(&log).unwrap_or_default();

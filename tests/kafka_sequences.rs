@@ -1,5 +1,6 @@
 //! An idempotent producer whose sequence wraps from `i32::MAX` to 0, and a gateway restart after
-//! the wrap: nothing may be dropped as a duplicate. Pulsar's deduplication drops every entry whose
+//! the wrap: nothing may be dropped as a duplicate. And a batch resent to a new gateway instance
+//! (no sequence state): it is answered with the offset it was written at. Pulsar's deduplication drops every entry whose
 //! sequence id is not above the last one of that producer name, and Kafka clients take
 //! DUPLICATE_SEQUENCE_NUMBER as success, so a sequence id that went backwards would lose records
 //! silently. No client can be driven past 2^31 records in a test, so the batches are built here
@@ -85,6 +86,17 @@ async fn produce(gateway: &RunningGateway, topic: &str, records: Bytes) -> (i16,
     .unwrap()
 }
 
+/// The backend the tests write to: the Pulsar named by `PULSAR_URL` with
+/// `GATEWAY_TEST_BACKEND=pulsar`, else an embedded one under `data`.
+fn test_backend(data: &Path) -> BackendRef {
+    match test_pulsar() {
+        Some(_) => gateway_pulsar::PulsarBackend::new(pulsar_config().expect("PULSAR_URL"))
+            .expect("pulsar backend"),
+        None => gateway_embedded::EmbeddedBackend::open(&data.join("embedded"))
+            .expect("embedded backend"),
+    }
+}
+
 async fn gateway_on(backend: BackendRef, data: &Path) -> RunningGateway {
     let mut config = Config::for_tests(data);
     // On a Pulsar shared by many tests, group state of its own (see `own_group_state`).
@@ -126,12 +138,7 @@ async fn stored_values(backend: &BackendRef, topic: &TopicName, expected: usize)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrapped_sequence_loses_nothing_across_a_gateway_restart() {
     let data = tempfile::tempdir().unwrap();
-    let backend: BackendRef = match test_pulsar() {
-        Some(_) => gateway_pulsar::PulsarBackend::new(pulsar_config().expect("PULSAR_URL"))
-            .expect("pulsar backend"),
-        None => gateway_embedded::EmbeddedBackend::open(&data.path().join("embedded"))
-            .expect("embedded backend"),
-    };
+    let backend = test_backend(data.path());
     let name = format!("wrap-{}", rand::random::<u32>());
     let topic = TopicName::new("public", "default", &name);
     backend.create_topic(&topic, 0).await.unwrap();
@@ -157,11 +164,11 @@ async fn a_wrapped_sequence_loses_nothing_across_a_gateway_restart() {
 
     // A new instance: no sequence state, so the wrap count comes from the backend.
     let second = gateway_on(backend.clone(), data.path()).await;
-    let (error, _) = produce(&second, &name, batch(producer, 0, 1, &["f", "g"])).await;
+    let resent = produce(&second, &name, batch(producer, 0, 1, &["f", "g"])).await;
     assert_eq!(
-        ResponseError::try_from_code(error),
-        Some(ResponseError::DuplicateSequenceNumber),
-        "a resend of the last batch is recognised as written"
+        resent,
+        (0, offsets[2]),
+        "a resend of the last batch is recognised as written, at its offset"
     );
     for (sequence, values) in [(3, &["h"][..]), (4, &["i", "j"][..])] {
         let (error, offset) = produce(&second, &name, batch(producer, 0, sequence, values)).await;
@@ -182,5 +189,66 @@ async fn a_wrapped_sequence_loses_nothing_across_a_gateway_restart() {
     assert_eq!(
         stored_values(&backend, &topic, 10).await,
         ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+    );
+}
+
+/// A batch whose receipt the client never got is resent, and reaches an instance with no
+/// sequence state for its producer (as after a gateway restart, or when the producer reconnects
+/// elsewhere): the backend's deduplication drops it, and the answer is the offset the first
+/// send was written at, as a Kafka broker answers a retry of a recent batch. Before, it was
+/// DUPLICATE_SEQUENCE_NUMBER with offset -1, which librdkafka reports as -1, 0, 1, ... for the
+/// batch's records. Also for a batch of more than 4,096 records (two entries): the first
+/// entry's offset. Nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_to_a_new_instance_gets_its_original_offset() {
+    let data = tempfile::tempdir().unwrap();
+    let backend = test_backend(data.path());
+    let name = format!("resend-{}", rand::random::<u32>());
+    let topic = TopicName::new("public", "default", &name);
+    backend.create_topic(&topic, 0).await.unwrap();
+    let producer = rand::random::<i64>() & ((1 << 62) - 1);
+    let large: Vec<String> = (0..5_000).map(|i| format!("large-{i}")).collect();
+    let large: Vec<&str> = large.iter().map(String::as_str).collect();
+    let batches = [
+        (0, &["a", "b", "c"][..]),
+        (3, &large[..]),
+        (5_003, &["d"][..]),
+    ];
+
+    let first = gateway_on(backend.clone(), data.path()).await;
+    let mut offsets = Vec::new();
+    for (sequence, values) in batches {
+        let (error, offset) = produce(&first, &name, batch(producer, 0, sequence, values)).await;
+        assert_eq!(error, 0, "batch at {sequence}");
+        offsets.push(offset);
+    }
+    first.shutdown().await;
+
+    for (i, (sequence, values)) in batches.into_iter().enumerate() {
+        let fresh = gateway_on(backend.clone(), data.path()).await;
+        let resent = produce(&fresh, &name, batch(producer, 0, sequence, values)).await;
+        assert_eq!(
+            resent,
+            (0, offsets[i]),
+            "the resend of the batch at {sequence} (error {:?})",
+            ResponseError::try_from_code(resent.0)
+        );
+        fresh.shutdown().await;
+    }
+
+    // The producer carries on after the resends.
+    let last = gateway_on(backend.clone(), data.path()).await;
+    let (error, offset) = produce(&last, &name, batch(producer, 0, 5_004, &["e"])).await;
+    assert_eq!(error, 0);
+    assert!(offset > offsets[2]);
+    last.shutdown().await;
+
+    let mut expected = vec!["a", "b", "c"];
+    expected.extend(&large);
+    expected.extend(["d", "e"]);
+    assert_eq!(
+        stored_values(&backend, &topic, expected.len()).await,
+        expected,
+        "everything once, in order"
     );
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::rdkafka_util::*;
 use e2e_tests::{test_pulsar, InProcessGateway};
-use gateway_core::backend::{InitialPosition, SubscriptionType};
-use gateway_core::{Backend, MessageId, ReceivedMessage, TopicName};
+use gateway_core::backend::prelude::*;
+use gateway_core::backend::{InitialPosition, SubscribeOptions, SubscriptionType};
+use gateway_core::{MessageId, ReceivedMessage, TopicName};
 use gateway_kafka::offsets::to_offset;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message as _};
@@ -480,8 +481,11 @@ async fn java_chunked_messages_through_a_durable_consumer() {
         .subscribe(
             &name,
             subscription,
-            SubscriptionType::Shared,
-            InitialPosition::Earliest,
+            SubscribeOptions {
+                sub_type: SubscriptionType::Shared,
+                initial: InitialPosition::Earliest,
+                prefetch: None,
+            },
         )
         .await
         .expect("subscribe");

@@ -421,18 +421,57 @@ async fn a_rotated_token_file_is_used() {
     rotate(&valid);
     let back = e2e_tests::wait_readyz(admin, 200, Duration::from_secs(15)).await;
     eprintln!("a refused token: /readyz 503 after {refused:?}; a valid one: 200 after {back:?}");
+    produce_one(&gw.bootstrap(), "rotated").await;
+}
+
+/// The trust file is read again when it changes, as the token file is: a gateway started
+/// with a CA that did not sign the broker's certificate is not ready, and becomes ready
+/// without a restart once the right CA is renamed into place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --tls --auth"]
+async fn a_replaced_trust_file_is_used_without_a_restart() {
+    let pulsar = tls_pulsar();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    let replace = |from: &std::path::Path| {
+        let next = dir.path().join("ca.pem.next");
+        std::fs::copy(from, &next).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+    };
+    replace(&pulsar.tls_dir.join("other-ca.cert.pem"));
+    let access = pulsar.access.clone();
+    let trust = file.clone();
+    let gw = InProcessGateway::start_with(move |c| {
+        access.configure(c);
+        c.backend.pulsar_tls_trust_certs_file = Some(trust);
+    })
+    .await;
+    let admin = gw.gateway.admin_addr();
+    e2e_tests::wait_readyz(admin, 503, Duration::from_secs(15)).await;
+    let (_, body) = readyz(admin);
+    assert!(body.contains("UnknownIssuer"), "{body}");
+    replace(std::path::Path::new(
+        pulsar.access.trust_certs.as_deref().unwrap(),
+    ));
+    let ready = e2e_tests::wait_readyz(admin, 200, Duration::from_secs(15)).await;
+    eprintln!("the right CA renamed into place: /readyz 200 after {ready:?}");
+    produce_one(&gw.bootstrap(), "new-ca").await;
+}
+
+/// One record through the gateway at `bootstrap`: it works with its current credentials.
+async fn produce_one(bootstrap: &str, prefix: &str) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", gw.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("message.timeout.ms", "20000")
         .create()
         .unwrap();
     producer
         .send(
-            FutureRecord::<(), _>::to(&unique("rotated")).payload("x"),
+            FutureRecord::<(), _>::to(&unique(prefix)).payload("x"),
             Duration::from_secs(20),
         )
         .await
-        .expect("the gateway works with the new token");
+        .expect("the gateway works with its new credentials");
 }
 
 /// Runs `f` when dropped (to show a gateway's log when a test fails).

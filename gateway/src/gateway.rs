@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_amqp::{AmqpConfig, AmqpFrontend};
+use gateway_amqp1::{Amqp1Config, Amqp1Frontend};
 use gateway_core::budget::MemoryBudget;
 use gateway_core::BackendRef;
 use gateway_embedded::EmbeddedBackend;
@@ -617,7 +618,9 @@ fn spawn_listener(
     }
 }
 
-/// The AMQP 0-9-1 connection handler.
+/// The AMQP listeners' connection handler: 0-9-1 or 1.0 by the protocol header
+/// (`amqp_port`). Both front ends authenticate alike (users, or a Pulsar token as PLAIN's
+/// password) and share the per-principal connection limit.
 fn amqp_handler(
     config: &Config,
     backend: BackendRef,
@@ -629,29 +632,42 @@ fn amqp_handler(
         .default_namespace
         .split_once('/')
         .unwrap_or(("public", "default"));
+    let verifier = token_verifier(&config.auth)?;
     let frontend = AmqpFrontend::new(
         AmqpConfig {
             default_tenant: tenant.to_owned(),
             default_namespace: namespace.to_owned(),
             users: settings.users.clone(),
-            auth: token_verifier(&config.auth)?,
+            auth: verifier.clone(),
             auth_required: config.auth.required,
-            principal_connections: Some(principal_connections),
+            principal_connections: Some(principal_connections.clone()),
             frame_max: settings.frame_max,
             heartbeat_secs: settings.heartbeat_secs,
             max_unpersisted_bytes: budget.capacity(),
-            budget: Some(budget),
+            budget: Some(budget.clone()),
             ..AmqpConfig::default()
+        },
+        backend.clone(),
+    );
+    let amqp1 = Amqp1Frontend::new(
+        Amqp1Config {
+            default_tenant: tenant.to_owned(),
+            default_namespace: namespace.to_owned(),
+            users: settings.users.clone(),
+            auth: verifier,
+            auth_required: config.auth.required,
+            principal_connections: Some(principal_connections),
+            // The same limits as 0-9-1: frame_max, and heartbeat_secs as the idle-time-out asked
+            // of clients (they send something every half of it).
+            max_frame_size: settings.frame_max.max(4096),
+            idle_timeout: Duration::from_secs(u64::from(settings.heartbeat_secs)),
+            budget: Some(budget),
+            ..Amqp1Config::default()
         },
         backend,
     );
     Ok(Arc::new(move |stream, drain| {
-        let client_certificate = stream.client_certificate_name();
-        Box::pin(
-            frontend
-                .clone()
-                .serve_connection(stream, client_certificate, drain),
-        )
+        crate::amqp_port::serve(frontend.clone(), amqp1.clone(), stream, drain)
     }))
 }
 

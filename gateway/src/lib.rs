@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod amqp_port;
 pub mod config;
 mod gateway;
 mod health;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, AMQPClass};
 use gateway_core::{
-    BackendRef, Consumer, InitialPosition, MessageId, ReceivedMessage, SubscriptionType, TopicName,
+    BackendRef, Consumer, InitialPosition, MessageId, ReceivedMessage, SubscribeOptions,
+    SubscriptionType, TopicName,
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -94,14 +95,13 @@ pub async fn attach(
         InitialPositionSpec::Earliest => InitialPosition::Earliest,
         InitialPositionSpec::Latest => InitialPosition::Latest,
     };
+    let options = SubscribeOptions {
+        sub_type: SubscriptionType::Shared,
+        initial,
+        prefetch: Some(prefetch),
+    };
     backend
-        .subscribe_with_prefetch(
-            &spec.topic,
-            &spec.subscription,
-            SubscriptionType::Shared,
-            initial,
-            prefetch,
-        )
+        .subscribe(&spec.topic, &spec.subscription, options)
         .await
 }
 
@@ -115,7 +115,7 @@ pub enum SourceCommand {
         Duration,
         oneshot::Sender<Option<(MessageId, AmqpMessage, bool)>>,
     ),
-    /// Answers once every settlement sent before it has reached the backend.
+    /// Answers once the backend has applied every settlement sent before it.
     Flush(oneshot::Sender<()>),
     /// Stop receiving; finish once every delivered message is settled.
     Drain,
@@ -321,6 +321,11 @@ pub async fn run_source(
             }
         }
         settle(consumer.as_mut(), &mut acks, &mut requeues).await;
+        if !flushed.is_empty() {
+            if let Err(e) = consumer.flush().await {
+                warn!(error = %e, "acknowledgements may not have reached the backend");
+            }
+        }
         for reply in flushed {
             let _ = reply.send(());
         }
@@ -409,10 +414,34 @@ pub async fn run_source(
                 continue;
             }
         }
-        let mut auto_acked = Vec::new();
+        if target.no_ack && !admitted.is_empty() {
+            let ids: Vec<MessageId> = admitted.iter().map(|(r, _)| r.id).collect();
+            if target.cancelled.load(Ordering::Acquire) {
+                // Cancelled while these were on their way: they go back to the queue.
+                let _ = consumer.nack(&ids).await;
+                draining = true;
+                continue;
+            }
+            // At most once, as RabbitMQ: a no-ack delivery leaves the queue when it is sent. So
+            // the backend has applied the ack before the client sees the message, and a message
+            // count read after the delivery never counts it.
+            let acked = match consumer.ack(&ids).await {
+                Ok(()) => consumer.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                // Not delivered, and they come again (a nack of an applied ack does nothing).
+                warn!(error = %e, "acknowledging no-ack deliveries failed; they come again");
+                let _ = consumer.nack(&ids).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
         let mut admitted = admitted.into_iter();
         while let Some((received, message)) = admitted.next() {
-            if target.cancelled.load(Ordering::Acquire) {
+            // Acknowledged no-ack deliveries are sent even if a cancel came meanwhile: they
+            // have left the queue.
+            if !target.no_ack && target.cancelled.load(Ordering::Acquire) {
                 // Cancelled while these were on their way: they go back to the queue.
                 let back: Vec<MessageId> = std::iter::once(received.id)
                     .chain(admitted.by_ref().map(|(r, _)| r.id))
@@ -433,8 +462,6 @@ pub async fn run_source(
                     closing = true;
                     break;
                 }
-                // Delivered is settled for a no-ack consumer; acked with the batch below.
-                auto_acked.push(received.id);
                 continue;
             }
             let tag = target.deliveries.next_tag();
@@ -459,11 +486,6 @@ pub async fn run_source(
             if target.deliveries.out.send(frames).await.is_err() {
                 closing = true;
                 break;
-            }
-        }
-        if !auto_acked.is_empty() {
-            if let Err(e) = consumer.ack(&auto_acked).await {
-                warn!(error = %e, "ack to the backend failed");
             }
         }
         if closing {

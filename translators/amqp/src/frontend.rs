@@ -155,18 +155,8 @@ impl AmqpFrontend {
     }
 }
 
-/// A Pulsar-safe rendering of an AMQP name: characters outside `[A-Za-z0-9_.-]` become `=XX`.
-pub fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"_.-".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("={byte:02X}"));
-        }
-    }
-    out
-}
+/// A Pulsar-safe rendering of an AMQP name (`gateway_core::topic::escape`).
+pub use gateway_core::topic::escape;
 
 /// Exchange X is the topic X of the vhost's namespace (escaped where Pulsar needs it).
 pub fn exchange_topic(vhost: &Vhost, exchange: &str) -> TopicName {
@@ -197,15 +187,4 @@ pub fn exchange_subscription(queue: &Queue, exchange: &str) -> String {
         queue.incarnation,
         crate::topology::fnv64(&[exchange.as_bytes()])
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_what_pulsar_cannot_name() {
-        assert_eq!(escape("orders.eu-1_a"), "orders.eu-1_a");
-        assert_eq!(escape("a/b c=é"), "a=2Fb=20c=3D=C3=A9");
-    }
 }

@@ -56,6 +56,7 @@ impl AmqpMessage {
             value: Some(self.body.clone()),
             properties,
             event_time: self.properties.timestamp().map(|t| t.saturating_mul(1000)),
+            deliver_at: None,
         }
     }
 
@@ -202,6 +203,7 @@ mod tests {
             value: Some(Bytes::from_static(b"{}")),
             properties: vec![("source".into(), "kafka".into())],
             event_time: Some(1_700_000_000_123),
+            deliver_at: None,
         };
         let m = AmqpMessage::from_pulsar(&foreign, "orders");
         assert_eq!(m.exchange, "orders");

@@ -9,14 +9,16 @@ pub mod backend;
 pub mod budget;
 pub mod error;
 pub mod message;
+pub mod partitioned;
 pub mod recent;
 pub mod retry_log;
 pub mod table;
 pub mod topic;
 
 pub use backend::{
-    Announcement, Backend, BackendRef, Consumer, InitialPosition, Lease, PendingSend, Reader,
-    SeekTarget, SendReceipt, SubscriptionType, TopicInfo,
+    Announcement, Backend, BackendRef, Consumer, Coordination, InitialPosition, Lease, PendingSend,
+    Producing, Reader, Reading, SeekTarget, SendReceipt, SubscribeOptions, SubscriptionType,
+    Subscriptions, TopicAdmin, TopicInfo,
 };
 pub use error::{BackendError, ErrorSource, Result};
 pub use message::{EntryId, EntryToSend, Message, MessageId, ReceivedMessage, StoredEntry};

@@ -63,6 +63,13 @@ pub struct Message {
     pub properties: Vec<(String, String)>,
     /// Event time in milliseconds since the epoch, if the producer gave one.
     pub event_time: Option<u64>,
+    /// Not to be delivered before this time (ms since the epoch): Pulsar's `deliver_at_time`.
+    /// Pulsar keeps it per entry, so an entry's messages share the latest of theirs; its
+    /// broker honours it on Shared and Key_Shared subscriptions only, so readers of other
+    /// subscriptions (and of the embedded backend) hold such messages back themselves.
+    /// Not in the serde form: the embedded backend stores it apart, so its older entries read.
+    #[serde(skip)]
+    pub deliver_at: Option<u64>,
 }
 
 impl Message {

@@ -80,6 +80,20 @@ impl TopicName {
     }
 }
 
+/// A Pulsar-safe rendering of a name from a client (an AMQP exchange, a JMS client id):
+/// characters outside `[A-Za-z0-9_.-]` become `=XX`, so different names stay different.
+pub fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_.-".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("={byte:02X}"));
+        }
+    }
+    out
+}
+
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.persistent {
@@ -98,6 +112,12 @@ impl fmt::Display for TopicName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_what_pulsar_cannot_name() {
+        assert_eq!(escape("orders.eu-1_a"), "orders.eu-1_a");
+        assert_eq!(escape("a/b c=é"), "a=2Fb=20c=3D=C3=A9");
+    }
 
     #[test]
     fn parses_short_and_full_names() {

@@ -15,14 +15,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
+use gateway_core::backend::{
+    Acknowledged, Coordination, Producing, Reading, SubscribeOptions, Subscriptions, TopicAdmin,
+    TopicInfo, SEQUENCE_LOOKBACK,
+};
 use gateway_core::{
     Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
     PendingSend, Reader, Result, TopicName,
 };
 use redb::ReadableDatabase;
 
-use crate::store::{storage_error, DEDUP, PUBLISH_TIMES};
+use crate::store::{storage_error, DEDUP, ENTRIES, PUBLISH_TIMES, SEQUENCES};
 use crate::topics::Topics;
 
 pub struct EmbeddedBackend {
@@ -31,7 +34,7 @@ pub struct EmbeddedBackend {
     /// Topic -> holder of its exclusive writer lease. One process owns the store, so a lease is
     /// a plain in-process lock here.
     leases: Arc<Mutex<HashMap<String, String>>>,
-    /// Names announced per topic (see `Backend::announce`), in-process like the leases.
+    /// Names announced per topic (see `Coordination::announce`), in-process like the leases.
     announced: Arc<Mutex<Announced>>,
 }
 
@@ -118,7 +121,10 @@ impl Backend for EmbeddedBackend {
             ))
         }
     }
+}
 
+#[async_trait]
+impl TopicAdmin for EmbeddedBackend {
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
         let (topics, topic) = (self.topics.clone(), topic.clone());
         blocking(move || topics.create(&topic, partitions)).await
@@ -148,7 +154,10 @@ impl Backend for EmbeddedBackend {
             (self.topics.clone(), tenant.to_owned(), namespace.to_owned());
         blocking(move || topics.list(&tenant, &namespace)).await
     }
+}
 
+#[async_trait]
+impl Producing for EmbeddedBackend {
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         if let Some(holder) = self
             .leases
@@ -165,55 +174,6 @@ impl Backend for EmbeddedBackend {
         self.writer.submit(state, entries).await
     }
 
-    async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
-        let mut leases = self.leases.lock().expect("leases lock");
-        let key = topic.to_string();
-        if leases.contains_key(&key) {
-            return Ok(None);
-        }
-        leases.insert(key, holder.to_owned());
-        Ok(Some(Box::new(EmbeddedLease {
-            topic: topic.clone(),
-            topics: self.topics.clone(),
-            writer: self.writer.clone(),
-            leases: self.leases.clone(),
-        })))
-    }
-
-    async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
-        Ok(self
-            .leases
-            .lock()
-            .expect("leases lock")
-            .get(&topic.to_string())
-            .cloned())
-    }
-
-    async fn announce(&self, topic: &TopicName, name: &str) -> Result<Box<dyn Announcement>> {
-        let mut announced = self.announced.lock().expect("announced lock");
-        let names = announced.entry(topic.to_string()).or_default();
-        // As Pulsar refuses a second producer with a name already connected.
-        if names.iter().any(|n| n == name) {
-            return Err(BackendError::ProducerBusy(format!(
-                "{name} is already announced on {topic}"
-            )));
-        }
-        names.push(name.to_owned());
-        Ok(Box::new(EmbeddedAnnouncement {
-            topic: topic.to_string(),
-            name: name.to_owned(),
-            announced: self.announced.clone(),
-        }))
-    }
-
-    async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
-        let announced = self.announced.lock().expect("announced lock");
-        Ok(announced
-            .get(&topic.to_string())
-            .cloned()
-            .unwrap_or_default())
-    }
-
     async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let (topics, name) = (self.topics.clone(), producer_name.to_owned());
@@ -228,6 +188,43 @@ impl Backend for EmbeddedBackend {
         .await
     }
 
+    /// From the `sequences` table, walking the topic's last entries backwards (their keys only:
+    /// a resend's original is normally among the last few, so the walk stops early).
+    async fn find_sequence(
+        &self,
+        topic: &TopicName,
+        producer_name: &str,
+        sequence: u64,
+    ) -> Result<Option<EntryId>> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), producer_name.to_owned());
+        blocking(move || {
+            let txn = topics.db.begin_read().map_err(storage_error)?;
+            let entries = txn.open_table(ENTRIES).map_err(storage_error)?;
+            let sequences = txn.open_table(SEQUENCES).map_err(storage_error)?;
+            let last = entries
+                .range((state.id, 0, 0)..=(state.id, u64::MAX, u64::MAX))
+                .map_err(storage_error)?
+                .rev()
+                .take(SEQUENCE_LOOKBACK as usize);
+            for item in last {
+                let key = item.map_err(storage_error)?.0.value();
+                let Some(written) = sequences.get(key).map_err(storage_error)? else {
+                    continue;
+                };
+                if written.value() == (name.as_str(), sequence) {
+                    let (_, ledger, entry) = key;
+                    return Ok(Some(EntryId { ledger, entry }));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Reading for EmbeddedBackend {
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let last = state.runtime.lock().expect("topic lock").last;
@@ -280,16 +277,20 @@ impl Backend for EmbeddedBackend {
             start,
         )))
     }
+}
 
+#[async_trait]
+impl Subscriptions for EmbeddedBackend {
+    /// Messages are handed out only on `receive`, so there is no prefetch to bound.
     async fn subscribe(
         &self,
         topic: &TopicName,
         subscription: &str,
-        sub_type: SubscriptionType,
-        initial: InitialPosition,
+        options: SubscribeOptions,
     ) -> Result<Box<dyn Consumer>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        let (sub_type, initial) = (options.sub_type, options.initial);
         blocking(move || subscription::attach(topics, state, &name, sub_type, initial)).await
     }
 
@@ -311,10 +312,68 @@ impl Backend for EmbeddedBackend {
         blocking(move || subscription::backlog(&topics, &state, &name)).await
     }
 
+    async fn acknowledged(&self, topic: &TopicName, subscription: &str) -> Result<Acknowledged> {
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let (topics, name) = (self.topics.clone(), subscription.to_owned());
+        blocking(move || subscription::acknowledged(&topics, &state, &name)).await
+    }
+
     async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let (topics, name) = (self.topics.clone(), subscription.to_owned());
         blocking(move || subscription::ready(&topics, &state, &name)).await
+    }
+}
+
+#[async_trait]
+impl Coordination for EmbeddedBackend {
+    async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        let mut leases = self.leases.lock().expect("leases lock");
+        let key = topic.to_string();
+        if leases.contains_key(&key) {
+            return Ok(None);
+        }
+        leases.insert(key, holder.to_owned());
+        Ok(Some(Box::new(EmbeddedLease {
+            topic: topic.clone(),
+            topics: self.topics.clone(),
+            writer: self.writer.clone(),
+            leases: self.leases.clone(),
+        })))
+    }
+
+    async fn lease_holder(&self, topic: &TopicName) -> Result<Option<String>> {
+        Ok(self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .get(&topic.to_string())
+            .cloned())
+    }
+
+    async fn announce(&self, topic: &TopicName, name: &str) -> Result<Box<dyn Announcement>> {
+        let mut announced = self.announced.lock().expect("announced lock");
+        let names = announced.entry(topic.to_string()).or_default();
+        // As Pulsar refuses a second producer with a name already connected.
+        if names.iter().any(|n| n == name) {
+            return Err(BackendError::ProducerBusy(format!(
+                "{name} is already announced on {topic}"
+            )));
+        }
+        names.push(name.to_owned());
+        Ok(Box::new(EmbeddedAnnouncement {
+            topic: topic.to_string(),
+            name: name.to_owned(),
+            announced: self.announced.clone(),
+        }))
+    }
+
+    async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
+        let announced = self.announced.lock().expect("announced lock");
+        Ok(announced
+            .get(&topic.to_string())
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `entries`: (topic id, ledger, entry) -> encoded entry;
 //! - `publish_times`: (topic id, publish time, ledger, entry) -> (), to seek by time;
 //! - `dedup`: (topic id, producer name) -> last persisted sequence id;
+//! - `sequences`: (topic id, ledger, entry) -> (producer name, sequence id) of each entry written
+//!   with a deduplication sequence id, to find where a resend's original went;
 //! - `cursors`: (topic id, subscription) -> encoded cursor (what is acknowledged);
 //! - `counters`: named counters (next topic id, next ledger id).
 //!
@@ -26,6 +28,8 @@ pub const ENTRIES: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::ne
 pub const PUBLISH_TIMES: TableDefinition<(u64, u64, u64, u64), ()> =
     TableDefinition::new("publish_times");
 pub const DEDUP: TableDefinition<(u64, &str), u64> = TableDefinition::new("dedup");
+pub const SEQUENCES: TableDefinition<(u64, u64, u64), (&str, u64)> =
+    TableDefinition::new("sequences");
 pub const CURSORS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("cursors");
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -48,6 +52,7 @@ pub fn open_database(dir: &Path) -> Result<Database> {
         txn.open_table(ENTRIES).map_err(storage_error)?;
         txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
         txn.open_table(DEDUP).map_err(storage_error)?;
+        txn.open_table(SEQUENCES).map_err(storage_error)?;
         txn.open_table(CURSORS).map_err(storage_error)?;
         txn.open_table(COUNTERS).map_err(storage_error)?;
     }
@@ -56,12 +61,17 @@ pub fn open_database(dir: &Path) -> Result<Database> {
 }
 
 /// Stored entry value: message count and publish time in a fixed header, so that backlog counts
-/// and scans need not decode the messages, then the messages.
+/// and scans need not decode the messages, then the messages, then, only if one of them has a
+/// deliver-at time, each message's (`DeliverAt`); an entry without that trailer (all entries
+/// written before it existed) has none.
 #[derive(Serialize, Deserialize)]
 struct EncodedMessages<'a> {
     #[serde(borrow)]
     messages: std::borrow::Cow<'a, [Message]>,
 }
+
+#[derive(Serialize, Deserialize)]
+struct DeliverAt(Vec<Option<u64>>);
 
 pub fn encode_entry(publish_time: u64, messages: &[Message]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(
@@ -72,13 +82,17 @@ pub fn encode_entry(publish_time: u64, messages: &[Message]) -> Result<Vec<u8>> 
     );
     out.extend_from_slice(&(messages.len() as u32).to_le_bytes());
     out.extend_from_slice(&publish_time.to_le_bytes());
-    let body = postcard::to_extend(
+    let mut body = postcard::to_extend(
         &EncodedMessages {
             messages: std::borrow::Cow::Borrowed(messages),
         },
         out,
     )
     .map_err(storage_error)?;
+    if messages.iter().any(|m| m.deliver_at.is_some()) {
+        let times = DeliverAt(messages.iter().map(|m| m.deliver_at).collect());
+        body = postcard::to_extend(&times, body).map_err(storage_error)?;
+    }
     Ok(body)
 }
 
@@ -91,11 +105,19 @@ pub fn decode_entry(id: EntryId, value: &[u8]) -> Result<StoredEntry> {
         return Err(storage_error(format!("entry {id:?} is truncated")));
     }
     let publish_time = u64::from_le_bytes(value[4..12].try_into().expect("checked length"));
-    let decoded: EncodedMessages<'_> = postcard::from_bytes(&value[12..]).map_err(storage_error)?;
+    let (decoded, rest): (EncodedMessages<'_>, _) =
+        postcard::take_from_bytes(&value[12..]).map_err(storage_error)?;
+    let mut messages = decoded.messages.into_owned();
+    if !rest.is_empty() {
+        let DeliverAt(times) = postcard::from_bytes(rest).map_err(storage_error)?;
+        for (m, at) in messages.iter_mut().zip(times) {
+            m.deliver_at = at;
+        }
+    }
     Ok(StoredEntry {
         id,
         publish_time,
-        messages: decoded.messages.into_owned(),
+        messages,
     })
 }
 
@@ -165,4 +187,51 @@ pub fn read_entries(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(value: &'static str, deliver_at: Option<u64>) -> Message {
+        Message {
+            value: Some(bytes::Bytes::from_static(value.as_bytes())),
+            properties: vec![("k".into(), "v".into())],
+            deliver_at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deliver_at_times_round_trip() {
+        let id = EntryId {
+            ledger: 1,
+            entry: 2,
+        };
+        let messages = vec![message("a", Some(1_700_000_000_000)), message("b", None)];
+        let raw = encode_entry(7, &messages).unwrap();
+        let entry = decode_entry(id, &raw).unwrap();
+        assert_eq!(entry.messages, messages);
+        assert_eq!(entry.publish_time, 7);
+    }
+
+    #[test]
+    fn entries_without_deliver_at_have_no_trailer_and_read_as_before() {
+        let id = EntryId::EARLIEST;
+        let messages = vec![message("a", None)];
+        let raw = encode_entry(7, &messages).unwrap();
+        // The layout of entries written before deliver-at times existed.
+        let mut old = Vec::new();
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&7u64.to_le_bytes());
+        let old = postcard::to_extend(
+            &EncodedMessages {
+                messages: std::borrow::Cow::Borrowed(&messages),
+            },
+            old,
+        )
+        .unwrap();
+        assert_eq!(raw, old);
+        assert_eq!(decode_entry(id, &old).unwrap().messages, messages);
+    }
 }

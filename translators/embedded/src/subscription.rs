@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gateway_core::backend::{InitialPosition, SeekTarget, SubscriptionType};
+use gateway_core::backend::{Acknowledged, InitialPosition, SeekTarget, SubscriptionType};
 use gateway_core::{BackendError, Consumer, EntryId, MessageId, ReceivedMessage, Result};
 use redb::ReadableDatabase;
 use tokio::sync::watch;
@@ -229,6 +229,34 @@ pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
         };
     }
     Ok(backlog)
+}
+
+/// What the subscription acknowledged: its cursor, less the entries acknowledged in part.
+pub fn acknowledged(topics: &Topics, topic: &TopicState, name: &str) -> Result<Acknowledged> {
+    let cursor = match topic
+        .subscriptions
+        .lock()
+        .expect("subscriptions lock")
+        .get(name)
+    {
+        Some(state) => state.lock().expect("subscription lock").cursor.clone(),
+        None => load_cursor(topics, topic, name)?
+            .ok_or_else(|| BackendError::SubscriptionNotFound(name.to_owned()))?,
+    };
+    let mut ranges: Vec<(EntryId, EntryId)> = Vec::new();
+    for (id, part) in &cursor.acked {
+        if *part != AckedPart::Whole {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((_, last)) if after(*last) == *id => *last = *id,
+            _ => ranges.push((*id, *id)),
+        }
+    }
+    Ok(Acknowledged {
+        from: cursor.read_from,
+        ranges,
+    })
 }
 
 /// The backlog less the messages delivered to consumers and not yet acknowledged.

@@ -9,7 +9,9 @@ use gateway_core::{BackendError, EntryId, MessageId, Result, TopicName};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::watch;
 
-use crate::store::{self, storage_error, CURSORS, DEDUP, ENTRIES, PUBLISH_TIMES, STORAGE, TOPICS};
+use crate::store::{
+    self, storage_error, CURSORS, DEDUP, ENTRIES, PUBLISH_TIMES, SEQUENCES, STORAGE, TOPICS,
+};
 use crate::subscription::SubscriptionState;
 
 pub struct Topics {
@@ -171,6 +173,10 @@ impl Topics {
                         (id, 0, 0, 0)..=(id, u64::MAX, u64::MAX, u64::MAX),
                         |_, _| false,
                     )
+                    .map_err(storage_error)?;
+                txn.open_table(SEQUENCES)
+                    .map_err(storage_error)?
+                    .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)
                     .map_err(storage_error)?;
                 txn.open_table(CURSORS)
                     .map_err(storage_error)?

@@ -8,7 +8,9 @@ use gateway_core::{BackendError, EntryId, EntryToSend, PendingSend, Result};
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{self, storage_error, DEDUP, ENTRIES, MAX_ENTRIES_PER_LEDGER, PUBLISH_TIMES};
+use crate::store::{
+    self, storage_error, DEDUP, ENTRIES, MAX_ENTRIES_PER_LEDGER, PUBLISH_TIMES, SEQUENCES,
+};
 use crate::topics::{TopicState, Topics};
 
 /// Appends waiting for the writer; bounded so a slow disk pushes back on producers.
@@ -149,6 +151,7 @@ fn append(
     let mut entries_table = txn.open_table(ENTRIES).map_err(storage_error)?;
     let mut times = txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
     let mut dedup = txn.open_table(DEDUP).map_err(storage_error)?;
+    let mut sequences = txn.open_table(SEQUENCES).map_err(storage_error)?;
     // Roll the ledger now if this call would not fit, so its entries stay consecutive.
     let needed = entries.len() as u64;
     if rt.ledger.is_none() || rt.next_entry + needed > MAX_ENTRIES_PER_LEDGER {
@@ -190,6 +193,14 @@ fn append(
         times
             .insert((topic.id, publish_time, id.ledger, id.entry), ())
             .map_err(storage_error)?;
+        if let Some((producer, sequence)) = &entry.dedup {
+            sequences
+                .insert(
+                    (topic.id, id.ledger, id.entry),
+                    (producer.as_str(), *sequence),
+                )
+                .map_err(storage_error)?;
+        }
         rt.next_entry += 1;
         last = Some(id.message(entry.messages.len() as u32 - 1));
         receipts.push(SendReceipt::Persisted(id));

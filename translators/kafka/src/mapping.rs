@@ -43,6 +43,7 @@ pub fn record_to_message(record: &Record) -> Result<Message, &'static str> {
         value: record.value.clone(),
         properties,
         event_time: u64::try_from(record.timestamp).ok(),
+        deliver_at: None,
     })
 }
 

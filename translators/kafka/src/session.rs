@@ -608,7 +608,8 @@ fn encode(
 mod tests {
     use std::time::Duration;
 
-    use gateway_core::{Backend, TopicName};
+    use gateway_core::backend::prelude::*;
+    use gateway_core::TopicName;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::ProduceRequest;
     use kafka_protocol::protocol::StrBytes;

@@ -101,6 +101,12 @@ pub fn encode_entry(
         compression: (codec != compression::NONE).then_some(codec),
         uncompressed_size: Some(uncompressed_size),
         num_messages_in_batch: Some(messages.len() as i32),
+        // Pulsar delays whole entries: the entry waits for its latest message.
+        deliver_at_time: messages
+            .iter()
+            .filter_map(|m| m.deliver_at)
+            .max()
+            .map(|t| t.min(i64::MAX as u64) as i64),
         ..Default::default()
     };
     Ok((metadata, payload))
@@ -109,6 +115,10 @@ pub fn encode_entry(
 /// The messages of an entry, batched or not.
 pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Message>> {
     let raw = decompress(metadata, payload)?;
+    let deliver_at = metadata
+        .deliver_at_time
+        .filter(|t| *t > 0)
+        .map(|t| t as u64);
     let Some(count) = metadata
         .num_messages_in_batch
         .filter(|_| is_batch(metadata))
@@ -127,6 +137,7 @@ pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Me
             },
             properties: properties(metadata.properties.clone()),
             event_time: metadata.event_time.filter(|t| *t > 0),
+            deliver_at,
         }]);
     };
     let mut raw = raw;
@@ -162,6 +173,7 @@ pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Me
             },
             properties: properties(single.properties),
             event_time: single.event_time.filter(|t| *t > 0),
+            deliver_at,
         });
     }
     Ok(out)
@@ -247,12 +259,14 @@ mod tests {
                 value: Some(Bytes::from_static(b"one")),
                 properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
                 event_time: Some(42),
+                deliver_at: None,
             },
             Message {
                 key: Some(Bytes::from_static(b"\xff\x00binary")),
                 value: None,
                 properties: vec![],
                 event_time: None,
+                deliver_at: None,
             },
             Message::default(),
         ]
@@ -275,6 +289,21 @@ mod tests {
                 "codec {codec}"
             );
         }
+    }
+
+    #[test]
+    fn an_entry_is_delivered_at_its_latest_message_time() {
+        let mut messages = sample();
+        messages[0].deliver_at = Some(1_700_000_000_500);
+        messages[1].deliver_at = Some(1_700_000_000_000);
+        let (metadata, payload) = encode_entry(&messages, "p", 1, compression::NONE).unwrap();
+        assert_eq!(metadata.deliver_at_time, Some(1_700_000_000_500));
+        let decoded = decode_entry(&metadata, payload).unwrap();
+        assert!(decoded
+            .iter()
+            .all(|m| m.deliver_at == Some(1_700_000_000_500)));
+        let (metadata, _) = encode_entry(&sample(), "p", 1, compression::NONE).unwrap();
+        assert_eq!(metadata.deliver_at_time, None);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct PulsarConsumer {
     chunks: Assembler,
     lookback: Lookback,
     lookup: Option<Lookup>,
+    /// Receipts of the ACKs sent and not answered yet, oldest first.
+    receipts: VecDeque<tokio::sync::oneshot::Receiver<BaseCommand>>,
     /// Time spent waiting for entries: the clock incomplete chunked messages expire on, so that
     /// a slow application does not make them expire while their chunks wait to be taken.
     waited: Duration,
@@ -94,30 +96,48 @@ impl PulsarConsumer {
             chunks: Assembler::new(&topic.to_string(), Limits::CONSUMER),
             lookback: Lookback::new(pool, admin, topic, false),
             lookup: None,
+            receipts: VecDeque::new(),
             waited: Duration::ZERO,
         })
     }
 
-    fn send_acks(&self, kind: i32, entries: &[EntryId]) {
+    /// Sends an ACK without waiting for it; its receipt (the broker answers an ACK that carries
+    /// a request id once it has applied it) is kept for `flush`.
+    fn send_acks(&mut self, kind: i32, entries: &[EntryId]) {
         if entries.is_empty() {
             return;
         }
-        self.subscription.connection.fire(BaseCommand {
-            r#type: t::ACK,
-            ack: Some(CommandAck {
-                consumer_id: self.subscription.consumer_id,
-                ack_type: kind,
-                message_id: entries
-                    .iter()
-                    .map(|e| message_id(e.ledger, e.entry))
-                    .collect(),
-                request_id: None,
-            }),
-            ..Default::default()
-        });
+        let connection = &self.subscription.connection;
+        let request_id = connection.next_id();
+        let receipt = connection.fire_request(
+            request_id,
+            BaseCommand {
+                r#type: t::ACK,
+                ack: Some(CommandAck {
+                    consumer_id: self.subscription.consumer_id,
+                    ack_type: kind,
+                    message_id: entries
+                        .iter()
+                        .map(|e| message_id(e.ledger, e.entry))
+                        .collect(),
+                    request_id: Some(request_id),
+                }),
+                ..Default::default()
+            },
+        );
+        // The broker answers in order: receipts already in are dropped, so few are ever kept.
+        while let Some(front) = self.receipts.front_mut() {
+            match front.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
+                _ => {
+                    self.receipts.pop_front();
+                }
+            }
+        }
+        self.receipts.push_back(receipt);
     }
 
-    fn send_ack(&self, kind: i32, entry: EntryId) {
+    fn send_ack(&mut self, kind: i32, entry: EntryId) {
         self.send_acks(kind, &[entry]);
     }
 
@@ -232,6 +252,10 @@ impl PulsarConsumer {
 impl Consumer for PulsarConsumer {
     async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         let deadline = tokio::time::Instant::now() + wait;
+        // Without prefetch, as many as the caller takes now are asked for together.
+        let missing = max.max(1).saturating_sub(self.ready.len());
+        self.subscription
+            .want(missing.min(u32::MAX as usize) as u32);
         while self.ready.len() < max.max(1) {
             if self.lookup.is_some() {
                 self.finish_lookup().await?;
@@ -334,6 +358,30 @@ impl Consumer for PulsarConsumer {
             self.delivered = self.delivered.split_off(&entry);
             for index in 0..=id.batch_index {
                 self.mark(entry.message(index));
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let deadline =
+            tokio::time::Instant::now() + self.subscription.connection.operation_timeout();
+        while let Some(receipt) = self.receipts.pop_front() {
+            match tokio::time::timeout_at(deadline, receipt).await {
+                // An ACK the broker refused (an unknown message) leaves nothing to wait for.
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => {
+                    self.receipts.clear();
+                    return Err(unavailable(
+                        "the Pulsar connection closed before it answered the acknowledgements",
+                    ));
+                }
+                Err(_) => {
+                    self.receipts.clear();
+                    return Err(BackendError::Timeout(
+                        "Pulsar did not answer the acknowledgements in time".into(),
+                    ));
+                }
             }
         }
         Ok(())

@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
+use gateway_core::backend::{
+    Coordination, Producing, Reading, SubscribeOptions, Subscriptions, TopicAdmin, TopicInfo,
+    SEQUENCE_LOOKBACK,
+};
 use gateway_core::recent::Recent;
 use gateway_core::{
     Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
@@ -32,7 +35,7 @@ use tokio::sync::Mutex;
 
 pub use admin::AdminClient;
 pub use credentials::TokenSource;
-pub use tls::TlsOptions;
+pub use tls::{TlsOptions, TlsSource};
 
 use crate::connection::ConnectOptions;
 use crate::pool::Pool;
@@ -56,7 +59,8 @@ impl Lease for PulsarLease {
     }
 }
 
-/// A name announced on a topic: a named producer that writes nothing (see `Backend::announce`).
+/// A name announced on a topic: a named producer that writes nothing (see
+/// `Coordination::announce`).
 struct PulsarAnnouncement(Producer);
 
 impl Announcement for PulsarAnnouncement {
@@ -125,8 +129,9 @@ type ProducerSlot = Arc<Mutex<Option<Arc<Producer>>>>;
 
 pub struct PulsarBackend {
     config: PulsarConfig,
-    /// Built once from `config.tls` and shared with the backends acting for clients.
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Read from `config.tls` (and again when its files change), shared with the backends
+    /// acting for clients.
+    tls: Option<Arc<TlsSource>>,
     /// The backends acting for clients, by token; each holds its own connections, made with
     /// that client's token, so Pulsar authorizes what it does (see `as_client`).
     clients: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<PulsarBackend>>>,
@@ -145,17 +150,14 @@ impl PulsarBackend {
     /// Reads the TLS files now: unusable ones are a configuration error. Nothing connects yet.
     pub fn new(config: PulsarConfig) -> Result<Arc<PulsarBackend>> {
         let tls = if config.uses_tls() {
-            Some(config.tls.client_config()?)
+            Some(TlsSource::new(config.tls.clone())?)
         } else {
             None
         };
         Self::with_tls(config, tls)
     }
 
-    fn with_tls(
-        config: PulsarConfig,
-        tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<Arc<PulsarBackend>> {
+    fn with_tls(config: PulsarConfig, tls: Option<Arc<TlsSource>>) -> Result<Arc<PulsarBackend>> {
         let options = ConnectOptions {
             tls: tls
                 .clone()
@@ -252,32 +254,6 @@ impl Backend for PulsarBackend {
         Some(backend)
     }
 
-    async fn may_subscribe(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        subscription: &str,
-    ) -> Result<bool> {
-        subscription::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
-    }
-
-    /// A producer opened with this backend's token and closed again: the broker checks the
-    /// produce permission when the producer is created.
-    async fn may_produce(&self, topic: &TopicName) -> Result<bool> {
-        match Producer::create(
-            &self.pool,
-            &topic.to_string(),
-            None,
-            proto::compression::NONE,
-        )
-        .await
-        {
-            Ok(_closed_on_drop) => Ok(true),
-            Err(BackendError::NotAuthorized(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The gateway's token (when it has one) has not expired, the admin API answers it, and a
     /// broker answers a PING on the service connection: a half-open connection is caught here,
     /// not only by the keepalive.
@@ -289,7 +265,10 @@ impl Backend for PulsarBackend {
         let connection = self.pool.service_connection().await?;
         connection.ping(READY_PING_TIMEOUT).await
     }
+}
 
+#[async_trait]
+impl TopicAdmin for PulsarBackend {
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
         let name = topic.to_string();
         self.topic_infos.forget(|k| k == name);
@@ -357,6 +336,30 @@ impl Backend for PulsarBackend {
         self.admin.list_topics(tenant, namespace).await
     }
 
+    async fn compact(&self, topic: &TopicName) -> Result<()> {
+        self.admin.compact(topic).await
+    }
+}
+
+#[async_trait]
+impl Producing for PulsarBackend {
+    /// A producer opened with this backend's token and closed again: the broker checks the
+    /// produce permission when the producer is created.
+    async fn may_produce(&self, topic: &TopicName) -> Result<bool> {
+        match Producer::create(
+            &self.pool,
+            &topic.to_string(),
+            None,
+            proto::compression::NONE,
+        )
+        .await
+        {
+            Ok(_closed_on_drop) => Ok(true),
+            Err(BackendError::NotAuthorized(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         let name = entries
             .first()
@@ -396,6 +399,31 @@ impl Backend for PulsarBackend {
         Ok(producer.last_sequence())
     }
 
+    /// Reads the topic's last entries backwards from its last message id (`lookback.rs`); each
+    /// entry's metadata names its producer and sequence id.
+    async fn find_sequence(
+        &self,
+        topic: &TopicName,
+        producer_name: &str,
+        sequence: u64,
+    ) -> Result<Option<EntryId>> {
+        let Some(last) = self.admin.last_message_id(topic).await? else {
+            return Ok(None);
+        };
+        let source = lookback::Lookback::new(self.pool.clone(), self.admin.clone(), topic, false);
+        lookback::find_sequence(
+            &source,
+            last.entry_id(),
+            producer_name,
+            sequence,
+            SEQUENCE_LOOKBACK,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Reading for PulsarBackend {
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         self.admin.last_message_id(topic).await
     }
@@ -453,49 +481,39 @@ impl Backend for PulsarBackend {
                 .await?,
         ))
     }
+}
 
-    async fn compact(&self, topic: &TopicName) -> Result<()> {
-        self.admin.compact(topic).await
+#[async_trait]
+impl Subscriptions for PulsarBackend {
+    async fn may_subscribe(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        subscription: &str,
+    ) -> Result<bool> {
+        subscription::may_subscribe(self.pool.clone(), tenant, namespace, subscription).await
     }
 
+    /// Without a prefetch, the consumer's usual receiver queue (`subscription::PERMITS`); a
+    /// prefetch never raises it.
     async fn subscribe(
         &self,
         topic: &TopicName,
         subscription: &str,
-        sub_type: SubscriptionType,
-        initial: InitialPosition,
+        options: SubscribeOptions,
     ) -> Result<Box<dyn Consumer>> {
+        let permits = options
+            .prefetch
+            .map_or(subscription::PERMITS, |p| p.min(subscription::PERMITS));
         Ok(Box::new(
             consumer::PulsarConsumer::open(
                 self.pool.clone(),
                 self.admin.clone(),
                 topic,
                 subscription,
-                sub_type,
-                initial,
-                subscription::PERMITS,
-            )
-            .await?,
-        ))
-    }
-
-    async fn subscribe_with_prefetch(
-        &self,
-        topic: &TopicName,
-        subscription: &str,
-        sub_type: SubscriptionType,
-        initial: InitialPosition,
-        prefetch: u32,
-    ) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(
-            consumer::PulsarConsumer::open(
-                self.pool.clone(),
-                self.admin.clone(),
-                topic,
-                subscription,
-                sub_type,
-                initial,
-                prefetch.min(subscription::PERMITS),
+                options.sub_type,
+                options.initial,
+                permits,
             )
             .await?,
         ))
@@ -505,6 +523,40 @@ impl Backend for PulsarBackend {
         self.admin.delete_subscription(topic, subscription).await
     }
 
+    async fn position_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        next: MessageId,
+    ) -> Result<()> {
+        self.admin
+            .position_subscription(topic, subscription, next)
+            .await
+    }
+
+    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
+        self.admin.subscriptions(topic).await
+    }
+
+    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        self.admin.backlog(topic, subscription).await
+    }
+
+    async fn acknowledged(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+    ) -> Result<gateway_core::backend::Acknowledged> {
+        self.admin.acknowledged(topic, subscription).await
+    }
+
+    async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        self.admin.ready(topic, subscription).await
+    }
+}
+
+#[async_trait]
+impl Coordination for PulsarBackend {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         match Producer::create_exclusive(&self.pool, &topic.to_string(), holder, self.compression)
             .await
@@ -528,28 +580,5 @@ impl Backend for PulsarBackend {
 
     async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
         self.admin.producer_names(topic).await
-    }
-
-    async fn position_subscription(
-        &self,
-        topic: &TopicName,
-        subscription: &str,
-        next: MessageId,
-    ) -> Result<()> {
-        self.admin
-            .position_subscription(topic, subscription, next)
-            .await
-    }
-
-    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
-        self.admin.subscriptions(topic).await
-    }
-
-    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
-        self.admin.backlog(topic, subscription).await
-    }
-
-    async fn ready(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
-        self.admin.ready(topic, subscription).await
     }
 }

@@ -65,6 +65,9 @@ pub struct MessageMetadata {
     pub partition_key_b64_encoded: Option<bool>,
     #[prost(bytes = "bytes", optional, tag = "18")]
     pub ordering_key: Option<bytes::Bytes>,
+    /// Not to be dispatched before this time (ms since the epoch), on Shared subscriptions.
+    #[prost(int64, optional, tag = "19")]
+    pub deliver_at_time: Option<i64>,
     #[prost(int32, optional, tag = "20")]
     pub marker_type: Option<i32>,
     #[prost(uint64, optional, tag = "24")]

@@ -47,7 +47,8 @@ pub(crate) struct Spec {
 /// Who grants a subscription's flow permits, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flow {
-    /// One message at a time, asked for only while `next` waits.
+    /// Nothing ahead of the owner: permits are asked for only while `next` waits, one at a
+    /// time, or as many as the owner says it takes now (`want`).
     OnDemand,
     /// The broker may push this many messages ahead of `next`; refilled when half is used.
     Window(u32),
@@ -73,8 +74,8 @@ pub(crate) struct Subscription {
     pub(crate) consumer_id: u64,
     pub(crate) events: mpsc::UnboundedReceiver<ConsumerEvent>,
     used_permits: u32,
-    /// On-demand flow: a permit for one message is out.
-    asked: bool,
+    /// On-demand flow: permits granted whose messages have not come yet.
+    asked: u32,
     /// Opened again since the owner last asked (`Flow::Owner`: its permits are gone).
     reopened: bool,
     /// Set once the broker confirmed the close; Drop then has nothing left to do.
@@ -103,7 +104,7 @@ impl Subscription {
             consumer_id,
             events,
             used_permits: 0,
-            asked: false,
+            asked: 0,
             reopened: false,
             closed: false,
         }
@@ -135,9 +136,8 @@ impl Subscription {
         wait: Duration,
         reopen_at: Option<MessageIdData>,
     ) -> Result<Option<RawEntry>> {
-        if self.spec.flow == Flow::OnDemand && !self.asked {
-            self.flow(1);
-            self.asked = true;
+        if self.spec.flow == Flow::OnDemand && self.asked == 0 {
+            self.want(1);
         }
         let event = match tokio::time::timeout(wait, self.events.recv()).await {
             Err(_) => return Ok(None),
@@ -150,10 +150,11 @@ impl Subscription {
                 metadata,
                 payload,
             }) => {
-                self.used_permits += metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
+                let messages = metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32;
+                self.used_permits += messages;
                 match self.spec.flow {
                     Flow::OnDemand => {
-                        self.asked = false;
+                        self.asked = self.asked.saturating_sub(messages);
                         self.used_permits = 0;
                     }
                     Flow::Window(window) if self.used_permits >= (window / 2).max(1) => {
@@ -187,7 +188,7 @@ impl Subscription {
         self.consumer_id = consumer_id;
         self.events = events;
         self.used_permits = 0;
-        self.asked = false;
+        self.asked = 0;
         self.reopened = true;
         self.closed = false;
         Ok(())
@@ -197,6 +198,15 @@ impl Subscription {
     /// none of the permits granted before).
     pub(crate) fn take_reopened(&mut self) -> bool {
         std::mem::take(&mut self.reopened)
+    }
+
+    /// On-demand flow: the owner takes `messages` now (a link's credit, say), so that many
+    /// are asked for at once rather than one per round trip. Never more than it said.
+    pub(crate) fn want(&mut self, messages: u32) {
+        if self.spec.flow == Flow::OnDemand && self.asked < messages {
+            self.flow(messages - self.asked);
+            self.asked = messages;
+        }
     }
 
     pub(crate) fn flow(&self, permits: u32) {

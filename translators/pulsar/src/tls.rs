@@ -8,9 +8,12 @@
 //!   certificate is the gateway's credential.
 //! - `allow_insecure` accepts any certificate (Pulsar's `tlsAllowInsecureConnection`): the
 //!   connection is encrypted but anyone in the path can read it. For tests only.
+//! - The files are read again when they change (`TlsSource`): certificates toward Pulsar are
+//!   rotated like the token, often short-lived ones issued by cert-manager or Vault.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use gateway_core::{BackendError, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -93,6 +96,85 @@ impl TlsOptions {
             }
         }
         Ok(roots)
+    }
+}
+
+/// How often `TlsSource::current` looks at the files at most.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The client configuration of a set of `TlsOptions`, built again when one of its files
+/// changes; connections made after that use the new certificates, established ones keep theirs
+/// (as the broker's own `tlsCertRefreshCheckDurationSec` does). Files that no longer make a
+/// usable configuration (a rotation caught halfway, a bad file) leave the last good one in use,
+/// with one warning until they do again.
+pub struct TlsSource {
+    options: TlsOptions,
+    state: Mutex<Loaded>,
+}
+
+struct Loaded {
+    config: Arc<ClientConfig>,
+    /// What the files looked like when `config` was built (or last failed to build).
+    stamps: Vec<Option<(SystemTime, u64)>>,
+    checked: Instant,
+}
+
+impl TlsSource {
+    /// Reads the files now: unusable ones are a configuration error.
+    pub fn new(options: TlsOptions) -> Result<Arc<TlsSource>> {
+        let stamps = options.stamps();
+        let config = options.client_config()?;
+        Ok(Arc::new(TlsSource {
+            options,
+            state: Mutex::new(Loaded {
+                config,
+                stamps,
+                checked: Instant::now(),
+            }),
+        }))
+    }
+
+    /// The configuration to connect with now.
+    pub fn current(&self) -> Arc<ClientConfig> {
+        let mut state = self.state.lock().expect("tls source lock");
+        if state.checked.elapsed() < RECHECK {
+            return state.config.clone();
+        }
+        state.checked = Instant::now();
+        let stamps = self.options.stamps();
+        if stamps != state.stamps {
+            state.stamps = stamps;
+            match self.options.client_config() {
+                Ok(config) => {
+                    tracing::info!("TLS files toward Pulsar changed; new connections use them");
+                    state.config = config;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS files toward Pulsar changed but cannot be used; connections keep the previous ones")
+                }
+            }
+        }
+        state.config.clone()
+    }
+
+    pub fn options(&self) -> &TlsOptions {
+        &self.options
+    }
+}
+
+impl TlsOptions {
+    /// Modification time and length of each configured file (`None`: unreadable), to notice
+    /// a change. A CA bundle replaced within the same second by one of the same length goes
+    /// unnoticed; rotations rename a new file into place, which changes both in practice.
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        [&self.trust_certs_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
     }
 }
 

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use gateway_core::backend::{InitialPosition, SubscriptionType, TopicInfo};
+use gateway_core::backend::prelude::*;
+use gateway_core::backend::{SubscribeOptions, TopicInfo};
 use gateway_core::{
-    Announcement, Backend, BackendError, BackendRef, Consumer, EntryId, EntryToSend, Lease,
-    MessageId, PendingSend, Reader, Result, SendReceipt, TopicName,
+    Announcement, BackendError, BackendRef, Consumer, EntryId, EntryToSend, Lease, MessageId,
+    PendingSend, Reader, Result, SendReceipt, TopicName,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -52,7 +53,7 @@ impl Faulty {
         })
     }
 
-    /// Topic writes (`Backend::submit`) are accepted but not persisted while `on`; they are
+    /// Topic writes (`Producing::submit`) are accepted but not persisted while `on`; they are
     /// written once it is off.
     pub fn stall_submits(&self, on: bool) {
         self.submits_stalled.send_replace(on);
@@ -180,11 +181,10 @@ impl Backend for Faulty {
     async fn readiness(&self) -> Result<()> {
         self.inner.readiness().await
     }
+}
 
-    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
-        self.inner.last_sequence(topic, producer_name).await
-    }
-
+#[async_trait]
+impl TopicAdmin for Faulty {
     async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<()> {
         self.reachable()?;
         self.inner.create_topic(topic, partitions).await
@@ -211,6 +211,28 @@ impl Backend for Faulty {
         self.inner.list_topics(tenant, namespace).await
     }
 
+    async fn compact(&self, topic: &TopicName) -> Result<()> {
+        self.inner.compact(topic).await
+    }
+}
+
+#[async_trait]
+impl Producing for Faulty {
+    async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
+        self.inner.last_sequence(topic, producer_name).await
+    }
+
+    async fn find_sequence(
+        &self,
+        topic: &TopicName,
+        producer_name: &str,
+        sequence: u64,
+    ) -> Result<Option<EntryId>> {
+        self.inner
+            .find_sequence(topic, producer_name, sequence)
+            .await
+    }
+
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         self.submitted.fetch_add(1, Ordering::SeqCst);
         let mut stalled = self.submits_stalled.subscribe();
@@ -223,7 +245,10 @@ impl Backend for Faulty {
             inner.submit(&topic, entries).await?.await
         }))
     }
+}
 
+#[async_trait]
+impl Reading for Faulty {
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         self.reachable()?;
         self.inner.last_message_id(topic).await
@@ -256,21 +281,17 @@ impl Backend for Faulty {
         self.reachable()?;
         self.inner.open_compacted_reader(topic, start).await
     }
+}
 
-    async fn compact(&self, topic: &TopicName) -> Result<()> {
-        self.inner.compact(topic).await
-    }
-
+#[async_trait]
+impl Subscriptions for Faulty {
     async fn subscribe(
         &self,
         topic: &TopicName,
         subscription: &str,
-        sub_type: SubscriptionType,
-        initial: InitialPosition,
+        options: SubscribeOptions,
     ) -> Result<Box<dyn Consumer>> {
-        self.inner
-            .subscribe(topic, subscription, sub_type, initial)
-            .await
+        self.inner.subscribe(topic, subscription, options).await
     }
 
     async fn position_subscription(
@@ -284,6 +305,21 @@ impl Backend for Faulty {
             .await
     }
 
+    async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()> {
+        self.inner.unsubscribe(topic, subscription).await
+    }
+
+    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
+        self.inner.subscriptions(topic).await
+    }
+
+    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
+        self.inner.backlog(topic, subscription).await
+    }
+}
+
+#[async_trait]
+impl Coordination for Faulty {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         self.reachable()?;
         let Some(real) = self.inner.try_lease(topic, holder).await? else {
@@ -310,17 +346,5 @@ impl Backend for Faulty {
 
     async fn announced(&self, topic: &TopicName) -> Result<Vec<String>> {
         self.inner.announced(topic).await
-    }
-
-    async fn unsubscribe(&self, topic: &TopicName, subscription: &str) -> Result<()> {
-        self.inner.unsubscribe(topic, subscription).await
-    }
-
-    async fn subscriptions(&self, topic: &TopicName) -> Result<Vec<String>> {
-        self.inner.subscriptions(topic).await
-    }
-
-    async fn backlog(&self, topic: &TopicName, subscription: &str) -> Result<u64> {
-        self.inner.backlog(topic, subscription).await
     }
 }

@@ -533,8 +533,9 @@ fn start_entry(offset: i64) -> EntryId {
 
 #[cfg(test)]
 mod tests {
+    use gateway_core::backend::prelude::*;
     use gateway_core::budget::MemoryBudget;
-    use gateway_core::{Backend, EntryToSend, Message};
+    use gateway_core::{EntryToSend, Message};
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::protocol::StrBytes;
 

@@ -11,12 +11,21 @@
 //! which keeps that order; the future it returns waits for persistence and builds the response.
 //! That future is dropped when the client's connection drops, so an idempotent batch's sequence
 //! state is settled by a task of its own (`outcome_of`), not by the response.
+//!
+//! An idempotent batch that the backend's deduplication drops (written before: a resend after a
+//! lost receipt, or after a restart of this instance, whose sequence state is in memory) is
+//! answered with its original offset, as a Kafka broker answers a retry of a recent batch: the
+//! settling task asks the backend where the producer name wrote the batch's first sequence id
+//! (`Producing::find_sequence`, among the partition's last 1,000 entries). Only when it is not
+//! found there is it answered `DUPLICATE_SEQUENCE_NUMBER`, which clients take as success with
+//! offset -1.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture, FutureExt};
 use gateway_core::backend::{PendingSend, SendReceipt};
-use gateway_core::EntryToSend;
+use gateway_core::{BackendRef, EntryId, EntryToSend, TopicName};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -29,6 +38,19 @@ use crate::mapping::record_to_message;
 use crate::offsets::{self, MAX_BATCH_MESSAGES};
 use crate::record_batch::{self, Batch, BatchError};
 use crate::sequences::{BatchSequence, Sequences, Verdict};
+
+/// How long looking up a deduplicated batch's original entry may take before the batch is
+/// answered `DUPLICATE_SEQUENCE_NUMBER` anyway (it normally takes a few round trips).
+const FIND_ORIGINAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An idempotent batch handed to the backend: its sequence state, to settle, and where to look
+/// for its original entry if deduplication drops it.
+struct IdempotentBatch {
+    sequence: BatchSequence,
+    backend: BackendRef,
+    topic: TopicName,
+    producer_name: String,
+}
 
 /// One partition of a produce request after dispatch.
 enum Dispatched {
@@ -75,20 +97,27 @@ fn set_dedup(entries: &mut [EntryToSend], name: &str, first: u64) {
 /// The outcome of a batch handed to the backend, once persisted. An idempotent batch's
 /// sequence state is settled by a task that owns the pending send: the returned future is part
 /// of the response, which is dropped if the client's connection drops, and a batch left in
-/// flight would make the client's resend (on a new connection) out of order forever.
+/// flight would make the client's resend (on a new connection) out of order forever. The same
+/// task looks up the original of a batch that deduplication dropped, so that the state records
+/// its offset as for any batch written.
 fn outcome_of(
     sequences: &Arc<Sequences>,
     topic: String,
     pending: PendingSend,
-    sequence: Option<BatchSequence>,
+    batch: Option<IdempotentBatch>,
 ) -> BoxFuture<'static, Result<i64, ResponseError>> {
-    let Some(sequence) = sequence else {
-        return Box::pin(async move { base_offset_of(&topic, pending.await) });
+    let Some(batch) = batch else {
+        return Box::pin(async move { base_offset_of(&topic, pending.await, None) });
     };
     let sequences = sequences.clone();
     let settled = tokio::spawn(async move {
-        let outcome = base_offset_of(&topic, pending.await);
-        sequences.settle(sequence, &outcome);
+        let receipts = pending.await;
+        let original = match receipts.as_deref() {
+            Ok([SendReceipt::Duplicate, ..]) => find_original(&batch).await,
+            _ => None,
+        };
+        let outcome = base_offset_of(&topic, receipts, original);
+        sequences.settle(batch.sequence, &outcome);
         outcome
     });
     // Dropping a JoinHandle leaves the task running.
@@ -97,27 +126,60 @@ fn outcome_of(
         .boxed()
 }
 
-/// The Kafka base offset of a written batch, from its entries' receipts.
+/// Where the batch's first entry was written before, when deduplication dropped it now; `None`
+/// when the backend does not find it (among the partition's last entries) or cannot say.
+async fn find_original(batch: &IdempotentBatch) -> Option<EntryId> {
+    let sequence = batch.sequence.dedup_sequence();
+    let found = tokio::time::timeout(
+        FIND_ORIGINAL_TIMEOUT,
+        batch
+            .backend
+            .find_sequence(&batch.topic, &batch.producer_name, sequence),
+    )
+    .await;
+    let (outcome, original) = match found {
+        Ok(Ok(Some(id))) => ("found", Some(id)),
+        Ok(Ok(None)) => ("not_found", None),
+        Ok(Err(e)) => {
+            tracing::warn!(topic = %batch.topic, producer = batch.producer_name, sequence, error = %e, "looking up a deduplicated batch's original entry failed; answering DUPLICATE_SEQUENCE_NUMBER");
+            ("failed", None)
+        }
+        Err(_) => {
+            tracing::warn!(topic = %batch.topic, producer = batch.producer_name, sequence, "looking up a deduplicated batch's original entry took over {FIND_ORIGINAL_TIMEOUT:?}; answering DUPLICATE_SEQUENCE_NUMBER");
+            ("failed", None)
+        }
+    };
+    metrics::counter!("kafka_produce_duplicates_total", "original" => outcome).increment(1);
+    original
+}
+
+/// The Kafka base offset of a written batch, from its entries' receipts. `original` is where
+/// the first entry was written before, when deduplication dropped it (`find_original`).
 fn base_offset_of(
     topic: &str,
     receipts: gateway_core::Result<Vec<SendReceipt>>,
+    original: Option<EntryId>,
 ) -> Result<i64, ResponseError> {
     let receipts = receipts.map_err(backend_error)?;
-    let persisted: Vec<_> = receipts
+    let ids: Vec<EntryId> = receipts
         .iter()
-        .filter_map(|r| match r {
+        .enumerate()
+        .filter_map(|(i, r)| match r {
             SendReceipt::Persisted(id) => Some(*id),
+            SendReceipt::Duplicate if i == 0 => original,
             SendReceipt::Duplicate => None,
         })
         .collect();
-    let Some(first) = persisted.first() else {
-        // Pulsar deduplication dropped it: written before, and its offset is not known here.
+    let Some(first) = ids.first() else {
+        // Dropped by deduplication: written before, and its offset is not known here.
         return Err(ResponseError::DuplicateSequenceNumber);
     };
-    let contiguous = persisted
+    // A batch dropped whole was written whole before, by one call: consecutive entries.
+    let written_before = receipts.iter().all(|r| *r == SendReceipt::Duplicate);
+    let contiguous = ids
         .windows(2)
         .all(|w| w[1].ledger == w[0].ledger && w[1].entry == w[0].entry + 1);
-    if !contiguous || persisted.len() != receipts.len() {
+    if !written_before && (!contiguous || ids.len() != receipts.len()) {
         metrics::counter!("kafka_produce_noncontiguous_total").increment(1);
         tracing::error!(topic, "entries of one batch are not consecutive; record offsets after the first entry differ from base_offset + i");
     }
@@ -221,7 +283,7 @@ impl KafkaFrontend {
             }
         };
         let header = &batch.header;
-        let sequence = if header.producer_id >= 0 {
+        let idempotent = if header.producer_id >= 0 {
             let key = (header.producer_id, name.to_owned(), index);
             let producer_name = format!("kafka-{}", header.producer_id);
             let count = batch.records.len();
@@ -253,7 +315,12 @@ impl KafkaFrontend {
                 Ok(Verdict::Repeat(offset)) => return Dispatched::Answered(Ok(offset)),
                 Ok(Verdict::Write(sequence)) => {
                     set_dedup(&mut entries, &producer_name, sequence.dedup_sequence());
-                    Some(sequence)
+                    Some(IdempotentBatch {
+                        sequence,
+                        backend: self.backend.clone(),
+                        topic: topic.clone(),
+                        producer_name,
+                    })
                 }
                 Err(e) => return Dispatched::Answered(Err(e)),
             }
@@ -265,12 +332,12 @@ impl KafkaFrontend {
                 &self.sequences,
                 name.to_owned(),
                 pending,
-                sequence,
+                idempotent,
             )),
             Err(e) => {
                 let error = backend_error(e);
-                if let Some(sequence) = sequence {
-                    self.sequences.settle(sequence, &Err(error));
+                if let Some(batch) = idempotent {
+                    self.sequences.settle(batch.sequence, &Err(error));
                 }
                 Dispatched::Answered(Err(error))
             }
@@ -328,10 +395,218 @@ impl KafkaFrontend {
 mod tests {
     use std::time::Duration;
 
-    use gateway_core::{BackendError, EntryId};
+    use bytes::{Bytes, BytesMut};
+    use gateway_core::{BackendError, EntryId, Message};
+    use kafka_protocol::messages::produce_request::TopicProduceData;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::config::KafkaConfig;
+
+    fn embedded(dir: &tempfile::TempDir) -> BackendRef {
+        gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap()
+    }
+
+    fn idempotent(backend: &BackendRef, sequence: BatchSequence) -> IdempotentBatch {
+        IdempotentBatch {
+            sequence,
+            backend: backend.clone(),
+            topic: TopicName::new("public", "default", "t"),
+            producer_name: "kafka-1".into(),
+        }
+    }
+
+    /// Entries of producer `kafka-1` as the handler writes them, `counts[i]` messages each,
+    /// their sequence ids following from `first`.
+    fn entries(first: u64, counts: &[usize]) -> Vec<EntryToSend> {
+        let mut entries: Vec<_> = counts
+            .iter()
+            .map(|&n| EntryToSend {
+                messages: (0..n)
+                    .map(|i| Message {
+                        value: Some(Bytes::from(i.to_string())),
+                        ..Default::default()
+                    })
+                    .collect(),
+                dedup: None,
+            })
+            .collect();
+        set_dedup(&mut entries, "kafka-1", first);
+        entries
+    }
+
+    /// Settles batch `(first, count)` of producer 1 on a fresh state, with `receipts` as the
+    /// backend's answer, and returns the answer and what the state then says of a retry.
+    async fn settle_with(
+        backend: &BackendRef,
+        first: i32,
+        count: usize,
+        persisted: u64,
+        receipts: Vec<SendReceipt>,
+    ) -> (Result<i64, ResponseError>, Option<i64>) {
+        let sequences = Arc::new(Sequences::default());
+        let key = (1, "t".to_owned(), 0);
+        let Ok(Verdict::Write(batch)) =
+            sequences.accept(key.clone(), 0, first, count, Some(Some(persisted)))
+        else {
+            panic!("a batch unknown here is written");
+        };
+        let pending: PendingSend = Box::pin(async move { Ok(receipts) });
+        let outcome = outcome_of(
+            &sequences,
+            "t".into(),
+            pending,
+            Some(idempotent(backend, batch)),
+        )
+        .await;
+        let retry = match sequences.accept(key, 0, first, count, None) {
+            Ok(Verdict::Repeat(offset)) => Some(offset),
+            _ => None,
+        };
+        (outcome, retry)
+    }
+
+    /// Deduplication drops a batch written before (its receipt was lost, or another instance
+    /// wrote it): the answer is the offset it was written at, found by producer name and
+    /// sequence id, and a later retry gets it from the sequence state. Before, the answer was
+    /// DUPLICATE_SEQUENCE_NUMBER, which clients report as offset -1 (librdkafka: -1 + index).
+    #[tokio::test]
+    async fn a_deduplicated_batch_is_answered_with_its_original_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        let t = TopicName::new("public", "default", "t");
+        backend.create_topic(&t, 0).await.unwrap();
+        let written = backend.send(&t, entries(0, &[3])).await.unwrap();
+        let [SendReceipt::Persisted(original)] = written[..] else {
+            panic!("written: {written:?}");
+        };
+        backend.send(&t, entries(3, &[1])).await.unwrap();
+        let offset = offsets::entry_offset(original).unwrap();
+
+        let resent = backend.send(&t, entries(0, &[3])).await.unwrap();
+        assert_eq!(resent, [SendReceipt::Duplicate]);
+        let (answer, retry) = settle_with(&backend, 0, 3, 3, resent).await;
+        assert_eq!(answer, Ok(offset));
+        assert_eq!(retry, Some(offset), "recorded among the recent batches");
+
+        // Not found (never written where it is looked for): DUPLICATE_SEQUENCE_NUMBER as before.
+        let (answer, retry) = settle_with(&backend, 1, 2, 3, vec![SendReceipt::Duplicate]).await;
+        assert_eq!(answer, Err(ResponseError::DuplicateSequenceNumber));
+        assert_eq!(retry, None);
+    }
+
+    /// A batch of more than 4,096 records is several entries: its base offset is the first
+    /// entry's, also when only the first was dropped as written before (the rest were lost
+    /// and are written now, so their offsets do not follow; that is logged).
+    #[tokio::test]
+    async fn a_split_batch_written_before_is_answered_with_its_first_entrys_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        let t = TopicName::new("public", "default", "t");
+        backend.create_topic(&t, 0).await.unwrap();
+        let counts = [MAX_BATCH_MESSAGES, 4];
+        let written = backend.send(&t, entries(0, &counts)).await.unwrap();
+        let [SendReceipt::Persisted(first), SendReceipt::Persisted(_)] = written[..] else {
+            panic!("written: {written:?}");
+        };
+        let offset = offsets::entry_offset(first).unwrap();
+        let count = MAX_BATCH_MESSAGES + 4;
+        let last = MAX_BATCH_MESSAGES as u64;
+
+        let resent = backend.send(&t, entries(0, &counts)).await.unwrap();
+        assert_eq!(resent, [SendReceipt::Duplicate, SendReceipt::Duplicate]);
+        assert_eq!(
+            settle_with(&backend, 0, count, last, resent).await,
+            (Ok(offset), Some(offset))
+        );
+
+        let later = EntryId {
+            ledger: first.ledger,
+            entry: first.entry + 7,
+        };
+        let partly = vec![SendReceipt::Duplicate, SendReceipt::Persisted(later)];
+        assert_eq!(
+            settle_with(&backend, 0, count, last, partly).await,
+            (Ok(offset), Some(offset))
+        );
+    }
+
+    /// An idempotent producer's batch of `count` records at `sequence`, to partition 0 of `t`.
+    fn produce_request(producer_id: i64, sequence: i32, count: usize) -> ProduceRequest {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: sequence + i as i32,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        let mut partition = PartitionProduceData::default();
+        partition.index = 0;
+        partition.records = Some(buf.freeze());
+        let mut data = TopicProduceData::default();
+        data.name = kafka_protocol::messages::TopicName(StrBytes::from_static_str("t"));
+        data.partition_data = vec![partition];
+        let mut request = ProduceRequest::default();
+        request.acks = -1;
+        request.timeout_ms = 10_000;
+        request.topic_data = vec![data];
+        request
+    }
+
+    async fn produce(frontend: &Arc<KafkaFrontend>, request: ProduceRequest) -> (i16, i64) {
+        let response = frontend.dispatch_produce(request).await.await.unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    /// A batch resent to an instance that has no sequence state for its producer (a restart,
+    /// or the producer moved to another instance after losing its connection): the answer is
+    /// the first send's offset, for a batch of one entry and for one split into two.
+    #[tokio::test]
+    async fn a_resend_to_a_fresh_instance_gets_the_first_sends_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        backend
+            .create_topic(&TopicName::new("public", "default", "t"), 0)
+            .await
+            .unwrap();
+        let first = KafkaFrontend::new(KafkaConfig::default(), backend.clone());
+        let batches = [(0, 3), (3, MAX_BATCH_MESSAGES + 10)];
+        let mut answers = Vec::new();
+        for (sequence, count) in batches {
+            let (error, offset) = produce(&first, produce_request(7, sequence, count)).await;
+            assert_eq!(error, 0);
+            answers.push(offset);
+        }
+        for (i, (sequence, count)) in batches.into_iter().enumerate() {
+            let fresh = KafkaFrontend::new(KafkaConfig::default(), backend.clone());
+            let resent = produce(&fresh, produce_request(7, sequence, count)).await;
+            assert_eq!(resent, (0, answers[i]), "batch at {sequence}");
+            // Recorded: a second retry is answered from the state.
+            let again = produce(&fresh, produce_request(7, sequence, count)).await;
+            assert_eq!(again, (0, answers[i]), "batch at {sequence}, again");
+        }
+    }
 
     /// The client's connection drops while its batch is being written: the response future is
     /// dropped, and the write then succeeds. The client resends the batch on a new connection and
@@ -346,7 +621,14 @@ mod tests {
         let (persist, persisted) = oneshot::channel();
         let pending: PendingSend =
             Box::pin(async move { persisted.await.map_err(|_| BackendError::Closed)? });
-        drop(outcome_of(&sequences, "t".into(), pending, Some(batch)));
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        drop(outcome_of(
+            &sequences,
+            "t".into(),
+            pending,
+            Some(idempotent(&backend, batch)),
+        ));
         let id = EntryId {
             ledger: 3,
             entry: 7,
