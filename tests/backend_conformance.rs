@@ -943,6 +943,73 @@ async fn deliver_at_round_trips(f: &mut dyn BackendFixture) {
     assert_eq!(entries[0].messages, vec![delayed]);
 }
 
+/// Topic properties are set, replaced and removed per key, kept with the topic (partitioned or
+/// not), and gone with it; policies can be set and the applied retention read back, keeping at
+/// least what was asked for.
+async fn topic_properties_and_policies(f: &dyn BackendFixture) {
+    use gateway_core::backend::{Retention, TopicPolicies};
+    use std::collections::BTreeMap;
+    let b = f.backend();
+    for partitions in [0, 2] {
+        let t = topic("properties");
+        assert!(matches!(
+            b.topic_properties(&t).await,
+            Err(gateway_core::BackendError::TopicNotFound(_))
+        ));
+        b.create_topic(&t, partitions).await.unwrap();
+        assert_eq!(b.topic_properties(&t).await.unwrap(), BTreeMap::new());
+        let set = BTreeMap::from([
+            ("kafka.retention.ms".to_owned(), "3600000".to_owned()),
+            (
+                "kafka.cleanup.policy".to_owned(),
+                "compact,delete".to_owned(),
+            ),
+        ]);
+        b.update_topic_properties(&t, &set, &[]).await.unwrap();
+        assert_eq!(b.topic_properties(&t).await.unwrap(), set);
+        let change = BTreeMap::from([("kafka.retention.ms".to_owned(), "60000".to_owned())]);
+        b.update_topic_properties(&t, &change, &["kafka.cleanup.policy".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(b.topic_properties(&t).await.unwrap(), change);
+
+        let hour = Retention {
+            time: Some(Duration::from_secs(3600)),
+            bytes: None,
+        };
+        let policies = TopicPolicies {
+            retention: hour,
+            compaction_threshold: Some(1 << 20),
+            keep_while_inactive: true,
+        };
+        b.set_topic_policies(&t, &policies).await.unwrap();
+        // Pulsar applies topic policies through a system topic: a read may lag the write.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied = b.applied_retention(&t).await.unwrap();
+            let keeps_an_hour = applied.time.is_none_or(|t| t >= Duration::from_secs(3600))
+                && applied.bytes.is_none();
+            if keeps_an_hour {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "applied retention {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        b.delete_topic(&t).await.unwrap();
+        b.create_topic(&t, partitions).await.unwrap();
+        assert_eq!(
+            b.topic_properties(&t).await.unwrap(),
+            BTreeMap::new(),
+            "a topic created again has none of the old one's properties"
+        );
+        b.delete_topic(&t).await.unwrap();
+    }
+}
+
 /// Runs every conformance check on a fresh fixture of each backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1172,6 +1239,7 @@ async fn partitioned_consumer(f: &dyn BackendFixture) {
 
 conformance!(
     partitioned_consumer,
+    topic_properties_and_policies,
     topic_lifecycle,
     acknowledged_entries,
     ready_and_prefetch,

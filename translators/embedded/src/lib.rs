@@ -10,14 +10,14 @@ mod subscription;
 mod topics;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use gateway_core::backend::{
-    Acknowledged, Coordination, Producing, Reading, SubscribeOptions, Subscriptions, TopicAdmin,
-    TopicInfo, SEQUENCE_LOOKBACK,
+    Acknowledged, Coordination, Producing, Reading, Retention, SubscribeOptions, Subscriptions,
+    TopicAdmin, TopicInfo, TopicPolicies, SEQUENCE_LOOKBACK,
 };
 use gateway_core::{
     Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
@@ -153,6 +153,43 @@ impl TopicAdmin for EmbeddedBackend {
         let (topics, tenant, namespace) =
             (self.topics.clone(), tenant.to_owned(), namespace.to_owned());
         blocking(move || topics.list(&tenant, &namespace)).await
+    }
+    async fn topic_properties(&self, topic: &TopicName) -> Result<BTreeMap<String, String>> {
+        let (topics, topic) = (self.topics.clone(), topic.clone());
+        blocking(move || topics.properties(&topic)).await
+    }
+
+    async fn update_topic_properties(
+        &self,
+        topic: &TopicName,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        let (topics, topic, set, remove) = (
+            self.topics.clone(),
+            topic.clone(),
+            set.clone(),
+            remove.to_vec(),
+        );
+        blocking(move || topics.update_properties(&topic, &set, &remove)).await
+    }
+
+    /// Accepted as is: this backend keeps every entry of every topic until the topic is deleted,
+    /// and never deletes a topic on its own, which keeps at least what any policy asks to keep.
+    /// It does not compact, so a compacted topic's readers see every value (as a Kafka consumer
+    /// may, before the log cleaner has run).
+    async fn set_topic_policies(&self, topic: &TopicName, _: &TopicPolicies) -> Result<()> {
+        match self.topic_info(topic).await? {
+            Some(_) => Ok(()),
+            None => Err(BackendError::TopicNotFound(topic.to_string())),
+        }
+    }
+
+    async fn applied_retention(&self, topic: &TopicName) -> Result<Retention> {
+        match self.topic_info(topic).await? {
+            Some(_) => Ok(Retention::FOREVER),
+            None => Err(BackendError::TopicNotFound(topic.to_string())),
+        }
     }
 }
 

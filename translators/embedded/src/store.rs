@@ -10,7 +10,8 @@
 //! - `sequences`: (topic id, ledger, entry) -> (producer name, sequence id) of each entry written
 //!   with a deduplication sequence id, to find where a resend's original went;
 //! - `cursors`: (topic id, subscription) -> encoded cursor (what is acknowledged);
-//! - `counters`: named counters (next topic id, next ledger id).
+//! - `counters`: named counters (next topic id, next ledger id);
+//! - `topic_properties`: (logical topic name, key) -> value.
 //!
 //! Like BookKeeper, ledger ids come from one global counter, and each topic starts a new ledger
 //! when the backend opens and after `MAX_ENTRIES_PER_LEDGER` entries, as a Pulsar broker rolls
@@ -32,6 +33,8 @@ pub const SEQUENCES: TableDefinition<(u64, u64, u64), (&str, u64)> =
     TableDefinition::new("sequences");
 pub const CURSORS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("cursors");
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub const TOPIC_PROPERTIES: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("topic_properties");
 
 /// Pulsar's default `managedLedgerMaxEntriesPerLedger`; also keeps entry ids inside the 20 bits
 /// the Kafka offset encoding gives them.
@@ -55,6 +58,7 @@ pub fn open_database(dir: &Path) -> Result<Database> {
         txn.open_table(SEQUENCES).map_err(storage_error)?;
         txn.open_table(CURSORS).map_err(storage_error)?;
         txn.open_table(COUNTERS).map_err(storage_error)?;
+        txn.open_table(TOPIC_PROPERTIES).map_err(storage_error)?;
     }
     txn.commit().map_err(storage_error)?;
     Ok(db)

@@ -1,7 +1,7 @@
 //! Topic metadata and the in-memory state of each concrete topic (a partition or a
 //! non-partitioned topic).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use gateway_core::backend::TopicInfo;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::store::{
     self, storage_error, CURSORS, DEDUP, ENTRIES, PUBLISH_TIMES, SEQUENCES, STORAGE, TOPICS,
+    TOPIC_PROPERTIES,
 };
 use crate::subscription::SubscriptionState;
 
@@ -136,6 +137,63 @@ impl Topics {
         Ok(out)
     }
 
+    pub fn properties(&self, topic: &TopicName) -> Result<BTreeMap<String, String>> {
+        let name = topic.to_string();
+        let txn = self.db.begin_read().map_err(storage_error)?;
+        if txn
+            .open_table(TOPICS)
+            .map_err(storage_error)?
+            .get(name.as_str())
+            .map_err(storage_error)?
+            .is_none()
+        {
+            return Err(BackendError::TopicNotFound(name));
+        }
+        let table = txn.open_table(TOPIC_PROPERTIES).map_err(storage_error)?;
+        let mut out = BTreeMap::new();
+        for item in table
+            .range((name.as_str(), "")..(name.as_str(), "\u{10FFFF}"))
+            .map_err(storage_error)?
+        {
+            let (key, value) = item.map_err(storage_error)?;
+            out.insert(key.value().1.to_owned(), value.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn update_properties(
+        &self,
+        topic: &TopicName,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        let name = topic.to_string();
+        let txn = self.db.begin_write().map_err(storage_error)?;
+        {
+            if txn
+                .open_table(TOPICS)
+                .map_err(storage_error)?
+                .get(name.as_str())
+                .map_err(storage_error)?
+                .is_none()
+            {
+                return Err(BackendError::TopicNotFound(name));
+            }
+            let mut table = txn.open_table(TOPIC_PROPERTIES).map_err(storage_error)?;
+            for (key, value) in set {
+                table
+                    .insert((name.as_str(), key.as_str()), value.as_str())
+                    .map_err(storage_error)?;
+            }
+            for key in remove {
+                table
+                    .remove((name.as_str(), key.as_str()))
+                    .map_err(storage_error)?;
+            }
+        }
+        txn.commit().map_err(storage_error)
+    }
+
     /// Deletes a topic, its partitions, their entries, cursors and dedup state.
     pub fn delete(&self, topic: &TopicName) -> Result<()> {
         let info = self
@@ -150,9 +208,17 @@ impl Topics {
         };
         let txn = self.db.begin_write().map_err(storage_error)?;
         {
+            let name = topic.to_string();
             txn.open_table(TOPICS)
                 .map_err(storage_error)?
-                .remove(topic.to_string().as_str())
+                .remove(name.as_str())
+                .map_err(storage_error)?;
+            txn.open_table(TOPIC_PROPERTIES)
+                .map_err(storage_error)?
+                .retain_in(
+                    (name.as_str(), "")..(name.as_str(), "\u{10FFFF}"),
+                    |_, _| false,
+                )
                 .map_err(storage_error)?;
             let mut storage = txn.open_table(STORAGE).map_err(storage_error)?;
             for name in &concrete {

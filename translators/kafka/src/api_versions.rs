@@ -24,6 +24,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     // Consumer groups (the classic protocol). OffsetCommit v10 and OffsetFetch v10 name topics by
@@ -109,6 +111,8 @@ mod tests {
             ApiKey::DeleteTopics,
             ApiKey::CreatePartitions,
             ApiKey::DescribeConfigs,
+            ApiKey::AlterConfigs,
+            ApiKey::IncrementalAlterConfigs,
             ApiKey::DescribeCluster,
         ] {
             assert!(!served_internally(key), "{key:?}");

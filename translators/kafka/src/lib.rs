@@ -12,6 +12,7 @@ mod readers;
 pub mod record_batch;
 mod sequences;
 mod session;
+pub mod topic_configs;
 
 pub use config::KafkaConfig;
 pub use frontend::KafkaFrontend;

@@ -419,6 +419,12 @@ impl KafkaFrontend {
             RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
                 self.handle_describe_configs(r).await,
             )),
+            RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
+                self.handle_alter_configs(r).await,
+            )),
+            RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
+                self.handle_incremental_alter_configs(r).await,
+            )),
             RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
                 self.handle_describe_cluster(&conn.client).await,
             )),

@@ -598,6 +598,18 @@ impl AdminClient {
         self.send(method, url, body, self.timeout).await
     }
 
+    async fn call_json(
+        &self,
+        method: Method,
+        url: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Reply> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| BackendError::InvalidArgument(format!("{method} {url}: {e}")))?;
+        self.send(method, url, Some(Bytes::from(body)), self.timeout)
+            .await
+    }
+
     /// One request, following redirects, under one timeout for the whole exchange.
     async fn send(
         &self,
@@ -800,6 +812,7 @@ fn is_system_topic(topic: &TopicName) -> bool {
         || local.ends_with("__transaction_pending_ack")
 }
 
+mod policies;
 mod stats;
 use stats::*;
 

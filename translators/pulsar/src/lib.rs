@@ -18,13 +18,14 @@ mod reader;
 mod subscription;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use gateway_core::backend::{
-    Coordination, Producing, Reading, SubscribeOptions, Subscriptions, TopicAdmin, TopicInfo,
-    SEQUENCE_LOOKBACK,
+    Coordination, Producing, Reading, Retention, SubscribeOptions, Subscriptions, TopicAdmin,
+    TopicInfo, TopicPolicies, SEQUENCE_LOOKBACK,
 };
 use gateway_core::recent::Recent;
 use gateway_core::{
@@ -334,6 +335,27 @@ impl TopicAdmin for PulsarBackend {
         namespace: &str,
     ) -> Result<Vec<(TopicName, TopicInfo)>> {
         self.admin.list_topics(tenant, namespace).await
+    }
+
+    async fn topic_properties(&self, topic: &TopicName) -> Result<BTreeMap<String, String>> {
+        self.admin.topic_properties(topic).await
+    }
+
+    async fn update_topic_properties(
+        &self,
+        topic: &TopicName,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        self.admin.update_topic_properties(topic, set, remove).await
+    }
+
+    async fn set_topic_policies(&self, topic: &TopicName, policies: &TopicPolicies) -> Result<()> {
+        self.admin.set_topic_policies(topic, policies).await
+    }
+
+    async fn applied_retention(&self, topic: &TopicName) -> Result<Retention> {
+        self.admin.applied_retention(topic).await
     }
 
     async fn compact(&self, topic: &TopicName) -> Result<()> {

@@ -19,7 +19,7 @@ mod producing;
 mod reading;
 mod subscriptions;
 
-pub use admin::{TopicAdmin, TopicInfo};
+pub use admin::{Retention, TopicAdmin, TopicInfo, TopicPolicies};
 pub use coordination::{Announcement, Coordination, Lease};
 pub use producing::{PendingSend, Producing, SendReceipt, SEQUENCE_LOOKBACK};
 pub use reading::{Reader, Reading};

@@ -214,6 +214,36 @@ impl TopicAdmin for Faulty {
     async fn compact(&self, topic: &TopicName) -> Result<()> {
         self.inner.compact(topic).await
     }
+    async fn topic_properties(
+        &self,
+        topic: &TopicName,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.topic_properties(topic).await
+    }
+
+    async fn update_topic_properties(
+        &self,
+        topic: &TopicName,
+        set: &std::collections::BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        self.inner.update_topic_properties(topic, set, remove).await
+    }
+
+    async fn set_topic_policies(
+        &self,
+        topic: &TopicName,
+        policies: &gateway_core::backend::TopicPolicies,
+    ) -> Result<()> {
+        self.inner.set_topic_policies(topic, policies).await
+    }
+
+    async fn applied_retention(
+        &self,
+        topic: &TopicName,
+    ) -> Result<gateway_core::backend::Retention> {
+        self.inner.applied_retention(topic).await
+    }
 }
 
 #[async_trait]

@@ -1,5 +1,5 @@
 //! Topic administration and cluster description: CreateTopics (19), DeleteTopics (20),
-//! CreatePartitions (37), DescribeConfigs (32) and DescribeCluster (60).
+//! CreatePartitions (37) and DescribeCluster (60). Configs are in `configs`.
 
 use gateway_core::BackendError;
 use kafka_protocol::error::ResponseError;
@@ -7,22 +7,16 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, TopicName as KafkaTopicName,
+    TopicName as KafkaTopicName,
 };
 
+use super::configs::creation_configs;
 use super::str_bytes;
 use crate::frontend::{backend_error, KafkaFrontend};
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-/// DescribeConfigs source: the broker's default.
-const SOURCE_DEFAULT: i8 = 5;
+use crate::topic_configs::TopicConfigs;
 
 /// Pulsar replicates on its own (BookKeeper ensembles), so any replication factor a Kafka tool
 /// asks for is accepted and the topic reports 1.
@@ -45,41 +39,38 @@ impl KafkaFrontend {
             } else {
                 topic.num_partitions
             };
-            let outcome = match self.pulsar_topic(&name) {
-                None => Err((
+            let configs = creation_configs(&topic.configs, &self.config_limits());
+            let outcome = match (self.pulsar_topic(&name), configs) {
+                (None, _) => Err((
                     ResponseError::InvalidTopicException,
                     format!("invalid topic name '{name}'"),
                 )),
-                Some(_) if partitions < 1 => Err((
+                (Some(_), _) if partitions < 1 => Err((
                     ResponseError::InvalidPartitions,
                     "partition count must be at least 1".into(),
                 )),
-                Some(_) if topic.replication_factor == 0 || topic.replication_factor < -1 => Err((
-                    ResponseError::InvalidReplicationFactor,
-                    "replication factor must be positive or -1".into(),
-                )),
-                Some(pulsar) => {
-                    let exists = self.backend.topic_info(&pulsar).await.map(|i| i.is_some());
-                    match exists {
-                        Ok(true) => Err((
-                            ResponseError::TopicAlreadyExists,
-                            format!("topic '{name}' already exists"),
-                        )),
-                        Ok(false) if request.validate_only => Ok(()),
-                        Ok(false) => self
-                            .backend
-                            .create_topic(&pulsar, partitions as u32)
-                            .await
-                            .map_err(|e| (backend_error_for_create(&e), e.to_string())),
-                        Err(e) => Err((backend_error(e), "backend unavailable".into())),
-                    }
+                (Some(_), _) if topic.replication_factor == 0 || topic.replication_factor < -1 => {
+                    Err((
+                        ResponseError::InvalidReplicationFactor,
+                        "replication factor must be positive or -1".into(),
+                    ))
                 }
+                (Some(_), Err(refusal)) => Err(refusal),
+                (Some(pulsar), Ok(configs)) => self
+                    .create_with_configs(
+                        &pulsar,
+                        partitions as u32,
+                        &configs,
+                        request.validate_only,
+                    )
+                    .await
+                    .map(|()| configs),
             };
             match outcome {
-                Ok(()) => {
+                Ok(configs) => {
                     result.num_partitions = partitions;
                     result.replication_factor = REPORTED_REPLICATION;
-                    result.configs = Some(Vec::new());
+                    result.configs = Some(self.created_topic_configs(&configs));
                 }
                 Err((code, message)) => {
                     result.error_code = code.code();
@@ -89,6 +80,42 @@ impl KafkaFrontend {
             response.topics.push(result);
         }
         response
+    }
+
+    /// Creates a topic and gives it its configs. A topic whose configs cannot be applied is
+    /// deleted again, so that creation succeeds or fails as a whole, as on Kafka.
+    async fn create_with_configs(
+        &self,
+        pulsar: &gateway_core::TopicName,
+        partitions: u32,
+        configs: &TopicConfigs,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
+        match self.backend.topic_info(pulsar).await {
+            Ok(Some(_)) => {
+                return Err((
+                    ResponseError::TopicAlreadyExists,
+                    format!("topic '{pulsar}' already exists"),
+                ))
+            }
+            Ok(None) if validate_only => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err((backend_error(e), "backend unavailable".into())),
+        }
+        self.backend
+            .create_topic(pulsar, partitions)
+            .await
+            .map_err(|e| (backend_error_for_create(&e), e.to_string()))?;
+        if let Err(refusal) = self
+            .apply_configs(pulsar, configs, &Default::default())
+            .await
+        {
+            if let Err(e) = self.backend.delete_topic(pulsar).await {
+                tracing::warn!(topic = %pulsar, error = %e, "could not delete a topic whose configs failed");
+            }
+            return Err(refusal);
+        }
+        Ok(())
     }
 
     pub(crate) async fn handle_delete_topics(
@@ -163,85 +190,6 @@ impl KafkaFrontend {
             response.results.push(result);
         }
         response
-    }
-
-    pub(crate) async fn handle_describe_configs(
-        &self,
-        request: DescribeConfigsRequest,
-    ) -> DescribeConfigsResponse {
-        let mut response = DescribeConfigsResponse::default();
-        for resource in request.resources {
-            let mut result = DescribeConfigsResult::default();
-            result.resource_type = resource.resource_type;
-            result.resource_name = resource.resource_name.clone();
-            let defaults: Vec<(&str, String)> = match resource.resource_type {
-                RESOURCE_TOPIC => {
-                    let name = resource.resource_name.to_string();
-                    let exists = match self.pulsar_topic(&name) {
-                        Some(t) => self.backend.topic_info(&t).await.ok().flatten().is_some(),
-                        None => false,
-                    };
-                    if !exists {
-                        result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                        response.results.push(result);
-                        continue;
-                    }
-                    self.topic_configs()
-                }
-                RESOURCE_BROKER => self.broker_configs(),
-                _ => {
-                    result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message =
-                        Some(str_bytes("only topic and broker configs can be described"));
-                    response.results.push(result);
-                    continue;
-                }
-            };
-            let wanted = resource
-                .configuration_keys
-                .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
-            for (name, value) in defaults {
-                if wanted
-                    .as_ref()
-                    .is_some_and(|w| !w.iter().any(|k| k == name))
-                {
-                    continue;
-                }
-                let mut config = DescribeConfigsResourceResult::default();
-                config.name = str_bytes(name);
-                config.value = Some(str_bytes(value));
-                config.read_only = true;
-                config.config_source = SOURCE_DEFAULT;
-                result.configs.push(config);
-            }
-            response.results.push(result);
-        }
-        response
-    }
-
-    fn topic_configs(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("cleanup.policy", "delete".into()),
-            ("compression.type", "producer".into()),
-            ("max.message.bytes", self.config.max_frame_bytes.to_string()),
-            ("message.timestamp.type", "CreateTime".into()),
-            ("min.insync.replicas", "1".into()),
-            ("retention.bytes", "-1".into()),
-            ("retention.ms", "-1".into()),
-        ]
-    }
-
-    fn broker_configs(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "auto.create.topics.enable",
-                self.config.auto_create_topics.to_string(),
-            ),
-            ("default.replication.factor", "1".into()),
-            ("message.max.bytes", self.config.max_frame_bytes.to_string()),
-            ("min.insync.replicas", "1".into()),
-            ("num.partitions", self.config.default_partitions.to_string()),
-        ]
     }
 
     pub(crate) async fn handle_describe_cluster(

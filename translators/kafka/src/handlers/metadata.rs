@@ -77,7 +77,18 @@ impl KafkaFrontend {
         if matches!(info, Ok(None)) && allow_create {
             let partitions = self.config.default_partitions;
             match self.backend.create_topic(&pulsar, partitions).await {
-                Ok(()) => tracing::info!(topic = %pulsar, partitions, "auto-created topic"),
+                Ok(()) => {
+                    tracing::info!(topic = %pulsar, partitions, "auto-created topic");
+                    // Kafka's default configs: a week's retention, and no deletion for
+                    // want of consumers (a stock Pulsar deletes such topics after a minute).
+                    let defaults = crate::topic_configs::TopicConfigs::default();
+                    if let Err((_, why)) = self
+                        .apply_configs(&pulsar, &defaults, &Default::default())
+                        .await
+                    {
+                        tracing::warn!(topic = %pulsar, error = %why, "auto-created topic keeps the namespace's retention");
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(topic = %pulsar, error = %e, "auto-create raced or failed")
                 }
