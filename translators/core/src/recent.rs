@@ -16,7 +16,7 @@ pub struct Recent<V> {
     entries: DashMap<String, (Instant, V)>,
 }
 
-impl<V: Copy> Recent<V> {
+impl<V: Clone> Recent<V> {
     pub fn new(ttl: Duration) -> Self {
         Recent {
             ttl,
@@ -29,7 +29,7 @@ impl<V: Copy> Recent<V> {
         self.entries
             .get(key)
             .filter(|e| e.0.elapsed() < self.ttl)
-            .map(|e| e.1)
+            .map(|e| e.1.clone())
     }
 
     /// The value and whether it expired. An expired one is handed out with `true` once, to the
@@ -38,10 +38,10 @@ impl<V: Copy> Recent<V> {
     pub fn get_or_stale(&self, key: &str) -> Option<(V, bool)> {
         let mut entry = self.entries.get_mut(key)?;
         if entry.0.elapsed() < self.ttl {
-            return Some((entry.1, false));
+            return Some((entry.1.clone(), false));
         }
         entry.0 = Instant::now();
-        Some((entry.1, true))
+        Some((entry.1.clone(), true))
     }
 
     pub fn put(&self, key: String, value: V) {

@@ -17,6 +17,9 @@ pub struct KafkaFrontend {
     pub(crate) readers: Arc<crate::readers::ReaderCache>,
     /// Recent (high watermark, log start) per concrete topic, for fetches.
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
+    /// Log starts moved by DeleteRecords, per logical topic (shared by every client's view).
+    pub(crate) deleted:
+        Arc<gateway_core::recent::Recent<crate::handlers::delete_records::LogStarts>>,
     /// Consumer groups and their committed offsets.
     pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
     /// Connections to the instances coordinating other groups (forward mode).
@@ -45,6 +48,9 @@ impl KafkaFrontend {
             watermark_cache: gateway_core::recent::Recent::new(
                 crate::handlers::fetch::WATERMARK_TTL,
             ),
+            deleted: Arc::new(gateway_core::recent::Recent::new(
+                crate::handlers::delete_records::DELETED_TTL,
+            )),
         })
     }
 
@@ -68,6 +74,7 @@ impl KafkaFrontend {
             watermark_cache: gateway_core::recent::Recent::new(
                 crate::handlers::fetch::WATERMARK_TTL,
             ),
+            deleted: self.deleted.clone(),
             groups: self.groups.clone(),
             forwarder: self.forwarder.clone(),
             group_access: None,

@@ -419,6 +419,9 @@ impl KafkaFrontend {
             RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
                 self.handle_describe_configs(r).await,
             )),
+            RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
+                self.handle_delete_records(r).await,
+            )),
             RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
                 self.handle_alter_configs(r).await,
             )),

@@ -278,8 +278,20 @@ impl KafkaFrontend {
                 part.log_start = log_start;
                 // Offsets below the log start are served from the start: offsets have gaps, and
                 // a consumer positioned on an empty topic must not be reset when data arrives.
+                // Below a start that DeleteRecords moved, they are out of range, as on Kafka.
                 if offset > high_watermark || offset < 0 {
                     part.error = Some(ResponseError::OffsetOutOfRange);
+                } else if offset < log_start {
+                    match self
+                        .deleted_before(part.topic.as_ref().expect("set above"))
+                        .await
+                    {
+                        Ok(deleted) if offset < deleted => {
+                            part.error = Some(ResponseError::OffsetOutOfRange)
+                        }
+                        Ok(_) => {}
+                        Err(e) => part.error = Some(e),
+                    }
                 }
             }
             Err(e) => part.error = Some(e),
@@ -324,7 +336,12 @@ impl KafkaFrontend {
             Some(id) => entry_offset(id).map_err(|_| ResponseError::UnknownServerError)?,
             None => high_watermark,
         };
-        Ok((high_watermark, log_start))
+        // DeleteRecords moves the start on; it never passes the high watermark.
+        let deleted_before = self.deleted_before(topic).await?;
+        Ok((
+            high_watermark,
+            log_start.max(deleted_before.min(high_watermark)),
+        ))
     }
 
     /// Takes this partition's cached reader, or opens one at the requested offset.

@@ -1,4 +1,6 @@
-//! Kafka topic configs with librdkafka (the `rdkafka` crate): configs given at creation are
+//! Topic administration with librdkafka (the `rdkafka` crate): topic configs and DeleteRecords.
+//!
+//! Configs given at creation are
 //! stored and reported, AlterConfigs replaces them, and on a real Pulsar they become the topic's
 //! policies (retention, compaction threshold, no inactive-topic deletion), checked through
 //! Pulsar's admin API. Also on Pulsar: a topic the gateway created keeps its records when no one
@@ -13,7 +15,8 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::FromClientConfig;
-use rdkafka::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
@@ -256,4 +259,71 @@ async fn records_outlive_pulsars_inactive_topic_deletion() {
         200,
         "records of the gateway's topic after the check"
     );
+}
+
+/// DeleteRecords moves the low watermark: ListOffsets earliest reports it, a consumer reading
+/// from the beginning starts there, and it never moves back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_low_watermark() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.bootstrap();
+    let topic: &'static str = unique("delete-records").leak();
+    create_topic(&bootstrap, topic, 1).await;
+    let p = producer(&bootstrap, &[]);
+    let mut offsets = Vec::new();
+    for i in 0..50 {
+        let delivery = p
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("m{i}: {e}"));
+        offsets.push(delivery.offset);
+    }
+    let admin = admin(&bootstrap);
+    let delete = |offset: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+            .unwrap();
+        let admin = &admin;
+        async move {
+            let done = admin
+                .delete_records(&tpl, &AdminOptions::new())
+                .await
+                .expect("delete records");
+            let p = done.find_partition(topic, 0).unwrap();
+            (p.error(), p.offset())
+        }
+    };
+    assert_eq!(
+        delete(offsets[20]).await,
+        (Ok(()), Offset::Offset(offsets[20]))
+    );
+    // Never back.
+    assert_eq!(
+        delete(offsets[5]).await,
+        (Ok(()), Offset::Offset(offsets[20]))
+    );
+
+    let b = bootstrap.clone();
+    let (low, high, rest) = tokio::task::spawn_blocking(move || {
+        let c = consumer(&b);
+        let (low, high) = c
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .unwrap();
+        (
+            low,
+            high,
+            consume_partitions(&b, topic, 1, 30, Duration::from_secs(60)),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((low, high), (offsets[20], offsets[49] + 1));
+    assert_eq!(rest.len(), 30);
+    assert_eq!(rest[0].1, offsets[20]);
+    assert_eq!(rest[0].2.value.as_deref(), Some(&b"m20"[..]));
 }
