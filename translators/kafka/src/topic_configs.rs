@@ -167,8 +167,9 @@ pub static DEFINITIONS: &[Definition] = &[
     // Fixed: the gateway's own limit on a produce request (`kafka.max_frame_bytes`) bounds a
     // batch; a per-topic limit is not enforced yet. The default is filled in at run time.
     def("max.message.bytes", "", T::Int, Fixed),
-    // Fixed: the gateway checks no record timestamp against the time it receives it.
-    def("message.timestamp.after.max.ms", LONG_MAX, T::Long, Fixed),
+    // Fixed: produce refuses records more than an hour ahead (Kafka 4's default; searches by
+    // time rely on it) and takes any past timestamp.
+    def("message.timestamp.after.max.ms", "3600000", T::Long, Fixed),
     def("message.timestamp.before.max.ms", LONG_MAX, T::Long, Fixed),
     // Fixed: LogAppendTime is not served yet.
     one_of(

@@ -1,11 +1,21 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3) and by timestamp, which
-//! seeks by Pulsar publish time.
+//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+//!
+//! By timestamp, Kafka answers the first record (in log order, from the log start) whose
+//! timestamp is at or after the target. Records carry the producer's timestamps, which may lie
+//! far in the past, so Pulsar's publish time alone cannot answer. But produce refuses records
+//! more than [`MAX_AHEAD_MS`] in the future (Kafka 4's `message.timestamp.after.max.ms`), so no
+//! record published before `target - MAX_AHEAD_MS` qualifies: the search seeks there by publish
+//! time (Pulsar's own index) and reads forward to the first record at or after the target.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use std::time::{Duration, Instant};
+
+use gateway_core::TopicName;
 
 use crate::frontend::{backend_error, KafkaFrontend};
 use crate::offsets;
@@ -14,7 +24,16 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 /// How long to wait for an entry known to exist.
-const ENTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const ENTRY_WAIT: Duration = Duration::from_secs(10);
+/// How far in the future a record's timestamp may be when it is produced (Kafka 4's default
+/// `message.timestamp.after.max.ms`).
+pub(crate) const MAX_AHEAD_MS: i64 = 3_600_000;
+/// How long one search may read. Beyond it the answer is where the search got to: every record
+/// before it is older than the target, so a consumer starting there misses none that is not.
+const SEARCH_LIMIT: Duration = Duration::from_secs(20);
+/// What a search reads at a time.
+const SEARCH_BATCH: usize = 1_000;
+const SEARCH_BYTES: usize = 4 << 20;
 
 impl KafkaFrontend {
     pub(crate) async fn handle_list_offsets(
@@ -65,35 +84,69 @@ impl KafkaFrontend {
             EARLIEST => Ok((log_start, -1)),
             MAX_TIMESTAMP => Ok(((high_watermark - 1).max(log_start), -1)),
             t if t >= 0 => {
-                let found = self
-                    .backend
-                    .find_entry_by_publish_time(&topic, t as u64)
+                self.offset_for_time(&topic, t, high_watermark, log_start)
                     .await
-                    .map_err(backend_error)?;
-                let Some(entry) = found else {
-                    // Kafka's answer when no record is that recent.
-                    return Ok((-1, -1));
-                };
-                let offset =
-                    offsets::entry_offset(entry).map_err(|_| ResponseError::UnknownServerError)?;
-                let mut reader = self
-                    .backend
-                    .open_reader(&topic, entry)
-                    .await
-                    .map_err(backend_error)?;
-                // The entry exists; on Pulsar it still has to reach the reader.
-                let entries = reader.read(1, 1, ENTRY_WAIT).await.map_err(backend_error)?;
-                let stamp = entries
-                    .first()
-                    .and_then(|e| {
-                        e.messages
-                            .first()
-                            .map(|m| m.event_time.unwrap_or(e.publish_time))
-                    })
-                    .map_or(-1, |t| t as i64);
-                Ok((offset, stamp))
             }
             _ => Err(ResponseError::InvalidRequest),
+        }
+    }
+
+    /// The first record from the log start whose timestamp is at or after `target`:
+    /// (offset, timestamp), or (-1, -1) when there is none.
+    async fn offset_for_time(
+        &self,
+        topic: &TopicName,
+        target: i64,
+        high_watermark: i64,
+        log_start: i64,
+    ) -> Result<(i64, i64), ResponseError> {
+        if high_watermark <= log_start {
+            return Ok((-1, -1));
+        }
+        let from = (target - MAX_AHEAD_MS).max(0) as u64;
+        let found = self
+            .backend
+            .find_entry_by_publish_time(topic, from)
+            .await
+            .map_err(backend_error)?;
+        let Some(start) = found else {
+            return Ok((-1, -1));
+        };
+        let mut reader = self
+            .backend
+            .open_reader(topic, start)
+            .await
+            .map_err(backend_error)?;
+        reader.set_prefetch_bytes(SEARCH_BYTES);
+        let deadline = Instant::now() + SEARCH_LIMIT;
+        let mut next =
+            offsets::entry_offset(start).map_err(|_| ResponseError::UnknownServerError)?;
+        loop {
+            let entries = reader
+                .read(SEARCH_BATCH, SEARCH_BYTES, ENTRY_WAIT)
+                .await
+                .map_err(backend_error)?;
+            for entry in &entries {
+                for (index, message) in entry.messages.iter().enumerate() {
+                    let offset = offsets::to_offset(entry.id.message(index as u32))
+                        .map_err(|_| ResponseError::UnknownServerError)?;
+                    next = offset + 1;
+                    if offset < log_start {
+                        continue;
+                    }
+                    let timestamp = message.event_time.unwrap_or(entry.publish_time) as i64;
+                    if timestamp >= target {
+                        return Ok((offset, timestamp));
+                    }
+                }
+            }
+            if next >= high_watermark {
+                return Ok((-1, -1));
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(%topic, target, at = next, "time search stopped at its limit");
+                return Ok((next.max(log_start), -1));
+            }
         }
     }
 }

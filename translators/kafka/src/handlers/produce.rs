@@ -363,6 +363,15 @@ impl KafkaFrontend {
         if batch.records.is_empty() || batch.header.transactional || batch.header.control {
             return Err(ResponseError::InvalidRecord);
         }
+        // As Kafka 4 by default (`message.timestamp.after.max.ms`); searches by time rely on it.
+        let latest = now_ms().saturating_add(crate::handlers::list_offsets::MAX_AHEAD_MS);
+        if batch.records.iter().any(|r| r.timestamp > latest) {
+            tracing::debug!(
+                topic = name,
+                "refused a batch with a timestamp over an hour ahead"
+            );
+            return Err(ResponseError::InvalidTimestamp);
+        }
         Ok(batch)
     }
 
@@ -389,6 +398,12 @@ impl KafkaFrontend {
         }
         response
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
