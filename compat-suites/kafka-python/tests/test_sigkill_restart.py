@@ -194,8 +194,12 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(own_gateway, diag):
                                 % (p, off, found[0], found[1][:12], i, sent[i][0]))
         elif off == -1:
             # Acknowledged without an offset: Kafka's DUPLICATE_SEQUENCE_NUMBER, which clients treat as
-            # success (the retried batch was stored before). It must still be on that partition.
+            # success (the retried batch was stored before). The gateway answers a resend with its
+            # original's offset, as a Kafka broker does, so this is a failure too; the record must
+            # still be on that partition.
             no_offset += 1
+            problems.append("acknowledged record %d (partition %d) was acknowledged without an offset "
+                            "(DUPLICATE_SEQUENCE_NUMBER)" % (i, p))
             if not any(q == p and rec == sent[i] for (q, _), rec in got.items()):
                 problems.append("acknowledged record %d (partition %d, acknowledged without offset) is missing"
                                 % (i, p))

@@ -240,8 +240,12 @@ class GatewaySigkillTest {
                 }
             } else if (off == -1) {
                 // Acknowledged without an offset: Kafka's DUPLICATE_SEQUENCE_NUMBER, which clients treat
-                // as success (the retried batch was stored before). It must still be on that partition.
+                // as success (the retried batch was stored before). The gateway answers a resend with
+                // its original's offset, as a Kafka broker does, so this is a failure too; the record
+                // must still be on that partition.
                 noOffset++;
+                problems.add("acknowledged record " + o.index + " (partition " + part
+                        + ") was acknowledged without an offset (DUPLICATE_SEQUENCE_NUMBER)");
                 boolean present = got.get(part).stream().anyMatch(
                         r -> Arrays.equals(keys[o.index], r.key()) && Arrays.equals(values[o.index], r.value()));
                 if (!present) {
