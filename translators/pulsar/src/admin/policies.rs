@@ -61,7 +61,10 @@ impl AdminClient {
         if !reply.status.is_success() {
             return Err(reply.error(topic));
         }
-        // A topic created without properties answers `null`.
+        // A topic created without properties answers `null`, or nothing at all.
+        if reply.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(BTreeMap::new());
+        }
         Ok(reply
             .json::<Option<BTreeMap<String, String>>>(topic)?
             .unwrap_or_default())
