@@ -103,7 +103,7 @@ impl KafkaFrontend {
             .map_err(backend_error)?;
         tracing::info!(%topic, log_start = target, "records deleted");
         // Served at once here; the watermarks cached for fetches are stale now.
-        let mut starts = self.log_starts(&base).await.unwrap_or_default();
+        let mut starts = self.log_starts(&base).await;
         Arc::make_mut(&mut starts).insert(index, target);
         self.deleted.put(base.to_string(), starts);
         let key = topic.to_string();
@@ -112,15 +112,15 @@ impl KafkaFrontend {
     }
 
     /// The offset before which DeleteRecords removed a concrete topic's records (0 if never).
-    pub(crate) async fn deleted_before(&self, topic: &TopicName) -> Result<i64, ResponseError> {
+    pub(crate) async fn deleted_before(&self, topic: &TopicName) -> i64 {
         let (base, index) = base_of(topic);
-        let starts = self.log_starts(&base).await?;
-        Ok(starts.get(&index).copied().unwrap_or(0))
+        let starts = self.log_starts(&base).await;
+        starts.get(&index).copied().unwrap_or(0)
     }
 
     /// A topic's stored log starts: from the cache, refreshed in the background once expired
     /// (they only grow, so a stale answer hides less, never more); read at once the first time.
-    async fn log_starts(&self, base: &TopicName) -> Result<LogStarts, ResponseError> {
+    async fn log_starts(&self, base: &TopicName) -> LogStarts {
         let key = base.to_string();
         if let Some((starts, expired)) = self.deleted.get_or_stale(&key) {
             if expired {
@@ -135,16 +135,22 @@ impl KafkaFrontend {
                     }
                 });
             }
-            return Ok(starts);
+            return starts;
         }
+        // A fetch must not fail for want of them: when they cannot be read (Pulsar does not
+        // answer, or the client's token may not read topic metadata), nothing counts as deleted
+        // until the next read, a time-to-live later.
         let properties = match self.backend.topic_properties(base).await {
             Ok(p) => p,
             Err(gateway_core::BackendError::TopicNotFound(_)) => BTreeMap::new(),
-            Err(e) => return Err(backend_error(e)),
+            Err(e) => {
+                tracing::debug!(topic = %base, error = %e, "log starts unknown");
+                BTreeMap::new()
+            }
         };
         let starts = parse(&properties);
         self.deleted.put(key, starts.clone());
-        Ok(starts)
+        starts
     }
 }
 

@@ -281,17 +281,13 @@ impl KafkaFrontend {
                 // Below a start that DeleteRecords moved, they are out of range, as on Kafka.
                 if offset > high_watermark || offset < 0 {
                     part.error = Some(ResponseError::OffsetOutOfRange);
-                } else if offset < log_start {
-                    match self
-                        .deleted_before(part.topic.as_ref().expect("set above"))
-                        .await
-                    {
-                        Ok(deleted) if offset < deleted => {
-                            part.error = Some(ResponseError::OffsetOutOfRange)
-                        }
-                        Ok(_) => {}
-                        Err(e) => part.error = Some(e),
-                    }
+                } else if offset < log_start
+                    && offset
+                        < self
+                            .deleted_before(part.topic.as_ref().expect("set above"))
+                            .await
+                {
+                    part.error = Some(ResponseError::OffsetOutOfRange);
                 }
             }
             Err(e) => part.error = Some(e),
@@ -337,7 +333,7 @@ impl KafkaFrontend {
             None => high_watermark,
         };
         // DeleteRecords moves the start on; it never passes the high watermark.
-        let deleted_before = self.deleted_before(topic).await?;
+        let deleted_before = self.deleted_before(topic).await;
         Ok((
             high_watermark,
             log_start.max(deleted_before.min(high_watermark)),
