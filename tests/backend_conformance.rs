@@ -12,7 +12,9 @@ use e2e_tests::backends::{pulsar_config, BackendFixture, EmbeddedFixture, Pulsar
 use gateway_core::backend::{
     InitialPosition, SeekTarget, SendReceipt, SubscribeOptions, SubscriptionType, SEQUENCE_LOOKBACK,
 };
-use gateway_core::{table, Backend, EntryId, EntryToSend, Message, TopicName};
+use gateway_core::{
+    table, Backend, BackendError, EntryId, EntryToSend, Message, TopicName, TransactionId,
+};
 
 fn topic(name: &str) -> TopicName {
     TopicName::new(
@@ -1010,6 +1012,142 @@ async fn topic_properties_and_policies(f: &dyn BackendFixture) {
     }
 }
 
+/// The values of entries as read, in order.
+fn entry_values(entries: &[gateway_core::StoredEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .flat_map(|e| &e.messages)
+        .map(|m| String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+/// Sends `values` in `txn`, one entry each, and waits until they are persisted.
+async fn send_in(b: &dyn Backend, txn: TransactionId, t: &TopicName, values: &[&str]) {
+    let entries = values.iter().map(|v| entry(&[v])).collect();
+    let receipts = b
+        .submit_in_transaction(txn, t, entries)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(receipts
+        .iter()
+        .all(|r| matches!(r, SendReceipt::Persisted(_))));
+}
+
+/// Transactions: what an open transaction wrote is read by nobody, and holds back what was
+/// written after it; a commit makes it readable, across topics, in writing order; an abort
+/// drops it for good.
+async fn transaction_commit_and_abort(f: &dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("txn");
+    let u = topic("txn-other");
+    b.create_topic(&t, 0).await.unwrap();
+    b.create_topic(&u, 0).await.unwrap();
+    let before = persisted(b.as_ref(), &t, vec![entry(&["before"])]).await;
+    let mut consumer = attach(
+        b.as_ref(),
+        &t,
+        "txn-sub",
+        SubscriptionType::Exclusive,
+        InitialPosition::Earliest,
+    )
+    .await;
+    assert_eq!(values(&receive_n(&mut consumer, 1).await), ["before"]);
+
+    let txn = b.begin_transaction(Duration::from_secs(300)).await.unwrap();
+    b.add_to_transaction(txn, &t).await.unwrap();
+    b.add_to_transaction(txn, &u).await.unwrap();
+    b.add_to_transaction(txn, &t).await.unwrap();
+    send_in(b.as_ref(), txn, &t, &["t1", "t2"]).await;
+    send_in(b.as_ref(), txn, &u, &["u1"]).await;
+    let after = persisted(b.as_ref(), &t, vec![entry(&["after"])]).await;
+
+    let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+    assert_eq!(
+        entry_values(&read_n(&mut reader, 4, usize::MAX).await),
+        ["before"],
+        "an open transaction holds back its own entries and everything written after them"
+    );
+    assert_eq!(
+        b.last_message_id(&t).await.unwrap(),
+        Some(before[0].message(0)),
+        "the last message id goes no further than readers may read"
+    );
+    let mut other = b.open_reader(&u, EntryId::EARLIEST).await.unwrap();
+    assert!(other.read(10, usize::MAX, QUIET).await.unwrap().is_empty());
+    assert!(consumer.receive(10, QUIET).await.unwrap().is_empty());
+
+    b.end_transaction(txn, true).await.unwrap();
+    assert_eq!(
+        entry_values(&read_n(&mut reader, 3, usize::MAX).await),
+        ["t1", "t2", "after"]
+    );
+    assert_eq!(
+        entry_values(&read_n(&mut other, 1, usize::MAX).await),
+        ["u1"]
+    );
+    assert_eq!(
+        values(&receive_n(&mut consumer, 3).await),
+        ["t1", "t2", "after"]
+    );
+    let last = b.last_message_id(&t).await.unwrap().unwrap();
+    assert!(
+        last >= after[0].message(0),
+        "{last:?} reaches the committed entries"
+    );
+    assert!(matches!(
+        b.end_transaction(txn, true).await,
+        Err(BackendError::TransactionNotOpen(_))
+    ));
+
+    let aborted = b.begin_transaction(Duration::from_secs(300)).await.unwrap();
+    b.add_to_transaction(aborted, &t).await.unwrap();
+    send_in(b.as_ref(), aborted, &t, &["x1", "x2"]).await;
+    persisted(b.as_ref(), &t, vec![entry(&["after-abort"])]).await;
+    b.end_transaction(aborted, false).await.unwrap();
+    assert_eq!(
+        entry_values(&read_n(&mut reader, 3, usize::MAX).await),
+        ["after-abort"],
+        "aborted entries are never read"
+    );
+    assert_eq!(values(&receive_n(&mut consumer, 1).await), ["after-abort"]);
+    assert!(consumer.receive(10, QUIET).await.unwrap().is_empty());
+    let mut again = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+    assert_eq!(
+        entry_values(&read_n(&mut again, 10, usize::MAX).await),
+        ["before", "t1", "t2", "after", "after-abort"]
+    );
+    consumer.close().await;
+}
+
+/// A transaction whose owner went away (here: the backend client restarted, as when a gateway
+/// dies) is aborted by the backend once its timeout passes, and stops holding readers back.
+async fn transaction_timeout_aborts(f: &mut dyn BackendFixture) {
+    let t = topic("txn-timeout");
+    {
+        let b = f.backend();
+        b.create_topic(&t, 0).await.unwrap();
+        let txn = b.begin_transaction(Duration::from_secs(3)).await.unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        send_in(b.as_ref(), txn, &t, &["pending"]).await;
+        persisted(b.as_ref(), &t, vec![entry(&["later"])]).await;
+    }
+    f.restart().await;
+    let b = f.backend();
+    let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    while seen.is_empty() && tokio::time::Instant::now() < deadline {
+        seen = reader.read(10, usize::MAX, QUIET).await.unwrap();
+    }
+    assert_eq!(
+        entry_values(&seen),
+        ["later"],
+        "the timed-out transaction is aborted and no longer holds readers back"
+    );
+}
+
 /// Runs every conformance check on a fresh fixture of each backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1258,4 +1396,6 @@ conformance!(
     table_compaction,
     survives_restart,
     deliver_at_round_trips,
+    transaction_commit_and_abort,
+    transaction_timeout_aborts,
 );

@@ -163,6 +163,9 @@ impl Subscriptions for Gated {
 }
 
 #[async_trait]
+impl gateway_core::backend::Transactions for Gated {}
+
+#[async_trait]
 impl Coordination for Gated {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         self.inner.try_lease(topic, holder).await

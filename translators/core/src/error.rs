@@ -54,6 +54,10 @@ pub enum BackendError {
     /// authorization decided).
     #[error("not authorized: {0}")]
     NotAuthorized(String),
+    /// The transaction is unknown or no longer open: it was committed or aborted, or the backend
+    /// aborted it when its timeout passed.
+    #[error("transaction not open: {0}")]
+    TransactionNotOpen(String),
 }
 
 impl BackendError {
@@ -69,7 +73,8 @@ impl BackendError {
             | BackendError::QuotaExceeded(_)
             | BackendError::InvalidArgument(_)
             | BackendError::OutOfRange(_)
-            | BackendError::NotAuthorized(_) => ErrorSource::Client,
+            | BackendError::NotAuthorized(_)
+            | BackendError::TransactionNotOpen(_) => ErrorSource::Client,
             BackendError::Unavailable(_) | BackendError::Closed | BackendError::Timeout(_) => {
                 ErrorSource::Backend
             }

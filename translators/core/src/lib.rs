@@ -18,7 +18,7 @@ pub mod topic;
 pub use backend::{
     Announcement, Backend, BackendRef, Consumer, Coordination, InitialPosition, Lease, PendingSend,
     Producing, Reader, Reading, SeekTarget, SendReceipt, SubscribeOptions, SubscriptionType,
-    Subscriptions, TopicAdmin, TopicInfo,
+    Subscriptions, TopicAdmin, TopicInfo, TransactionId, Transactions,
 };
 pub use error::{BackendError, ErrorSource, Result};
 pub use message::{EntryId, EntryToSend, Message, MessageId, ReceivedMessage, StoredEntry};

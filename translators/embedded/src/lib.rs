@@ -363,6 +363,9 @@ impl Subscriptions for EmbeddedBackend {
 }
 
 #[async_trait]
+impl gateway_core::backend::Transactions for EmbeddedBackend {}
+
+#[async_trait]
 impl Coordination for EmbeddedBackend {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         let mut leases = self.leases.lock().expect("leases lock");

@@ -184,5 +184,6 @@ pub(crate) fn backend_error(e: BackendError) -> ResponseError {
         BackendError::SubscriptionNotFound(_) => ResponseError::UnknownServerError,
         BackendError::Storage(_) => ResponseError::KafkaStorageError,
         BackendError::NotAuthorized(_) => ResponseError::TopicAuthorizationFailed,
+        BackendError::TransactionNotOpen(_) => ResponseError::InvalidTxnState,
     }
 }

@@ -578,6 +578,9 @@ impl Subscriptions for PulsarBackend {
 }
 
 #[async_trait]
+impl gateway_core::backend::Transactions for PulsarBackend {}
+
+#[async_trait]
 impl Coordination for PulsarBackend {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         match Producer::create_exclusive(&self.pool, &topic.to_string(), holder, self.compression)

@@ -4,7 +4,8 @@
 //!
 //! The operations are split by role, one trait each: [`TopicAdmin`] (creating, listing and
 //! compacting topics), [`Producing`] (writing entries), [`Reading`] (non-durable readers),
-//! [`Subscriptions`] (durable subscriptions and their consumers) and [`Coordination`] (leases and
+//! [`Subscriptions`] (durable subscriptions and their consumers), [`Transactions`] (writes that
+//! become readable together, or never) and [`Coordination`] (leases and
 //! announcements between gateway instances). [`Backend`] combines them, so a translator holds one
 //! [`BackendRef`], whose methods need no import; code that holds a concrete backend brings the
 //! traits into scope with `use gateway_core::backend::prelude::*`.
@@ -18,6 +19,7 @@ mod coordination;
 mod producing;
 mod reading;
 mod subscriptions;
+mod transactions;
 
 pub use admin::{Retention, TopicAdmin, TopicInfo, TopicPolicies};
 pub use coordination::{Announcement, Coordination, Lease};
@@ -27,10 +29,13 @@ pub use subscriptions::{
     Acknowledged, Consumer, InitialPosition, SeekTarget, SubscribeOptions, SubscriptionType,
     Subscriptions,
 };
+pub use transactions::{TransactionId, Transactions};
 
 /// The backend traits, for their methods: `use gateway_core::backend::prelude::*`.
 pub mod prelude {
-    pub use super::{Backend, Coordination, Producing, Reading, Subscriptions, TopicAdmin};
+    pub use super::{
+        Backend, Coordination, Producing, Reading, Subscriptions, TopicAdmin, Transactions,
+    };
 }
 
 pub type BackendRef = Arc<dyn Backend>;
@@ -38,7 +43,15 @@ pub type BackendRef = Arc<dyn Backend>;
 /// A whole backend: every role, plus what concerns the backend as such.
 #[async_trait::async_trait]
 pub trait Backend:
-    TopicAdmin + Producing + Reading + Subscriptions + Coordination + Send + Sync + 'static
+    TopicAdmin
+    + Producing
+    + Reading
+    + Subscriptions
+    + Transactions
+    + Coordination
+    + Send
+    + Sync
+    + 'static
 {
     /// A short name for logs and metrics ("embedded", "pulsar").
     fn kind(&self) -> &'static str;

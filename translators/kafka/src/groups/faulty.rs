@@ -349,6 +349,9 @@ impl Subscriptions for Faulty {
 }
 
 #[async_trait]
+impl gateway_core::backend::Transactions for Faulty {}
+
+#[async_trait]
 impl Coordination for Faulty {
     async fn try_lease(&self, topic: &TopicName, holder: &str) -> Result<Option<Box<dyn Lease>>> {
         self.reachable()?;
