@@ -19,3 +19,4 @@ pub use frontend::KafkaFrontend;
 pub use handlers::fetch::encode_entries;
 pub use handlers::groups::ClientInfo;
 pub use handlers::produce::batch_to_entries;
+pub mod transactions;

@@ -405,7 +405,31 @@ impl KafkaFrontend {
                 Some(ResponseKind::ListOffsets(self.handle_list_offsets(r).await))
             }
             RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
-                self.handle_init_producer_id(r),
+                match r.transactional_id.clone() {
+                    Some(id) => {
+                        self.handle_init_transactional_producer(r, id, version)
+                            .await
+                    }
+                    None => self.handle_init_producer_id(r),
+                },
+            )),
+            RequestKind::AddPartitionsToTxn(r) => Some(ResponseKind::AddPartitionsToTxn(
+                self.handle_add_partitions_to_txn(r, version).await,
+            )),
+            RequestKind::AddOffsetsToTxn(r) => Some(ResponseKind::AddOffsetsToTxn(
+                self.handle_add_offsets_to_txn(r, version).await,
+            )),
+            RequestKind::TxnOffsetCommit(r) => Some(ResponseKind::TxnOffsetCommit(
+                self.handle_txn_offset_commit(r).await,
+            )),
+            RequestKind::EndTxn(r) => {
+                Some(ResponseKind::EndTxn(self.handle_end_txn(r, version).await))
+            }
+            RequestKind::DescribeTransactions(r) => Some(ResponseKind::DescribeTransactions(
+                self.handle_describe_transactions(r).await,
+            )),
+            RequestKind::ListTransactions(r) => Some(ResponseKind::ListTransactions(
+                self.handle_list_transactions(r).await,
             )),
             RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
                 self.handle_create_topics(r).await,

@@ -78,6 +78,26 @@ macro_rules! fetched_topics {
     };
 }
 
+/// KIP-447: with `require_stable`, partitions whose offsets are pending in an open transaction
+/// (all of them while the coordinator has not yet read its pending offsets, `None`) are answered
+/// UNSTABLE_OFFSET_COMMIT, which consumers retry. A macro for the same reason as above.
+macro_rules! mark_unstable {
+    ($coordinator:expr, $group:expr, $topics:expr) => {{
+        let unstable = $coordinator.unstable_offsets($group);
+        for t in $topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                let pending = unstable
+                    .as_ref()
+                    .is_none_or(|u| u.contains(&(t.name.0.to_string(), p.partition_index)));
+                if pending {
+                    p.error_code = ResponseError::UnstableOffsetCommit.code();
+                    p.committed_offset = -1;
+                }
+            }
+        }
+    }};
+}
+
 /// Who sent a request: reported by DescribeGroups for each member.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -127,27 +147,20 @@ impl KafkaFrontend {
                     c.host = str_bytes(host.clone());
                     c.port = port;
                 }
-                KEY_GROUP => match self.groups.owner_of(&key).await {
-                    Ok(Owner::Local) => {
-                        c.node_id = BrokerId(self.config.node_id);
-                        c.host = str_bytes(host.clone());
-                        c.port = port;
-                    }
-                    Ok(Owner::Remote(owner)) => {
-                        let (host, port) = owner.address_for(client.advertised.is_some());
-                        c.node_id = BrokerId(owner.node_id);
-                        c.host = str_bytes(host);
-                        c.port = i32::from(port);
-                    }
-                    Err(e) => c.error_code = e.code(),
-                },
+                KEY_TRANSACTION if !self.config.groups.scoped_groups => {
+                    self.name_owner(&mut c, &key, client, (&host, port)).await
+                }
+                KEY_GROUP => self.name_owner(&mut c, &key, client, (&host, port)).await,
+                KEY_TRANSACTION => {
+                    c.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+                    c.error_message = Some(str_bytes(
+                        "transactions are not yet served when authentication is required",
+                    ));
+                }
                 other => {
                     c.error_code = ResponseError::InvalidRequest.code();
-                    c.error_message = Some(str_bytes(if other == KEY_TRANSACTION {
-                        "transactions are not supported by this gateway".to_string()
-                    } else {
-                        format!("unknown coordinator key type {other}")
-                    }));
+                    c.error_message =
+                        Some(str_bytes(format!("unknown coordinator key type {other}")));
                 }
             }
             c.key = key;
@@ -164,6 +177,32 @@ impl KafkaFrontend {
             response.port = c.port;
         }
         response
+    }
+
+    /// Names the instance coordinating `key`'s shard in `c`. Transactional ids are always
+    /// served by that instance itself: transaction requests are not forwarded (yet), so in a
+    /// forward-mode fleet, too, the client is sent to the owner.
+    async fn name_owner(
+        &self,
+        c: &mut Coordinator,
+        key: &str,
+        client: &ClientInfo,
+        (host, port): (&str, i32),
+    ) {
+        match self.groups.owner_of(key).await {
+            Ok(Owner::Local) => {
+                c.node_id = BrokerId(self.config.node_id);
+                c.host = str_bytes(host);
+                c.port = port;
+            }
+            Ok(Owner::Remote(owner)) => {
+                let (host, port) = owner.address_for(client.advertised.is_some());
+                c.node_id = BrokerId(owner.node_id);
+                c.host = str_bytes(host);
+                c.port = i32::from(port);
+            }
+            Err(e) => c.error_code = e.code(),
+        }
     }
 
     pub(crate) async fn handle_join_group(
@@ -472,6 +511,9 @@ impl KafkaFrontend {
                             OffsetFetchResponseTopics,
                             OffsetFetchResponsePartitions
                         );
+                        if request.require_stable {
+                            mark_unstable!(self.groups, &group.group_id.0, answer.topics);
+                        }
                     }
                 }
                 answer.group_id = group.group_id;
@@ -495,6 +537,9 @@ impl KafkaFrontend {
                     OffsetFetchResponseTopic,
                     OffsetFetchResponsePartition
                 );
+                if request.require_stable {
+                    mark_unstable!(self.groups, &request.group_id.0, response.topics);
+                }
             }
         }
         response

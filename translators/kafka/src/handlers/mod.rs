@@ -10,6 +10,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod sasl;
+pub mod transactions;
 
 use kafka_protocol::protocol::StrBytes;
 

@@ -197,10 +197,7 @@ impl KafkaFrontend {
         self: &Arc<Self>,
         request: ProduceRequest,
     ) -> BoxFuture<'static, Option<ProduceResponse>> {
-        if request.transactional_id.is_some() {
-            tracing::debug!("transactional produce refused: transactions are not supported");
-        }
-        let transactional = request.transactional_id.is_some();
+        let transactional = request.transactional_id.as_ref().map(|id| id.0.to_string());
         let mut topics = Vec::with_capacity(request.topic_data.len());
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
@@ -208,7 +205,8 @@ impl KafkaFrontend {
                 let index = p.index;
                 (
                     index,
-                    self.dispatch_partition(&name, p, transactional).await,
+                    self.dispatch_partition(&name, p, transactional.as_deref())
+                        .await,
                 )
             }))
             .await;
@@ -261,19 +259,28 @@ impl KafkaFrontend {
         &self,
         name: &str,
         data: PartitionProduceData,
-        transactional: bool,
+        transactional_id: Option<&str>,
     ) -> Dispatched {
-        if transactional {
-            return Dispatched::Answered(Err(ResponseError::TransactionalIdAuthorizationFailed));
-        }
         let topic = match self.partition_topic(name, data.index).await {
             Ok(topic) => topic,
             Err(e) => return Dispatched::Answered(Err(e)),
         };
         let index = data.index;
-        let batch = match self.decode_batch(name, data) {
+        let batch = match self.decode_batch(name, data, transactional_id.is_some()) {
             Ok(batch) => batch,
             Err(e) => return Dispatched::Answered(Err(e)),
+        };
+        // A transactional batch is written in its producer's open transaction, to a partition
+        // added to it first (AddPartitionsToTxn), as a Kafka broker checks.
+        let txn = match transactional_id {
+            None => None,
+            Some(id) => {
+                let producer = (batch.header.producer_id, batch.header.producer_epoch);
+                match self.groups.txn_for_produce(id, producer, name, index).await {
+                    Ok(txn) => Some(txn),
+                    Err(e) => return Dispatched::Answered(Err(e)),
+                }
+            }
         };
         let mut entries = match batch_to_entries(&batch, None) {
             Ok(entries) => entries,
@@ -327,7 +334,15 @@ impl KafkaFrontend {
         } else {
             None
         };
-        match self.backend.submit(&topic, entries).await {
+        let submitted = match txn {
+            Some(txn) => {
+                self.backend
+                    .submit_in_transaction(txn, &topic, entries)
+                    .await
+            }
+            None => self.backend.submit(&topic, entries).await,
+        };
+        match submitted {
             Ok(pending) => Dispatched::Written(outcome_of(
                 &self.sequences,
                 name.to_owned(),
@@ -345,7 +360,12 @@ impl KafkaFrontend {
     }
 
     /// The partition's one record batch, checked.
-    fn decode_batch(&self, name: &str, data: PartitionProduceData) -> Result<Batch, ResponseError> {
+    fn decode_batch(
+        &self,
+        name: &str,
+        data: PartitionProduceData,
+        transactional: bool,
+    ) -> Result<Batch, ResponseError> {
         let records = data.records.ok_or(ResponseError::InvalidRecord)?;
         let batches =
             record_batch::decode_all(records, self.config.max_frame_bytes).map_err(|e| {
@@ -360,7 +380,12 @@ impl KafkaFrontend {
         let Ok([batch]) = <[Batch; 1]>::try_from(batches) else {
             return Err(ResponseError::InvalidRecord);
         };
-        if batch.records.is_empty() || batch.header.transactional || batch.header.control {
+        // Transactional batches come in transactional requests only; control batches (commit
+        // and abort markers) are written by brokers, never by clients.
+        if batch.records.is_empty()
+            || batch.header.transactional != transactional
+            || batch.header.control
+        {
             return Err(ResponseError::InvalidRecord);
         }
         // As Kafka 4 by default (`message.timestamp.after.max.ms`); searches by time rely on it.
@@ -376,18 +401,13 @@ impl KafkaFrontend {
     }
 
     /// Gives an idempotent producer an id. Ids are random 62-bit numbers, so instances of a fleet
-    /// hand out distinct ids without coordinating. Transactions are not supported yet.
+    /// hand out distinct ids without coordinating. Transactional producers are served by
+    /// `handle_init_transactional_producer`.
     pub(crate) fn handle_init_producer_id(
         &self,
         request: InitProducerIdRequest,
     ) -> InitProducerIdResponse {
         let mut response = InitProducerIdResponse::default();
-        if request.transactional_id.is_some() {
-            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-            response.producer_id = ProducerId(-1);
-            response.producer_epoch = -1;
-            return response;
-        }
         if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
             // KIP-360: a producer that lost track of its sequence asks for a bumped epoch.
             response.producer_id = request.producer_id;

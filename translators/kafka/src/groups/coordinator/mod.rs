@@ -48,9 +48,12 @@ use super::state::{
 mod fleet;
 mod requests;
 mod shards;
+mod transactions;
+mod txn_offsets;
 
 pub use fleet::{Instance, Owner};
 use shards::*;
+pub use transactions::TxnSummary;
 
 /// How often sessions, rebalance deadlines and the initial delay are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -214,6 +217,10 @@ impl GroupCoordinator {
                     refused_at: Mutex::new(None),
                     uncompacted: AtomicU64::new(0),
                     groups: Mutex::new(HashMap::new()),
+                    transactions: Mutex::new(HashMap::new()),
+                    txn_ops: tokio::sync::Mutex::new(()),
+                    applier: Mutex::new(None),
+                    pending_txn: Mutex::default(),
                     unsaved: Mutex::new(HashSet::new()),
                     unconfirmed: Arc::default(),
                     committing: Arc::default(),
@@ -268,7 +275,7 @@ impl GroupCoordinator {
     }
 
     /// One pass of the timer over every loaded shard.
-    async fn tick(&self) {
+    async fn tick(self: &Arc<Self>) {
         let due = {
             let mut checked = self.retention_checked.lock().expect("retention lock");
             let due = checked.elapsed() >= self.settings.offsets_retention_check_interval;
@@ -291,6 +298,8 @@ impl GroupCoordinator {
             // While the lease is lost, sessions still expire (members that heartbeat are heard),
             // but members cannot rejoin or sync, so the rebalance's time stands still; changes
             // are written once the lease is back.
+            self.expire_transactions(shard).await;
+            self.apply_txn_offsets(shard).await;
             let lost = match self.hold(shard) {
                 Hold::Free => continue,
                 Hold::Held(_) => false,

@@ -55,6 +55,14 @@ pub(super) struct Shard {
     /// When a claim last found another holder.
     pub(super) refused_at: Mutex<Option<Instant>>,
     pub(super) groups: Mutex<HashMap<String, Group>>,
+    /// The transactional ids hashed to this shard (`transactions.rs`).
+    pub(super) transactions: Mutex<HashMap<String, crate::transactions::TxnState>>,
+    /// Held by each operation on the shard's transactions, start to end.
+    pub(super) txn_ops: tokio::sync::Mutex<()>,
+    /// Reads the shard's pending-offsets topic (`txn_offsets.rs`); taken while a pass runs.
+    pub(super) applier: Mutex<Option<super::txn_offsets::Applier>>,
+    /// Offsets of the shard's groups pending in open transactions.
+    pub(super) pending_txn: Mutex<super::txn_offsets::Pending>,
     /// Groups whose membership in memory may be newer than in the table (a write failed or was
     /// not confirmed in time); the timer writes them again while the lease is held.
     pub(super) unsaved: Mutex<HashSet<String>>,
@@ -82,6 +90,9 @@ pub(super) type Written = tokio::task::JoinHandle<Result<(), BackendError>>;
 /// A shard's table as read into groups.
 pub(super) struct LoadedShard {
     pub(super) groups: HashMap<String, Group>,
+    pub(super) transactions: HashMap<String, crate::transactions::TxnState>,
+    /// The last entry of the pending-offsets topic applied to the groups.
+    pub(super) txn_cursor: Option<EntryId>,
     /// The entry the read went up to.
     pub(super) last: Option<EntryId>,
 }
@@ -345,6 +356,8 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut snapshots: HashMap<String, GroupSnapshot> = HashMap::new();
         let mut offsets: Vec<(String, String, i32, Committed)> = Vec::new();
+        let mut transactions = HashMap::new();
+        let mut txn_cursor = None;
         for (key, value) in loaded.table {
             let Ok(parts) = serde_json::from_str::<Vec<serde_json::Value>>(&key) else {
                 continue;
@@ -354,6 +367,15 @@ impl GroupCoordinator {
                     if let (Some(group), Some(s)) = (group.as_str(), GroupSnapshot::decode(&value))
                     {
                         snapshots.insert(group.to_owned(), s);
+                    }
+                }
+                [kind] if kind == "c" => txn_cursor = postcard::from_bytes::<EntryId>(&value).ok(),
+                [kind, id] if kind == "t" => {
+                    if let (Some(id), Ok(state)) = (
+                        id.as_str(),
+                        postcard::from_bytes::<crate::transactions::TxnState>(&value),
+                    ) {
+                        transactions.insert(id.to_owned(), state);
                     }
                 }
                 [kind, group, topic, partition] if kind == "o" => {
@@ -386,6 +408,8 @@ impl GroupCoordinator {
         tracing::info!(topic = %shard.topic, groups = groups.len(), messages = read, elapsed_ms = started.elapsed().as_millis() as u64, "group state loaded");
         Ok(LoadedShard {
             groups,
+            transactions,
+            txn_cursor,
             last: loaded.last,
         })
     }
@@ -398,7 +422,11 @@ impl GroupCoordinator {
             group.abandon();
         }
         *groups = loaded.groups;
-        shard.epoch.fetch_add(1, Ordering::AcqRel);
+        *shard.transactions.lock().expect("transactions lock") = loaded.transactions;
+        let epoch = shard.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        *shard.applier.lock().expect("applier lock") =
+            Some(super::txn_offsets::Applier::new(epoch, loaded.txn_cursor));
+        *shard.pending_txn.lock().expect("pending lock") = Default::default();
         shard.unsaved.lock().expect("unsaved lock").clear();
         // Writes still pending through a lost lease say nothing about the new one.
         shard.unconfirmed.lock().expect("unconfirmed lock").clear();

@@ -1,0 +1,230 @@
+//! Kafka transactions with librdkafka (the `rdkafka` crate): a transactional producer commits and
+//! aborts, a `read_committed` consumer (librdkafka's default isolation) sees exactly the
+//! committed records in order, an open transaction holds back what was written after it, a second
+//! producer with the same `transactional.id` fences the first, and a transaction left open past
+//! `transaction.timeout.ms` is aborted by the coordinator. Runs on the embedded backend, and on a
+//! real Pulsar started with `compat-suites/pulsar/start --transactions` when
+//! `GATEWAY_TEST_BACKEND=pulsar`.
+
+use std::time::{Duration, Instant};
+
+use e2e_tests::rdkafka_util::*;
+use e2e_tests::InProcessGateway;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Hang guard for client calls that talk to the coordinator.
+const CALL: Duration = Duration::from_secs(60);
+
+fn transactional(bootstrap: &str, id: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut settings = vec![("transactional.id", id)];
+    settings.extend_from_slice(extra);
+    let producer = producer(bootstrap, &settings);
+    producer.init_transactions(CALL).expect("init transactions");
+    producer
+}
+
+async fn send(producer: &FutureProducer, topic: &str, partition: i32, value: &str) {
+    producer
+        .send(
+            FutureRecord::<str, str>::to(topic)
+                .partition(partition)
+                .key(value)
+                .payload(value),
+            CALL,
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("send");
+}
+
+/// A consumer of `partitions` of `topic` from the beginning, with `isolation`.
+fn reader(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("txn-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// Values read until `want` arrived and then `quiet` brought nothing more (or `limit` passed),
+/// as (partition, value) in arrival order.
+fn read_values(
+    consumer: &BaseConsumer,
+    want: usize,
+    quiet: Duration,
+    limit: Duration,
+) -> Vec<(i32, String)> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while Instant::now() < deadline && (got.len() < want || last.elapsed() < quiet) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                got.push((m.partition(), value));
+                last = Instant::now();
+            }
+            Some(Err(KafkaError::Subscription(_))) | None => {}
+            Some(Err(e)) => panic!("consume failed: {e}"),
+        }
+    }
+    got
+}
+
+fn values_of(read: &[(i32, String)], partition: i32) -> Vec<String> {
+    read.iter()
+        .filter(|(p, _)| *p == partition)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_records_are_read_and_aborted_ones_never() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.gateway.kafka_addr().to_string();
+    let topic = unique("txn-commit");
+    create_topic(&bootstrap, &topic, 2).await;
+    let producer = transactional(&bootstrap, &unique("txn-id"), &[]);
+
+    producer.begin_transaction().unwrap();
+    for v in numbered("c", 10) {
+        send(&producer, &topic, 0, &v).await;
+    }
+    send(&producer, &topic, 1, "c-p1").await;
+    producer.commit_transaction(CALL).expect("commit");
+
+    producer.begin_transaction().unwrap();
+    for v in numbered("a", 5) {
+        send(&producer, &topic, 0, &v).await;
+    }
+    send(&producer, &topic, 1, "a-p1").await;
+    producer.abort_transaction(CALL).expect("abort");
+
+    producer.begin_transaction().unwrap();
+    for v in numbered("d", 3) {
+        send(&producer, &topic, 0, &v).await;
+    }
+    producer.commit_transaction(CALL).expect("commit");
+
+    let consumer = reader(&bootstrap, &topic, 2, "read_committed");
+    let read = read_values(&consumer, 14, Duration::from_secs(3), CALL);
+    let mut expected = numbered("c", 10);
+    expected.extend(numbered("d", 3));
+    assert_eq!(values_of(&read, 0), expected, "partition 0, in order");
+    assert_eq!(values_of(&read, 1), ["c-p1"], "partition 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_holds_back_later_records() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.gateway.kafka_addr().to_string();
+    let topic = unique("txn-open");
+    create_topic(&bootstrap, &topic, 1).await;
+    let plain = producer(&bootstrap, &[]);
+    send(&plain, &topic, 0, "before").await;
+    let producer = transactional(&bootstrap, &unique("txn-id"), &[]);
+    producer.begin_transaction().unwrap();
+    send(&producer, &topic, 0, "inside").await;
+    send(&plain, &topic, 0, "after").await;
+
+    let consumer = reader(&bootstrap, &topic, 1, "read_committed");
+    let read = read_values(&consumer, 1, Duration::from_secs(3), CALL);
+    assert_eq!(
+        values_of(&read, 0),
+        ["before"],
+        "nothing past the open transaction's first record"
+    );
+    producer.commit_transaction(CALL).expect("commit");
+    let read = read_values(&consumer, 2, Duration::from_secs(1), CALL);
+    assert_eq!(values_of(&read, 0), ["inside", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_producer_with_the_same_id_fences_the_first() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.gateway.kafka_addr().to_string();
+    let topic = unique("txn-fence");
+    create_topic(&bootstrap, &topic, 1).await;
+    let id = unique("txn-id");
+    let zombie = transactional(&bootstrap, &id, &[]);
+    zombie.begin_transaction().unwrap();
+    send(&zombie, &topic, 0, "zombie").await;
+
+    let successor = transactional(&bootstrap, &id, &[]);
+    let refused = zombie
+        .commit_transaction(CALL)
+        .expect_err("the fenced producer cannot commit");
+    match &refused {
+        KafkaError::Transaction(e) => assert!(
+            e.is_fatal(),
+            "fencing is fatal to the old producer: {refused}"
+        ),
+        other => panic!("unexpected error {other}"),
+    }
+    successor.begin_transaction().unwrap();
+    send(&successor, &topic, 0, "successor").await;
+    successor.commit_transaction(CALL).expect("commit");
+
+    let consumer = reader(&bootstrap, &topic, 1, "read_committed");
+    let read = read_values(&consumer, 1, Duration::from_secs(3), CALL);
+    assert_eq!(
+        values_of(&read, 0),
+        ["successor"],
+        "the fenced producer's transaction was aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.gateway.kafka_addr().to_string();
+    let topic = unique("txn-timeout");
+    create_topic(&bootstrap, &topic, 1).await;
+    let producer = transactional(
+        &bootstrap,
+        &unique("txn-id"),
+        &[
+            ("transaction.timeout.ms", "3000"),
+            ("message.timeout.ms", "3000"),
+        ],
+    );
+    producer.begin_transaction().unwrap();
+    send(&producer, &topic, 0, "timed-out").await;
+    let plain = e2e_tests::rdkafka_util::producer(&bootstrap, &[]);
+    send(&plain, &topic, 0, "later").await;
+
+    let consumer = reader(&bootstrap, &topic, 1, "read_committed");
+    let started = Instant::now();
+    let read = read_values(&consumer, 1, Duration::from_secs(2), CALL);
+    assert_eq!(
+        values_of(&read, 0),
+        ["later"],
+        "the coordinator aborted the transaction, which then no longer held readers back"
+    );
+    eprintln!(
+        "timed-out transaction released readers after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        producer.commit_transaction(CALL).is_err(),
+        "a transaction aborted by its timeout cannot be committed"
+    );
+}
