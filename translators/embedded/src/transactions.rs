@@ -274,3 +274,346 @@ fn run_timeouts(shared: &(Mutex<TimerState>, Condvar), topics: &Weak<Topics>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use gateway_core::backend::prelude::*;
+    use gateway_core::backend::{
+        InitialPosition, SendReceipt, SubscribeOptions, SubscriptionType, TransactionId,
+    };
+    use gateway_core::{
+        BackendError, Consumer, EntryId, EntryToSend, Message, Reader, ReceivedMessage,
+        StoredEntry, TopicName,
+    };
+
+    use crate::EmbeddedBackend;
+
+    const LONG: Duration = Duration::from_secs(300);
+
+    fn entry(value: &str, dedup: Option<(&str, u64)>) -> EntryToSend {
+        EntryToSend {
+            messages: vec![Message {
+                key: Some(bytes::Bytes::from(format!("key-{value}"))),
+                value: Some(bytes::Bytes::from(value.to_owned())),
+                ..Default::default()
+            }],
+            dedup: dedup.map(|(p, s)| (p.to_owned(), s)),
+        }
+    }
+
+    fn values(entries: &[StoredEntry]) -> Vec<String> {
+        entries
+            .iter()
+            .flat_map(|e| &e.messages)
+            .map(|m| String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned())
+            .collect()
+    }
+
+    fn received(messages: &[ReceivedMessage]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.message.value.as_deref().unwrap_or_default()).into())
+            .collect()
+    }
+
+    async fn topic(b: &EmbeddedBackend, name: &str) -> TopicName {
+        let t = TopicName::new("public", "default", name);
+        b.create_topic(&t, 0).await.unwrap();
+        t
+    }
+
+    async fn send(b: &EmbeddedBackend, t: &TopicName, value: &str) -> EntryId {
+        match b.send(t, vec![entry(value, None)]).await.unwrap()[..] {
+            [SendReceipt::Persisted(id)] => id,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    async fn send_in(
+        b: &EmbeddedBackend,
+        txn: TransactionId,
+        t: &TopicName,
+        e: EntryToSend,
+    ) -> gateway_core::Result<Vec<SendReceipt>> {
+        b.submit_in_transaction(txn, t, vec![e]).await?.await
+    }
+
+    /// Everything readable now, from the start.
+    async fn read_all(b: &EmbeddedBackend, t: &TopicName) -> Vec<String> {
+        let mut reader = b.open_reader(t, EntryId::EARLIEST).await.unwrap();
+        values(&reader.read(100, usize::MAX, Duration::ZERO).await.unwrap())
+    }
+
+    /// Drops the backend (it must be the last handle), closing the store.
+    async fn close(b: Arc<EmbeddedBackend>) {
+        assert_eq!(Arc::strong_count(&b), 1);
+        tokio::task::spawn_blocking(move || drop(b)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restart_aborts_an_already_expired_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "expired").await;
+        let txn = b
+            .begin_transaction(Duration::from_millis(300))
+            .await
+            .unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        send_in(&b, txn, &t, entry("pending", None)).await.unwrap();
+        send(&b, &t, "later").await;
+        assert!(read_all(&b, &t).await.is_empty());
+        close(b).await;
+        // The deadline passes while the backend is down.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        assert_eq!(
+            read_all(&b, &t).await,
+            ["later"],
+            "aborted at open, before any reader comes"
+        );
+        assert!(matches!(
+            b.end_transaction(txn, true).await,
+            Err(BackendError::TransactionNotOpen(_))
+        ));
+        let next = b.begin_transaction(LONG).await.unwrap();
+        assert_ne!(next, txn, "transaction ids are unique across restarts");
+        b.end_transaction(next, false).await.unwrap();
+        close(b).await;
+
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        assert_eq!(read_all(&b, &t).await, ["later"], "aborted for good");
+        close(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timeout_wakes_a_waiting_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "wake").await;
+        let txn = b
+            .begin_transaction(Duration::from_millis(500))
+            .await
+            .unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        send_in(&b, txn, &t, entry("pending", None)).await.unwrap();
+        send(&b, &t, "later").await;
+        let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+        let started = std::time::Instant::now();
+        let got = reader
+            .read(10, usize::MAX, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(values(&got), ["later"]);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(matches!(
+            b.end_transaction(txn, false).await,
+            Err(BackendError::TransactionNotOpen(_))
+        ));
+        drop(reader);
+        close(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumer_redelivery_around_aborted_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "redelivery").await;
+        let options = SubscribeOptions {
+            sub_type: SubscriptionType::Shared,
+            initial: InitialPosition::Earliest,
+            prefetch: None,
+        };
+        let mut consumer: Box<dyn Consumer> = b.subscribe(&t, "sub", options).await.unwrap();
+        send(&b, &t, "a").await;
+        let txn = b.begin_transaction(LONG).await.unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        send_in(&b, txn, &t, entry("x1", None)).await.unwrap();
+        send_in(&b, txn, &t, entry("x2", None)).await.unwrap();
+        send(&b, &t, "b").await;
+        assert_eq!(
+            b.backlog(&t, "sub").await.unwrap(),
+            1,
+            "only what is readable"
+        );
+        let first = consumer.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(received(&first), ["a"]);
+
+        b.end_transaction(txn, false).await.unwrap();
+        assert_eq!(
+            b.backlog(&t, "sub").await.unwrap(),
+            2,
+            "aborted entries not counted"
+        );
+        let second = consumer.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(received(&second), ["b"]);
+        consumer.nack(&[first[0].id]).await.unwrap();
+        let again = consumer.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(received(&again), ["a"]);
+        assert_eq!(again[0].redelivery_count, 1);
+        assert_eq!(b.ready(&t, "sub").await.unwrap(), 0);
+
+        consumer.ack(&[again[0].id, second[0].id]).await.unwrap();
+        assert_eq!(b.backlog(&t, "sub").await.unwrap(), 0);
+        let acked = b.acknowledged(&t, "sub").await.unwrap();
+        assert_eq!(
+            acked.from,
+            EntryId {
+                ledger: second[0].id.ledger,
+                entry: second[0].id.entry + 1
+            },
+            "the cursor moves past aborted entries"
+        );
+        assert!(consumer
+            .receive(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty());
+        consumer.close().await;
+        close(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compacted_reader_and_publish_time_see_only_readable_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "compacted").await;
+        let before = send(&b, &t, "before").await;
+        let txn = b.begin_transaction(LONG).await.unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        send_in(&b, txn, &t, entry("t1", None)).await.unwrap();
+        send(&b, &t, "after").await;
+        let mut compacted: Box<dyn Reader> = b
+            .open_compacted_reader(&t, EntryId::EARLIEST)
+            .await
+            .unwrap();
+        let got = compacted
+            .read(10, usize::MAX, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(values(&got), ["before"]);
+        let future = got[0].publish_time + 1;
+        assert_eq!(
+            b.find_entry_by_publish_time(&t, got[0].publish_time)
+                .await
+                .unwrap(),
+            Some(before)
+        );
+        assert_eq!(
+            b.find_entry_by_publish_time(&t, future).await.unwrap(),
+            None,
+            "entries held back are not found by time"
+        );
+        b.end_transaction(txn, true).await.unwrap();
+        let got = compacted
+            .read(10, usize::MAX, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(values(&got), ["t1", "after"]);
+
+        let aborted = b.begin_transaction(LONG).await.unwrap();
+        b.add_to_transaction(aborted, &t).await.unwrap();
+        send_in(&b, aborted, &t, entry("x", None)).await.unwrap();
+        b.end_transaction(aborted, false).await.unwrap();
+        send(&b, &t, "last").await;
+        let got = compacted
+            .read(10, usize::MAX, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(values(&got), ["last"]);
+        let mut again = b
+            .open_compacted_reader(&t, EntryId::EARLIEST)
+            .await
+            .unwrap();
+        let all = again.read(10, usize::MAX, Duration::ZERO).await.unwrap();
+        assert_eq!(values(&all), ["before", "t1", "after", "last"]);
+        drop((compacted, again));
+        close(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deduplication_and_refusals_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "dedup").await;
+        let u = topic(&b, "not-added").await;
+        let txn = b.begin_transaction(LONG).await.unwrap();
+        assert!(matches!(
+            send_in(&b, txn, &t, entry("early", None)).await,
+            Err(BackendError::InvalidArgument(_))
+        ));
+        b.add_to_transaction(txn, &t).await.unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        let first = send_in(&b, txn, &t, entry("one", Some(("p", 1))))
+            .await
+            .unwrap();
+        assert!(matches!(first[..], [SendReceipt::Persisted(_)]));
+        let resend = send_in(&b, txn, &t, entry("one", Some(("p", 1))))
+            .await
+            .unwrap();
+        assert_eq!(resend, [SendReceipt::Duplicate]);
+        let plain = b
+            .send(&t, vec![entry("one", Some(("p", 1)))])
+            .await
+            .unwrap();
+        assert_eq!(
+            plain,
+            [SendReceipt::Duplicate],
+            "the same sequence as plain sends"
+        );
+        assert_eq!(b.last_sequence(&t, "p").await.unwrap(), Some(1));
+        let two = send_in(&b, txn, &t, entry("two", Some(("p", 2))))
+            .await
+            .unwrap();
+        assert!(matches!(two[..], [SendReceipt::Persisted(_)]));
+        assert!(matches!(
+            send_in(&b, txn, &u, entry("u", None)).await,
+            Err(BackendError::InvalidArgument(_))
+        ));
+        assert_eq!(b.last_message_id(&t).await.unwrap(), None);
+        b.end_transaction(txn, true).await.unwrap();
+        assert_eq!(read_all(&b, &t).await, ["one", "two"]);
+        assert!(matches!(
+            send_in(&b, txn, &t, entry("late", None)).await,
+            Err(BackendError::TransactionNotOpen(_))
+        ));
+        assert!(matches!(
+            b.add_to_transaction(txn, &u).await,
+            Err(BackendError::TransactionNotOpen(_))
+        ));
+        let unknown = TransactionId {
+            most_bits: 0,
+            least_bits: 9_999,
+        };
+        assert!(matches!(
+            b.end_transaction(unknown, false).await,
+            Err(BackendError::TransactionNotOpen(_))
+        ));
+        close(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_written_topic_does_not_break_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBackend::open(dir.path()).unwrap();
+        let t = topic(&b, "deleted").await;
+        let u = topic(&b, "kept").await;
+        let txn = b.begin_transaction(LONG).await.unwrap();
+        b.add_to_transaction(txn, &t).await.unwrap();
+        b.add_to_transaction(txn, &u).await.unwrap();
+        send_in(&b, txn, &t, entry("t", None)).await.unwrap();
+        send_in(&b, txn, &u, entry("u", None)).await.unwrap();
+        b.delete_topic(&t).await.unwrap();
+        b.end_transaction(txn, true).await.unwrap();
+        assert_eq!(read_all(&b, &u).await, ["u"]);
+        // A topic of the same name starts empty, held back by nothing.
+        let t = topic(&b, "deleted").await;
+        send(&b, &t, "new").await;
+        assert_eq!(read_all(&b, &t).await, ["new"]);
+        close(b).await;
+    }
+}
