@@ -3,6 +3,7 @@
 //!
 //! Writes go through one writer thread that commits everything queued in one transaction (group
 //! commit), so concurrent producers share each fsync; a send returns only after its commit.
+//! Pulsar's transactions are in `transactions.rs`.
 
 mod reader;
 mod store;
@@ -123,19 +124,7 @@ impl EmbeddedBackend {
         let db = Arc::new(store::open_database(dir)?);
         let topics = Arc::new(Topics::new(db));
         let writer = Arc::new(writer::spawn(topics.clone())?);
-        // Transactions left open by the previous run: abort those past their deadline now, so
-        // that no reader is held back by them, and the others when their deadline comes.
-        let mut open = Vec::new();
-        for (key, deadline) in transactions::open_transactions(&topics)? {
-            if deadline <= now_millis() {
-                match transactions::end(&topics, key, false) {
-                    Ok(()) | Err(BackendError::TransactionNotOpen(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            } else {
-                open.push((key, deadline));
-            }
-        }
+        let open = transactions::recover(&topics)?;
         let timeouts = transactions::Timeouts::spawn(&topics, open)?;
         Ok(Arc::new(EmbeddedBackend {
             topics,
@@ -298,20 +287,24 @@ impl Reading for EmbeddedBackend {
         blocking(move || store::last_visible(&topics.db, state.id)).await
     }
 
-    /// The first entry stored, readable or not (as a log's start may be an aborted record).
+    /// The first entry stored, aborted or not (a log may start with an aborted record), unless
+    /// an open transaction holds it back: then, as for `last_message_id`, there is none yet, so
+    /// the start never passes the end.
     async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let topics = self.topics.clone();
         blocking(move || {
             let txn = topics.db.begin_read().map_err(storage_error)?;
             let entries = txn.open_table(ENTRIES).map_err(storage_error)?;
+            let visibility = store::Visibility::new(&txn, state.id)?;
             let mut range = entries
                 .range((state.id, 0, 0)..=(state.id, u64::MAX, u64::MAX))
                 .map_err(storage_error)?;
             match range.next() {
                 Some(item) => {
                     let (_, ledger, entry) = item.map_err(storage_error)?.0.value();
-                    Ok(Some(EntryId { ledger, entry }))
+                    let id = EntryId { ledger, entry };
+                    Ok((!visibility.is_held(id)).then_some(id))
                 }
                 None => Ok(None),
             }

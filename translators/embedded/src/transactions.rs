@@ -180,7 +180,7 @@ pub fn end(topics: &Topics, key: u64, commit: bool) -> Result<()> {
 }
 
 /// Open transactions and their deadlines, as stored.
-pub fn open_transactions(topics: &Topics) -> Result<Vec<(u64, u64)>> {
+fn open_transactions(topics: &Topics) -> Result<Vec<(u64, u64)>> {
     use redb::ReadableDatabase;
     let txn = topics.db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(TRANSACTIONS).map_err(storage_error)?;
@@ -190,6 +190,24 @@ pub fn open_transactions(topics: &Topics) -> Result<Vec<(u64, u64)>> {
         out.push((key.value(), deadline.value()));
     }
     Ok(out)
+}
+
+/// At open, for the transactions a previous run left open: aborts those past their deadline
+/// now, before any reader comes, and returns the others (with their deadlines) to be aborted
+/// when it comes.
+pub fn recover(topics: &Topics) -> Result<Vec<(u64, u64)>> {
+    let mut open = Vec::new();
+    for (key, deadline) in open_transactions(topics)? {
+        if deadline > crate::now_millis() {
+            open.push((key, deadline));
+            continue;
+        }
+        match end(topics, key, false) {
+            Ok(()) | Err(BackendError::TransactionNotOpen(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(open)
 }
 
 /// Aborts transactions at their deadline, on a thread of its own (the backend may be opened
@@ -345,6 +363,50 @@ mod tests {
     async fn read_all(b: &EmbeddedBackend, t: &TopicName) -> Vec<String> {
         let mut reader = b.open_reader(t, EntryId::EARLIEST).await.unwrap();
         values(&reader.read(100, usize::MAX, Duration::ZERO).await.unwrap())
+    }
+
+    /// At open, a transaction past its deadline is aborted at once (not left to the timeout
+    /// thread), with what it wrote; one within it is kept, and handed to the timeout thread.
+    #[test]
+    fn recover_aborts_what_is_past_its_deadline() {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+
+        let dir = tempfile::tempdir().unwrap();
+        let topics =
+            crate::topics::Topics::new(Arc::new(crate::store::open_database(dir.path()).unwrap()));
+        let (expired, _) = super::begin(&topics, Duration::ZERO).unwrap();
+        let (kept, deadline) = super::begin(&topics, LONG).unwrap();
+        let first = EntryId {
+            ledger: 1,
+            entry: 0,
+        };
+        super::add(&topics, kept.least_bits, 7).unwrap();
+        // What a send before the deadline left (`add` now refuses the expired transaction).
+        let write = topics.db.begin_write().unwrap();
+        write
+            .open_table(super::TRANSACTION_TOPICS)
+            .unwrap()
+            .insert((expired.least_bits, 7), ())
+            .unwrap();
+        super::record_append(&write, expired.least_bits, 7, first).unwrap();
+        write.commit().unwrap();
+
+        assert_eq!(
+            super::recover(&topics).unwrap(),
+            [(kept.least_bits, deadline)]
+        );
+        let read = topics.db.begin_read().unwrap();
+        let aborted = read.open_table(crate::store::ABORTED).unwrap();
+        assert!(aborted.get((7, 1, 0)).unwrap().is_some());
+        assert!(read
+            .open_table(crate::store::HELD)
+            .unwrap()
+            .is_empty()
+            .unwrap());
+        assert_eq!(
+            super::open_transactions(&topics).unwrap(),
+            [(kept.least_bits, deadline)]
+        );
     }
 
     /// Drops the backend (it must be the last handle), closing the store.
@@ -575,6 +637,11 @@ mod tests {
             Err(BackendError::InvalidArgument(_))
         ));
         assert_eq!(b.last_message_id(&t).await.unwrap(), None);
+        assert_eq!(
+            b.first_entry_id(&t).await.unwrap(),
+            None,
+            "the start does not pass the end"
+        );
         b.end_transaction(txn, true).await.unwrap();
         assert_eq!(read_all(&b, &t).await, ["one", "two"]);
         assert!(matches!(
