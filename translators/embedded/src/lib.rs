@@ -3,21 +3,24 @@
 //!
 //! Writes go through one writer thread that commits everything queued in one transaction (group
 //! commit), so concurrent producers share each fsync; a send returns only after its commit.
+//! Pulsar's transactions are in `transactions.rs`.
 
 mod reader;
 mod store;
 mod subscription;
 mod topics;
+mod transactions;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gateway_core::backend::{
     Acknowledged, Coordination, Producing, Reading, Retention, SubscribeOptions, Subscriptions,
-    TopicAdmin, TopicInfo, TopicPolicies, SEQUENCE_LOOKBACK,
+    TopicAdmin, TopicInfo, TopicPolicies, TransactionId, Transactions, SEQUENCE_LOOKBACK,
 };
 use gateway_core::{
     Announcement, Backend, BackendError, Consumer, EntryId, EntryToSend, Lease, MessageId,
@@ -36,6 +39,8 @@ pub struct EmbeddedBackend {
     leases: Arc<Mutex<HashMap<String, String>>>,
     /// Names announced per topic (see `Coordination::announce`), in-process like the leases.
     announced: Arc<Mutex<Announced>>,
+    /// Aborts transactions at their deadline.
+    timeouts: transactions::Timeouts,
 }
 
 type Announced = HashMap<String, Vec<String>>;
@@ -83,7 +88,7 @@ impl Drop for EmbeddedLease {
 impl Lease for EmbeddedLease {
     async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
         let state = self.topics.clone().resolve_async(&self.topic).await?;
-        self.writer.submit(state, entries).await
+        self.writer.submit(state, entries, None).await
     }
 
     fn is_held(&self) -> bool {
@@ -92,16 +97,41 @@ impl Lease for EmbeddedLease {
 }
 
 impl EmbeddedBackend {
+    /// Hands entries to the writer, in `transaction` if given.
+    async fn submit_to(
+        &self,
+        topic: &TopicName,
+        entries: Vec<EntryToSend>,
+        transaction: Option<u64>,
+    ) -> Result<PendingSend> {
+        if let Some(holder) = self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .get(&topic.to_string())
+        {
+            // As on Pulsar, an exclusive writer keeps every other producer off the topic.
+            return Err(BackendError::ProducerBusy(format!(
+                "{topic} has an exclusive writer ({holder})"
+            )));
+        }
+        let state = self.topics.clone().resolve_async(topic).await?;
+        self.writer.submit(state, entries, transaction).await
+    }
+
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Arc<EmbeddedBackend>> {
         let db = Arc::new(store::open_database(dir)?);
         let topics = Arc::new(Topics::new(db));
         let writer = Arc::new(writer::spawn(topics.clone())?);
+        let open = transactions::recover(&topics)?;
+        let timeouts = transactions::Timeouts::spawn(&topics, open)?;
         Ok(Arc::new(EmbeddedBackend {
             topics,
             writer,
             leases: Arc::default(),
             announced: Arc::default(),
+            timeouts,
         }))
     }
 }
@@ -196,19 +226,7 @@ impl TopicAdmin for EmbeddedBackend {
 #[async_trait]
 impl Producing for EmbeddedBackend {
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
-        if let Some(holder) = self
-            .leases
-            .lock()
-            .expect("leases lock")
-            .get(&topic.to_string())
-        {
-            // As on Pulsar, an exclusive writer keeps every other producer off the topic.
-            return Err(BackendError::ProducerBusy(format!(
-                "{topic} has an exclusive writer ({holder})"
-            )));
-        }
-        let state = self.topics.clone().resolve_async(topic).await?;
-        self.writer.submit(state, entries).await
+        self.submit_to(topic, entries, None).await
     }
 
     async fn last_sequence(&self, topic: &TopicName, producer_name: &str) -> Result<Option<u64>> {
@@ -262,21 +280,34 @@ impl Producing for EmbeddedBackend {
 
 #[async_trait]
 impl Reading for EmbeddedBackend {
+    /// No further than readers may read: an open transaction holds it back (see `store::Visibility`).
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
-        let last = state.runtime.lock().expect("topic lock").last;
-        Ok(last)
+        let topics = self.topics.clone();
+        blocking(move || store::last_visible(&topics.db, state.id)).await
     }
 
+    /// The first entry stored, aborted or not (a log may start with an aborted record), unless
+    /// an open transaction holds it back: then, as for `last_message_id`, there is none yet, so
+    /// the start never passes the end.
     async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let topics = self.topics.clone();
         blocking(move || {
-            Ok(
-                store::read_entries(&topics.db, state.id, EntryId::EARLIEST, 1, 0)?
-                    .first()
-                    .map(|e| e.id),
-            )
+            let txn = topics.db.begin_read().map_err(storage_error)?;
+            let entries = txn.open_table(ENTRIES).map_err(storage_error)?;
+            let visibility = store::Visibility::new(&txn, state.id)?;
+            let mut range = entries
+                .range((state.id, 0, 0)..=(state.id, u64::MAX, u64::MAX))
+                .map_err(storage_error)?;
+            match range.next() {
+                Some(item) => {
+                    let (_, ledger, entry) = item.map_err(storage_error)?.0.value();
+                    let id = EntryId { ledger, entry };
+                    Ok((!visibility.is_held(id)).then_some(id))
+                }
+                None => Ok(None),
+            }
         })
         .await
     }
@@ -291,17 +322,22 @@ impl Reading for EmbeddedBackend {
         blocking(move || {
             let txn = topics.db.begin_read().map_err(storage_error)?;
             let index = txn.open_table(PUBLISH_TIMES).map_err(storage_error)?;
-            let mut range = index
+            let visibility = store::Visibility::new(&txn, state.id)?;
+            let range = index
                 .range((state.id, publish_time, 0, 0)..=(state.id, u64::MAX, u64::MAX, u64::MAX))
                 .map_err(storage_error)?;
-            match range.next() {
-                Some(item) => {
-                    let (key, _) = item.map_err(storage_error)?;
-                    let (_, _, ledger, entry) = key.value();
-                    Ok(Some(EntryId { ledger, entry }))
+            // Publish times follow entry order, so once one entry is held back all later ones are.
+            for item in range {
+                let (_, _, ledger, entry) = item.map_err(storage_error)?.0.value();
+                let id = EntryId { ledger, entry };
+                if visibility.is_held(id) {
+                    break;
                 }
-                None => Ok(None),
+                if !visibility.is_aborted(id)? {
+                    return Ok(Some(id));
+                }
             }
+            Ok(None)
         })
         .await
     }
@@ -362,8 +398,39 @@ impl Subscriptions for EmbeddedBackend {
     }
 }
 
+/// Pulsar's transactions (PIP-31); see `transactions.rs` for how they are stored.
 #[async_trait]
-impl gateway_core::backend::Transactions for EmbeddedBackend {}
+impl Transactions for EmbeddedBackend {
+    async fn begin_transaction(&self, timeout: Duration) -> Result<TransactionId> {
+        let topics = self.topics.clone();
+        let (txn, deadline) = blocking(move || transactions::begin(&topics, timeout)).await?;
+        self.timeouts.schedule(txn.least_bits, deadline);
+        Ok(txn)
+    }
+
+    async fn add_to_transaction(&self, txn: TransactionId, topic: &TopicName) -> Result<()> {
+        let key = transactions::key(txn)?;
+        let state = self.topics.clone().resolve_async(topic).await?;
+        let topics = self.topics.clone();
+        blocking(move || transactions::add(&topics, key, state.id)).await
+    }
+
+    async fn submit_in_transaction(
+        &self,
+        txn: TransactionId,
+        topic: &TopicName,
+        entries: Vec<EntryToSend>,
+    ) -> Result<PendingSend> {
+        let key = transactions::key(txn)?;
+        self.submit_to(topic, entries, Some(key)).await
+    }
+
+    async fn end_transaction(&self, txn: TransactionId, commit: bool) -> Result<()> {
+        let key = transactions::key(txn)?;
+        let topics = self.topics.clone();
+        blocking(move || transactions::end(&topics, key, commit)).await
+    }
+}
 
 #[async_trait]
 impl Coordination for EmbeddedBackend {

@@ -11,7 +11,15 @@
 //!   with a deduplication sequence id, to find where a resend's original went;
 //! - `cursors`: (topic id, subscription) -> encoded cursor (what is acknowledged);
 //! - `counters`: named counters (next topic id, next ledger id);
-//! - `topic_properties`: (logical topic name, key) -> value.
+//! - `topic_properties`: (logical topic name, key) -> value;
+//! - `transactions`: open transaction -> its deadline (unix millis), so that a restart still
+//!   aborts it on time;
+//! - `transaction_topics`: (transaction, topic id) -> (), the topics added to an open transaction;
+//! - `transaction_entries`: (transaction, topic id, ledger, entry) -> (), what an open
+//!   transaction wrote, to mark it aborted if it aborts;
+//! - `held`: (topic id, transaction) -> (ledger, entry), the first entry of each open transaction
+//!   on a topic: readers stop before the lowest (Pulsar's `maxReadPosition`);
+//! - `aborted`: (topic id, ledger, entry) -> (), entries of aborted transactions, never read.
 //!
 //! Like BookKeeper, ledger ids come from one global counter, and each topic starts a new ledger
 //! when the backend opens and after `MAX_ENTRIES_PER_LEDGER` entries, as a Pulsar broker rolls
@@ -19,7 +27,7 @@
 
 use std::path::Path;
 
-use gateway_core::{BackendError, EntryId, Message, Result, StoredEntry};
+use gateway_core::{BackendError, EntryId, Message, MessageId, Result, StoredEntry};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +43,13 @@ pub const CURSORS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("c
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub const TOPIC_PROPERTIES: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("topic_properties");
+pub const TRANSACTIONS: TableDefinition<u64, u64> = TableDefinition::new("transactions");
+pub const TRANSACTION_TOPICS: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("transaction_topics");
+pub const TRANSACTION_ENTRIES: TableDefinition<(u64, u64, u64, u64), ()> =
+    TableDefinition::new("transaction_entries");
+pub const HELD: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("held");
+pub const ABORTED: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("aborted");
 
 /// Pulsar's default `managedLedgerMaxEntriesPerLedger`; also keeps entry ids inside the 20 bits
 /// the Kafka offset encoding gives them.
@@ -59,6 +74,11 @@ pub fn open_database(dir: &Path) -> Result<Database> {
         txn.open_table(CURSORS).map_err(storage_error)?;
         txn.open_table(COUNTERS).map_err(storage_error)?;
         txn.open_table(TOPIC_PROPERTIES).map_err(storage_error)?;
+        txn.open_table(TRANSACTIONS).map_err(storage_error)?;
+        txn.open_table(TRANSACTION_TOPICS).map_err(storage_error)?;
+        txn.open_table(TRANSACTION_ENTRIES).map_err(storage_error)?;
+        txn.open_table(HELD).map_err(storage_error)?;
+        txn.open_table(ABORTED).map_err(storage_error)?;
     }
     txn.commit().map_err(storage_error)?;
     Ok(db)
@@ -162,7 +182,82 @@ pub fn next_counter(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
     Ok(next)
 }
 
-/// The entries of a topic from `start` on, bounded by count and (after the first) bytes.
+/// What readers of one topic may read, as of one read transaction (so that the limit and the
+/// entries are seen at the same instant): entries before the first entry of the oldest open
+/// transaction that wrote to it, less those of aborted transactions.
+pub struct Visibility {
+    topic_id: u64,
+    /// The first entry readers may not read yet, if an open transaction holds the topic back.
+    limit: Option<EntryId>,
+    aborted: redb::ReadOnlyTable<(u64, u64, u64), ()>,
+}
+
+impl Visibility {
+    pub fn new(txn: &redb::ReadTransaction, topic_id: u64) -> Result<Visibility> {
+        let held = txn.open_table(HELD).map_err(storage_error)?;
+        let mut limit = None;
+        for item in held
+            .range((topic_id, 0)..=(topic_id, u64::MAX))
+            .map_err(storage_error)?
+        {
+            let (ledger, entry) = item.map_err(storage_error)?.1.value();
+            let first = EntryId { ledger, entry };
+            limit = Some(limit.map_or(first, |l: EntryId| l.min(first)));
+        }
+        Ok(Visibility {
+            topic_id,
+            limit,
+            aborted: txn.open_table(ABORTED).map_err(storage_error)?,
+        })
+    }
+
+    /// Whether `id` is at or past where an open transaction holds the topic back.
+    pub fn is_held(&self, id: EntryId) -> bool {
+        self.limit.is_some_and(|limit| id >= limit)
+    }
+
+    pub fn is_aborted(&self, id: EntryId) -> Result<bool> {
+        Ok(self
+            .aborted
+            .get((self.topic_id, id.ledger, id.entry))
+            .map_err(storage_error)?
+            .is_some())
+    }
+
+    /// The last message readers may reach: that of the last entry before the limit (aborted or
+    /// not: a position readers pass), or `None` if there is none.
+    pub fn last_message(
+        &self,
+        entries: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
+    ) -> Result<Option<MessageId>> {
+        let end = match self.limit {
+            Some(limit) => std::ops::Bound::Excluded((self.topic_id, limit.ledger, limit.entry)),
+            None => std::ops::Bound::Included((self.topic_id, u64::MAX, u64::MAX)),
+        };
+        let mut range = entries
+            .range::<(u64, u64, u64)>((std::ops::Bound::Included((self.topic_id, 0, 0)), end))
+            .map_err(storage_error)?;
+        match range.next_back() {
+            Some(item) => {
+                let (key, value) = item.map_err(storage_error)?;
+                let (_, ledger, entry) = key.value();
+                let count = entry_message_count(value.value()).max(1);
+                Ok(Some(EntryId { ledger, entry }.message(count - 1)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The last message readers of a topic may reach (see [`Visibility::last_message`]).
+pub fn last_visible(db: &Database, topic_id: u64) -> Result<Option<MessageId>> {
+    let txn = db.begin_read().map_err(storage_error)?;
+    let entries = txn.open_table(ENTRIES).map_err(storage_error)?;
+    Visibility::new(&txn, topic_id)?.last_message(&entries)
+}
+
+/// The readable entries of a topic from `start` on (see [`Visibility`]), bounded by count and
+/// (after the first) bytes.
 pub fn read_entries(
     db: &Database,
     topic_id: u64,
@@ -172,6 +267,7 @@ pub fn read_entries(
 ) -> Result<Vec<StoredEntry>> {
     let txn = db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
+    let visibility = Visibility::new(&txn, topic_id)?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let range = table
@@ -180,12 +276,19 @@ pub fn read_entries(
     for item in range {
         let (key, value) = item.map_err(storage_error)?;
         let (_, ledger, entry) = key.value();
+        let id = EntryId { ledger, entry };
+        if visibility.is_held(id) {
+            break;
+        }
+        if visibility.is_aborted(id)? {
+            continue;
+        }
         let value = value.value();
         if !out.is_empty() && bytes + value.len() > max_bytes {
             break;
         }
         bytes += value.len();
-        out.push(decode_entry(EntryId { ledger, entry }, value)?);
+        out.push(decode_entry(id, value)?);
         if out.len() >= max_entries {
             break;
         }

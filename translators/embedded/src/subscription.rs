@@ -67,8 +67,19 @@ fn next_stored_entry(
     topic: &TopicState,
     from: EntryId,
 ) -> Result<Option<(EntryId, u32)>> {
+    Ok(next_entry_of(topics, topic, from)?.map(|(id, count, _)| (id, count)))
+}
+
+/// The first stored entry at or after `from`, with its message count and whether a transaction
+/// that wrote it aborted.
+fn next_entry_of(
+    topics: &Topics,
+    topic: &TopicState,
+    from: EntryId,
+) -> Result<Option<(EntryId, u32, bool)>> {
     let txn = topics.db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
+    let visibility = store::Visibility::new(&txn, topic.id)?;
     let mut range = table
         .range((topic.id, from.ledger, from.entry)..=(topic.id, u64::MAX, u64::MAX))
         .map_err(storage_error)?;
@@ -76,9 +87,11 @@ fn next_stored_entry(
         Some(item) => {
             let (key, value) = item.map_err(storage_error)?;
             let (_, ledger, entry) = key.value();
+            let id = EntryId { ledger, entry };
             Ok(Some((
-                EntryId { ledger, entry },
+                id,
                 store::entry_message_count(value.value()),
+                visibility.is_aborted(id)?,
             )))
         }
         None => Ok(None),
@@ -103,10 +116,10 @@ pub fn attach(
                     None => {
                         let read_from = match initial {
                             InitialPosition::Earliest => EntryId::EARLIEST,
-                            InitialPosition::Latest => {
-                                let last = topic.runtime.lock().expect("topic lock").last;
-                                last.map_or(EntryId::EARLIEST, |m| after(m.entry_id()))
-                            }
+                            // After what readers may read: an open transaction's entries, once
+                            // committed, still reach the new subscription.
+                            InitialPosition::Latest => store::last_visible(&topics.db, topic.id)?
+                                .map_or(EntryId::EARLIEST, |m| after(m.entry_id())),
                         };
                         let cursor = Cursor {
                             read_from,
@@ -214,6 +227,7 @@ pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
     };
     let txn = topics.db.begin_read().map_err(storage_error)?;
     let table = txn.open_table(ENTRIES).map_err(storage_error)?;
+    let visibility = store::Visibility::new(&txn, topic.id)?;
     let mut backlog = 0u64;
     let start = cursor.read_from;
     for item in table
@@ -222,8 +236,17 @@ pub fn backlog(topics: &Topics, topic: &TopicState, name: &str) -> Result<u64> {
     {
         let (key, _) = item.map_err(storage_error)?;
         let (_, ledger, entry) = key.value();
+        let id = EntryId { ledger, entry };
+        // Only what consumers may receive: not what an open transaction holds back, nor
+        // aborted entries (Pulsar acknowledges those on the subscription as it skips them).
+        if visibility.is_held(id) {
+            break;
+        }
+        if visibility.is_aborted(id)? {
+            continue;
+        }
         // Like Pulsar's msgBacklog: an entry counts once until all its messages are acknowledged.
-        backlog += match cursor.acked.get(&EntryId { ledger, entry }) {
+        backlog += match cursor.acked.get(&id) {
             Some(AckedPart::Whole) => 0,
             _ => 1,
         };
@@ -330,10 +353,11 @@ impl SubscriptionState {
         }
     }
 
-    /// Moves `read_from` past the acknowledged prefix.
+    /// Moves `read_from` past the acknowledged prefix. Aborted entries count as acknowledged:
+    /// no consumer will ever receive them (Pulsar's dispatcher acknowledges them as it skips).
     fn advance(&mut self, topics: &Topics, topic: &TopicState) -> Result<()> {
-        while let Some((next, _)) = next_stored_entry(topics, topic, self.cursor.read_from)? {
-            if self.cursor.acked.get(&next) != Some(&AckedPart::Whole) {
+        while let Some((next, _, aborted)) = next_entry_of(topics, topic, self.cursor.read_from)? {
+            if !aborted && self.cursor.acked.get(&next) != Some(&AckedPart::Whole) {
                 break;
             }
             self.cursor.acked.remove(&next);
@@ -576,7 +600,9 @@ impl Consumer for EmbeddedConsumer {
                     })
                 })
                 .await?;
-                let last = self.core.topic.runtime.lock().expect("topic lock").last;
+                let (topics, topic_id) = (self.core.topics.clone(), self.core.topic.id);
+                let last =
+                    crate::blocking(move || store::last_visible(&topics.db, topic_id)).await?;
                 match (found, last) {
                     (Some(entry), _) => entry.message(0),
                     (None, Some(last)) => after(last.entry_id()).message(0),

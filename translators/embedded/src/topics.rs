@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use gateway_core::backend::TopicInfo;
-use gateway_core::{BackendError, EntryId, MessageId, Result, TopicName};
+use gateway_core::{BackendError, EntryId, Result, TopicName};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::watch;
 
 use crate::store::{
-    self, storage_error, CURSORS, DEDUP, ENTRIES, PUBLISH_TIMES, SEQUENCES, STORAGE, TOPICS,
-    TOPIC_PROPERTIES,
+    self, storage_error, ABORTED, CURSORS, DEDUP, ENTRIES, HELD, PUBLISH_TIMES, SEQUENCES, STORAGE,
+    TOPICS, TOPIC_PROPERTIES, TRANSACTION_ENTRIES, TRANSACTION_TOPICS,
 };
 use crate::subscription::SubscriptionState;
 
@@ -34,7 +34,6 @@ pub struct TopicRuntime {
     /// a new ledger as a Pulsar broker does when it loads a topic.
     pub ledger: Option<u64>,
     pub next_entry: u64,
-    pub last: Option<MessageId>,
     pub last_publish_time: u64,
 }
 
@@ -252,6 +251,23 @@ impl Topics {
                     .map_err(storage_error)?
                     .retain(|(topic_id, _), _| topic_id != id)
                     .map_err(storage_error)?;
+                // An open transaction that wrote here ends as if it never had.
+                txn.open_table(TRANSACTION_TOPICS)
+                    .map_err(storage_error)?
+                    .retain(|(_, topic_id), _| topic_id != id)
+                    .map_err(storage_error)?;
+                txn.open_table(TRANSACTION_ENTRIES)
+                    .map_err(storage_error)?
+                    .retain(|(_, topic_id, _, _), _| topic_id != id)
+                    .map_err(storage_error)?;
+                txn.open_table(HELD)
+                    .map_err(storage_error)?
+                    .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                    .map_err(storage_error)?;
+                txn.open_table(ABORTED)
+                    .map_err(storage_error)?
+                    .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)
+                    .map_err(storage_error)?;
             }
         }
         txn.commit().map_err(storage_error)?;
@@ -262,6 +278,14 @@ impl Topics {
             }
         }
         Ok(())
+    }
+
+    /// Wakes the readers and consumers of the loaded topic stored as `id`, if any.
+    pub fn notify_id(&self, id: u64) {
+        let loaded = self.loaded.lock().expect("topics lock");
+        if let Some(state) = loaded.values().find(|s| s.id == id) {
+            state.notify();
+        }
     }
 
     pub async fn resolve_async(self: Arc<Self>, topic: &TopicName) -> Result<Arc<TopicState>> {
@@ -297,13 +321,12 @@ impl Topics {
             return Err(BackendError::TopicNotFound(name));
         }
         let id = self.storage_id(&name)?;
-        let (last, last_publish_time) = self.load_last(id)?;
+        let last_publish_time = self.load_last_publish_time(id)?;
         let state = Arc::new(TopicState {
             id,
             runtime: Mutex::new(TopicRuntime {
                 ledger: None,
                 next_entry: 0,
-                last,
                 last_publish_time,
             }),
             changed: watch::channel(0).0,
@@ -338,7 +361,7 @@ impl Topics {
         Ok(id)
     }
 
-    fn load_last(&self, id: u64) -> Result<(Option<MessageId>, u64)> {
+    fn load_last_publish_time(&self, id: u64) -> Result<u64> {
         let txn = self.db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(ENTRIES).map_err(storage_error)?;
         let mut range = table
@@ -349,10 +372,9 @@ impl Topics {
                 let (key, value) = item.map_err(storage_error)?;
                 let (_, ledger, entry) = key.value();
                 let stored = store::decode_entry(EntryId { ledger, entry }, value.value())?;
-                let count = stored.messages.len().max(1) as u32;
-                Ok((Some(stored.id.message(count - 1)), stored.publish_time))
+                Ok(stored.publish_time)
             }
-            None => Ok((None, 0)),
+            None => Ok(0),
         }
     }
 }

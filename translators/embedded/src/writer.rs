@@ -12,6 +12,7 @@ use crate::store::{
     self, storage_error, DEDUP, ENTRIES, MAX_ENTRIES_PER_LEDGER, PUBLISH_TIMES, SEQUENCES,
 };
 use crate::topics::{TopicState, Topics};
+use crate::transactions;
 
 /// Appends waiting for the writer; bounded so a slow disk pushes back on producers.
 const QUEUE_DEPTH: usize = 1024;
@@ -21,6 +22,8 @@ const GROUP_COMMIT_MAX: usize = 256;
 struct Job {
     topic: Arc<TopicState>,
     entries: Vec<EntryToSend>,
+    /// The transaction the entries belong to (its key in the tables), if any.
+    transaction: Option<u64>,
     reply: oneshot::Sender<Result<Vec<SendReceipt>>>,
 }
 
@@ -43,10 +46,12 @@ impl Drop for WriterHandle {
 
 impl WriterHandle {
     /// Queues the entries (jobs are written in queue order) and returns their pending receipts.
+    /// With a `transaction`, they are written in it (see `transactions.rs`).
     pub async fn submit(
         &self,
         topic: Arc<TopicState>,
         entries: Vec<EntryToSend>,
+        transaction: Option<u64>,
     ) -> Result<PendingSend> {
         let (reply, receipt) = oneshot::channel();
         self.queue
@@ -55,6 +60,7 @@ impl WriterHandle {
             .send(Job {
                 topic,
                 entries,
+                transaction,
                 reply,
             })
             .await
@@ -97,23 +103,34 @@ pub fn spawn(topics: Arc<Topics>) -> Result<WriterHandle> {
 }
 
 /// Writes every job of the batch in one transaction. On failure every job gets the error and the
-/// topics involved start a new ledger, so that no entry id is ever handed out twice.
+/// topics involved start a new ledger, so that no entry id is ever handed out twice. A job
+/// refused before writing anything (a send in a transaction that is not open) fails alone.
 fn commit_batch(topics: &Topics, batch: Vec<Job>) {
-    let result = (|| -> Result<Vec<(Vec<SendReceipt>, PendingUpdate)>> {
+    type Outcome = Result<(Vec<SendReceipt>, PendingUpdate)>;
+    let result = (|| -> Result<Vec<Outcome>> {
         let txn = topics.db.begin_write().map_err(storage_error)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in &batch {
-            outcomes.push(append(&txn, &job.topic, &job.entries)?);
+            if let Some(key) = job.transaction {
+                if let Err(refused) = transactions::check_append(&txn, key, job.topic.id) {
+                    outcomes.push(Err(refused));
+                    continue;
+                }
+            }
+            outcomes.push(Ok(append(&txn, &job.topic, &job.entries, job.transaction)?));
         }
         txn.commit().map_err(storage_error)?;
         Ok(outcomes)
     })();
     match result {
         Ok(outcomes) => {
-            for (job, (receipts, update)) in batch.into_iter().zip(outcomes) {
-                update.apply(&job.topic);
-                job.topic.notify();
-                let _ = job.reply.send(Ok(receipts));
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let reply = outcome.map(|(receipts, update)| {
+                    update.apply(&job.topic);
+                    job.topic.notify();
+                    receipts
+                });
+                let _ = job.reply.send(reply);
             }
         }
         Err(e) => {
@@ -128,16 +145,12 @@ fn commit_batch(topics: &Topics, batch: Vec<Job>) {
 
 /// The in-memory changes a committed append makes visible.
 struct PendingUpdate {
-    last: Option<gateway_core::MessageId>,
     last_publish_time: u64,
 }
 
 impl PendingUpdate {
     fn apply(self, topic: &TopicState) {
         let mut rt = topic.runtime.lock().expect("topic lock");
-        if self.last.is_some() {
-            rt.last = self.last;
-        }
         rt.last_publish_time = rt.last_publish_time.max(self.last_publish_time);
     }
 }
@@ -146,6 +159,7 @@ fn append(
     txn: &redb::WriteTransaction,
     topic: &TopicState,
     entries: &[EntryToSend],
+    transaction: Option<u64>,
 ) -> Result<(Vec<SendReceipt>, PendingUpdate)> {
     let mut rt = topic.runtime.lock().expect("topic lock");
     let mut entries_table = txn.open_table(ENTRIES).map_err(storage_error)?;
@@ -162,7 +176,6 @@ fn append(
     // Publish times never go backwards within a topic, so seeking by time is well defined.
     let publish_time = crate::now_millis().max(rt.last_publish_time);
     let mut receipts = Vec::with_capacity(entries.len());
-    let mut last = None;
     for entry in entries {
         if entry.messages.is_empty() {
             return Err(BackendError::InvalidArgument(
@@ -201,14 +214,15 @@ fn append(
                 )
                 .map_err(storage_error)?;
         }
+        if let Some(key) = transaction {
+            transactions::record_append(txn, key, topic.id, id)?;
+        }
         rt.next_entry += 1;
-        last = Some(id.message(entry.messages.len() as u32 - 1));
         receipts.push(SendReceipt::Persisted(id));
     }
     Ok((
         receipts,
         PendingUpdate {
-            last,
             last_publish_time: publish_time,
         },
     ))
