@@ -228,3 +228,105 @@ async fn a_transaction_past_its_timeout_is_aborted() {
         "a transaction aborted by its timeout cannot be committed"
     );
 }
+
+/// Consume-transform-produce: each batch's output and its consumed offsets commit in one
+/// transaction (`send_offsets_to_transaction`); an aborted batch leaves neither, and is
+/// processed again from the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_commit_with_the_transaction() {
+    let gw = InProcessGateway::start().await;
+    let bootstrap = gw.gateway.kafka_addr().to_string();
+    let input = unique("txn-in");
+    let output = unique("txn-out");
+    create_topic(&bootstrap, &input, 1).await;
+    create_topic(&bootstrap, &output, 1).await;
+    let plain = e2e_tests::rdkafka_util::producer(&bootstrap, &[]);
+    for v in numbered("in", 20) {
+        send(&plain, &input, 0, &v).await;
+    }
+    let group = unique("txn-group");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&input]).unwrap();
+    let producer = transactional(&bootstrap, &unique("txn-id"), &[]);
+
+    let mut done = 0;
+    let mut batches = 0;
+    let deadline = Instant::now() + CALL;
+    while done < 20 {
+        assert!(Instant::now() < deadline, "processed {done} of 20");
+        let mut batch = Vec::new();
+        while batch.len() < 5 && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => batch.push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                )),
+                Some(Err(e)) => panic!("consume failed: {e}"),
+                None if !batch.is_empty() => break,
+                None => {}
+            }
+        }
+        batches += 1;
+        producer.begin_transaction().unwrap();
+        for (_, v) in &batch {
+            send(&producer, &output, 0, &v.to_uppercase()).await;
+        }
+        let next = batch.last().expect("a batch").0 + 1;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&input, 0, Offset::Offset(next))
+            .unwrap();
+        let metadata = consumer.group_metadata().expect("group metadata");
+        producer
+            .send_offsets_to_transaction(&offsets, &metadata, CALL)
+            .expect("send offsets");
+        if batches == 2 {
+            // Abort the second batch, and read it again from the committed offset.
+            producer.abort_transaction(CALL).expect("abort");
+            let committed = consumer
+                .committed(CALL)
+                .expect("committed offsets")
+                .find_partition(&input, 0)
+                .map(|p| p.offset());
+            let from = match committed {
+                Some(Offset::Offset(o)) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            consumer.seek(&input, 0, from, CALL).expect("seek");
+            continue;
+        }
+        producer.commit_transaction(CALL).expect("commit");
+        done += batch.len();
+    }
+
+    let reader = reader(&bootstrap, &output, 1, "read_committed");
+    let read = read_values(&reader, 20, Duration::from_secs(3), CALL);
+    let expected: Vec<String> = numbered("in", 20)
+        .iter()
+        .map(|v| v.to_uppercase())
+        .collect();
+    assert_eq!(
+        values_of(&read, 0),
+        expected,
+        "each input exactly once in the output"
+    );
+    // A new member of the group resumes after the last input.
+    let end = consumer
+        .fetch_watermarks(&input, 0, CALL)
+        .expect("watermarks")
+        .1;
+    let committed = consumer.committed(CALL).expect("committed offsets");
+    assert_eq!(
+        committed.find_partition(&input, 0).map(|p| p.offset()),
+        Some(Offset::Offset(end)),
+        "the group's committed offset is the input's end"
+    );
+}

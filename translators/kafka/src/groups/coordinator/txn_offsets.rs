@@ -57,6 +57,11 @@ pub(super) struct Pending {
     /// False until the applier has read what was readable when the shard was loaded; until then
     /// every stable fetch is answered UNSTABLE_OFFSET_COMMIT.
     pub(super) caught_up: bool,
+    /// Whether the shard's pending-offsets topic is in use: it existed when first looked at
+    /// (`looked`), or a transactional commit was written to it since. A shard whose groups never
+    /// commit in a transaction has no such topic, and nothing reads it.
+    pub(super) used: bool,
+    pub(super) looked: bool,
     pub(super) by_producer: HashMap<i64, HashSet<(String, String, i32)>>,
 }
 
@@ -136,6 +141,7 @@ impl GroupCoordinator {
             .collect();
         {
             let mut pending = shard.pending_txn.lock().expect("pending lock");
+            pending.used = true;
             let marks = pending.by_producer.entry(producer.0).or_default();
             for c in &commits {
                 marks.insert((group_id.to_owned(), c.topic.clone(), c.partition));
@@ -252,6 +258,27 @@ impl GroupCoordinator {
             &base.namespace,
             &format!("{}_txn_offsets-{}", base.local, shard.index),
         );
+        let (used, looked) = {
+            let pending = shard.pending_txn.lock().expect("pending lock");
+            (pending.used, pending.looked)
+        };
+        if !used {
+            let exists = !looked
+                && self
+                    .backend
+                    .topic_info(&topic)
+                    .await
+                    .map_err(WriteError::Failed)?
+                    .is_some();
+            let mut pending = shard.pending_txn.lock().expect("pending lock");
+            pending.looked = true;
+            // A commit written meanwhile set `used` itself.
+            pending.used |= exists;
+            if !pending.used {
+                pending.caught_up = true;
+                return Ok(());
+            }
+        }
         if applier.reader.is_none() {
             match self.backend.create_topic(&topic, 0).await {
                 Ok(()) | Err(BackendError::TopicAlreadyExists(_)) => {}
