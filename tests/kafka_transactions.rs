@@ -330,3 +330,157 @@ async fn offsets_commit_with_the_transaction() {
         "the group's committed offset is the input's end"
     );
 }
+
+/// One pass of consume-transform-produce: the batch's output and its consumed offsets in one
+/// transaction. `Err` when the transaction did not commit (the batch is then read again from
+/// the committed offset).
+async fn process_batch(
+    producer: &FutureProducer,
+    consumer: &BaseConsumer,
+    input: &str,
+    output: &str,
+    batch: &[(i64, String)],
+    before_commit: impl FnOnce(),
+) -> Result<(), KafkaError> {
+    producer.begin_transaction()?;
+    for (_, v) in batch {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(output)
+                    .partition(0)
+                    .payload(&v.to_uppercase()),
+                CALL,
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let mut offsets = TopicPartitionList::new();
+    let next = batch.last().expect("a batch").0 + 1;
+    offsets.add_partition_offset(input, 0, Offset::Offset(next))?;
+    let metadata = consumer.group_metadata().expect("group metadata");
+    producer.send_offsets_to_transaction(&offsets, &metadata, CALL)?;
+    before_commit();
+    producer.commit_transaction(CALL)
+}
+
+/// Consume-transform-produce through a gateway that is SIGKILLed in the middle of a
+/// transaction (its records sent and its offsets added, not yet committed) and restarted on the
+/// same data: the output read with `read_committed` holds each input exactly once, and the
+/// group's committed offset ends at the input's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_gateway_sigkill() {
+    use e2e_tests::{free_port, GatewayProcess};
+    use std::net::SocketAddr;
+
+    const INPUTS: usize = 120;
+    let binary = env!("CARGO_BIN_EXE_gateway-under-test");
+    let data = tempfile::tempdir().expect("temp dir");
+    let kafka = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut gateway = Some(GatewayProcess::start(binary, data.path(), kafka, admin));
+    let bootstrap = kafka.to_string();
+    let input = unique("eos-in");
+    let output = unique("eos-out");
+    create_topic(&bootstrap, &input, 1).await;
+    create_topic(&bootstrap, &output, 1).await;
+    let plain = e2e_tests::rdkafka_util::producer(&bootstrap, &[]);
+    for v in numbered("in", INPUTS) {
+        send(&plain, &input, 0, &v).await;
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", unique("eos-group"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&input]).unwrap();
+    let id = unique("eos-id");
+    let mut producer = transactional(&bootstrap, &id, &[]);
+
+    let mut done = 0;
+    let mut batches = 0;
+    let mut failed = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while done < INPUTS {
+        assert!(
+            Instant::now() < deadline,
+            "processed {done} of {INPUTS} ({failed} failed transactions)"
+        );
+        let mut batch = Vec::new();
+        while batch.len() < 10 && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => batch.push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                )),
+                // The gateway is restarting: the consumer reconnects.
+                Some(Err(e)) => eprintln!("consumer: {e}"),
+                None if !batch.is_empty() => break,
+                None => {}
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        batches += 1;
+        let kill_now = batches == 4;
+        let outcome = process_batch(&producer, &consumer, &input, &output, &batch, || {
+            if kill_now {
+                gateway.take().expect("running").kill();
+                gateway = Some(GatewayProcess::start(binary, data.path(), kafka, admin));
+            }
+        })
+        .await;
+        match outcome {
+            Ok(()) => done += batch.len(),
+            Err(e) => {
+                failed += 1;
+                eprintln!("transaction of batch {batches} failed: {e}");
+                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                if fatal || producer.abort_transaction(CALL).is_err() {
+                    producer = transactional(&bootstrap, &id, &[]);
+                }
+                // Read the batch again from the group's committed offset.
+                let committed = consumer
+                    .committed(CALL)
+                    .expect("committed offsets")
+                    .find_partition(&input, 0)
+                    .map(|p| p.offset());
+                let from = match committed {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                consumer.seek(&input, 0, from, CALL).expect("seek");
+            }
+        }
+    }
+    eprintln!("{batches} transactions, {failed} failed");
+
+    let reader = reader(&bootstrap, &output, 1, "read_committed");
+    let read = read_values(&reader, INPUTS, Duration::from_secs(3), CALL);
+    let expected: Vec<String> = numbered("in", INPUTS)
+        .iter()
+        .map(|v| v.to_uppercase())
+        .collect();
+    assert_eq!(
+        values_of(&read, 0),
+        expected,
+        "each input exactly once in the output, in order"
+    );
+    let end = consumer
+        .fetch_watermarks(&input, 0, CALL)
+        .expect("watermarks")
+        .1;
+    assert_eq!(
+        consumer
+            .committed(CALL)
+            .expect("committed offsets")
+            .find_partition(&input, 0)
+            .map(|p| p.offset()),
+        Some(Offset::Offset(end)),
+        "the group's committed offset is the input's end"
+    );
+}
