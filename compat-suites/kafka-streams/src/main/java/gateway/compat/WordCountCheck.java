@@ -19,6 +19,8 @@ import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
 import org.apache.kafka.clients.admin.Admin;
@@ -27,6 +29,7 @@ import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.admin.TransactionListing;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -59,12 +62,18 @@ import org.apache.kafka.streams.processor.StateRestoreListener;
  * repartition topic; the count store is backed by a changelog topic. Phase 2 closes the app,
  * starts it again with the same application.id and an empty state dir (so the store must be
  * restored from the changelog), produces more text and expects phase-1 + phase-2 counts.
+ *
+ * <p>{@code -Dprocessing.guarantee=exactly_once_v2} runs the app with exactly-once (transactions),
+ * reads the output with {@code isolation.level=read_committed}, and adds a check that the Streams
+ * producer really used a transactional id (from the NetworkClient DEBUG log, {@code -Dclient.log}).
  */
 public final class WordCountCheck {
     static final String STORE = "counts";
     static final String REPARTITION = "by-word";
     static final int PARTITIONS = 3;
     static final Duration WAIT = Duration.ofSeconds(Long.getLong("wait.seconds", 120));
+    static final String GUARANTEE = System.getProperty("processing.guarantee", StreamsConfig.AT_LEAST_ONCE);
+    static final boolean EOS = GUARANTEE.equals(StreamsConfig.EXACTLY_ONCE_V2);
     // Zipf-ish: word i appears with weight 1/(i+1), so counts differ widely.
     static final String[] WORDS = {
         "pulsar", "kafka", "stream", "topic", "offset", "broker", "ledger", "bookie", "partition",
@@ -89,13 +98,18 @@ public final class WordCountCheck {
             System.exit(2);
         }
         String bootstrap = args[0];
+        if (!EOS && !GUARANTEE.equals(StreamsConfig.AT_LEAST_ONCE)) {
+            System.err.println("processing.guarantee must be at_least_once or exactly_once_v2, not " + GUARANTEE);
+            System.exit(2);
+        }
         String run = UUID.randomUUID().toString().substring(0, 8);
         String appId = "wordcount-" + run;
         String input = "wc-lines-" + run, output = "wc-counts-" + run;
         String repartition = appId + "-" + REPARTITION + "-repartition";
         String changelog = appId + "-" + STORE + "-changelog";
         int lines1 = Integer.getInteger("lines.phase1", 3000), lines2 = Integer.getInteger("lines.phase2", 1000);
-        info("bootstrap " + bootstrap + ", application.id " + appId + ", input " + input + ", output " + output);
+        info("bootstrap " + bootstrap + ", application.id " + appId + ", input " + input + ", output " + output
+            + ", processing.guarantee " + GUARANTEE + ", output read with isolation.level " + (EOS ? "read_committed" : "read_uncommitted"));
 
         try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap))) {
             admin.createTopics(List.of(
@@ -133,6 +147,11 @@ public final class WordCountCheck {
                 describeConfigs(admin, repartition, changelog);
                 info("log start offsets of " + repartition + " (moved by Streams' DeleteRecords): " + logStarts(reader.consumer, repartition));
             }
+            if (EOS) {
+                transactions(admin, appId);
+                info("output topic: " + reader.records + " records read, end offsets " + endOffsets(reader.consumer, output)
+                    + " (on Kafka each committed transaction also takes one offset per partition for its commit marker)");
+            }
 
             // Phase 2: a clean stop, then the same application.id with an empty state dir.
             app.close(Duration.ofSeconds(60));
@@ -148,9 +167,11 @@ public final class WordCountCheck {
             check("phase 2: produced " + lines2 + " more lines", words2 > 0, words2 + " words; expected totals now " + expected);
             done = reader.readUntil(expected, seen);
             check("phase 2: final counts = restored + new", done, diff(expected, seen) + ", " + reader.records + " output records read in all");
+            if (EOS) info("output topic: " + reader.records + " records read in all, end offsets " + endOffsets(reader.consumer, output));
             reader.close();
             app2.close(Duration.ofSeconds(60));
             delete(state2);
+            if (EOS) checkTransactionalRequests(appId);
             // Leave nothing behind; a failure here is reported but the scenario has already run.
             try {
                 app2.cleanUp();
@@ -215,7 +236,7 @@ public final class WordCountCheck {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, GUARANTEE);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
         // Streams deletes consumed repartition records (DeleteRecords) after commits, at most this often.
         p.put(StreamsConfig.REPARTITION_PURGE_INTERVAL_MS_CONFIG, 1000);
@@ -265,6 +286,8 @@ public final class WordCountCheck {
             Properties p = new Properties();
             p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
             p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+            // With exactly_once_v2 only committed transactions count; records of aborted ones are skipped.
+            p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, EOS ? "read_committed" : "read_uncommitted");
             consumer = new KafkaConsumer<>(p, new StringDeserializer(), new LongDeserializer());
             List<TopicPartition> tps = new ArrayList<>();
             for (int i = 0; i < PARTITIONS; i++) tps.add(new TopicPartition(topic, i));
@@ -308,6 +331,76 @@ public final class WordCountCheck {
             Thread.sleep(500);
         }
         return starts;
+    }
+
+    static Map<Integer, Long> endOffsets(KafkaConsumer<?, ?> consumer, String topic) {
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int i = 0; i < PARTITIONS; i++) tps.add(new TopicPartition(topic, i));
+        Map<Integer, Long> ends = new TreeMap<>();
+        consumer.endOffsets(tps).forEach((tp, o) -> ends.put(tp.partition(), o));
+        return ends;
+    }
+
+    /** The transaction coordinator's view of the app's transactional ids (information, not a check). */
+    static void transactions(Admin admin, String appId) {
+        try {
+            Map<String, String> states = new TreeMap<>();
+            for (TransactionListing t : admin.listTransactions().all().get(30, TimeUnit.SECONDS))
+                if (t.transactionalId().startsWith(appId)) states.put(t.transactionalId(), t.state() + " producerId " + t.producerId());
+            info("listTransactions, the app's transactional ids: " + states);
+            if (!states.isEmpty())
+                admin.describeTransactions(states.keySet()).all().get(30, TimeUnit.SECONDS).forEach((id, d) ->
+                    info("describeTransactions " + id + ": state " + d.state() + ", producerId " + d.producerId() + ", epoch " + d.producerEpoch()
+                        + ", timeout " + d.transactionTimeoutMs() + " ms, partitions " + d.topicPartitions()));
+        } catch (Exception e) {
+            info("listTransactions/describeTransactions: " + e);
+        }
+    }
+
+    /**
+     * Exactly-once check: the Streams producers' requests as logged by NetworkClient DEBUG
+     * ("Sending X request with header RequestHeader(apiKey=X, apiVersion=N, clientId=C, ...) and
+     * timeout T to node N: {request data}"). Passes when a StreamThread producer sent
+     * InitProducerId with a transactional id of this app, at least one TxnOffsetCommit (the input
+     * offsets committed inside the transaction) and at least one EndTxn with committed=true.
+     */
+    static void checkTransactionalRequests(String appId) {
+        String file = System.getProperty("client.log");
+        if (file == null) {
+            check("exactly_once_v2: the Streams producer used transactions", false, "no -Dclient.log given, cannot read the requests");
+            return;
+        }
+        System.err.flush();
+        Pattern sending = Pattern.compile("Sending ([A-Z_]+) request with header RequestHeader\\(apiKey=[A-Z_]+, apiVersion=(\\d+), clientId=(" + Pattern.quote(appId) + "-[^,]*-StreamThread-\\d+-producer),.*?: (.*)$");
+        Pattern txnId = Pattern.compile("transactionalId='([^']*)'");
+        Map<String, Integer> apis = new TreeMap<>();
+        Set<String> ids = new java.util.TreeSet<>();
+        int commits = 0, aborts = 0;
+        try {
+            for (String line : Files.readAllLines(Path.of(file))) {
+                Matcher m = sending.matcher(line);
+                if (!m.find()) continue;
+                String api = m.group(1), body = m.group(4);
+                apis.merge(api + ":" + m.group(2), 1, Integer::sum);
+                if (api.equals("INIT_PRODUCER_ID")) {
+                    Matcher t = txnId.matcher(body);
+                    if (t.find()) ids.add(t.group(1));
+                }
+                if (api.equals("END_TXN")) {
+                    if (body.contains("committed=true")) commits++;
+                    else if (body.contains("committed=false")) aborts++;
+                }
+            }
+        } catch (IOException e) {
+            check("exactly_once_v2: the Streams producer used transactions", false, "cannot read " + file + ": " + e);
+            return;
+        }
+        boolean ownIds = !ids.isEmpty() && ids.stream().allMatch(i -> i.startsWith(appId + "-"));
+        boolean offsets = apis.keySet().stream().anyMatch(a -> a.startsWith("TXN_OFFSET_COMMIT:"));
+        check("exactly_once_v2: the Streams producer used transactions (InitProducerId with the app's transactional id, TxnOffsetCommit, EndTxn committed=true)",
+            ownIds && offsets && commits > 0,
+            "transactional ids in InitProducerId " + ids + "; EndTxn committed=true " + commits + ", committed=false " + aborts
+                + "; requests of the StreamThread producers (api:version=count) " + apis);
     }
 
     static String withPrefix(Set<String> names, String prefix) {
