@@ -139,7 +139,9 @@ pub fn server_error(code: i32, message: &str) -> BackendError {
         }
         // Only transaction commands (and sends in a transaction) answer these: the transaction
         // is unknown to its coordinator, or already committed or aborted (also by its timeout).
-        e::TRANSACTION_NOT_FOUND | e::INVALID_TXN_STATUS => BackendError::TransactionNotOpen(message),
+        e::TRANSACTION_NOT_FOUND | e::INVALID_TXN_STATUS => {
+            BackendError::TransactionNotOpen(message)
+        }
         e::INVALID_TOPIC_NAME
         | e::NOT_ALLOWED_ERROR
         | e::UNSUPPORTED_VERSION_ERROR
@@ -165,14 +167,8 @@ fn answered_request(c: &BaseCommand) -> Option<u64> {
             .as_ref()
             .map(|x| x.request_id))
         .or(c.ack_response.as_ref().and_then(|x| x.request_id))
-        .or(c
-            .partition_metadata_response
-            .as_ref()
-            .map(|x| x.request_id))
-        .or(c
-            .tc_client_connect_response
-            .as_ref()
-            .map(|x| x.request_id))
+        .or(c.partition_metadata_response.as_ref().map(|x| x.request_id))
+        .or(c.tc_client_connect_response.as_ref().map(|x| x.request_id))
         .or(c.new_txn_response.as_ref().map(|x| x.request_id))
         .or(c
             .add_partition_to_txn_response

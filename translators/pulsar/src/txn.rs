@@ -110,13 +110,20 @@ impl Coordinators {
     }
 
     /// Registers `topic` with the transaction's coordinator, unless this backend already did.
+    /// A transaction this backend opened and whose timeout has passed is refused here: Pulsar
+    /// 4.0 still acknowledges a send in a transaction its coordinator aborted (on a topic the
+    /// transaction wrote before), and drops the entry (measured, `tests/transactions.rs`), so
+    /// sending would only hide the abort until the commit fails.
     pub async fn add(&self, txn: TransactionId, topic: &str) -> Result<()> {
-        let known = self
-            .open
-            .lock()
-            .expect("open lock")
-            .get(&txn)
-            .is_some_and(|o| o.topics.contains(topic));
+        let known = match self.open.lock().expect("open lock").get(&txn) {
+            Some(o) if o.expires <= Instant::now() => {
+                return Err(BackendError::TransactionNotOpen(format!(
+                    "{txn}: its timeout has passed"
+                )))
+            }
+            Some(o) => o.topics.contains(topic),
+            None => false,
+        };
         if known {
             return Ok(());
         }
@@ -192,7 +199,8 @@ impl Coordinators {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+            .map_err(no_rights)?;
         let r = answer
             .partition_metadata_response
             .ok_or_else(|| unavailable("PARTITIONED_METADATA answered without its response"))?;
@@ -221,7 +229,8 @@ impl Coordinators {
         let connection = self
             .pool
             .owner_of(&format!("{ASSIGN_TOPIC}-partition-{tc}"))
-            .await?;
+            .await
+            .map_err(no_rights)?;
         let request_id = connection.next_id();
         let answer = connection
             .request(
@@ -316,7 +325,10 @@ impl Coordinators {
             Some((Some(code), message)) => {
                 let message = message.unwrap_or_default();
                 let e = coordinator_error(tc, code, &message);
-                if matches!(code, e::TRANSACTION_COORDINATOR_NOT_FOUND | e::SERVICE_NOT_READY) {
+                if matches!(
+                    code,
+                    e::TRANSACTION_COORDINATOR_NOT_FOUND | e::SERVICE_NOT_READY
+                ) {
                     // The coordinator moved or is loading: look it up again next time.
                     self.connected.lock().expect("connected lock").remove(&tc);
                     Err(Attempt::NotReady(e))
@@ -343,6 +355,19 @@ fn coordinator_error(tc: u64, code: i32, message: &str) -> BackendError {
             "transaction coordinator {tc} is not available: {message}"
         )),
         _ => disabled_or(server_error(code, message)),
+    }
+}
+
+/// Finding the coordinators is a lookup in namespace `pulsar/system`, which Pulsar authorizes
+/// like any other (the Java client needs the same): a role without produce or consume rights
+/// there gets no transactions.
+fn no_rights(e: BackendError) -> BackendError {
+    match e {
+        BackendError::NotAuthorized(m) => BackendError::NotAuthorized(format!(
+            "transactions need lookup rights (consume) on namespace pulsar/system, where the \
+             transaction coordinators are: {m}"
+        )),
+        e => e,
     }
 }
 
