@@ -441,14 +441,17 @@ impl Producing for PulsarBackend {
     }
 
     /// Reads the topic's last entries backwards from its last message id (`lookback.rs`); each
-    /// entry's metadata names its producer and sequence id.
+    /// entry's metadata names its producer and sequence id. An entry of a transaction still
+    /// open or aborted is not found.
     async fn find_sequence(
         &self,
         topic: &TopicName,
         producer_name: &str,
         sequence: u64,
     ) -> Result<Option<EntryId>> {
-        let Some(last) = self.admin.last_message_id(topic).await? else {
+        // From the last entry readers may read: the look-back reads forwards through readers,
+        // which wait at an open transaction's first entry (and never return aborted ones).
+        let Some(last) = reader::last_message_id(self.pool.clone(), topic).await? else {
             return Ok(None);
         };
         let source = lookback::Lookback::new(self.pool.clone(), self.admin.clone(), topic, false);

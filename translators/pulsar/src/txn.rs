@@ -102,7 +102,10 @@ impl Coordinators {
         open.insert(
             txn,
             Open {
-                expires: Instant::now() + timeout,
+                // A timeout too long for an Instant never passes.
+                expires: Instant::now()
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
                 topics: HashSet::new(),
             },
         );
