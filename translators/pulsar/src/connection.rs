@@ -137,11 +137,15 @@ pub fn server_error(code: i32, message: &str) -> BackendError {
         e::PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR | e::PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION => {
             BackendError::QuotaExceeded(message)
         }
+        // Only transaction commands (and sends in a transaction) answer these: the transaction
+        // is unknown to its coordinator, or already committed or aborted (also by its timeout).
+        e::TRANSACTION_NOT_FOUND | e::INVALID_TXN_STATUS => {
+            BackendError::TransactionNotOpen(message)
+        }
         e::INVALID_TOPIC_NAME
         | e::NOT_ALLOWED_ERROR
         | e::UNSUPPORTED_VERSION_ERROR
-        | e::INCOMPATIBLE_SCHEMA
-        | e::INVALID_TXN_STATUS => {
+        | e::INCOMPATIBLE_SCHEMA => {
             BackendError::InvalidArgument(format!("broker error {code}: {message}"))
         }
         // ServiceNotReady, TooManyRequests, metadata and persistence errors, checksum errors
@@ -163,6 +167,14 @@ fn answered_request(c: &BaseCommand) -> Option<u64> {
             .as_ref()
             .map(|x| x.request_id))
         .or(c.ack_response.as_ref().and_then(|x| x.request_id))
+        .or(c.partition_metadata_response.as_ref().map(|x| x.request_id))
+        .or(c.tc_client_connect_response.as_ref().map(|x| x.request_id))
+        .or(c.new_txn_response.as_ref().map(|x| x.request_id))
+        .or(c
+            .add_partition_to_txn_response
+            .as_ref()
+            .map(|x| x.request_id))
+        .or(c.end_txn_response.as_ref().map(|x| x.request_id))
 }
 
 #[derive(Default)]

@@ -158,6 +158,8 @@ mod tests {
                 producer_id: 1,
                 sequence_id: 7,
                 num_messages: Some(2),
+                txnid_least_bits: None,
+                txnid_most_bits: None,
                 highest_sequence_id: None,
             }),
             ..Default::default()

@@ -17,6 +17,7 @@ pub mod proto;
 mod reader;
 mod subscription;
 mod tls;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use gateway_core::backend::{
     Coordination, Producing, Reading, Retention, SubscribeOptions, Subscriptions, TopicAdmin,
-    TopicInfo, TopicPolicies, SEQUENCE_LOOKBACK,
+    TopicInfo, TopicPolicies, TransactionId, Transactions, SEQUENCE_LOOKBACK,
 };
 use gateway_core::recent::Recent;
 use gateway_core::{
@@ -145,6 +146,8 @@ pub struct PulsarBackend {
     first_entries: Recent<EntryId>,
     /// Partition counts of existing topics, and when they were asked.
     topic_infos: Arc<Recent<TopicInfo>>,
+    /// The transaction coordinators, reached on this backend's connections (its token).
+    coordinators: txn::Coordinators,
 }
 
 impl PulsarBackend {
@@ -174,11 +177,13 @@ impl PulsarBackend {
             tls.clone(),
             config.operation_timeout,
         )?;
+        let pool = Arc::new(Pool::new(&config.service_url, options)?);
         Ok(Arc::new(PulsarBackend {
             config: config.clone(),
             tls,
             clients: Default::default(),
-            pool: Arc::new(Pool::new(&config.service_url, options)?),
+            coordinators: txn::Coordinators::new(pool.clone()),
+            pool,
             admin: Arc::new(admin),
             compression: config.compression,
             producers: DashMap::new(),
@@ -363,6 +368,37 @@ impl TopicAdmin for PulsarBackend {
     }
 }
 
+impl PulsarBackend {
+    /// A send, in a transaction or not, on the topic's producer for the entries' producer name:
+    /// the same producer either way, so plain and transactional sends of one name keep their
+    /// order and share one deduplication sequence (see `Producer::submit_in`).
+    async fn submit_in(
+        &self,
+        txn: Option<TransactionId>,
+        topic: &TopicName,
+        entries: Vec<EntryToSend>,
+    ) -> Result<PendingSend> {
+        let name = entries
+            .first()
+            .and_then(|e| e.dedup.as_ref().map(|(n, _)| n.clone()));
+        if entries
+            .iter()
+            .any(|e| e.dedup.as_ref().map(|(n, _)| n) != name.as_ref())
+        {
+            return Err(BackendError::InvalidArgument(
+                "entries of one send need one producer name".into(),
+            ));
+        }
+        let first_sequence = entries
+            .first()
+            .and_then(|e| e.dedup.as_ref().map(|(_, s)| *s));
+        let producer = self
+            .producer(&topic.to_string(), name.as_deref(), first_sequence)
+            .await?;
+        producer.submit_in(txn, entries).await
+    }
+}
+
 #[async_trait]
 impl Producing for PulsarBackend {
     /// A producer opened with this backend's token and closed again: the broker checks the
@@ -383,24 +419,7 @@ impl Producing for PulsarBackend {
     }
 
     async fn submit(&self, topic: &TopicName, entries: Vec<EntryToSend>) -> Result<PendingSend> {
-        let name = entries
-            .first()
-            .and_then(|e| e.dedup.as_ref().map(|(n, _)| n.clone()));
-        if entries
-            .iter()
-            .any(|e| e.dedup.as_ref().map(|(n, _)| n) != name.as_ref())
-        {
-            return Err(BackendError::InvalidArgument(
-                "entries of one send need one producer name".into(),
-            ));
-        }
-        let first_sequence = entries
-            .first()
-            .and_then(|e| e.dedup.as_ref().map(|(_, s)| *s));
-        let producer = self
-            .producer(&topic.to_string(), name.as_deref(), first_sequence)
-            .await?;
-        producer.submit(entries).await
+        self.submit_in(None, topic, entries).await
     }
 
     /// From the named producer: the broker tells a new one the highest sequence id persisted for
@@ -422,14 +441,17 @@ impl Producing for PulsarBackend {
     }
 
     /// Reads the topic's last entries backwards from its last message id (`lookback.rs`); each
-    /// entry's metadata names its producer and sequence id.
+    /// entry's metadata names its producer and sequence id. An entry of a transaction still
+    /// open or aborted is not found.
     async fn find_sequence(
         &self,
         topic: &TopicName,
         producer_name: &str,
         sequence: u64,
     ) -> Result<Option<EntryId>> {
-        let Some(last) = self.admin.last_message_id(topic).await? else {
+        // From the last entry readers may read: the look-back reads forwards through readers,
+        // which wait at an open transaction's first entry (and never return aborted ones).
+        let Some(last) = reader::last_message_id(self.pool.clone(), topic).await? else {
             return Ok(None);
         };
         let source = lookback::Lookback::new(self.pool.clone(), self.admin.clone(), topic, false);
@@ -446,8 +468,10 @@ impl Producing for PulsarBackend {
 
 #[async_trait]
 impl Reading for PulsarBackend {
+    /// What readers may read: not the admin API's last entry, which may be a transaction's
+    /// (see `reader::last_message_id`).
     async fn last_message_id(&self, topic: &TopicName) -> Result<Option<MessageId>> {
-        self.admin.last_message_id(topic).await
+        reader::last_message_id(self.pool.clone(), topic).await
     }
 
     async fn first_entry_id(&self, topic: &TopicName) -> Result<Option<EntryId>> {
@@ -577,8 +601,38 @@ impl Subscriptions for PulsarBackend {
     }
 }
 
+/// Pulsar's transactions (PIP-31), which the contract follows: entries sent in a transaction go
+/// to the topic's ledger at once but stay in its transaction buffer, unread, until a commit
+/// marker follows; the broker holds every reader and consumer at the first entry of a
+/// transaction still open (`maxReadPosition`), and skips aborted entries and the markers.
 #[async_trait]
-impl gateway_core::backend::Transactions for PulsarBackend {}
+impl Transactions for PulsarBackend {
+    /// Fails `Unavailable` when the brokers run without `transactionCoordinatorEnabled`.
+    async fn begin_transaction(&self, timeout: std::time::Duration) -> Result<TransactionId> {
+        self.coordinators.begin(timeout).await
+    }
+
+    async fn add_to_transaction(&self, txn: TransactionId, topic: &TopicName) -> Result<()> {
+        self.coordinators.add(txn, &topic.to_string()).await
+    }
+
+    /// The coordinator must know the topic before the broker takes a send in the transaction
+    /// for it (it ends the transaction only on the topics it knows), so an unknown topic is
+    /// added first.
+    async fn submit_in_transaction(
+        &self,
+        txn: TransactionId,
+        topic: &TopicName,
+        entries: Vec<EntryToSend>,
+    ) -> Result<PendingSend> {
+        self.coordinators.add(txn, &topic.to_string()).await?;
+        self.submit_in(Some(txn), topic, entries).await
+    }
+
+    async fn end_transaction(&self, txn: TransactionId, commit: bool) -> Result<()> {
+        self.coordinators.end(txn, commit).await
+    }
+}
 
 #[async_trait]
 impl Coordination for PulsarBackend {

@@ -101,6 +101,10 @@ impl Pool {
         })
     }
 
+    pub fn operation_timeout(&self) -> Duration {
+        self.options.operation_timeout
+    }
+
     /// A live connection to `endpoint`, reaching `proxy_to` through it when set.
     pub async fn connection(
         &self,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gateway_core::backend::SendReceipt;
+use gateway_core::backend::{SendReceipt, TransactionId};
 use gateway_core::{BackendError, EntryId, EntryToSend, PendingSend, Result};
 use tokio::sync::oneshot;
 
@@ -130,6 +130,20 @@ impl Producer {
     /// future resolves with their receipts. Receipts are collected by a task of their own, so
     /// `may_replace` knows which sends settled even when nobody polls that future yet.
     pub async fn submit(&self, entries: Vec<EntryToSend>) -> Result<PendingSend> {
+        self.submit_in(None, entries).await
+    }
+
+    /// `submit`, in transaction `txn` when given. Transactional and plain sends share this
+    /// producer, its sequence ids and its order: the broker appends both to the same ledger in
+    /// the order they come (readers then see them in that order, the transaction's once it
+    /// commits). Pulsar 4.0 checks a send in a transaction against the producer's deduplication
+    /// state like any other (`PersistentTopic.publishTxnMessage` calls `isDuplicate` first), so
+    /// a resent sequence id is answered as a duplicate (receipt -1:-1) in a transaction too.
+    pub async fn submit_in(
+        &self,
+        txn: Option<TransactionId>,
+        entries: Vec<EntryToSend>,
+    ) -> Result<PendingSend> {
         self.last_used.store(batch::now_millis(), Ordering::Relaxed);
         let in_order = self.send_order.lock().await;
         let mut waiting = Vec::with_capacity(entries.len());
@@ -139,8 +153,11 @@ impl Producer {
                 Some((_, sequence)) => *sequence,
                 None => self.next_sequence.fetch_add(1, Ordering::Relaxed),
             };
-            let (metadata, payload) =
+            let (mut metadata, payload) =
                 batch::encode_entry(&entry.messages, &self.name, sequence_id, self.codec)?;
+            // As the Java client does; the broker goes by the SEND command's ids.
+            metadata.txnid_least_bits = txn.map(|t| t.least_bits);
+            metadata.txnid_most_bits = txn.map(|t| t.most_bits);
             if payload.len() > self.connection.max_message_size {
                 written = Err(BackendError::InvalidArgument(format!(
                     "an entry of {} bytes exceeds the broker's maxMessageSize of {}",
@@ -155,6 +172,8 @@ impl Producer {
                     producer_id: self.producer_id,
                     sequence_id,
                     num_messages: Some(entry.messages.len() as i32),
+                    txnid_least_bits: txn.map(|t| t.least_bits),
+                    txnid_most_bits: txn.map(|t| t.most_bits),
                     highest_sequence_id: None,
                 }),
                 ..Default::default()

@@ -70,6 +70,11 @@ pub struct MessageMetadata {
     pub deliver_at_time: Option<i64>,
     #[prost(int32, optional, tag = "20")]
     pub marker_type: Option<i32>,
+    /// The transaction a message was sent in (also in its SEND command).
+    #[prost(uint64, optional, tag = "22")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "23")]
+    pub txnid_most_bits: Option<u64>,
     #[prost(uint64, optional, tag = "24")]
     pub highest_sequence_id: Option<u64>,
     #[prost(bool, optional, tag = "25")]
@@ -282,6 +287,11 @@ pub struct CommandSend {
     pub sequence_id: u64,
     #[prost(int32, optional, tag = "3")]
     pub num_messages: Option<i32>,
+    /// Set for a send in a transaction: the broker appends it to the topic's transaction buffer.
+    #[prost(uint64, optional, tag = "4")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    pub txnid_most_bits: Option<u64>,
     #[prost(uint64, optional, tag = "6")]
     pub highest_sequence_id: Option<u64>,
 }
@@ -467,6 +477,131 @@ pub struct CommandGetLastMessageIdResponse {
     pub request_id: u64,
 }
 
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandPartitionedTopicMetadata {
+    #[prost(string, required, tag = "1")]
+    pub topic: String,
+    #[prost(uint64, required, tag = "2")]
+    pub request_id: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandPartitionedTopicMetadataResponse {
+    #[prost(uint32, optional, tag = "1")]
+    pub partitions: Option<u32>,
+    #[prost(uint64, required, tag = "2")]
+    pub request_id: u64,
+    /// 0 = Success, 1 = Failed.
+    #[prost(int32, optional, tag = "3")]
+    pub response: Option<i32>,
+    #[prost(int32, optional, tag = "4")]
+    pub error: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub message: Option<String>,
+}
+
+/// Transactions (PIP-31): a client first tells a transaction coordinator (TC) it is there.
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandTcClientConnectRequest {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, required, tag = "2")]
+    pub tc_id: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandTcClientConnectResponse {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(int32, optional, tag = "2")]
+    pub error: Option<i32>,
+    #[prost(string, optional, tag = "3")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandNewTxn {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    /// Despite its name, milliseconds: the Java client sends `unit.toMillis(timeout)` and the
+    /// broker's coordinator takes it as milliseconds (Pulsar 4.0).
+    #[prost(uint64, optional, tag = "2")]
+    pub txn_ttl_seconds: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub tc_id: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandNewTxnResponse {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub txnid_most_bits: Option<u64>,
+    #[prost(int32, optional, tag = "4")]
+    pub error: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandAddPartitionToTxn {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub txnid_most_bits: Option<u64>,
+    #[prost(string, repeated, tag = "4")]
+    pub partitions: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandAddPartitionToTxnResponse {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub txnid_most_bits: Option<u64>,
+    #[prost(int32, optional, tag = "4")]
+    pub error: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub message: Option<String>,
+}
+
+pub mod txn_action {
+    pub const COMMIT: i32 = 0;
+    pub const ABORT: i32 = 1;
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandEndTxn {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub txnid_most_bits: Option<u64>,
+    #[prost(int32, optional, tag = "4")]
+    pub txn_action: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CommandEndTxnResponse {
+    #[prost(uint64, required, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint64, optional, tag = "2")]
+    pub txnid_least_bits: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub txnid_most_bits: Option<u64>,
+    #[prost(int32, optional, tag = "4")]
+    pub error: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub message: Option<String>,
+}
+
 /// `BaseCommand.Type` values used here.
 pub mod command_type {
     pub const CONNECT: i32 = 2;
@@ -488,6 +623,8 @@ pub mod command_type {
     pub const PING: i32 = 18;
     pub const PONG: i32 = 19;
     pub const REDELIVER_UNACKNOWLEDGED_MESSAGES: i32 = 20;
+    pub const PARTITIONED_METADATA: i32 = 21;
+    pub const PARTITIONED_METADATA_RESPONSE: i32 = 22;
     pub const LOOKUP: i32 = 23;
     pub const LOOKUP_RESPONSE: i32 = 24;
     pub const REACHED_END_OF_TOPIC: i32 = 27;
@@ -498,6 +635,14 @@ pub mod command_type {
     pub const AUTH_CHALLENGE: i32 = 36;
     pub const AUTH_RESPONSE: i32 = 37;
     pub const ACK_RESPONSE: i32 = 38;
+    pub const NEW_TXN: i32 = 50;
+    pub const NEW_TXN_RESPONSE: i32 = 51;
+    pub const ADD_PARTITION_TO_TXN: i32 = 52;
+    pub const ADD_PARTITION_TO_TXN_RESPONSE: i32 = 53;
+    pub const END_TXN: i32 = 56;
+    pub const END_TXN_RESPONSE: i32 = 57;
+    pub const TC_CLIENT_CONNECT_REQUEST: i32 = 62;
+    pub const TC_CLIENT_CONNECT_RESPONSE: i32 = 63;
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -542,6 +687,10 @@ pub struct BaseCommand {
     pub pong: Option<CommandPong>,
     #[prost(message, optional, tag = "20")]
     pub redeliver_unacknowledged_messages: Option<CommandRedeliverUnacknowledgedMessages>,
+    #[prost(message, optional, tag = "21")]
+    pub partition_metadata: Option<CommandPartitionedTopicMetadata>,
+    #[prost(message, optional, tag = "22")]
+    pub partition_metadata_response: Option<CommandPartitionedTopicMetadataResponse>,
     #[prost(message, optional, tag = "23")]
     pub lookup_topic: Option<CommandLookupTopic>,
     #[prost(message, optional, tag = "24")]
@@ -562,6 +711,22 @@ pub struct BaseCommand {
     pub auth_response: Option<CommandAuthResponse>,
     #[prost(message, optional, tag = "38")]
     pub ack_response: Option<CommandAckResponse>,
+    #[prost(message, optional, tag = "50")]
+    pub new_txn: Option<CommandNewTxn>,
+    #[prost(message, optional, tag = "51")]
+    pub new_txn_response: Option<CommandNewTxnResponse>,
+    #[prost(message, optional, tag = "52")]
+    pub add_partition_to_txn: Option<CommandAddPartitionToTxn>,
+    #[prost(message, optional, tag = "53")]
+    pub add_partition_to_txn_response: Option<CommandAddPartitionToTxnResponse>,
+    #[prost(message, optional, tag = "56")]
+    pub end_txn: Option<CommandEndTxn>,
+    #[prost(message, optional, tag = "57")]
+    pub end_txn_response: Option<CommandEndTxnResponse>,
+    #[prost(message, optional, tag = "62")]
+    pub tc_client_connect_request: Option<CommandTcClientConnectRequest>,
+    #[prost(message, optional, tag = "63")]
+    pub tc_client_connect_response: Option<CommandTcClientConnectResponse>,
 }
 
 /// `ServerError` values.

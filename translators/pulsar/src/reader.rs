@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gateway_core::{EntryId, Reader, Result, StoredEntry, TopicName};
+use gateway_core::{EntryId, MessageId, Reader, Result, StoredEntry, TopicName};
+
+use crate::connection::unavailable;
 
 use crate::admin::AdminClient;
 use crate::batch;
@@ -13,7 +15,7 @@ use crate::chunks::{Assembled, Assembler, Limits, Step};
 use crate::lookback::{Lookback, Lookup};
 use crate::pool::Pool;
 use crate::prefetch::{Prefetch, DEFAULT_BUDGET};
-use crate::proto::sub_type;
+use crate::proto::{command_type as t, sub_type, BaseCommand, CommandGetLastMessageId};
 use crate::subscription::{after, start_before, Flow, Spec, Subscription};
 
 /// A Pulsar reader. A chunked message is returned whole as an entry of its own at its last
@@ -221,4 +223,54 @@ impl Reader for PulsarReader {
         self.top_up();
         Ok(())
     }
+}
+
+/// The id of the last message readers may read (`None`: there is none), from the broker's
+/// GET_LAST_MESSAGE_ID on a throwaway non-durable subscription. The admin API's
+/// `lastMessageId` is the ledger's last entry, which may be an entry of a transaction still
+/// open, an aborted one, or a commit or abort marker. The broker here answers its
+/// "last dispatchable position" (Pulsar 4.0): from the topic's `maxReadPosition` (held at the
+/// first entry of the oldest open transaction) back past markers and aborted entries, so it
+/// names an entry a reader does return.
+pub async fn last_message_id(pool: Arc<Pool>, topic: &TopicName) -> Result<Option<MessageId>> {
+    let spec = Spec {
+        topic: topic.to_string(),
+        name: format!("pulsar-gateway-last-{:016x}", rand::random::<u64>()),
+        sub_type: sub_type::EXCLUSIVE,
+        durable: false,
+        initial: 0,
+        compacted: false,
+        flow: Flow::OnDemand,
+    };
+    let mut subscription = Subscription::open(pool, spec, None).await?;
+    let connection = subscription.connection.clone();
+    let request_id = connection.next_id();
+    let answer = connection
+        .request(
+            request_id,
+            BaseCommand {
+                r#type: t::GET_LAST_MESSAGE_ID,
+                get_last_message_id: Some(CommandGetLastMessageId {
+                    consumer_id: subscription.consumer_id,
+                    request_id,
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    subscription.close_and_wait().await;
+    let id = answer?
+        .get_last_message_id_response
+        .ok_or_else(|| unavailable("GET_LAST_MESSAGE_ID answered without its response"))?
+        .last_message_id;
+    // An empty topic answers entry -1 of its current ledger (or -1:-1).
+    if id.ledger_id == u64::MAX || id.entry_id == u64::MAX {
+        return Ok(None);
+    }
+    Ok(Some(MessageId {
+        ledger: id.ledger_id,
+        entry: id.entry_id,
+        // Pulsar's -1 (not a batch) is 0 in the gateway's ids.
+        batch_index: id.batch_index.unwrap_or(0).max(0) as u32,
+    }))
 }

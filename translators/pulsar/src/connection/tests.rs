@@ -94,6 +94,8 @@ fn send(sequence_id: u64, payload: &[u8]) -> Bytes {
             producer_id: 1,
             sequence_id,
             num_messages: Some(1),
+            txnid_least_bits: None,
+            txnid_most_bits: None,
             highest_sequence_id: None,
         }),
         ..Default::default()
