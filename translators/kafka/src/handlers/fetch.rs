@@ -279,14 +279,14 @@ impl KafkaFrontend {
                 // Offsets below the log start are served from the start: offsets have gaps, and
                 // a consumer positioned on an empty topic must not be reset when data arrives.
                 // Below a start that DeleteRecords moved, they are out of range, as on Kafka.
-                if offset > high_watermark || offset < 0 {
-                    part.error = Some(ResponseError::OffsetOutOfRange);
-                } else if offset < log_start
-                    && offset
-                        < self
-                            .deleted_before(part.topic.as_ref().expect("set above"))
-                            .await
-                {
+                let out_of_range = offset > high_watermark
+                    || offset < 0
+                    || (offset < log_start
+                        && offset
+                            < self
+                                .deleted_before(part.topic.as_ref().expect("set above"))
+                                .await);
+                if out_of_range {
                     part.error = Some(ResponseError::OffsetOutOfRange);
                 }
             }

@@ -34,6 +34,9 @@ use super::str_bytes;
 use crate::frontend::KafkaFrontend;
 use crate::transactions::TxnState;
 
+/// A partition and its own error, if it has one.
+type PartitionError = (i32, Option<ResponseError>);
+
 /// The first versions that know PRODUCER_FENCED (KIP-588); older ones get INVALID_PRODUCER_EPOCH.
 const INIT_PRODUCER_ID_FENCED: i16 = 4;
 const ADD_PARTITIONS_FENCED: i16 = 2;
@@ -184,7 +187,7 @@ impl KafkaFrontend {
     ) -> TxnOffsetCommitResponse {
         let max_metadata = self.groups.settings().max_metadata_bytes;
         let group = request.group_id.0.to_string();
-        let mut answers: Vec<(KafkaTopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+        let mut answers: Vec<(KafkaTopicName, Vec<PartitionError>)> = Vec::new();
         let mut commits = Vec::new();
         for topic in request.topics {
             let name = topic.name.0.to_string();
