@@ -161,7 +161,7 @@ async fn configs_are_stored_reported_and_applied() {
         .alter_configs(
             &[AlterConfig::new(ResourceSpecifier::Topic(&topic))
                 .set("retention.ms", "60000")
-                .set("message.timestamp.type", "LogAppendTime")],
+                .set("remote.storage.enable", "true")],
             &opts,
         )
         .await
@@ -333,4 +333,99 @@ async fn delete_records_moves_the_low_watermark() {
     assert_eq!(rest.len(), 30);
     assert_eq!(rest[0].1, offsets[20]);
     assert_eq!(rest[0].2.value.as_deref(), Some(&b"m20"[..]));
+}
+
+/// `message.timestamp.type=LogAppendTime` and `max.message.bytes` with librdkafka: the delivery
+/// report and the consumer both get the append time, not the producer's timestamp, as
+/// `LogAppendTime`; a record above the topic's limit fails with `MSG_SIZE_TOO_LARGE` (librdkafka
+/// does not split batches) while smaller ones land. With `KAFKA_REFERENCE_BOOTSTRAP` set, it runs
+/// against that Kafka broker instead of a gateway (how its expectations were proved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_time_and_batch_limit_apply_to_produce() {
+    use rdkafka::message::{Message, Timestamp};
+    use rdkafka::producer::FutureRecord;
+
+    let (_gw, bootstrap) = match std::env::var("KAFKA_REFERENCE_BOOTSTRAP") {
+        Ok(kafka) => (None, kafka),
+        Err(_) => {
+            let gw = InProcessGateway::start().await;
+            let bootstrap = gw.bootstrap();
+            (Some(gw), bootstrap)
+        }
+    };
+    let topic: &'static str = unique("append-time").leak();
+    let created = admin(&bootstrap)
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+                .set("message.timestamp.type", "LogAppendTime")
+                .set("max.message.bytes", "2000")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    created[0].as_ref().expect("created");
+
+    let p = producer(&bootstrap, &[("linger.ms", "0")]);
+    let hour_ago = rdkafka::util::millis_to_epoch(std::time::SystemTime::now()) - 3_600_000;
+    let before = hour_ago + 3_600_000;
+    let mut delivered = Vec::new();
+    for i in 0..3 {
+        let d = p
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(&format!("m{i}"))
+                    .timestamp(hour_ago),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("m{i}: {e}"));
+        delivered.push(d);
+    }
+    let after = rdkafka::util::millis_to_epoch(std::time::SystemTime::now());
+    for d in &delivered {
+        match d.timestamp {
+            Timestamp::LogAppendTime(t) => assert!(
+                (before - 1000..=after + 1000).contains(&t),
+                "append time {t} not in [{before}, {after}]"
+            ),
+            other => panic!("delivery report timestamp {other:?}"),
+        }
+    }
+    let refused = p
+        .send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(0)
+                .payload(&vec![7u8; 5000]),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect_err("a 5,000-byte record over a 2,000-byte limit");
+    assert_eq!(
+        refused.0.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+
+    let b = bootstrap.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let c = consumer(&b);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut read = Vec::new();
+        while read.len() < 3 && Instant::now() < deadline {
+            match c.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => read.push((m.offset(), m.timestamp())),
+                Some(Err(rdkafka::error::KafkaError::Subscription(_))) | None => {}
+                Some(Err(e)) => panic!("consume failed: {e}"),
+            }
+        }
+        read
+    })
+    .await
+    .unwrap();
+    let expected: Vec<_> = delivered.iter().map(|d| (d.offset, d.timestamp)).collect();
+    assert_eq!(read, expected);
 }

@@ -17,9 +17,9 @@ pub struct KafkaFrontend {
     pub(crate) readers: Arc<crate::readers::ReaderCache>,
     /// Recent (high watermark, log start) per concrete topic, for fetches.
     pub(crate) watermark_cache: gateway_core::recent::Recent<(i64, i64)>,
-    /// Log starts moved by DeleteRecords, per logical topic (shared by every client's view).
-    pub(crate) deleted:
-        Arc<gateway_core::recent::Recent<crate::handlers::delete_records::LogStarts>>,
+    /// What each logical topic's stored properties say (log starts, produce rules), shared by
+    /// every client's view.
+    pub(crate) topic_states: Arc<gateway_core::recent::Recent<Arc<crate::topic_state::TopicState>>>,
     /// Consumer groups and their committed offsets.
     pub(crate) groups: Arc<crate::groups::GroupCoordinator>,
     /// Connections to the instances coordinating other groups (forward mode).
@@ -48,8 +48,8 @@ impl KafkaFrontend {
             watermark_cache: gateway_core::recent::Recent::new(
                 crate::handlers::fetch::WATERMARK_TTL,
             ),
-            deleted: Arc::new(gateway_core::recent::Recent::new(
-                crate::handlers::delete_records::DELETED_TTL,
+            topic_states: Arc::new(gateway_core::recent::Recent::new(
+                crate::topic_state::STATE_TTL,
             )),
         })
     }
@@ -74,7 +74,7 @@ impl KafkaFrontend {
             watermark_cache: gateway_core::recent::Recent::new(
                 crate::handlers::fetch::WATERMARK_TTL,
             ),
-            deleted: self.deleted.clone(),
+            topic_states: self.topic_states.clone(),
             groups: self.groups.clone(),
             forwarder: self.forwarder.clone(),
             group_access: None,

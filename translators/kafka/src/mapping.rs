@@ -15,6 +15,29 @@ use crate::record_batch::Record;
 
 pub const HEADER_ENCODING: &str = "__kafka_header_encoding";
 
+/// Marks a message whose event time is the time the gateway appended it, on a topic with
+/// `message.timestamp.type=LogAppendTime`: a fetch reports its batch's timestamps as such, as a
+/// Kafka broker reports batches appended under that config, even after it changes.
+pub const TIMESTAMP_TYPE: &str = "__kafka_timestamp_type";
+const LOG_APPEND_TIME: &str = "LogAppendTime";
+
+/// Stamps a message with its append time, replacing the producer's timestamp.
+pub fn stamp_append_time(message: &mut Message, append_time: u64) {
+    message.event_time = Some(append_time);
+    message
+        .properties
+        .push((TIMESTAMP_TYPE.to_owned(), LOG_APPEND_TIME.to_owned()));
+}
+
+/// Whether the message was stamped by [`stamp_append_time`].
+pub fn has_append_time(message: &Message) -> bool {
+    message
+        .properties
+        .iter()
+        .rev()
+        .any(|(k, v)| k == TIMESTAMP_TYPE && v == LOG_APPEND_TIME)
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -58,7 +81,7 @@ pub fn message_to_record(message: &Message, offset_delta: i32, publish_time: u64
     let headers = message
         .properties
         .iter()
-        .filter(|(k, _)| k != HEADER_ENCODING)
+        .filter(|(k, _)| k != HEADER_ENCODING && k != TIMESTAMP_TYPE)
         .enumerate()
         .map(|(i, (k, v))| {
             let value = match encoding.and_then(|e| e.get(i)) {
@@ -110,6 +133,24 @@ mod tests {
             &(HEADER_ENCODING.to_owned(), "sbns".to_owned())
         );
         assert_eq!(message_to_record(&message, 3, 0), record);
+    }
+
+    #[test]
+    fn an_append_time_replaces_the_timestamp_and_is_no_header() {
+        let record = Record {
+            offset_delta: 0,
+            timestamp: 5,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![(Bytes::from_static(b"h"), Some(Bytes::from_static(b"\xff")))],
+        };
+        let mut message = record_to_message(&record).unwrap();
+        assert!(!has_append_time(&message));
+        stamp_append_time(&mut message, 1_700_000_000_000);
+        assert!(has_append_time(&message));
+        let read = message_to_record(&message, 0, 42);
+        assert_eq!(read.timestamp, 1_700_000_000_000);
+        assert_eq!(read.headers, record.headers);
     }
 
     #[test]

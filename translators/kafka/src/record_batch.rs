@@ -305,6 +305,17 @@ fn put_nullable_bytes(out: &mut BytesMut, value: Option<&[u8]>) {
 /// Appends one uncompressed v2 batch holding `records` at `base_offset`. Offsets in a batch are
 /// `base_offset + offset_delta`.
 pub fn encode(out: &mut BytesMut, base_offset: i64, records: &[Record]) {
+    encode_with(out, base_offset, records, false)
+}
+
+/// [`encode`], marking the batch's timestamps as the log append time when `log_append_time`:
+/// clients then give every record the batch's maximum timestamp.
+pub fn encode_with(
+    out: &mut BytesMut,
+    base_offset: i64,
+    records: &[Record],
+    log_append_time: bool,
+) {
     let start = out.len();
     let base_timestamp = records.first().map_or(-1, |r| r.timestamp);
     let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
@@ -314,7 +325,8 @@ pub fn encode(out: &mut BytesMut, base_offset: i64, records: &[Record]) {
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2);
     out.put_u32(0); // crc, patched below
-    out.put_i16(0); // attributes: uncompressed, create time
+                    // Attributes: uncompressed; bit 3 is the timestamp type.
+    out.put_i16(if log_append_time { 0x08 } else { 0 });
     out.put_i32(last_offset_delta);
     out.put_i64(base_timestamp);
     out.put_i64(max_timestamp);

@@ -5,12 +5,13 @@
 //! with the topic as the backend property `kafka.<name>`, so every gateway instance, and a Pulsar
 //! operator, sees it. Each config is one of three kinds:
 //! - **honoured**: it becomes a backend policy (`cleanup.policy`, `retention.ms`,
-//!   `retention.bytes`, and `segment.bytes` as the compaction trigger);
+//!   `retention.bytes`, and `segment.bytes` as the compaction trigger), or produce applies it to
+//!   each batch (`max.message.bytes`, `message.timestamp.type`; see [`ProduceRules`]);
 //! - **storage layout**: it only tunes how a Kafka broker lays its log out on disk or replicates
 //!   it (segment files, flushing, indexes, replica throttles). Pulsar's storage does that its own
 //!   way, so the value is kept and reported and changes nothing a client can observe;
-//! - **fixed**: the gateway serves one value only (for example `message.timestamp.type`
-//!   `CreateTime`); another value is refused with `INVALID_CONFIG`, never accepted and ignored.
+//! - **fixed**: the gateway serves one value only (for example `remote.storage.enable`
+//!   `false`); another value is refused with `INVALID_CONFIG`, never accepted and ignored.
 //!
 //! Unknown names are refused as a Kafka broker refuses them.
 
@@ -164,17 +165,18 @@ pub static DEFINITIONS: &[Definition] = &[
         1.0,
         None,
     ),
-    // Fixed: the gateway's own limit on a produce request (`kafka.max_frame_bytes`) bounds a
-    // batch; a per-topic limit is not enforced yet. The default is filled in at run time.
-    def("max.message.bytes", "", T::Int, Fixed),
+    // Enforced by the gateway on each produced batch, up to its own frame limit
+    // (`limits.max_frame_bytes`), which is also the default, filled in at run time. Not a Pulsar
+    // policy: Pulsar measures its own encoding of a batch, which is larger than Kafka's.
+    ranged(def("max.message.bytes", "", T::Int, Honoured), 0.0, None),
     // Fixed: produce refuses records more than an hour ahead (Kafka 4's default; searches by
     // time rely on it) and takes any past timestamp.
     def("message.timestamp.after.max.ms", "3600000", T::Long, Fixed),
     def("message.timestamp.before.max.ms", LONG_MAX, T::Long, Fixed),
-    // Fixed: LogAppendTime is not served yet.
+    // LogAppendTime: the gateway stamps each record of a batch with the time it is appended.
     one_of(
-        def("message.timestamp.type", "CreateTime", T::String, Fixed),
-        &["CreateTime"],
+        def("message.timestamp.type", "CreateTime", T::String, Honoured),
+        &["CreateTime", "LogAppendTime"],
     ),
     ranged(
         def("min.cleanable.dirty.ratio", "0.5", T::Double, StorageLayout),
@@ -257,6 +259,22 @@ pub struct TopicConfigs {
     pub set: BTreeMap<String, String>,
 }
 
+/// The topic configs that produce applies to each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceRules {
+    /// `max.message.bytes`: the largest batch, as produced (after compression).
+    pub max_batch_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: records take the time they are appended.
+    pub log_append_time: bool,
+}
+
+impl ProduceRules {
+    /// A topic that sets neither.
+    pub fn defaults(limits: &Limits) -> Self {
+        TopicConfigs::default().produce_rules(limits)
+    }
+}
+
 /// What the gateway fills in at run time.
 pub struct Limits {
     pub max_message_bytes: usize,
@@ -333,6 +351,15 @@ impl Definition {
                     )),
                 });
             }
+        }
+        if name == "max.message.bytes"
+            && normalised.parse::<usize>().unwrap_or(0) > limits.max_message_bytes
+        {
+            return Err(Invalid(format!(
+                "{name}={normalised} is above the gateway's limit on a produce request \
+                 (limits.max_frame_bytes, {})",
+                limits.max_message_bytes
+            )));
         }
         if self.kind == Fixed && normalised != self.default_value(limits) {
             return Err(Invalid(format!(
@@ -471,6 +498,17 @@ impl TopicConfigs {
         }
     }
 
+    /// What produce applies to the topic's batches.
+    pub fn produce_rules(&self, limits: &Limits) -> ProduceRules {
+        ProduceRules {
+            max_batch_bytes: self
+                .value("max.message.bytes", limits)
+                .parse()
+                .unwrap_or(limits.max_message_bytes),
+            log_append_time: self.value("message.timestamp.type", limits) == "LogAppendTime",
+        }
+    }
+
     fn number(&self, name: &str) -> i64 {
         let limits = Limits {
             max_message_bytes: 0,
@@ -573,6 +611,32 @@ mod tests {
     };
 
     #[test]
+    fn produce_rules_follow_the_configs() {
+        assert_eq!(
+            ProduceRules::defaults(&LIMITS),
+            ProduceRules {
+                max_batch_bytes: 8 << 20,
+                log_append_time: false
+            }
+        );
+        let set = TopicConfigs::parse(
+            [
+                ("max.message.bytes", Some("2000")),
+                ("message.timestamp.type", Some("LogAppendTime")),
+            ],
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(
+            set.produce_rules(&LIMITS),
+            ProduceRules {
+                max_batch_bytes: 2000,
+                log_append_time: true
+            }
+        );
+    }
+
+    #[test]
     fn definitions_are_sorted_and_unique() {
         for pair in DEFINITIONS.windows(2) {
             assert!(pair[0].name < pair[1].name, "{}", pair[1].name);
@@ -593,12 +657,16 @@ mod tests {
         assert!(parse("cleanup.policy", "compact,shred").is_err());
         assert!(parse("cleanup.policy", "").is_err());
         assert!(parse("preallocate", "yes").is_err());
-        assert!(parse("message.timestamp.type", "LogAppendTime").is_err());
+        assert!(parse("message.timestamp.type", "NoTime").is_err());
         assert!(parse("remote.storage.enable", "true").is_err());
-        assert!(parse("max.message.bytes", "1048588").is_err());
+        assert!(parse("max.message.bytes", "-1").is_err());
+        let over = ((8u32 << 20) + 1).to_string();
+        assert!(parse("max.message.bytes", &over).is_err());
         let eight_mib = (8u32 << 20).to_string();
         assert!(parse("max.message.bytes", &eight_mib).is_ok());
+        assert!(parse("max.message.bytes", "1048588").is_ok());
         assert!(parse("message.timestamp.type", "CreateTime").is_ok());
+        assert!(parse("message.timestamp.type", "LogAppendTime").is_ok());
     }
 
     #[test]

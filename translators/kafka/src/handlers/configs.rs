@@ -83,10 +83,15 @@ impl KafkaFrontend {
             .await
             .map_err(|e| refused("policies", e))?;
         let (set, remove) = configs.properties(stored);
-        self.backend
+        let updated = self
+            .backend
             .update_topic_properties(topic, &set, &remove)
             .await
-            .map_err(|e| refused("configs", e))
+            .map_err(|e| refused("configs", e));
+        // Produce applies the new configs here at once (other instances within the state's
+        // time-to-live).
+        self.forget_topic_state(topic);
+        updated
     }
 
     /// A topic's configs as stored with it, and the raw properties they came from.

@@ -6,14 +6,11 @@
 //! answered `OFFSET_OUT_OF_RANGE`, as a Kafka broker answers one below its log start. The
 //! storage itself is freed by the topic's retention, not by DeleteRecords.
 //!
-//! Every instance reads the stored starts through a short-lived cache ([`DELETED_TTL`]): the
-//! instance that moved a start serves it at once, the others within that time.
+//! Every instance reads the stored starts through the topic state cache (`crate::topic_state`):
+//! the instance that moved a start serves it at once, the others within its time-to-live.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use gateway_core::TopicName;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -21,31 +18,21 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::frontend::{backend_error, KafkaFrontend};
-
-/// How long an instance serves a topic's stored log starts before reading them again.
-pub(crate) const DELETED_TTL: Duration = Duration::from_secs(2);
+use crate::topic_state::base_of;
+use gateway_core::TopicName;
 
 /// Not `kafka.`: those names are the topic's configs, which AlterConfigs replaces as a set.
 const PROPERTY_PREFIX: &str = "kafka-log-start-offset.";
 
 /// A topic's stored log starts, by partition.
-pub(crate) type LogStarts = Arc<BTreeMap<u32, i64>>;
-
-fn parse(properties: &BTreeMap<String, String>) -> LogStarts {
-    Arc::new(
-        properties
-            .iter()
-            .filter_map(|(k, v)| {
-                let partition = k.strip_prefix(PROPERTY_PREFIX)?.parse().ok()?;
-                Some((partition, v.parse().ok()?))
-            })
-            .collect(),
-    )
-}
-
-/// The logical topic and partition index of a concrete topic.
-fn base_of(topic: &TopicName) -> (TopicName, u32) {
-    topic.partition_of().unwrap_or_else(|| (topic.clone(), 0))
+pub(crate) fn log_starts(properties: &BTreeMap<String, String>) -> BTreeMap<u32, i64> {
+    properties
+        .iter()
+        .filter_map(|(k, v)| {
+            let partition = k.strip_prefix(PROPERTY_PREFIX)?.parse().ok()?;
+            Some((partition, v.parse().ok()?))
+        })
+        .collect()
 }
 
 impl KafkaFrontend {
@@ -103,9 +90,9 @@ impl KafkaFrontend {
             .map_err(backend_error)?;
         tracing::info!(%topic, log_start = target, "records deleted");
         // Served at once here; the watermarks cached for fetches are stale now.
-        let mut starts = self.log_starts(&base).await;
-        Arc::make_mut(&mut starts).insert(index, target);
-        self.deleted.put(base.to_string(), starts);
+        let mut state = (*self.topic_state(&base).await).clone();
+        state.log_starts.insert(index, target);
+        self.set_topic_state(&base, state);
         let key = topic.to_string();
         self.watermark_cache.forget(|k| k == key);
         Ok(target)
@@ -114,43 +101,8 @@ impl KafkaFrontend {
     /// The offset before which DeleteRecords removed a concrete topic's records (0 if never).
     pub(crate) async fn deleted_before(&self, topic: &TopicName) -> i64 {
         let (base, index) = base_of(topic);
-        let starts = self.log_starts(&base).await;
-        starts.get(&index).copied().unwrap_or(0)
-    }
-
-    /// A topic's stored log starts: from the cache, refreshed in the background once expired
-    /// (they only grow, so a stale answer hides less, never more); read at once the first time.
-    async fn log_starts(&self, base: &TopicName) -> LogStarts {
-        let key = base.to_string();
-        if let Some((starts, expired)) = self.deleted.get_or_stale(&key) {
-            if expired {
-                let (backend, cache, base) =
-                    (self.backend.clone(), self.deleted.clone(), base.clone());
-                tokio::spawn(async move {
-                    match backend.topic_properties(&base).await {
-                        Ok(properties) => cache.put(key, parse(&properties)),
-                        Err(e) => {
-                            tracing::debug!(topic = %base, error = %e, "refreshing log starts")
-                        }
-                    }
-                });
-            }
-            return starts;
-        }
-        // A fetch must not fail for want of them: when they cannot be read (Pulsar does not
-        // answer, or the client's token may not read topic metadata), nothing counts as deleted
-        // until the next read, a time-to-live later.
-        let properties = match self.backend.topic_properties(base).await {
-            Ok(p) => p,
-            Err(gateway_core::BackendError::TopicNotFound(_)) => BTreeMap::new(),
-            Err(e) => {
-                tracing::debug!(topic = %base, error = %e, "log starts unknown");
-                BTreeMap::new()
-            }
-        };
-        let starts = parse(&properties);
-        self.deleted.put(key, starts.clone());
-        starts
+        let state = self.topic_state(&base).await;
+        state.log_starts.get(&index).copied().unwrap_or(0)
     }
 }
 
@@ -166,6 +118,6 @@ mod tests {
             ("kafka.retention.ms".to_owned(), "1000".to_owned()),
             ("kafka-log-start-offset.x".to_owned(), "1".to_owned()),
         ]);
-        assert_eq!(*parse(&properties), BTreeMap::from([(0, 42), (3, 7)]));
+        assert_eq!(log_starts(&properties), BTreeMap::from([(0, 42), (3, 7)]));
     }
 }

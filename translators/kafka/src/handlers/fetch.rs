@@ -28,7 +28,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 
 use crate::frontend::{backend_error, KafkaFrontend};
-use crate::mapping::message_to_record;
+use crate::mapping::{has_append_time, message_to_record};
 use crate::offsets::{self, entry_offset, to_message_id};
 use crate::readers::{CachedReader, ReaderCache};
 use crate::record_batch;
@@ -116,7 +116,9 @@ pub fn encode_entries(
             continue;
         }
         let first = base + skip as i64;
-        record_batch::encode(out, first, &records);
+        // One produced batch is one entry: its messages are all stamped or none.
+        let log_append_time = entry.messages.first().is_some_and(has_append_time);
+        record_batch::encode_with(out, first, &records, log_append_time);
         next = Some(first + records.len() as i64);
     }
     Ok(next)

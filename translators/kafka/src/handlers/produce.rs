@@ -34,10 +34,12 @@ use kafka_protocol::messages::{
 };
 
 use crate::frontend::{backend_error, KafkaFrontend};
-use crate::mapping::record_to_message;
+use crate::mapping::{record_to_message, stamp_append_time};
 use crate::offsets::{self, MAX_BATCH_MESSAGES};
 use crate::record_batch::{self, Batch, BatchError};
 use crate::sequences::{BatchSequence, Sequences, Verdict};
+use crate::topic_configs::ProduceRules;
+use crate::topic_state::base_of;
 
 /// How long looking up a deduplicated batch's original entry may take before the batch is
 /// answered `DUPLICATE_SEQUENCE_NUMBER` anyway (it normally takes a few round trips).
@@ -56,8 +58,9 @@ struct IdempotentBatch {
 enum Dispatched {
     /// Answered without a write: an error, or the original offset of a retried batch.
     Answered(Result<i64, ResponseError>),
-    /// Handed to the backend: its outcome once persisted (see `outcome_of`).
-    Written(BoxFuture<'static, Result<i64, ResponseError>>),
+    /// Handed to the backend: its outcome once persisted (see `outcome_of`), and the time its
+    /// records were stamped with on a LogAppendTime topic.
+    Written(BoxFuture<'static, Result<i64, ResponseError>>, Option<i64>),
 }
 
 /// Splits a Kafka batch into Pulsar entries of at most 4096 messages each. `producer` names an
@@ -240,12 +243,15 @@ impl KafkaFrontend {
         response.base_offset = -1;
         response.log_append_time_ms = -1;
         response.log_start_offset = -1;
-        let outcome = match dispatched {
-            Dispatched::Answered(outcome) => outcome,
-            Dispatched::Written(outcome) => outcome.await,
+        let (outcome, log_append_time) = match dispatched {
+            Dispatched::Answered(outcome) => (outcome, None),
+            Dispatched::Written(outcome, time) => (outcome.await, time),
         };
         match outcome {
-            Ok(offset) => response.base_offset = offset,
+            Ok(offset) => {
+                response.base_offset = offset;
+                response.log_append_time_ms = log_append_time.unwrap_or(-1);
+            }
             Err(error) => {
                 response.error_code = error.code();
                 metrics::counter!("kafka_produce_errors_total", "error" => format!("{error:?}"))
@@ -266,7 +272,8 @@ impl KafkaFrontend {
             Err(e) => return Dispatched::Answered(Err(e)),
         };
         let index = data.index;
-        let batch = match self.decode_batch(name, data, transactional_id.is_some()) {
+        let rules = self.topic_state(&base_of(&topic).0).await.produce;
+        let batch = match self.decode_batch(name, data, transactional_id.is_some(), &rules) {
             Ok(batch) => batch,
             Err(e) => return Dispatched::Answered(Err(e)),
         };
@@ -289,6 +296,14 @@ impl KafkaFrontend {
                 return Dispatched::Answered(Err(ResponseError::InvalidRecord));
             }
         };
+        // The gateway's clock stands for the broker's: Pulsar's publish time is not returned
+        // with the receipt, and the produce response must carry the time consumers will see.
+        let log_append_time = rules.log_append_time.then(now_ms);
+        if let Some(time) = log_append_time {
+            for message in entries.iter_mut().flat_map(|e| e.messages.iter_mut()) {
+                stamp_append_time(message, time as u64);
+            }
+        }
         let header = &batch.header;
         let idempotent = if header.producer_id >= 0 {
             let key = (header.producer_id, name.to_owned(), index);
@@ -343,12 +358,10 @@ impl KafkaFrontend {
             None => self.backend.submit(&topic, entries).await,
         };
         match submitted {
-            Ok(pending) => Dispatched::Written(outcome_of(
-                &self.sequences,
-                name.to_owned(),
-                pending,
-                idempotent,
-            )),
+            Ok(pending) => Dispatched::Written(
+                outcome_of(&self.sequences, name.to_owned(), pending, idempotent),
+                log_append_time,
+            ),
             Err(e) => {
                 let error = backend_error(e);
                 if let Some(batch) = idempotent {
@@ -359,14 +372,25 @@ impl KafkaFrontend {
         }
     }
 
-    /// The partition's one record batch, checked.
+    /// The partition's one record batch, checked against the topic's `rules`.
     fn decode_batch(
         &self,
         name: &str,
         data: PartitionProduceData,
         transactional: bool,
+        rules: &ProduceRules,
     ) -> Result<Batch, ResponseError> {
         let records = data.records.ok_or(ResponseError::InvalidRecord)?;
+        // As a Kafka broker: the batch as sent (compressed) against `max.message.bytes`.
+        if records.len() > rules.max_batch_bytes {
+            tracing::debug!(
+                topic = name,
+                bytes = records.len(),
+                max = rules.max_batch_bytes,
+                "refused a batch over the topic's max.message.bytes"
+            );
+            return Err(ResponseError::MessageTooLarge);
+        }
         let batches =
             record_batch::decode_all(records, self.config.max_frame_bytes).map_err(|e| {
                 tracing::debug!(topic = name, error = %e, "refused record batch");
@@ -389,8 +413,9 @@ impl KafkaFrontend {
             return Err(ResponseError::InvalidRecord);
         }
         // As Kafka 4 by default (`message.timestamp.after.max.ms`); searches by time rely on it.
+        // A LogAppendTime topic replaces the timestamps, so Kafka does not check them there.
         let latest = now_ms().saturating_add(crate::handlers::list_offsets::MAX_AHEAD_MS);
-        if batch.records.iter().any(|r| r.timestamp > latest) {
+        if !rules.log_append_time && batch.records.iter().any(|r| r.timestamp > latest) {
             tracing::debug!(
                 topic = name,
                 "refused a batch with a timestamp over an hour ahead"
