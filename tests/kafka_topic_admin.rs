@@ -429,3 +429,160 @@ async fn append_time_and_batch_limit_apply_to_produce() {
     let expected: Vec<_> = delivered.iter().map(|d| (d.offset, d.timestamp)).collect();
     assert_eq!(read, expected);
 }
+
+/// A compacted topic is read compacted, as on Kafka: once compaction has run, a consumer reading
+/// from the beginning gets each key's latest value only, at the offset it was acknowledged with,
+/// then what came after. A record without a key is refused there (`INVALID_RECORD`). On Pulsar
+/// the test starts Pulsar's compaction through its admin API; against a Kafka broker
+/// (`KAFKA_REFERENCE_BOOTSTRAP`, how the expectations were proved) short segments let its log
+/// cleaner do it. The embedded backend does not compact, so it runs on those two only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar (GATEWAY_TEST_BACKEND=pulsar) or KAFKA_REFERENCE_BOOTSTRAP, run with --include-ignored"]
+async fn compacted_topics_are_read_compacted() {
+    use rdkafka::message::Message;
+    use rdkafka::producer::FutureRecord;
+    use std::collections::BTreeMap;
+
+    let reference = std::env::var("KAFKA_REFERENCE_BOOTSTRAP").ok();
+    let pulsar = test_pulsar();
+    assert!(
+        reference.is_some() || pulsar.is_some(),
+        "needs GATEWAY_TEST_BACKEND=pulsar or KAFKA_REFERENCE_BOOTSTRAP"
+    );
+    let (_gw, bootstrap) = match reference.clone() {
+        Some(kafka) => (None, kafka),
+        None => {
+            let gw = InProcessGateway::start().await;
+            let bootstrap = gw.bootstrap();
+            (Some(gw), bootstrap)
+        }
+    };
+    let topic: &'static str = unique("compacted").leak();
+    let created = admin(&bootstrap)
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact")
+                .set("segment.ms", "100")
+                .set("min.cleanable.dirty.ratio", "0.01")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    created[0].as_ref().expect("created");
+
+    // Ten keys written five times each, in batches that mix keys.
+    let p = producer(&bootstrap, &[("linger.ms", "20")]);
+    let mut latest = BTreeMap::new();
+    for round in 0..5 {
+        let sends: Vec<_> = (0..10)
+            .map(|k| {
+                let (key, value) = (format!("k{k}"), format!("k{k}-round{round}"));
+                let delivery = p
+                    .send_result(
+                        FutureRecord::to(topic)
+                            .partition(0)
+                            .key(&key)
+                            .payload(&value),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("queued");
+                (key, value, delivery)
+            })
+            .collect();
+        for (key, value, delivery) in sends {
+            let d = delivery.await.expect("delivered").expect("acknowledged");
+            latest.insert(key, (d.offset, value));
+        }
+    }
+    let refused = p
+        .send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(0)
+                .payload("no key"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect_err("a record without a key on a compacted topic");
+    assert_eq!(
+        refused.0.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::InvalidRecord)
+    );
+    // On Kafka a later record rolls the segment (segment.ms), so the cleaner may compact
+    // everything before it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tail = p
+        .send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key("tail")
+                .payload("tail"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("tail");
+    latest.insert("tail".to_owned(), (tail.offset, "tail".to_owned()));
+    drop(p);
+
+    if let (None, Some(pulsar)) = (&reference, &pulsar) {
+        let path = format!("/admin/v2/persistent/public/default/{topic}-partition-0/compaction");
+        let (status, body) = pulsar.admin_call("PUT", &path, "");
+        assert_eq!(status, 204, "{body}");
+    }
+
+    let expected: Vec<(i64, String, String)> = {
+        let mut v: Vec<_> = latest
+            .iter()
+            .map(|(k, (offset, value))| (*offset, k.clone(), value.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let b = bootstrap.clone();
+        let end = tail.offset + 1;
+        let read = tokio::task::spawn_blocking(move || {
+            let c = consumer(&b);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Beginning)
+                .unwrap();
+            c.assign(&tpl).unwrap();
+            let until = Instant::now() + Duration::from_secs(30);
+            let mut read = Vec::new();
+            while Instant::now() < until {
+                match c.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into();
+                        let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                        read.push((m.offset(), key, value.into_owned()));
+                        if m.offset() + 1 >= end {
+                            break;
+                        }
+                    }
+                    Some(Err(rdkafka::error::KafkaError::Subscription(_))) | None => {}
+                    Some(Err(e)) => panic!("consume failed: {e}"),
+                }
+            }
+            read
+        })
+        .await
+        .unwrap();
+        if read == expected {
+            eprintln!(
+                "read compacted after {attempts} reads: {} records",
+                read.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted: read {} records, expected {}: {read:?}",
+            read.len(),
+            expected.len()
+        );
+        assert_eq!(read.last(), expected.last(), "the read ends at the tail");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -99,9 +99,29 @@ pub struct StoredEntry {
     /// Broker publish time in milliseconds since the epoch.
     pub publish_time: u64,
     pub messages: Vec<Message>,
+    /// The batch index of each message when the entry's messages are not all there (a
+    /// compacted view left some out); `None` when message `i` has index `i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_indexes: Option<Vec<u32>>,
 }
 
 impl StoredEntry {
+    /// The batch index of the message at `position` in `messages`.
+    pub fn batch_index(&self, position: usize) -> u32 {
+        match &self.batch_indexes {
+            Some(indexes) => indexes[position],
+            None => position as u32,
+        }
+    }
+
+    /// The messages with their batch indexes.
+    pub fn indexed_messages(&self) -> impl Iterator<Item = (u32, &Message)> {
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(position, m)| (self.batch_index(position), m))
+    }
+
     pub fn approximate_size(&self) -> usize {
         self.messages
             .iter()

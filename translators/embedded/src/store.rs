@@ -142,6 +142,7 @@ pub fn decode_entry(id: EntryId, value: &[u8]) -> Result<StoredEntry> {
         id,
         publish_time,
         messages,
+        batch_indexes: None,
     })
 }
 

@@ -62,6 +62,7 @@ fn fetch_path(c: &mut Criterion) {
             },
             publish_time: 1_700_000_000_000,
             messages: batch_to_entries(&batch, None).unwrap().remove(0).messages,
+            batch_indexes: None,
         };
         let entries = vec![entry];
         group.throughput(Throughput::Bytes(wire.len() as u64));

@@ -266,6 +266,8 @@ pub struct ProduceRules {
     pub max_batch_bytes: usize,
     /// `message.timestamp.type=LogAppendTime`: records take the time they are appended.
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub requires_keys: bool,
 }
 
 impl ProduceRules {
@@ -506,6 +508,7 @@ impl TopicConfigs {
                 .parse()
                 .unwrap_or(limits.max_message_bytes),
             log_append_time: self.value("message.timestamp.type", limits) == "LogAppendTime",
+            requires_keys: self.compacted(),
         }
     }
 
@@ -616,13 +619,15 @@ mod tests {
             ProduceRules::defaults(&LIMITS),
             ProduceRules {
                 max_batch_bytes: 8 << 20,
-                log_append_time: false
+                log_append_time: false,
+                requires_keys: false,
             }
         );
         let set = TopicConfigs::parse(
             [
                 ("max.message.bytes", Some("2000")),
                 ("message.timestamp.type", Some("LogAppendTime")),
+                ("cleanup.policy", Some("compact,delete")),
             ],
             &LIMITS,
         )
@@ -631,7 +636,8 @@ mod tests {
             set.produce_rules(&LIMITS),
             ProduceRules {
                 max_batch_bytes: 2000,
-                log_append_time: true
+                log_append_time: true,
+                requires_keys: true,
             }
         );
     }

@@ -1,6 +1,6 @@
 //! What a topic's stored properties say that produce and fetch need on every request: the log
-//! starts DeleteRecords moved (`handlers::delete_records`) and the produce rules of its configs
-//! (`topic_configs`).
+//! starts DeleteRecords moved (`handlers::delete_records`), the produce rules of its configs
+//! (`topic_configs`) and whether fetches read its compacted view.
 //!
 //! Every instance reads them through a short-lived cache ([`STATE_TTL`]): the instance that
 //! changed them serves the change at once, the others within that time.
@@ -22,6 +22,8 @@ pub(crate) struct TopicState {
     /// Log starts moved by DeleteRecords, by partition.
     pub log_starts: BTreeMap<u32, i64>,
     pub produce: ProduceRules,
+    /// `cleanup.policy` includes `compact`: fetches read the compacted view.
+    pub compacted: bool,
 }
 
 /// The logical topic and partition index of a concrete topic.
@@ -30,9 +32,11 @@ pub(crate) fn base_of(topic: &TopicName) -> (TopicName, u32) {
 }
 
 fn state_from(properties: &BTreeMap<String, String>, limits: &Limits) -> Arc<TopicState> {
+    let configs = TopicConfigs::from_properties(properties);
     Arc::new(TopicState {
         log_starts: crate::handlers::delete_records::log_starts(properties),
-        produce: TopicConfigs::from_properties(properties).produce_rules(limits),
+        produce: configs.produce_rules(limits),
+        compacted: configs.compacted(),
     })
 }
 

@@ -114,6 +114,17 @@ pub fn encode_entry(
 
 /// The messages of an entry, batched or not.
 pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Message>> {
+    decode_entry_indexed(metadata, payload).map(|(messages, _)| messages)
+}
+
+/// [`decode_entry`], with the batch index of each message when some were left out: a batch read
+/// from a compacted ledger keeps its compacted-out messages as empty places (Pulsar's
+/// `compacted_out`), so the ones kept have their original indexes. `None` when none was left
+/// out (message `i` has index `i`).
+pub fn decode_entry_indexed(
+    metadata: &MessageMetadata,
+    payload: Bytes,
+) -> Result<(Vec<Message>, Option<Vec<u32>>)> {
     let raw = decompress(metadata, payload)?;
     let deliver_at = metadata
         .deliver_at_time
@@ -124,25 +135,30 @@ pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Me
         .filter(|_| is_batch(metadata))
     else {
         // A message outside a batch carries its fields in the entry's metadata.
-        return Ok(vec![Message {
-            key: key_from(
-                metadata.partition_key.clone(),
-                metadata.partition_key_b64_encoded,
-                metadata.ordering_key.clone(),
-            ),
-            value: if metadata.null_value == Some(true) {
-                None
-            } else {
-                Some(raw)
-            },
-            properties: properties(metadata.properties.clone()),
-            event_time: metadata.event_time.filter(|t| *t > 0),
-            deliver_at,
-        }]);
+        return Ok((
+            vec![Message {
+                key: key_from(
+                    metadata.partition_key.clone(),
+                    metadata.partition_key_b64_encoded,
+                    metadata.ordering_key.clone(),
+                ),
+                value: if metadata.null_value == Some(true) {
+                    None
+                } else {
+                    Some(raw)
+                },
+                properties: properties(metadata.properties.clone()),
+                event_time: metadata.event_time.filter(|t| *t > 0),
+                deliver_at,
+            }],
+            None,
+        ));
     };
     let mut raw = raw;
     let mut out = Vec::with_capacity((count.max(0) as usize).min(raw.len() / 4 + 1));
-    for _ in 0..count {
+    // Filled in once a message is left out: the indexes of those kept before it, then each.
+    let mut indexes: Option<Vec<u32>> = None;
+    for index in 0..count.max(0) as u32 {
         if raw.len() < 4 {
             return Err(corrupt("batch shorter than its count"));
         }
@@ -158,7 +174,11 @@ pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Me
         }
         let value = raw.split_to(payload_size);
         if single.compacted_out == Some(true) {
+            indexes.get_or_insert_with(|| (0..index).collect());
             continue;
+        }
+        if let Some(indexes) = indexes.as_mut() {
+            indexes.push(index);
         }
         out.push(Message {
             key: key_from(
@@ -176,7 +196,7 @@ pub fn decode_entry(metadata: &MessageMetadata, payload: Bytes) -> Result<Vec<Me
             deliver_at,
         });
     }
-    Ok(out)
+    Ok((out, indexes))
 }
 
 /// Java clients mark batches by setting `num_messages_in_batch`; our producer always batches.
@@ -289,6 +309,35 @@ mod tests {
                 "codec {codec}"
             );
         }
+    }
+
+    #[test]
+    fn compacted_out_messages_keep_the_others_indexes() {
+        let mut raw = BytesMut::new();
+        for (i, out) in [false, true, false, true].into_iter().enumerate() {
+            let value = format!("v{i}");
+            let single = SingleMessageMetadata {
+                payload_size: value.len() as i32,
+                compacted_out: out.then_some(true),
+                partition_key: Some(format!("k{i}")),
+                ..Default::default()
+            };
+            let encoded = single.encode_to_vec();
+            raw.put_u32(encoded.len() as u32);
+            raw.put_slice(&encoded);
+            raw.put_slice(value.as_bytes());
+        }
+        let metadata = MessageMetadata {
+            num_messages_in_batch: Some(4),
+            ..Default::default()
+        };
+        let (messages, indexes) = decode_entry_indexed(&metadata, raw.freeze()).unwrap();
+        assert_eq!(indexes, Some(vec![0, 2]));
+        let values: Vec<_> = messages.iter().map(|m| m.value.clone().unwrap()).collect();
+        assert_eq!(values, [&b"v0"[..], &b"v2"[..]]);
+        // Nothing left out: no indexes.
+        let (metadata, payload) = encode_entry(&sample(), "p", 1, compression::NONE).unwrap();
+        assert_eq!(decode_entry_indexed(&metadata, payload).unwrap().1, None);
     }
 
     #[test]

@@ -113,10 +113,13 @@ impl PulsarReader {
         let id = raw.id;
         match self.chunks.push(raw, Duration::ZERO) {
             Step::Whole(raw) => {
+                let (messages, batch_indexes) =
+                    batch::decode_entry_indexed(&raw.metadata, raw.payload)?;
                 let entry = StoredEntry {
                     id: raw.id,
                     publish_time: raw.metadata.publish_time,
-                    messages: batch::decode_entry(&raw.metadata, raw.payload)?,
+                    messages,
+                    batch_indexes,
                 };
                 self.position = after(id);
                 self.push_taken(entry);
@@ -152,10 +155,12 @@ impl PulsarReader {
 
     fn deliver(&mut self, m: Assembled) {
         match batch::decode_entry(&m.metadata, m.payload.clone()) {
+            // A chunked message is one message, never batched.
             Ok(messages) => self.push_taken(StoredEntry {
                 id: m.id,
                 publish_time: m.metadata.publish_time,
                 messages,
+                batch_indexes: None,
             }),
             Err(e) => self.chunks.undecodable(&m, &e.to_string()),
         }

@@ -32,6 +32,7 @@ use crate::mapping::{has_append_time, message_to_record};
 use crate::offsets::{self, entry_offset, to_message_id};
 use crate::readers::{CachedReader, ReaderCache};
 use crate::record_batch;
+use crate::topic_state::base_of;
 
 /// Readers one connection may keep open; beyond it the least recently used is closed.
 pub const READERS_PER_CONNECTION: usize = 256;
@@ -88,7 +89,8 @@ struct PartitionFetch {
 }
 
 /// Encodes entries as Kafka batches (one per entry), skipping messages before `from_offset`.
-/// Returns the offset after the last record written.
+/// Returns the offset after the last record written. A message's offset is its entry's plus its
+/// batch index, so the messages a compacted view left out are gaps, as in a compacted Kafka log.
 pub fn encode_entries(
     out: &mut BytesMut,
     entries: &[StoredEntry],
@@ -97,29 +99,28 @@ pub fn encode_entries(
     let mut next = None;
     let mut records = Vec::new();
     for entry in entries {
-        let base = entry_offset(entry.id)?;
-        let skip = if from_offset > base {
-            (from_offset - base) as usize
-        } else {
-            0
-        };
         records.clear();
-        for (index, message) in entry.messages.iter().enumerate().skip(skip) {
-            offsets::to_offset(entry.id.message(index as u32))?;
+        let mut first = None;
+        for (index, message) in entry.indexed_messages() {
+            let offset = offsets::to_offset(entry.id.message(index))?;
+            if offset < from_offset {
+                continue;
+            }
+            let first = *first.get_or_insert(offset);
             records.push(message_to_record(
                 message,
-                (index - skip) as i32,
+                (offset - first) as i32,
                 entry.publish_time,
             ));
         }
-        if records.is_empty() {
+        let Some(first) = first else {
             continue;
-        }
-        let first = base + skip as i64;
+        };
         // One produced batch is one entry: its messages are all stamped or none.
         let log_append_time = entry.messages.first().is_some_and(has_append_time);
         record_batch::encode_with(out, first, &records, log_append_time);
-        next = Some(first + records.len() as i64);
+        let last = records.last().map_or(0, |r| r.offset_delta as i64);
+        next = Some(first + last + 1);
     }
     Ok(next)
 }
@@ -380,10 +381,15 @@ impl KafkaFrontend {
                     offset = part.offset,
                     "opening a reader"
                 );
-                self.backend
-                    .open_reader(topic, start_entry(part.offset))
-                    .await
-                    .map_err(backend_error)?
+                // As on Kafka, a compacted topic is read compacted: one value per key as far
+                // as compaction has run (at the keys' original offsets), then everything after.
+                let start = start_entry(part.offset);
+                let opened = if self.topic_state(&base_of(topic).0).await.compacted {
+                    self.backend.open_compacted_reader(topic, start).await
+                } else {
+                    self.backend.open_reader(topic, start).await
+                };
+                opened.map_err(backend_error)?
             }
         };
         reader.set_prefetch_bytes(part.prefetch);
@@ -460,7 +466,7 @@ impl KafkaFrontend {
         if let Some(last) = entries.last() {
             if let Ok(high) = offsets::to_offset(
                 last.id
-                    .message(last.messages.len().saturating_sub(1) as u32),
+                    .message(last.batch_index(last.messages.len().saturating_sub(1))),
             ) {
                 part.high_watermark = part.high_watermark.max(high + 1);
             }

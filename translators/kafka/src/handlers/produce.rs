@@ -412,6 +412,14 @@ impl KafkaFrontend {
         {
             return Err(ResponseError::InvalidRecord);
         }
+        // As on Kafka: a compacted topic keeps one record per key, so each needs one.
+        if rules.requires_keys && batch.records.iter().any(|r| r.key.is_none()) {
+            tracing::debug!(
+                topic = name,
+                "refused a record without a key on a compacted topic"
+            );
+            return Err(ResponseError::InvalidRecord);
+        }
         // As Kafka 4 by default (`message.timestamp.after.max.ms`); searches by time rely on it.
         // A LogAppendTime topic replaces the timestamps, so Kafka does not check them there.
         let latest = now_ms().saturating_add(crate::handlers::list_offsets::MAX_AHEAD_MS);
