@@ -843,3 +843,102 @@ async fn amqp_authorization_matrix() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["msgInCounter"].as_u64(), Some(2), "{body}");
 }
+
+/// Kafka transactions when the gateway acts for each client with its own token (a Pulsar started
+/// with `--auth --transactions`; skipped on one without transactions). Transactional ids live in
+/// the client's scope: tenant-a's producer commits and aborts, and a `read_committed` consumer
+/// reads exactly the committed records; tenant-b's producer with the same `transactional.id`
+/// does not fence it; tenant-a's token in tenant-b's scope gets
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED. The gateway's role opens and ends the Pulsar
+/// transactions; the records go with the client's own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar started with compat-suites/pulsar/start --auth --transactions"]
+async fn transactional_ids_are_scoped_and_authorized() {
+    use rdkafka::producer::Producer;
+    let pulsar = auth_pulsar();
+    let (status, _) = admin(
+        &pulsar,
+        "GET",
+        "/admin/v2/persistent/pulsar/system/transaction_coordinator_assign/partitions",
+        "",
+    );
+    if status != 200 {
+        eprintln!("skipped: this Pulsar has no transaction coordinator (start --transactions)");
+        return;
+    }
+    let run = unique("x");
+    let (tenant_a, tenant_b) = (format!("a-{run}"), format!("b-{run}"));
+    tenant_with_role(&pulsar, &tenant_a, "tenant-a-role", "orders");
+    tenant_with_role(&pulsar, &tenant_b, "tenant-b-role", "orders");
+    let (token_a, token_b) = (
+        pulsar_token(&pulsar, "tenant-a-role", None),
+        pulsar_token(&pulsar, "tenant-b-role", None),
+    );
+    let gateway = gateway_on(&pulsar, |_| {}).await;
+    let bootstrap = gateway.bootstrap();
+    let (scope_a, scope_b) = (format!("{tenant_a}/ns"), format!("{tenant_b}/ns"));
+    const CALL: Duration = Duration::from_secs(30);
+    let transactional = |scope: &str, token: &str| -> FutureProducer {
+        client(&bootstrap, scope, token)
+            .set("transactional.id", "app-1")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .unwrap()
+    };
+    let send = |p: &FutureProducer, value: String| {
+        let p = p.clone();
+        async move {
+            p.send(
+                FutureRecord::<(), _>::to("orders").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{value}: {e}"));
+        }
+    };
+
+    let a = transactional(&scope_a, &token_a);
+    a.init_transactions(CALL)
+        .expect("tenant-a's transactional id");
+    a.begin_transaction().unwrap();
+    for i in 0..3 {
+        send(&a, format!("committed-{i}")).await;
+    }
+    a.commit_transaction(CALL).expect("commit");
+    a.begin_transaction().unwrap();
+    send(&a, "aborted".into()).await;
+    a.abort_transaction(CALL).expect("abort");
+
+    // The same id in tenant-b's scope is another transactional id: tenant-a is not fenced.
+    let b = transactional(&scope_b, &token_b);
+    b.init_transactions(CALL)
+        .expect("tenant-b's transactional id");
+    a.begin_transaction().unwrap();
+    send(&a, "committed-3".into()).await;
+    a.commit_transaction(CALL)
+        .expect("tenant-a is not fenced by tenant-b");
+
+    // tenant-a's token may not use tenant-b's scope.
+    let intruder = transactional(&scope_b, &token_a);
+    let refused = intruder
+        .init_transactions(CALL)
+        .expect_err("tenant-a's token in tenant-b's scope");
+    assert_eq!(
+        refused.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        "{refused:?}"
+    );
+
+    let consumer: BaseConsumer = client(&bootstrap, &scope_a, &token_a)
+        .set("group.id", unique("g"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    let (_consumer, got) = poll_payloads(consumer, 4, Duration::from_secs(30)).await;
+    assert_eq!(
+        got,
+        ["committed-0", "committed-1", "committed-2", "committed-3"]
+    );
+}

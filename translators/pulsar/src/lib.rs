@@ -158,10 +158,14 @@ impl PulsarBackend {
         } else {
             None
         };
-        Self::with_tls(config, tls)
+        Self::with_tls(config, tls, None)
     }
 
-    fn with_tls(config: PulsarConfig, tls: Option<Arc<TlsSource>>) -> Result<Arc<PulsarBackend>> {
+    fn with_tls(
+        config: PulsarConfig,
+        tls: Option<Arc<TlsSource>>,
+        open_transactions: Option<txn::OpenTransactions>,
+    ) -> Result<Arc<PulsarBackend>> {
         let options = ConnectOptions {
             tls: tls
                 .clone()
@@ -182,7 +186,7 @@ impl PulsarBackend {
             config: config.clone(),
             tls,
             clients: Default::default(),
-            coordinators: txn::Coordinators::new(pool.clone()),
+            coordinators: txn::Coordinators::new(pool.clone(), open_transactions),
             pool,
             admin: Arc::new(admin),
             compression: config.compression,
@@ -254,6 +258,7 @@ impl Backend for PulsarBackend {
                 ..self.config.clone()
             },
             self.tls.clone(),
+            Some(self.coordinators.open_transactions()),
         )
         .ok()?;
         clients.insert(token.to_owned(), Arc::downgrade(&backend));

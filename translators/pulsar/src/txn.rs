@@ -41,7 +41,7 @@ fn not_served(why: &str) -> BackendError {
 }
 
 /// What a transaction wrote to, as far as this backend added it.
-struct Open {
+pub(crate) struct Open {
     /// After this the coordinator has aborted it; forgotten then.
     expires: Instant,
     topics: HashSet<String>,
@@ -55,19 +55,31 @@ pub struct Coordinators {
     next: AtomicU64,
     /// Per coordinator, the connection it was told of this client on.
     connected: Mutex<HashMap<u64, Arc<Connection>>>,
-    /// Topics added to open transactions, so adding again costs no round trip.
-    open: Mutex<HashMap<TransactionId, Open>>,
+    /// Topics added to open transactions, so adding again costs no round trip. Shared by a
+    /// backend with the backends it makes for clients' tokens (`as_client`): Pulsar lets only
+    /// the role that opened a transaction add to it, but any role with produce rights send in
+    /// it, so a client's sends in a transaction the gateway opened and added their topic to
+    /// must not add it again.
+    open: OpenTransactions,
 }
 
+pub(crate) type OpenTransactions = Arc<Mutex<HashMap<TransactionId, Open>>>;
+
 impl Coordinators {
-    pub fn new(pool: Arc<Pool>) -> Coordinators {
+    /// Coordinators reached on `pool`'s connections; `open` is shared with the backend this
+    /// one was made from, if any.
+    pub fn new(pool: Arc<Pool>, open: Option<OpenTransactions>) -> Coordinators {
         Coordinators {
             pool,
             count: Default::default(),
             next: AtomicU64::new(rand::random::<u32>() as u64),
             connected: Default::default(),
-            open: Default::default(),
+            open: open.unwrap_or_default(),
         }
+    }
+
+    pub(crate) fn open_transactions(&self) -> OpenTransactions {
+        self.open.clone()
     }
 
     pub async fn begin(&self, timeout: Duration) -> Result<TransactionId> {

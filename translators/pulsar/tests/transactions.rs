@@ -262,7 +262,8 @@ async fn timeout_abort_delay() {
 
 /// Through `as_client` on a Pulsar with authorization (`start --auth --transactions`; skipped
 /// without PULSAR_ADMIN_TOKEN and PULSAR_TOKEN_SECRET_KEY): a role needs lookup rights on
-/// `pulsar/system` to find the coordinators, and a transaction belongs to the role that opened it.
+/// `pulsar/system` to find the coordinators, and a transaction belongs to the role that opened it
+/// (only it adds topics and ends it), while any role may send in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real Pulsar with transactions and --auth"]
 async fn transactions_of_a_client_token() {
@@ -340,4 +341,26 @@ async fn transactions_of_a_client_token() {
     assert_eq!(a.last_message_id(&t).await.unwrap(), None);
     a.end_transaction(txn, true).await.unwrap();
     assert!(a.last_message_id(&t).await.unwrap().is_some());
+
+    // A transaction the gateway's own role opened and added the topic to: a client's role may
+    // send in it (Pulsar checks the owner when a topic is added and at the end, not on sends),
+    // and what it sent is committed or aborted with it. Adding a topic itself is refused.
+    let t2 = topic("txn-gateway-role");
+    b.create_topic(&t2, 0).await.unwrap();
+    for commit in [false, true] {
+        let txn = b.begin_transaction(Duration::from_secs(60)).await.unwrap();
+        b.add_to_transaction(txn, &t2).await.unwrap();
+        a.submit_in_transaction(txn, &t2, vec![entry(&format!("commit={commit}"), None)])
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let refused = a.add_to_transaction(txn, &t).await;
+        assert!(
+            matches!(&refused, Err(BackendError::TransactionNotOpen(m)) if m.contains("neither the owner")),
+            "{refused:?}"
+        );
+        b.end_transaction(txn, commit).await.unwrap();
+    }
+    assert_eq!(values(&b, &t2).await, ["commit=true"]);
 }

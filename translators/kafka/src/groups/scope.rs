@@ -1,5 +1,6 @@
-//! Tenancy for consumer groups (DESIGN.md §8): when authentication is required, a session's
-//! group ids live inside its principal's `tenant/namespace`. Group `g` of a client in
+//! Tenancy for consumer groups and transactional ids (DESIGN.md §8): when authentication is
+//! required, a session's group ids and transactional ids live inside its principal's
+//! `tenant/namespace`. Group `g` of a client in
 //! `tenant-a/ns` is stored and coordinated as `tenant-a/ns/g`; the client only ever sees `g`,
 //! and ListGroups, DescribeGroups and the rest show it only its own namespace's groups.
 //!
@@ -11,11 +12,12 @@
 //! and stores them the same wherever it runs, including on a peer that a forward-mode fleet
 //! passes the request to, whose own default namespace is not the client's.
 
-use kafka_protocol::messages::{GroupId, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{GroupId, RequestKind, ResponseKind, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 
-/// FindCoordinator's key type for groups.
+/// FindCoordinator's key types for groups and transactional ids.
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 /// One session's group namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +75,9 @@ impl GroupScope {
     pub fn enter(&self, request: &mut RequestKind) -> NamedInFull {
         let mut in_full = NamedInFull::default();
         match request {
-            RequestKind::FindCoordinator(r) if r.key_type == KEY_GROUP => {
+            RequestKind::FindCoordinator(r)
+                if r.key_type == KEY_GROUP || r.key_type == KEY_TRANSACTION =>
+            {
                 r.key = self.scoped(r.key.as_str());
                 for key in &mut r.coordinator_keys {
                     *key = self.scoped(key.as_str());
@@ -117,9 +121,52 @@ impl GroupScope {
                     *g = self.group(g);
                 }
             }
+            // Transactional ids live in the scope as group ids do; so do the groups that
+            // transactions commit offsets for.
+            RequestKind::InitProducerId(r) => {
+                if let Some(id) = &mut r.transactional_id {
+                    *id = self.transactional(id);
+                }
+            }
+            RequestKind::Produce(r) => {
+                if let Some(id) = &mut r.transactional_id {
+                    *id = self.transactional(id);
+                }
+            }
+            RequestKind::AddPartitionsToTxn(r) => {
+                r.v3_and_below_transactional_id =
+                    self.transactional(&r.v3_and_below_transactional_id);
+            }
+            RequestKind::AddOffsetsToTxn(r) => {
+                r.transactional_id = self.transactional(&r.transactional_id);
+                r.group_id = self.group(&r.group_id);
+            }
+            RequestKind::EndTxn(r) => r.transactional_id = self.transactional(&r.transactional_id),
+            RequestKind::TxnOffsetCommit(r) => {
+                r.transactional_id = self.transactional(&r.transactional_id);
+                r.group_id = self.group(&r.group_id);
+                for t in &mut r.topics {
+                    self.qualify(&mut t.name, &mut in_full);
+                }
+            }
+            RequestKind::DescribeTransactions(r) => {
+                for id in &mut r.transactional_ids {
+                    *id = self.transactional(id);
+                }
+            }
             _ => {}
         }
         in_full
+    }
+
+    fn transactional(&self, id: &TransactionalId) -> TransactionalId {
+        TransactionalId(self.scoped(id.as_str()))
+    }
+
+    fn strip_transactional(&self, id: &mut TransactionalId) {
+        if let Some(bare) = self.unscoped(id.as_str()) {
+            *id = TransactionalId(StrBytes::from_string(bare.to_owned()));
+        }
     }
 
     /// Gives the response's group ids and topic names back as the client named them;
@@ -169,6 +216,23 @@ impl GroupScope {
                     .retain(|g| self.unscoped(g.group_id.as_str()).is_some());
                 for g in &mut r.groups {
                     self.strip(&mut g.group_id);
+                }
+            }
+            ResponseKind::TxnOffsetCommit(r) => {
+                for t in &mut r.topics {
+                    self.unqualify(&mut t.name, in_full);
+                }
+            }
+            ResponseKind::DescribeTransactions(r) => {
+                for t in &mut r.transaction_states {
+                    self.strip_transactional(&mut t.transactional_id);
+                }
+            }
+            ResponseKind::ListTransactions(r) => {
+                r.transaction_states
+                    .retain(|t| self.unscoped(t.transactional_id.as_str()).is_some());
+                for t in &mut r.transaction_states {
+                    self.strip_transactional(&mut t.transactional_id);
                 }
             }
             _ => {}
@@ -240,6 +304,65 @@ mod tests {
             ["mine"],
             "only this scope's groups, by their own names"
         );
+    }
+
+    #[test]
+    fn transactional_ids_are_scoped_and_listed_only_in_their_scope() {
+        use kafka_protocol::messages::list_transactions_response::TransactionState;
+        use kafka_protocol::messages::{
+            EndTxnRequest, InitProducerIdRequest, ListTransactionsResponse, ProduceRequest,
+        };
+        let scope = GroupScope::new("tenant-a", "ns");
+        let id = || TransactionalId(StrBytes::from_static_str("app-1"));
+        let mut init = RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transactional_id(Some(id())),
+        );
+        let mut produce =
+            RequestKind::Produce(ProduceRequest::default().with_transactional_id(Some(id())));
+        let mut end = RequestKind::EndTxn(EndTxnRequest::default().with_transactional_id(id()));
+        for request in [&mut init, &mut produce, &mut end] {
+            scope.enter(request);
+        }
+        let (RequestKind::InitProducerId(i), RequestKind::Produce(p), RequestKind::EndTxn(e)) =
+            (&init, &produce, &end)
+        else {
+            unreachable!()
+        };
+        for scoped in [
+            i.transactional_id.as_ref().unwrap(),
+            p.transactional_id.as_ref().unwrap(),
+            &e.transactional_id,
+        ] {
+            assert_eq!(scoped.as_str(), "tenant-a/ns/app-1");
+        }
+        // A plain (non-transactional) produce stays so.
+        let mut plain = RequestKind::Produce(ProduceRequest::default());
+        scope.enter(&mut plain);
+        let RequestKind::Produce(p) = &plain else {
+            unreachable!()
+        };
+        assert!(p.transactional_id.is_none());
+
+        let state = |id: &'static str| {
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+        };
+        let mut list = ResponseKind::ListTransactions(
+            ListTransactionsResponse::default().with_transaction_states(vec![
+                state("tenant-a/ns/app-1"),
+                state("tenant-b/ns/app-1"),
+            ]),
+        );
+        scope.leave(&mut list, &NamedInFull::default());
+        let ResponseKind::ListTransactions(r) = &list else {
+            unreachable!()
+        };
+        let ids: Vec<&str> = r
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.as_str())
+            .collect();
+        assert_eq!(ids, ["app-1"]);
     }
 
     #[test]

@@ -135,10 +135,11 @@ impl KafkaFrontend {
             c.port = -1;
             let refused = match request.key_type {
                 KEY_GROUP => self.authorize_group(&key).await.err(),
+                KEY_TRANSACTION => self.authorize_transactional_id(&key).await.err(),
                 _ => None,
             };
             match request.key_type {
-                KEY_GROUP if refused.is_some() => {
+                _ if refused.is_some() => {
                     c.error_code = refused.map(|e| e.code()).unwrap_or_default();
                 }
                 // Forward mode: every instance answers for every group.
@@ -147,15 +148,8 @@ impl KafkaFrontend {
                     c.host = str_bytes(host.clone());
                     c.port = port;
                 }
-                KEY_TRANSACTION if !self.config.groups.scoped_groups => {
+                KEY_GROUP | KEY_TRANSACTION => {
                     self.name_owner(&mut c, &key, client, (&host, port)).await
-                }
-                KEY_GROUP => self.name_owner(&mut c, &key, client, (&host, port)).await,
-                KEY_TRANSACTION => {
-                    c.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-                    c.error_message = Some(str_bytes(
-                        "transactions are not yet served when authentication is required",
-                    ));
                 }
                 other => {
                     c.error_code = ResponseError::InvalidRequest.code();

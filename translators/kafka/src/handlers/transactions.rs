@@ -4,9 +4,10 @@
 //! (`groups::coordinator::transactions` and `txn_offsets`); transactional Produce is in
 //! `produce.rs`.
 //!
-//! Not served yet: transactional ids when authentication is required (they are not yet scoped
-//! to the client's tenant, so tenants could fence each other), refused
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+//! When authentication is required, transactional ids live in the session's scope
+//! (`groups::scope`), and Pulsar authorizes each as it does a group of the same name (see
+//! `authorize_transactional_id`). The gateway's own role opens, adds to and ends the Pulsar
+//! transactions; clients' sends in them go with their own tokens, which Pulsar allows.
 
 use std::sync::Arc;
 
@@ -44,9 +45,18 @@ const END_TXN_FENCED: i16 = 2;
 const ADD_OFFSETS_FENCED: i16 = 2;
 
 impl KafkaFrontend {
-    /// Whether transactional ids may be used on this gateway (see the module doc).
-    fn transactions_allowed(&self) -> bool {
-        !self.config.groups.scoped_groups
+    /// Whether this session may use the transactional id `id` (as stored: scoped when ids
+    /// are). Kafka asks for a TransactionalId ACL; here Pulsar decides as for a group of the
+    /// same name: consume permission in the scope's namespace, through a subscription named
+    /// after the id (`groups::access`). A scope is chosen by the client's user name, so without
+    /// this a client could fence another tenant's producers.
+    pub(crate) async fn authorize_transactional_id(&self, id: &str) -> Result<(), ResponseError> {
+        self.authorize_group(id).await.map_err(|e| match e {
+            ResponseError::GroupAuthorizationFailed => {
+                ResponseError::TransactionalIdAuthorizationFailed
+            }
+            other => other,
+        })
     }
 
     pub(crate) async fn handle_init_transactional_producer(
@@ -58,8 +68,8 @@ impl KafkaFrontend {
         let mut response = InitProducerIdResponse::default();
         response.producer_id = ProducerId(-1);
         response.producer_epoch = -1;
-        if !self.transactions_allowed() {
-            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        if let Err(e) = self.authorize_transactional_id(&id.0).await {
+            response.error_code = e.code();
             return response;
         }
         let given = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
@@ -98,7 +108,12 @@ impl KafkaFrontend {
         }
         let requested: Vec<(String, i32)> =
             partitions.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-        let outcome = if self.transactions_allowed() {
+        let authorized = self
+            .authorize_transactional_id(&request.v3_and_below_transactional_id.0)
+            .await;
+        let outcome = if let Err(e) = authorized {
+            Err(e)
+        } else {
             self.groups
                 .add_partitions_to_txn(
                     &request.v3_and_below_transactional_id.0,
@@ -110,8 +125,6 @@ impl KafkaFrontend {
                     partitions,
                 )
                 .await
-        } else {
-            Err(ResponseError::TransactionalIdAuthorizationFailed)
         };
         // Every partition gets an answer: its own error, the request's, or none.
         let errors: Vec<(String, i32, Option<ResponseError>)> = match outcome {
@@ -159,8 +172,11 @@ impl KafkaFrontend {
         version: i16,
     ) -> AddOffsetsToTxnResponse {
         let mut response = AddOffsetsToTxnResponse::default();
-        let outcome = if !self.transactions_allowed() {
-            Err(ResponseError::TransactionalIdAuthorizationFailed)
+        let outcome = if let Err(e) = self
+            .authorize_transactional_id(&request.transactional_id.0)
+            .await
+        {
+            Err(e)
         } else if let Err(e) = self.authorize_group(&request.group_id.0).await {
             Err(e)
         } else {
@@ -187,6 +203,13 @@ impl KafkaFrontend {
     ) -> TxnOffsetCommitResponse {
         let max_metadata = self.groups.settings().max_metadata_bytes;
         let group = request.group_id.0.to_string();
+        let authorized = match self
+            .authorize_transactional_id(&request.transactional_id.0)
+            .await
+        {
+            Ok(()) => self.authorize_group(&group).await,
+            refused => refused,
+        };
         let mut answers: Vec<(KafkaTopicName, Vec<PartitionError>)> = Vec::new();
         let mut commits = Vec::new();
         for topic in request.topics {
@@ -223,8 +246,8 @@ impl KafkaFrontend {
             }
             answers.push((topic.name, partitions));
         }
-        let shared = if !self.transactions_allowed() {
-            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        let shared = if let Err(e) = authorized {
+            Some(e)
         } else if commits.is_empty() {
             None
         } else {
@@ -264,17 +287,21 @@ impl KafkaFrontend {
         let mut response = EndTxnResponse::default();
         response.producer_id = ProducerId(-1);
         response.producer_epoch = -1;
-        let outcome = if self.transactions_allowed() {
-            self.groups
-                .end_txn(
-                    &request.transactional_id.0,
-                    (request.producer_id.0, request.producer_epoch),
-                    version >= END_TXN_FENCED,
-                    request.committed,
-                )
-                .await
-        } else {
-            Err(ResponseError::TransactionalIdAuthorizationFailed)
+        let outcome = match self
+            .authorize_transactional_id(&request.transactional_id.0)
+            .await
+        {
+            Ok(()) => {
+                self.groups
+                    .end_txn(
+                        &request.transactional_id.0,
+                        (request.producer_id.0, request.producer_epoch),
+                        version >= END_TXN_FENCED,
+                        request.committed,
+                    )
+                    .await
+            }
+            refused => refused,
         };
         if let Err(e) = outcome {
             response.error_code = e.code();
@@ -291,13 +318,16 @@ impl KafkaFrontend {
             .iter()
             .map(|id| id.0.to_string())
             .collect();
-        let found = if self.transactions_allowed() {
-            self.groups.describe_transactions(&ids).await
-        } else {
-            ids.into_iter()
-                .map(|id| (id, Err(ResponseError::TransactionalIdAuthorizationFailed)))
-                .collect()
-        };
+        let mut allowed = Vec::with_capacity(ids.len());
+        let mut refused = Vec::new();
+        for id in ids {
+            match self.authorize_transactional_id(&id).await {
+                Ok(()) => allowed.push(id),
+                Err(e) => refused.push((id, Err(e))),
+            }
+        }
+        let mut found = self.groups.describe_transactions(&allowed).await;
+        found.extend(refused);
         let mut response = DescribeTransactionsResponse::default();
         for (id, state) in found {
             let mut s = TransactionState::default();
@@ -320,9 +350,6 @@ impl KafkaFrontend {
         request: ListTransactionsRequest,
     ) -> ListTransactionsResponse {
         let mut response = ListTransactionsResponse::default();
-        if !self.transactions_allowed() {
-            return response;
-        }
         const STATES: [&str; 6] = [
             "Empty",
             "Ongoing",
@@ -352,7 +379,19 @@ impl KafkaFrontend {
                 && (request.duration_filter < 0
                     || (state.started_ms > 0
                         && now.saturating_sub(state.started_ms) as i64 > request.duration_filter));
-            if wanted {
+            // Only the session's own scope, and ids it may use (as Kafka lists only those its
+            // principal may describe).
+            let own = match &self.config.group_scope {
+                Some(scope) => scope.unscoped(&t.transactional_id).is_some(),
+                None => true,
+            };
+            if wanted
+                && own
+                && self
+                    .authorize_transactional_id(&t.transactional_id)
+                    .await
+                    .is_ok()
+            {
                 let mut listed = ListedState::default();
                 listed.transactional_id = TransactionalId(str_bytes(t.transactional_id));
                 listed.producer_id = ProducerId(state.producer_id);
