@@ -69,6 +69,9 @@ pub struct TxnState {
     pub groups: BTreeSet<String>,
     /// When the open transaction began (wall clock, ms); 0 when none is open.
     pub started_ms: u64,
+    /// When the state was last written (ms since the epoch): an idle id expires
+    /// `transactional.id.expiration.ms` after it.
+    pub updated_ms: u64,
 }
 
 /// Which error a stale epoch gets: PRODUCER_FENCED from the request versions of KIP-588 on,
@@ -92,6 +95,7 @@ impl TxnState {
             partitions: BTreeSet::new(),
             groups: BTreeSet::new(),
             started_ms: 0,
+            updated_ms: 0,
         }
     }
 

@@ -81,8 +81,13 @@ pub struct GroupSettings {
     /// commit, after each offset's last commit), with their mirrored subscriptions; a group left
     /// with neither members nor offsets goes too.
     pub offsets_retention: Duration,
-    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets (and expired
+    /// transactional ids) are looked for.
     pub offsets_retention_check_interval: Duration,
+    /// Kafka's `transactional.id.expiration.ms`: the state of a transactional id with no
+    /// transaction open is deleted once it has not changed for this long, so ids that are used
+    /// once (Flink's and Spring's generated ones) do not pile up in the table.
+    pub transactional_id_expiration: Duration,
     /// Group ids carry their tenant/namespace scope (authentication is required); the mirrored
     /// subscriptions are named without it.
     pub scoped_groups: bool,
@@ -101,6 +106,7 @@ impl Default for GroupSettings {
             commit_timeout: Duration::from_secs(5),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_retention_check_interval: Duration::from_secs(600),
+            transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
             scoped_groups: false,
             instance: Instance {
                 node_id: 0,
@@ -287,6 +293,7 @@ impl GroupCoordinator {
         if due {
             for shard in &self.shards {
                 self.expire_offsets(shard).await;
+                self.expire_transactional_ids(shard).await;
             }
         }
         let now = Instant::now();

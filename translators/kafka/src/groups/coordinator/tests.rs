@@ -579,3 +579,62 @@ fn an_instance_name_carries_its_addresses_and_tls_clients_get_the_tls_one() {
     assert_eq!(old.tls, None);
     assert_eq!(old.address_for(true), ("h".into(), 9092));
 }
+
+/// Transactional ids idle for `transactional.id.expiration.ms` are deleted, in the table too,
+/// and a producer coming back with one starts afresh with a new producer id, as on Kafka; an id
+/// with a transaction open stays however old.
+#[tokio::test]
+async fn idle_transactional_ids_expire_and_open_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: gateway_core::BackendRef =
+        gateway_embedded::EmbeddedBackend::open(dir.path()).unwrap();
+    let topic = TopicName::new("public", "default", "t");
+    backend.create_topic(&topic, 0).await.unwrap();
+    let expiring = |node_id, expiration| GroupSettings {
+        transactional_id_expiration: expiration,
+        offsets_retention_check_interval: Duration::from_millis(50),
+        ..settings(node_id)
+    };
+    let c = GroupCoordinator::new(expiring(1, Duration::from_millis(400)), backend.clone());
+    let (idle, _) = c
+        .init_transactional_producer("idle", 60_000, None, true)
+        .await
+        .unwrap();
+    let (busy, epoch) = c
+        .init_transactional_producer("busy", 60_000, None, true)
+        .await
+        .unwrap();
+    let failed = c
+        .add_partitions_to_txn(
+            "busy",
+            (busy, epoch),
+            true,
+            vec![("t".into(), 0, Ok(topic))],
+        )
+        .await
+        .unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    let known = |c: Arc<GroupCoordinator>, id: &'static str| async move {
+        c.describe_transactions(&[id.to_owned()]).await[0].1.is_ok()
+    };
+    wait_for("the idle id expires", || {
+        let c = c.clone();
+        async move { !known(c, "idle").await }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        known(c.clone(), "busy").await,
+        "an open transaction's id stays"
+    );
+
+    drop(c);
+    let b = GroupCoordinator::new(expiring(2, Duration::from_secs(3600)), backend.clone());
+    let (again, epoch) = b
+        .init_transactional_producer("idle", 60_000, None, true)
+        .await
+        .unwrap();
+    assert_ne!(again, idle, "deleted in the table: a new producer id");
+    assert_eq!(epoch, 0);
+    assert!(known(b.clone(), "busy").await);
+}

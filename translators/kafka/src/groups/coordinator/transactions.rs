@@ -36,8 +36,9 @@ impl GroupCoordinator {
         self: &Arc<Self>,
         shard: &Shard,
         id: &str,
-        state: TxnState,
+        mut state: TxnState,
     ) -> Result<(), ResponseError> {
+        state.updated_ms = now_ms();
         let lease = self
             .writable(shard)
             .await
@@ -379,6 +380,59 @@ impl GroupCoordinator {
     /// From the timer: aborts open transactions whose producer's timeout passed (bumping the
     /// epoch, as Kafka does, so the late producer is fenced), and finishes half-ended ones
     /// left by a coordinator that died. Skips a shard whose transactions are busy.
+    /// Deletes the state of transactional ids idle for `transactional_id_expiration`, as Kafka
+    /// does: a producer that comes back with one later starts afresh (a new producer id).
+    pub(super) async fn expire_transactional_ids(self: &Arc<Self>, shard: &Shard) {
+        let expiration = self.settings.transactional_id_expiration.as_millis() as u64;
+        let expired = |s: &TxnState, now: u64| {
+            s.phase.is_idle() && now.saturating_sub(s.updated_ms) > expiration
+        };
+        let any = {
+            let now = now_ms();
+            let transactions = shard.transactions.lock().expect("transactions lock");
+            transactions.values().any(|s| expired(s, now))
+        };
+        if !any || self.held(shard).is_none() {
+            return;
+        }
+        // Never held up behind a transaction's request: the next check comes soon enough.
+        let Ok(_one_at_a_time) = shard.txn_ops.try_lock() else {
+            return;
+        };
+        let now = now_ms();
+        let ids: Vec<String> = shard
+            .transactions
+            .lock()
+            .expect("transactions lock")
+            .iter()
+            .filter(|(_, s)| expired(s, now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let written = async {
+            let lease = self
+                .writable(shard)
+                .await
+                .map_err(|e| e.code(ResponseError::CoordinatorNotAvailable))?;
+            let order = self.write_order(shard).await.map_err(|e| e.code())?;
+            let records = ids.iter().map(|id| (txn_key(id), None)).collect();
+            self.write(shard, lease, order, records).await.map_err(|e| {
+                e.log(
+                    "transactional ids",
+                    "deleting expired transactional ids failed",
+                );
+                e.code()
+            })
+        };
+        if written.await.is_err() {
+            return;
+        }
+        let mut transactions = shard.transactions.lock().expect("transactions lock");
+        for id in &ids {
+            transactions.remove(id);
+        }
+        tracing::info!(topic = %shard.topic, count = ids.len(), "deleted expired transactional ids");
+    }
+
     pub(super) async fn expire_transactions(self: &Arc<Self>, shard: &Shard) {
         let now = now_ms();
         let due: Vec<String> = shard
