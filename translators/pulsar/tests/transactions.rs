@@ -12,13 +12,20 @@ use gateway_pulsar::{AdminClient, PulsarBackend, PulsarConfig, TokenSource};
 
 const NEEDS_PULSAR: &str = "needs a real Pulsar with transactions: compat-suites/pulsar/start --transactions, PULSAR_URL, PULSAR_ADMIN_URL";
 
+/// The test Pulsar's configuration: plaintext, or TLS with PULSAR_TLS_TRUST_CERTS (a Pulsar
+/// started with `--tls`).
+fn config(url: &str, admin_url: &str, token: Option<&str>) -> PulsarConfig {
+    let mut config = PulsarConfig::plain(url, admin_url, token);
+    config.tls.trust_certs_file = std::env::var_os("PULSAR_TLS_TRUST_CERTS").map(Into::into);
+    config
+}
+
 fn setup() -> (std::sync::Arc<PulsarBackend>, AdminClient) {
     let url = std::env::var("PULSAR_URL").expect(NEEDS_PULSAR);
     let admin_url = std::env::var("PULSAR_ADMIN_URL").expect(NEEDS_PULSAR);
     // The superuser's token on a Pulsar started with --auth.
     let token = std::env::var("PULSAR_ADMIN_TOKEN").ok();
-    let backend =
-        PulsarBackend::new(PulsarConfig::plain(&url, &admin_url, token.as_deref())).unwrap();
+    let backend = PulsarBackend::new(config(&url, &admin_url, token.as_deref())).unwrap();
     let admin = AdminClient::new(
         &admin_url,
         token.as_deref().map(TokenSource::literal),
@@ -276,7 +283,7 @@ async fn transactions_of_a_client_token() {
     };
     let url = std::env::var("PULSAR_URL").expect(NEEDS_PULSAR);
     let admin_url = std::env::var("PULSAR_ADMIN_URL").expect(NEEDS_PULSAR);
-    let b = PulsarBackend::new(PulsarConfig::plain(&url, &admin_url, Some(&admin_token))).unwrap();
+    let b = PulsarBackend::new(config(&url, &admin_url, Some(&admin_token))).unwrap();
     let token = |role: &str| {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -294,7 +301,11 @@ async fn transactions_of_a_client_token() {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     let grant = |namespace: &str, role: &str, actions: &str| {
-        let status = std::process::Command::new("curl")
+        let mut curl = std::process::Command::new("curl");
+        if let Some(ca) = std::env::var_os("PULSAR_TLS_TRUST_CERTS") {
+            curl.arg("--cacert").arg(ca);
+        }
+        let status = curl
             .args(["-sf", "-X", "POST", "-H", "Content-Type: application/json"])
             .arg("-H")
             .arg(format!("Authorization: Bearer {admin_token}"))
