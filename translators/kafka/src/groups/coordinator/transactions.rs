@@ -39,22 +39,33 @@ impl GroupCoordinator {
         mut state: TxnState,
     ) -> Result<(), ResponseError> {
         state.updated_ms = now_ms();
-        let lease = self
-            .writable(shard)
-            .await
-            .map_err(|e| e.code(ResponseError::CoordinatorNotAvailable))?;
-        let order = self.write_order(shard).await.map_err(|e| e.code())?;
         let records = vec![(txn_key(id), Some(encode(&state)))];
-        if let Err(e) = self.write(shard, lease, order, records).await {
-            e.log(id, "writing transaction state failed");
-            return Err(e.code());
-        }
+        self.write_txn_records(shard, id, records).await?;
         shard
             .transactions
             .lock()
             .expect("transactions lock")
             .insert(id.to_owned(), state);
         Ok(())
+    }
+
+    /// Writes transaction records (a tombstone deletes one) to the shard's table under its
+    /// lease; `what` names them in the log if that fails.
+    async fn write_txn_records(
+        self: &Arc<Self>,
+        shard: &Shard,
+        what: &str,
+        records: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), ResponseError> {
+        let lease = self
+            .writable(shard)
+            .await
+            .map_err(|e| e.code(ResponseError::CoordinatorNotAvailable))?;
+        let order = self.write_order(shard).await.map_err(|e| e.code())?;
+        self.write(shard, lease, order, records).await.map_err(|e| {
+            e.log(what, "writing transaction state failed");
+            e.code()
+        })
     }
 
     fn txn_state(&self, shard: &Shard, id: &str) -> Option<TxnState> {
@@ -377,9 +388,6 @@ impl GroupCoordinator {
         out
     }
 
-    /// From the timer: aborts open transactions whose producer's timeout passed (bumping the
-    /// epoch, as Kafka does, so the late producer is fenced), and finishes half-ended ones
-    /// left by a coordinator that died. Skips a shard whose transactions are busy.
     /// Deletes the state of transactional ids idle for `transactional_id_expiration`, as Kafka
     /// does: a producer that comes back with one later starts afresh (a new producer id).
     pub(super) async fn expire_transactional_ids(self: &Arc<Self>, shard: &Shard) {
@@ -387,43 +395,33 @@ impl GroupCoordinator {
         let expired = |s: &TxnState, now: u64| {
             s.phase.is_idle() && now.saturating_sub(s.updated_ms) > expiration
         };
-        let any = {
+        let expired_ids = || -> Vec<String> {
             let now = now_ms();
             let transactions = shard.transactions.lock().expect("transactions lock");
-            transactions.values().any(|s| expired(s, now))
+            transactions
+                .iter()
+                .filter(|(_, s)| expired(s, now))
+                .map(|(id, _)| id.clone())
+                .collect()
         };
-        if !any || self.held(shard).is_none() {
+        if expired_ids().is_empty() || self.held(shard).is_none() {
             return;
         }
         // Never held up behind a transaction's request: the next check comes soon enough.
         let Ok(_one_at_a_time) = shard.txn_ops.try_lock() else {
             return;
         };
-        let now = now_ms();
-        let ids: Vec<String> = shard
-            .transactions
-            .lock()
-            .expect("transactions lock")
-            .iter()
-            .filter(|(_, s)| expired(s, now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let written = async {
-            let lease = self
-                .writable(shard)
-                .await
-                .map_err(|e| e.code(ResponseError::CoordinatorNotAvailable))?;
-            let order = self.write_order(shard).await.map_err(|e| e.code())?;
-            let records = ids.iter().map(|id| (txn_key(id), None)).collect();
-            self.write(shard, lease, order, records).await.map_err(|e| {
-                e.log(
-                    "transactional ids",
-                    "deleting expired transactional ids failed",
-                );
-                e.code()
-            })
-        };
-        if written.await.is_err() {
+        // Again under the lock: a request may have used an id meanwhile.
+        let ids = expired_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let records = ids.iter().map(|id| (txn_key(id), None)).collect();
+        if self
+            .write_txn_records(shard, "expired transactional ids", records)
+            .await
+            .is_err()
+        {
             return;
         }
         let mut transactions = shard.transactions.lock().expect("transactions lock");
@@ -433,6 +431,9 @@ impl GroupCoordinator {
         tracing::info!(topic = %shard.topic, count = ids.len(), "deleted expired transactional ids");
     }
 
+    /// From the timer: aborts open transactions whose producer's timeout passed (bumping the
+    /// epoch, as Kafka does, so the late producer is fenced), and finishes half-ended ones
+    /// left by a coordinator that died. Skips a shard whose transactions are busy.
     pub(super) async fn expire_transactions(self: &Arc<Self>, shard: &Shard) {
         let now = now_ms();
         let due: Vec<String> = shard
