@@ -75,6 +75,32 @@ fn pulsar_policy(
     }
 }
 
+/// The Kafka broker at KAFKA_REFERENCE_BOOTSTRAP, against which a test's expectations are
+/// proved, else a gateway of the test's own (kept running by the returned handle).
+async fn gateway_or_reference() -> (Option<InProcessGateway>, String) {
+    match std::env::var("KAFKA_REFERENCE_BOOTSTRAP") {
+        Ok(kafka) => (None, kafka),
+        Err(_) => {
+            let gw = InProcessGateway::start().await;
+            let bootstrap = gw.bootstrap();
+            (Some(gw), bootstrap)
+        }
+    }
+}
+
+/// Creates a one-partition topic with these configs.
+async fn create_with_configs(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) {
+    let new = configs.iter().fold(
+        NewTopic::new(topic, 1, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
+    let created = admin(bootstrap)
+        .create_topics(&[new], &AdminOptions::new())
+        .await
+        .expect("create");
+    created[0].as_ref().expect("created");
+}
+
 fn retention_is(minutes: i64, megabytes: i64) -> impl Fn(&Value) -> bool {
     move |v| {
         v["retentionTimeInMinutes"].as_i64() == Some(minutes)
@@ -345,25 +371,17 @@ async fn append_time_and_batch_limit_apply_to_produce() {
     use rdkafka::message::{Message, Timestamp};
     use rdkafka::producer::FutureRecord;
 
-    let (_gw, bootstrap) = match std::env::var("KAFKA_REFERENCE_BOOTSTRAP") {
-        Ok(kafka) => (None, kafka),
-        Err(_) => {
-            let gw = InProcessGateway::start().await;
-            let bootstrap = gw.bootstrap();
-            (Some(gw), bootstrap)
-        }
-    };
+    let (_gw, bootstrap) = gateway_or_reference().await;
     let topic: &'static str = unique("append-time").leak();
-    let created = admin(&bootstrap)
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))
-                .set("message.timestamp.type", "LogAppendTime")
-                .set("max.message.bytes", "2000")],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    created[0].as_ref().expect("created");
+    create_with_configs(
+        &bootstrap,
+        topic,
+        &[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("max.message.bytes", "2000"),
+        ],
+    )
+    .await;
 
     let p = producer(&bootstrap, &[("linger.ms", "0")]);
     let hour_ago = rdkafka::util::millis_to_epoch(std::time::SystemTime::now()) - 3_600_000;
@@ -449,26 +467,18 @@ async fn compacted_topics_are_read_compacted() {
         reference.is_some() || pulsar.is_some(),
         "needs GATEWAY_TEST_BACKEND=pulsar or KAFKA_REFERENCE_BOOTSTRAP"
     );
-    let (_gw, bootstrap) = match reference.clone() {
-        Some(kafka) => (None, kafka),
-        None => {
-            let gw = InProcessGateway::start().await;
-            let bootstrap = gw.bootstrap();
-            (Some(gw), bootstrap)
-        }
-    };
+    let (_gw, bootstrap) = gateway_or_reference().await;
     let topic: &'static str = unique("compacted").leak();
-    let created = admin(&bootstrap)
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))
-                .set("cleanup.policy", "compact")
-                .set("segment.ms", "100")
-                .set("min.cleanable.dirty.ratio", "0.01")],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    created[0].as_ref().expect("created");
+    create_with_configs(
+        &bootstrap,
+        topic,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )
+    .await;
 
     // Ten keys written five times each, in batches that mix keys.
     let p = producer(&bootstrap, &[("linger.ms", "20")]);
