@@ -3,6 +3,10 @@
 //!
 //! Usage: kafka-group-member BOOTSTRAP GROUP TOPIC LOG [ASSIGNOR] [INSTANCE_ID]
 //!
+//! ASSIGNOR `consumer:NAME` joins with the consumer group protocol (KIP-848,
+//! `group.protocol=consumer`) and the coordinator's assignor NAME (`uniform`, `range`); the
+//! coordinator then sets the session and heartbeat times.
+//!
 //! It takes up to 100 records per batch, "processes" them for 50 ms (so a kill lands mid-stream,
 //! often between consuming and committing), commits synchronously and appends to LOG, flushed:
 //! `r PARTITION OFFSET` for each record consumed, then `c PARTITION NEXT_OFFSET` for each
@@ -32,13 +36,21 @@ fn main() -> std::process::ExitCode {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set(
-            "partition.assignment.strategy",
-            args.get(5).map(String::as_str).unwrap_or("range"),
-        );
+        .set("auto.offset.reset", "earliest");
+    let assignor = args.get(5).map(String::as_str).unwrap_or("range");
+    match assignor.strip_prefix("consumer:") {
+        Some(server_assignor) => {
+            config
+                .set("group.protocol", "consumer")
+                .set("group.remote.assignor", server_assignor);
+        }
+        None => {
+            config
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("partition.assignment.strategy", assignor);
+        }
+    }
     if let Some(instance) = args.get(6) {
         config.set("group.instance.id", instance);
     }

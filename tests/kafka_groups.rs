@@ -352,6 +352,18 @@ async fn static_members_survive_a_killed_member() {
 }
 
 /// A subscription positioned from a commit in the middle of the data has that much backlog.
+/// The consumer group protocol (KIP-848): the coordinator assigns; a killed member's partitions
+/// move once its session (10 s here, 45 s by default) lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_group_survives_a_killed_member() {
+    let gw = InProcessGateway::start_with(|c| {
+        c.kafka.groups.consumer_session_timeout_ms = 10_000;
+        c.kafka.groups.consumer_heartbeat_interval_ms = 1_000;
+    })
+    .await;
+    kill_one_add_one("consumer-uniform", &gw, "consumer:uniform", false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_position_the_mirrored_subscription() {
     let gw = InProcessGateway::start().await;

@@ -103,6 +103,11 @@ pub struct GroupOptions {
     /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
     pub min_session_timeout_ms: u64,
     pub max_session_timeout_ms: u64,
+    /// Kafka's `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`:
+    /// the session of a member of the consumer group protocol (KIP-848), which the coordinator
+    /// sets, and how often it is told to heartbeat.
+    pub consumer_session_timeout_ms: u64,
+    pub consumer_heartbeat_interval_ms: u64,
     /// Shards (table topics) the groups are spread over. Changing it moves groups between
     /// shards, so it is fixed for the life of a deployment.
     pub shards: u32,
@@ -237,6 +242,8 @@ impl Default for Config {
                     initial_rebalance_delay_ms: 3000,
                     min_session_timeout_ms: 6000,
                     max_session_timeout_ms: 1_800_000,
+                    consumer_session_timeout_ms: 45_000,
+                    consumer_heartbeat_interval_ms: 5_000,
                     shards: 16,
                     state_topic: "__gateway_kafka_groups".into(),
                     offsets_retention_minutes: 10_080,
@@ -500,6 +507,12 @@ impl Config {
             errors.push(format!(
                 "kafka.group_min_session_timeout_ms ({}) is above kafka.group_max_session_timeout_ms ({})",
                 groups.min_session_timeout_ms, groups.max_session_timeout_ms
+            ));
+        }
+        if groups.consumer_heartbeat_interval_ms >= groups.consumer_session_timeout_ms {
+            errors.push(format!(
+                "kafka.consumer_group_heartbeat_interval_ms ({}) must be below kafka.consumer_group_session_timeout_ms ({})",
+                groups.consumer_heartbeat_interval_ms, groups.consumer_session_timeout_ms
             ));
         }
         errors
@@ -805,6 +818,26 @@ pub static OPTIONS: &[OptionSpec] = &[
             parse_number(v, 1, 86_400_000).map(|x| c.kafka.groups.max_session_timeout_ms = x)
         },
         get: |c| integer(c.kafka.groups.max_session_timeout_ms),
+    },
+    OptionSpec {
+        key: "kafka.consumer_group_session_timeout_ms",
+        flag: "kafka-consumer-group-session-timeout-ms",
+        help: "Session timeout of members of the consumer group protocol, KIP-848 (Kafka's group.consumer.session.timeout.ms)",
+        set: |c, v| {
+            parse_number(v, 1000, 86_400_000)
+                .map(|x| c.kafka.groups.consumer_session_timeout_ms = x)
+        },
+        get: |c| integer(c.kafka.groups.consumer_session_timeout_ms),
+    },
+    OptionSpec {
+        key: "kafka.consumer_group_heartbeat_interval_ms",
+        flag: "kafka-consumer-group-heartbeat-interval-ms",
+        help: "How often members of the consumer group protocol, KIP-848, heartbeat (Kafka's group.consumer.heartbeat.interval.ms)",
+        set: |c, v| {
+            parse_number(v, 100, 3_600_000)
+                .map(|x| c.kafka.groups.consumer_heartbeat_interval_ms = x)
+        },
+        get: |c| integer(c.kafka.groups.consumer_heartbeat_interval_ms),
     },
     OptionSpec {
         key: "kafka.group_shards",

@@ -340,6 +340,7 @@ fn group_settings(
     advertised: &HostPort,
     addresses: &KafkaAddresses,
 ) -> gateway_kafka::groups::GroupSettings {
+    use gateway_kafka::groups::consumer_group::ConsumerGroupSettings;
     use gateway_kafka::groups::coordinator::Instance;
     use gateway_kafka::groups::state::Timing;
     let options = &kafka.groups;
@@ -361,6 +362,11 @@ fn group_settings(
             initial_rebalance_delay: Duration::from_millis(options.initial_rebalance_delay_ms),
             min_session_timeout: Duration::from_millis(options.min_session_timeout_ms),
             max_session_timeout: Duration::from_millis(options.max_session_timeout_ms),
+        },
+        consumer: ConsumerGroupSettings {
+            session_timeout: Duration::from_millis(options.consumer_session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(options.consumer_heartbeat_interval_ms),
+            ..ConsumerGroupSettings::default()
         },
         offsets_retention: Duration::from_secs(options.offsets_retention_minutes * 60),
         ..Default::default()

@@ -51,6 +51,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // The consumer group protocol (KIP-848); Heartbeat v1 has the consumer name itself
+    // (KIP-1082) and subscribe by regular expression.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// What the internal listener serves (DESIGN.md §5 "Groups", §8): what a peer needs to forward
@@ -71,6 +75,8 @@ pub const INTERNAL: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 /// Whether the internal listener serves `key`.

@@ -13,6 +13,7 @@ pub mod record_batch;
 mod sequences;
 mod session;
 pub mod topic_configs;
+pub mod topic_ids;
 mod topic_state;
 
 pub use config::KafkaConfig;

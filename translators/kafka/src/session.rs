@@ -499,6 +499,14 @@ impl KafkaFrontend {
             RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
                 self.handle_offset_delete(r).await,
             )),
+            RequestKind::ConsumerGroupHeartbeat(r) => Some(ResponseKind::ConsumerGroupHeartbeat(
+                self.handle_consumer_group_heartbeat(r, version, &conn.client)
+                    .await,
+            )),
+            RequestKind::ConsumerGroupDescribe(r) => Some(ResponseKind::ConsumerGroupDescribe(
+                self.handle_consumer_group_describe(r, version, &conn.client)
+                    .await,
+            )),
             // The table and this match must agree; a row without a handler is a bug.
             _ => return Err(Refusal::UnsupportedVersion(key, version)),
         };

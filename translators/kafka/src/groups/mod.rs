@@ -2,6 +2,8 @@
 //! committed offsets durable in the backend and mirrored to Pulsar subscriptions.
 //!
 //! - `state`: one group's membership state machine (join, sync, heartbeat, leave, timeouts);
+//! - `consumer_group`: the same for Kafka's consumer group protocol (KIP-848), whose
+//!   coordinator assigns the partitions;
 //! - `coordinator`: groups hashed to shards whose state lives in table topics;
 //! - `mirror`: committed offsets copied to a subscription named after the group;
 //! - `forward`: passing group requests to the coordinating instance (forward mode);
@@ -11,6 +13,7 @@
 //! - `access`: whether Pulsar lets the client use a group (its subscription permission).
 
 pub mod access;
+pub mod consumer_group;
 pub mod consumer_protocol;
 pub mod coordinator;
 #[cfg(test)]

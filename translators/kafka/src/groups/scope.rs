@@ -86,6 +86,12 @@ impl GroupScope {
             RequestKind::JoinGroup(r) => r.group_id = self.group(&r.group_id),
             RequestKind::SyncGroup(r) => r.group_id = self.group(&r.group_id),
             RequestKind::Heartbeat(r) => r.group_id = self.group(&r.group_id),
+            RequestKind::ConsumerGroupHeartbeat(r) => r.group_id = self.group(&r.group_id),
+            RequestKind::ConsumerGroupDescribe(r) => {
+                for g in &mut r.group_ids {
+                    *g = self.group(g);
+                }
+            }
             RequestKind::LeaveGroup(r) => r.group_id = self.group(&r.group_id),
             RequestKind::OffsetCommit(r) => {
                 r.group_id = self.group(&r.group_id);
@@ -208,6 +214,11 @@ impl GroupScope {
             }
             ResponseKind::DeleteGroups(r) => {
                 for g in &mut r.results {
+                    self.strip(&mut g.group_id);
+                }
+            }
+            ResponseKind::ConsumerGroupDescribe(r) => {
+                for g in &mut r.groups {
                     self.strip(&mut g.group_id);
                 }
             }

@@ -22,6 +22,8 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::consumer_group::ConsumerGroup;
+
 mod join;
 mod snapshot;
 
@@ -225,6 +227,9 @@ pub struct Group {
     /// its offsets counts from then), read only while it is empty. `None` for a group that never
     /// had members and for groups persisted before it was kept.
     pub empty_since_ms: Option<u64>,
+    /// The group's members under the consumer group protocol (KIP-848), once one has joined.
+    /// A group has members of one protocol at a time.
+    pub consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -244,7 +249,13 @@ impl Group {
             sync_deadline: now,
             offsets: BTreeMap::new(),
             empty_since_ms: None,
+            consumer: None,
         }
+    }
+
+    /// The consumer group protocol's part, when it has members.
+    pub fn consumer_members(&self) -> Option<&ConsumerGroup> {
+        self.consumer.as_ref().filter(|c| !c.members.is_empty())
     }
 
     /// This instance stops coordinating the group: every waiting request is told to find the
@@ -256,7 +267,7 @@ impl Group {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.pending.is_empty()
+        self.members.is_empty() && self.pending.is_empty() && self.consumer_members().is_none()
     }
 
     /// A new member's id: its `group.instance.id` or client id plus a random suffix, as Kafka.
@@ -471,6 +482,9 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), ResponseError> {
+        if let Some(consumer) = self.consumer_members() {
+            return consumer.check_member(member_id, generation);
+        }
         if generation < 0 && member_id.is_empty() && self.members.is_empty() {
             // A commit from outside any generation: admin tools, or consumers with assign().
             return Ok(());
@@ -513,6 +527,9 @@ impl Group {
 
     /// Expires sessions, pending member ids and overdue rebalances.
     pub fn tick(&mut self, now: Instant, timing: &Timing, fx: &mut Effects) {
+        if let Some(consumer) = self.consumer.as_mut() {
+            consumer.tick(now, fx);
+        }
         self.pending.retain(|_, deadline| *deadline > now);
         let expired: Vec<String> = self
             .members
@@ -547,6 +564,9 @@ impl Group {
 
     /// Which topics the members subscribe to, when they use the consumer protocol.
     pub fn subscribed_topics(&self) -> Option<Vec<String>> {
+        if let Some(consumer) = self.consumer_members() {
+            return Some(consumer.subscribed_names().into_iter().collect());
+        }
         if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
             return None;
         }
@@ -582,7 +602,8 @@ impl Group {
             return Vec::new();
         }
         let retention = retention.as_millis() as u64;
-        let emptied = self.empty_since_ms.filter(|_| self.protocol_type.is_some());
+        let had_members = self.protocol_type.is_some() || self.consumer.is_some();
+        let emptied = self.empty_since_ms.filter(|_| had_members);
         let expired: Vec<(String, i32)> = self
             .offsets
             .iter()

@@ -64,10 +64,12 @@ impl KafkaFrontend {
                         request.validate_only,
                     )
                     .await
-                    .map(|()| configs),
+                    .map(|()| (configs, crate::topic_ids::topic_id(&pulsar))),
             };
             match outcome {
-                Ok(configs) => {
+                Ok((configs, topic_id)) => {
+                    // v7+ (KIP-516).
+                    result.topic_id = topic_id;
                     result.num_partitions = partitions;
                     result.replication_factor = REPORTED_REPLICATION;
                     result.configs = Some(self.created_topic_configs(&configs));

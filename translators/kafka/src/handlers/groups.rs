@@ -40,7 +40,7 @@ use crate::groups::coordinator::{CommitRequest, Owner};
 use crate::groups::state::{Committed, JoinParams};
 
 mod routing;
-use routing::*;
+pub(crate) use routing::forward_error;
 pub(crate) use routing::{join_not_coordinator, sync_not_coordinator};
 
 /// FindCoordinator key types.
@@ -48,8 +48,6 @@ const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 /// DescribeGroups: authorized operations not computed.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-/// The only group type this coordinator runs (ListGroups v5).
-const CLASSIC: &str = "classic";
 
 /// OffsetFetch's topics from the coordinator's answer. Versions before and after 8 use two
 /// generated types with the same fields, hence a macro rather than a function.
@@ -497,7 +495,20 @@ impl KafkaFrontend {
                         .collect()
                 });
                 let mut answer = OffsetFetchResponseGroup::default();
-                match self.groups.fetch_offsets(&group.group_id.0, wanted).await {
+                // v9: a consumer of the consumer group protocol names itself and its epoch.
+                let member_checked = match &group.member_id {
+                    Some(member) => {
+                        self.groups
+                            .check_fetching_member(&group.group_id.0, member, group.member_epoch)
+                            .await
+                    }
+                    None => Ok(()),
+                };
+                let fetched = match member_checked {
+                    Ok(()) => self.groups.fetch_offsets(&group.group_id.0, wanted).await,
+                    Err(e) => Err(e),
+                };
+                match fetched {
                     Err(e) => answer.error_code = e.code(),
                     Ok(found) => {
                         answer.topics = fetched_topics!(
@@ -631,9 +642,6 @@ impl KafkaFrontend {
             .iter()
             .map(|s| s.to_lowercase())
             .collect();
-        if !types.is_empty() && !types.iter().any(|t| t == CLASSIC) {
-            return response;
-        }
         match self.groups.list().await {
             Err(e) => response.error_code = e.code(),
             Ok((groups, others)) => {
@@ -662,15 +670,14 @@ impl KafkaFrontend {
                 response.groups.extend(
                     groups
                         .into_iter()
-                        .filter(|(_, state, _)| {
-                            states.is_empty() || states.contains(&state.to_lowercase())
-                        })
-                        .map(|(id, state, protocol_type)| {
+                        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+                        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+                        .map(|listed| {
                             let mut g = ListedGroup::default();
-                            g.group_id = GroupId(str_bytes(id));
-                            g.protocol_type = str_bytes(protocol_type);
-                            g.group_state = str_bytes(state);
-                            g.group_type = str_bytes(CLASSIC);
+                            g.group_id = GroupId(str_bytes(listed.id));
+                            g.protocol_type = str_bytes(listed.protocol_type);
+                            g.group_state = str_bytes(listed.state);
+                            g.group_type = str_bytes(listed.group_type);
                             g
                         }),
                 );

@@ -37,10 +37,25 @@ impl KafkaFrontend {
         let allow_create =
             config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
         let names: Vec<String> = match request.topics {
-            Some(topics) => topics
-                .into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                .collect(),
+            Some(topics) => {
+                let mut names = Vec::with_capacity(topics.len());
+                for t in topics {
+                    match t.name {
+                        Some(name) => names.push(name.0.to_string()),
+                        // v10+: by topic id alone.
+                        None => match self.topic_by_id(&t.topic_id).await {
+                            Some(name) => names.push(name),
+                            None => {
+                                let mut unknown = MetadataResponseTopic::default();
+                                unknown.topic_id = t.topic_id;
+                                unknown.error_code = ResponseError::UnknownTopicId.code();
+                                response.topics.push(unknown);
+                            }
+                        },
+                    }
+                }
+                names
+            }
             None => match self
                 .backend
                 .list_topics(&config.default_tenant, &config.default_namespace)
@@ -64,6 +79,24 @@ impl KafkaFrontend {
                 .push(self.describe_topic(&name, allow_create).await);
         }
         response
+    }
+
+    /// The Kafka name of a topic id: one this instance handed out, or one of the default
+    /// namespace's topics.
+    async fn topic_by_id(&self, id: &uuid::Uuid) -> Option<String> {
+        if let Some(topic) = crate::topic_ids::known_topic(id) {
+            return Some(self.kafka_name(&topic));
+        }
+        let config = &self.config;
+        let topics = self
+            .backend
+            .list_topics(&config.default_tenant, &config.default_namespace)
+            .await
+            .ok()?;
+        topics
+            .iter()
+            .find(|(t, _)| crate::topic_ids::topic_id(t) == *id)
+            .map(|(t, _)| self.kafka_name(t))
     }
 
     async fn describe_topic(&self, name: &str, allow_create: bool) -> MetadataResponseTopic {
@@ -106,6 +139,8 @@ impl KafkaFrontend {
                 return topic;
             }
         };
+        // v10+: the consumer group protocol names partitions by topic id.
+        topic.topic_id = crate::topic_ids::topic_id(&pulsar);
         let node = BrokerId(self.config.node_id);
         topic.partitions = (0..count as i32)
             .map(|index| {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_groups;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;

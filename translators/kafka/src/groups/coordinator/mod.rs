@@ -39,18 +39,22 @@ use gateway_core::{
 use kafka_protocol::error::ResponseError;
 use tokio::sync::{watch, OwnedMutexGuard};
 
+use super::consumer_group::{ConsumerGroup, ConsumerGroupSettings};
 use super::mirror::Mirror;
 use super::state::{
     Committed, Effects, Group, GroupSnapshot, GroupState, JoinOutcome, JoinParams, Reply,
     SyncOutcome, Timing,
 };
 
+mod consumer_groups;
 mod fleet;
 mod requests;
 mod shards;
 mod transactions;
 mod txn_offsets;
 
+use consumer_groups::consumer_key;
+pub use consumer_groups::ConsumerGroupLookup;
 pub use fleet::{Instance, Owner};
 use shards::*;
 pub use transactions::TxnSummary;
@@ -66,6 +70,8 @@ pub struct GroupSettings {
     /// Base name of the shards' table topics; shard `i` is `<local name>-<i>`.
     pub state_topic: TopicName,
     pub timing: Timing,
+    /// The consumer group protocol's (KIP-848) session and heartbeat times.
+    pub consumer: ConsumerGroupSettings,
     /// How often committed offsets are copied to the groups' Pulsar subscriptions.
     pub mirror_interval: Duration,
     /// Kafka's `offset.metadata.max.bytes`.
@@ -101,6 +107,7 @@ impl Default for GroupSettings {
             shards: 16,
             state_topic: TopicName::new("public", "default", "__gateway_kafka_groups"),
             timing: Timing::default(),
+            consumer: ConsumerGroupSettings::default(),
             mirror_interval: Duration::from_secs(1),
             max_metadata_bytes: 4096,
             commit_timeout: Duration::from_secs(5),
@@ -174,6 +181,15 @@ pub struct GroupSummary {
     pub protocol_type: String,
     pub protocol: String,
     pub members: Vec<MemberSummary>,
+}
+
+/// A group as ListGroups reports it.
+pub struct ListedGroup {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
 }
 
 pub struct MemberSummary {
@@ -383,6 +399,7 @@ impl GroupCoordinator {
                 groups.remove(id);
                 shard.unsaved.lock().expect("unsaved lock").remove(id);
                 records.push((group_key(id), None));
+                records.push((consumer_key(id), None));
             }
         }
         if records.is_empty() {
@@ -418,6 +435,9 @@ async fn tick_loop(coordinator: Weak<GroupCoordinator>) {
 }
 
 fn summarize(g: &Group) -> GroupSummary {
+    if let Some(c) = g.consumer_members() {
+        return summarize_consumer_group(c);
+    }
     let stable = g.state == GroupState::Stable;
     let protocol = g.protocol.clone().unwrap_or_default();
     GroupSummary {
@@ -451,6 +471,41 @@ fn summarize(g: &Group) -> GroupSummary {
                 } else {
                     Bytes::new()
                 },
+            })
+            .collect(),
+    }
+}
+
+/// A group of the consumer group protocol as DescribeGroups shows it, as Kafka does: its state
+/// in classic terms, the assignor as the protocol, and each member's subscription and assignment
+/// in the consumer protocol's bytes.
+fn summarize_consumer_group(c: &ConsumerGroup) -> GroupSummary {
+    let names: BTreeMap<uuid::Uuid, &str> =
+        c.topics.iter().map(|(n, m)| (m.id, n.as_str())).collect();
+    GroupSummary {
+        state: match c.state_name() {
+            "Assigning" => GroupState::PreparingRebalance.name(),
+            "Reconciling" => GroupState::CompletingRebalance.name(),
+            "Stable" => GroupState::Stable.name(),
+            _ => GroupState::Empty.name(),
+        },
+        protocol_type: "consumer".into(),
+        protocol: c.assignor().into(),
+        members: c
+            .members
+            .values()
+            .map(|m| MemberSummary {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: super::consumer_protocol::subscription_bytes(&m.subscribed_names),
+                assignment: super::consumer_protocol::assignment_bytes(m.assigned.iter().map(
+                    |(id, ps)| {
+                        let name = names.get(id).copied().unwrap_or_default();
+                        (name, ps.iter().copied().collect())
+                    },
+                )),
             })
             .collect(),
     }

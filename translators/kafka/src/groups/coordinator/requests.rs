@@ -324,11 +324,12 @@ impl GroupCoordinator {
         Ok(groups.get(group_id).map(summarize))
     }
 
-    /// Every group coordinated here, with its state and protocol type, and the other instances
-    /// coordinating shards (whose groups the caller may ask them for). Free shards are claimed.
+    /// Every group coordinated here, with its state, protocol type and group type, and the other
+    /// instances coordinating shards (whose groups the caller may ask them for). Free shards are
+    /// claimed.
     pub async fn list(
         self: &Arc<Self>,
-    ) -> Result<(Vec<(String, &'static str, String)>, Vec<Instance>), ResponseError> {
+    ) -> Result<(Vec<ListedGroup>, Vec<Instance>), ResponseError> {
         let mut out = Vec::new();
         let mut others: Vec<Instance> = Vec::new();
         for shard in &self.shards {
@@ -348,12 +349,19 @@ impl GroupCoordinator {
             let Ok(groups) = self.served(shard) else {
                 continue;
             };
-            out.extend(groups.values().map(|g| {
-                (
-                    g.id.clone(),
-                    g.state.name(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                )
+            out.extend(groups.values().map(|g| match &g.consumer {
+                Some(c) if g.members.is_empty() => ListedGroup {
+                    id: g.id.clone(),
+                    state: c.state_name(),
+                    protocol_type: "consumer".into(),
+                    group_type: "consumer",
+                },
+                _ => ListedGroup {
+                    id: g.id.clone(),
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    group_type: "classic",
+                },
             }));
         }
         Ok((out, others))
@@ -377,7 +385,7 @@ impl GroupCoordinator {
             if !group.is_empty() || group.state != GroupState::Empty {
                 return Err(ResponseError::NonEmptyGroup);
             }
-            let mut keys = vec![(group_key(group_id), None)];
+            let mut keys = vec![(group_key(group_id), None), (consumer_key(group_id), None)];
             keys.extend(
                 group
                     .offsets

@@ -355,6 +355,7 @@ impl GroupCoordinator {
         }
         let now = Instant::now();
         let mut snapshots: HashMap<String, GroupSnapshot> = HashMap::new();
+        let mut consumer_groups: HashMap<String, ConsumerGroup> = HashMap::new();
         let mut offsets: Vec<(String, String, i32, Committed)> = Vec::new();
         let mut transactions = HashMap::new();
         let mut txn_cursor = None;
@@ -367,6 +368,14 @@ impl GroupCoordinator {
                     if let (Some(group), Some(s)) = (group.as_str(), GroupSnapshot::decode(&value))
                     {
                         snapshots.insert(group.to_owned(), s);
+                    }
+                }
+                [kind, group] if kind == "cg" => {
+                    if let (Some(group), Ok(c)) = (
+                        group.as_str(),
+                        postcard::from_bytes::<ConsumerGroup>(&value),
+                    ) {
+                        consumer_groups.insert(group.to_owned(), c);
                     }
                 }
                 [kind] if kind == "c" => txn_cursor = postcard::from_bytes::<EntryId>(&value).ok(),
@@ -397,6 +406,13 @@ impl GroupCoordinator {
                 id.clone(),
                 Group::restore(&id, snapshot, now, &self.settings.timing),
             );
+        }
+        for (id, mut consumer) in consumer_groups {
+            consumer.restart_sessions(now, &self.settings.consumer);
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(&id, now))
+                .consumer = Some(consumer);
         }
         for (group, topic, partition, committed) in offsets {
             groups
@@ -559,11 +575,18 @@ impl GroupCoordinator {
         };
         let written = match self.write_order(shard).await {
             Ok(order) => {
-                let value = {
+                let (classic, consumer) = {
                     let groups = shard.groups.lock().expect("groups lock");
-                    groups.get(group_id).map(|g| encode(&g.snapshot()))
+                    let group = groups.get(group_id);
+                    (
+                        group.map(|g| encode(&g.snapshot())),
+                        group.and_then(|g| g.consumer.as_ref()).map(encode),
+                    )
                 };
-                let records = vec![(group_key(group_id), value)];
+                let records = vec![
+                    (group_key(group_id), classic),
+                    (consumer_key(group_id), consumer),
+                ];
                 self.write(shard, lease, order, records).await
             }
             Err(e) => Err(e),

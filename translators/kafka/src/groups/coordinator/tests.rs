@@ -181,7 +181,7 @@ fn retaining(node_id: i32, retention: Duration) -> GroupSettings {
 
 async fn listed(c: &Arc<GroupCoordinator>) -> Vec<String> {
     let (groups, _) = c.list().await.unwrap();
-    groups.into_iter().map(|(id, ..)| id).collect()
+    groups.into_iter().map(|g| g.id).collect()
 }
 
 async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {

@@ -11,7 +11,9 @@ impl Group {
         timing: &Timing,
         fx: &mut Effects,
     ) -> Reply<JoinOutcome> {
-        if !self.supports(&p.protocol_type, &p.protocols) {
+        // Members of the consumer group protocol own the group's partitions (Kafka's online
+        // migration between the protocols is not served).
+        if self.consumer_members().is_some() || !self.supports(&p.protocol_type, &p.protocols) {
             return Reply::Now(JoinOutcome::failed(
                 ResponseError::InconsistentGroupProtocol,
                 &p.member_id,

@@ -10,7 +10,7 @@ pub(super) const OWNER_RECHECK_DELAY: std::time::Duration = std::time::Duration:
 impl KafkaFrontend {
     /// Forward mode: the answer of the instance coordinating `group`, or `None` when this
     /// instance coordinates it (or is not in forward mode, or the request came from a peer).
-    pub(super) async fn forwarded(
+    pub(crate) async fn forwarded(
         &self,
         client: &ClientInfo,
         group: &str,
@@ -86,6 +86,7 @@ pub(super) fn single_group(request: &RequestKind, version: i16) -> Option<String
         RequestKind::OffsetCommit(r) => &r.group_id,
         RequestKind::OffsetDelete(r) => &r.group_id,
         RequestKind::OffsetFetch(r) if version < 8 => &r.group_id,
+        RequestKind::ConsumerGroupHeartbeat(r) => &r.group_id,
         _ => return None,
     };
     Some(id.0.to_string())
@@ -108,6 +109,13 @@ pub(super) fn group_error(request: &RequestKind, version: i16, code: i16) -> Res
             let mut a = HeartbeatResponse::default();
             a.error_code = code;
             ResponseKind::Heartbeat(a)
+        }
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let mut a = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default();
+            a.error_code = code;
+            a.member_id = Some(r.member_id.clone());
+            a.member_epoch = -1;
+            ResponseKind::ConsumerGroupHeartbeat(a)
         }
         RequestKind::LeaveGroup(_) => {
             let mut a = LeaveGroupResponse::default();
@@ -192,7 +200,7 @@ pub(crate) fn sync_not_coordinator() -> SyncGroupResponse {
 }
 
 /// The error code for a forwarded per-group answer that did not come back as expected.
-pub(super) fn forward_error(answer: Result<ResponseKind, ResponseError>) -> i16 {
+pub(crate) fn forward_error(answer: Result<ResponseKind, ResponseError>) -> i16 {
     match answer {
         Err(e) => e.code(),
         Ok(_) => ResponseError::CoordinatorNotAvailable.code(),
