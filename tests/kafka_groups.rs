@@ -466,7 +466,7 @@ enum Fleet {
 ///
 /// Each fleet has a namespace of its own: gateways sharing a namespace share its group shards,
 /// so they are one fleet (the tests run in parallel on one Pulsar).
-async fn fleet_run(label: &str, fleet: Fleet) {
+async fn fleet_run(label: &str, fleet: Fleet, assignor: &str) {
     // One state topic for the three instances: that makes them one fleet.
     const STATE_TOPIC: &str = "__gateway_kafka_groups";
     let backend: BackendRef = gateway_pulsar::PulsarBackend::new(
@@ -493,6 +493,11 @@ async fn fleet_run(label: &str, fleet: Fleet) {
             // The logs are shown when recovery is slow (see below).
             "--log-level".into(),
             "info".into(),
+            // Sessions of the consumer group protocol as short as the classic members' own.
+            "--kafka-consumer-group-session-timeout-ms".into(),
+            "10000".into(),
+            "--kafka-consumer-group-heartbeat-interval-ms".into(),
+            "1000".into(),
         ];
         extra.extend(match fleet {
             Fleet::Addressable => vec!["--kafka-node-id".into(), (n + 1).to_string()],
@@ -540,7 +545,7 @@ async fn fleet_run(label: &str, fleet: Fleet) {
             &topic,
             members_dir.path(),
             n,
-            "range",
+            assignor,
             None,
         )
     };
@@ -631,13 +636,21 @@ async fn fleet_run(label: &str, fleet: Fleet) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
 async fn fleet_of_three_rebalances_and_survives_losing_the_coordinator() {
-    fleet_run("fleet", Fleet::Addressable).await;
+    fleet_run("fleet", Fleet::Addressable, "range").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
 async fn fleet_behind_one_address_forwards_to_the_coordinator() {
-    fleet_run("fleet-lb", Fleet::Forward).await;
+    fleet_run("fleet-lb", Fleet::Forward, "range").await;
+}
+
+/// The same with the consumer group protocol (KIP-848): heartbeats, commits and the Metadata
+/// lookups of assigned topic ids land on any instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Pulsar: GATEWAY_TEST_BACKEND=pulsar with PULSAR_URL/PULSAR_ADMIN_URL, run with --include-ignored"]
+async fn fleet_behind_one_address_serves_the_consumer_group_protocol() {
+    fleet_run("fleet-848", Fleet::Forward, "consumer:uniform").await;
 }
 
 fn commits(members: &[Member]) -> usize {

@@ -22,7 +22,7 @@ use super::groups::ClientInfo;
 use super::str_bytes;
 use crate::frontend::KafkaFrontend;
 use crate::groups::consumer_group::{
-    HeartbeatParams, Partitions, TopicMeta, JOIN_EPOCH, STATIC_LEAVE_EPOCH,
+    whole_name, HeartbeatParams, Partitions, TopicMeta, JOIN_EPOCH, STATIC_LEAVE_EPOCH,
 };
 use crate::groups::coordinator::ConsumerGroupLookup;
 
@@ -114,17 +114,19 @@ impl KafkaFrontend {
             response.error_message = Some(str_bytes(why));
             return response;
         }
-        // librdkafka sends an empty regex along with topic names: no regex, as Kafka reads it.
-        if request
+        // An empty regex is none (librdkafka sends one beside its topic names).
+        if let Some(regex) = request
             .subscribed_topic_regex
-            .as_ref()
-            .is_some_and(|r| !r.is_empty())
+            .as_deref()
+            .filter(|r| !r.is_empty())
         {
-            response.error_code = ResponseError::InvalidRegularExpression.code();
-            response.error_message = Some(str_bytes(
-                "Subscribing by regular expression is not served by this gateway yet; subscribe by topic names.",
-            ));
-            return response;
+            if let Err(e) = whole_name(regex) {
+                response.error_code = ResponseError::InvalidRegularExpression.code();
+                response.error_message = Some(str_bytes(format!(
+                    "SubscribedTopicRegex `{regex}` is not a valid regular expression: {e}."
+                )));
+                return response;
+            }
         }
         let member_id = if request.member_id.is_empty() {
             uuid::Builder::from_random_bytes(rand::random())
@@ -142,6 +144,7 @@ impl KafkaFrontend {
             subscribed_names: request
                 .subscribed_topic_names
                 .map(|names| names.into_iter().map(|n| n.0.to_string()).collect()),
+            subscribed_regex: request.subscribed_topic_regex.map(|r| r.to_string()),
             server_assignor: request.server_assignor.map(|a| a.to_string()),
             owned: request.topic_partitions.map(|topics| {
                 topics
@@ -154,7 +157,7 @@ impl KafkaFrontend {
         };
         let group = request.group_id.0.as_str();
         let resolved = match self.groups.consumer_topics_to_resolve(group, &params) {
-            Some(names) => self.resolve_topics(names).await,
+            Some((names, regexes)) => self.resolve_topics(names, regexes).await,
             None => None,
         };
         let (member, epoch) = (params.member_id.clone(), params.member_epoch);
@@ -171,11 +174,45 @@ impl KafkaFrontend {
         response
     }
 
-    /// The ids and partition counts of the topics that exist among `names`; `None` when any
-    /// could not be looked up (the group keeps what it had rather than losing the topic's
-    /// partitions to a passing error).
-    async fn resolve_topics(&self, names: BTreeSet<String>) -> Option<BTreeMap<String, TopicMeta>> {
+    /// The ids and partition counts of the topics that exist among `names`, and of the default
+    /// namespace's topics that a regex matches; `None` when any could not be looked up (the
+    /// group keeps what it had rather than losing the topics' partitions to a passing error).
+    async fn resolve_topics(
+        &self,
+        mut names: BTreeSet<String>,
+        regexes: BTreeSet<String>,
+    ) -> Option<BTreeMap<String, TopicMeta>> {
         let until = tokio::time::Instant::now() + self.groups.settings().commit_timeout;
+        let mut topics = BTreeMap::new();
+        if !regexes.is_empty() {
+            let regexes: Vec<regex::Regex> =
+                regexes.iter().filter_map(|r| whole_name(r).ok()).collect();
+            let config = &self.config;
+            let listed = self
+                .backend
+                .list_topics(&config.default_tenant, &config.default_namespace);
+            let listed = match tokio::time::timeout_at(until, listed).await {
+                Ok(Ok(listed)) => listed,
+                _ => return None,
+            };
+            for (topic, info) in listed {
+                if topic
+                    .local
+                    .starts_with(crate::groups::INTERNAL_TOPIC_PREFIX)
+                {
+                    continue;
+                }
+                let name = self.kafka_name(&topic);
+                if regexes.iter().any(|r| r.is_match(&name)) {
+                    names.remove(&name);
+                    let meta = TopicMeta {
+                        id: crate::topic_ids::topic_id(&topic),
+                        partitions: info.partitions.max(1) as i32,
+                    };
+                    topics.insert(name, meta);
+                }
+            }
+        }
         let lookups = names.into_iter().map(|name| async move {
             let Some(pulsar) = self.pulsar_topic(&name) else {
                 return Ok((name, None));
@@ -195,7 +232,6 @@ impl KafkaFrontend {
         let found = tokio::time::timeout_at(until, futures::future::join_all(lookups))
             .await
             .ok()?;
-        let mut topics = BTreeMap::new();
         for lookup in found {
             match lookup {
                 Ok((name, Some(meta))) => {
@@ -286,6 +322,8 @@ impl KafkaFrontend {
                             member.member_epoch = m.epoch;
                             member.client_id = str_bytes(m.client_id.clone());
                             member.client_host = str_bytes(m.client_host.clone());
+                            member.subscribed_topic_regex =
+                                m.subscribed_regex.clone().map(str_bytes);
                             member.subscribed_topic_names = m
                                 .subscribed_names
                                 .iter()

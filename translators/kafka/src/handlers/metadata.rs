@@ -40,9 +40,10 @@ impl KafkaFrontend {
             Some(topics) => {
                 let mut names = Vec::with_capacity(topics.len());
                 for t in topics {
-                    match t.name {
+                    // v10+: by topic id alone, with a null name (librdkafka) or an empty one
+                    // (the Java client).
+                    match t.name.filter(|n| !n.is_empty() || t.topic_id.is_nil()) {
                         Some(name) => names.push(name.0.to_string()),
-                        // v10+: by topic id alone.
                         None => match self.topic_by_id(&t.topic_id).await {
                             Some(name) => names.push(name),
                             None => {

@@ -5,7 +5,7 @@
 //! - `range`: each topic's partitions in contiguous ranges over its subscribers in member id
 //!   order, so that members subscribed to co-partitioned topics get the same partition numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
@@ -24,11 +24,12 @@ pub fn assign(
     topics: &BTreeMap<String, TopicMeta>,
     previous: &BTreeMap<String, Partitions>,
 ) -> BTreeMap<String, Partitions> {
+    let subscriptions = super::ConsumerGroup::subscriptions(members, topics);
     let subscribers = |topic: &str| -> Vec<&str> {
-        members
-            .values()
-            .filter(|m| m.subscribed_names.contains(topic))
-            .map(|m| m.id.as_str())
+        subscriptions
+            .iter()
+            .filter(|(_, topics)| topics.contains(topic))
+            .map(|(id, _)| id.as_str())
             .collect()
     };
     let mut out: BTreeMap<String, Partitions> = members
@@ -57,7 +58,7 @@ pub fn assign(
         }
         return out;
     }
-    uniform(members, topics, previous, out)
+    uniform(&subscriptions, topics, previous, out)
 }
 
 /// Sticky and balanced: partitions stay with the member the previous target gave them to while
@@ -65,7 +66,7 @@ pub fn assign(
 /// subscriber; then partitions move from the most to the least loaded member that can take them
 /// until no two differ by more than one.
 fn uniform(
-    members: &BTreeMap<String, ConsumerMember>,
+    members: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, TopicMeta>,
     previous: &BTreeMap<String, Partitions>,
     mut out: BTreeMap<String, Partitions>,
@@ -74,7 +75,7 @@ fn uniform(
     let can_take = |member: &str, topic: &Uuid| {
         by_id
             .get(topic)
-            .is_some_and(|name| members[member].subscribed_names.contains(*name))
+            .is_some_and(|name| members[member].contains(*name))
     };
     let all: Vec<(Uuid, i32)> = topics
         .values()

@@ -83,6 +83,8 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub subscribed_names: BTreeSet<String>,
+    /// A regular expression (RE2 syntax) over topic names, matched against whole names.
+    pub subscribed_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub epoch: i32,
@@ -124,6 +126,8 @@ pub struct HeartbeatParams {
     pub rack_id: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub subscribed_names: Option<Vec<String>>,
+    /// An empty one replaces a regular expression with none.
+    pub subscribed_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub owned: Option<Partitions>,
     pub client_id: String,
@@ -135,7 +139,7 @@ impl HeartbeatParams {
     /// even when it did not change: the member may have lost track of it.
     fn is_full(&self) -> bool {
         self.member_epoch == JOIN_EPOCH
-            || (self.subscribed_names.is_some()
+            || ((self.subscribed_names.is_some() || self.subscribed_regex.is_some())
                 && self.rebalance_timeout_ms != -1
                 && self.owned.is_some())
     }
@@ -199,11 +203,44 @@ impl ConsumerGroup {
         }
     }
 
-    /// Every topic name a member subscribes to.
+    /// Every topic name a member subscribes to by name.
     pub fn subscribed_names(&self) -> BTreeSet<String> {
         self.members
             .values()
             .flat_map(|m| m.subscribed_names.iter().cloned())
+            .collect()
+    }
+
+    /// Every regular expression a member subscribes with.
+    pub fn subscribed_regexes(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .filter_map(|m| m.subscribed_regex.clone())
+            .collect()
+    }
+
+    /// Each member's topics among `topics`: those it names and those its regex matches.
+    pub fn subscriptions(
+        members: &BTreeMap<String, ConsumerMember>,
+        topics: &BTreeMap<String, TopicMeta>,
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        members
+            .values()
+            .map(|m| {
+                let regex = m
+                    .subscribed_regex
+                    .as_deref()
+                    .and_then(|r| whole_name(r).ok());
+                let mine = topics
+                    .keys()
+                    .filter(|t| {
+                        m.subscribed_names.contains(*t)
+                            || regex.as_ref().is_some_and(|r| r.is_match(t))
+                    })
+                    .cloned()
+                    .collect();
+                (m.id.clone(), mine)
+            })
             .collect()
     }
 
@@ -285,6 +322,13 @@ impl ConsumerGroup {
             let names: BTreeSet<String> = names.iter().cloned().collect();
             if names != member.subscribed_names {
                 member.subscribed_names = names;
+                changed = true;
+            }
+        }
+        if let Some(regex) = &p.subscribed_regex {
+            let regex = (!regex.is_empty()).then(|| regex.clone());
+            if regex != member.subscribed_regex {
+                member.subscribed_regex = regex;
                 changed = true;
             }
         }
@@ -381,6 +425,7 @@ impl ConsumerGroup {
                 client_id: p.client_id.clone(),
                 client_host: p.client_host.clone(),
                 subscribed_names: BTreeSet::new(),
+                subscribed_regex: None,
                 server_assignor: None,
                 rebalance_timeout_ms: p.rebalance_timeout_ms,
                 epoch: JOIN_EPOCH,
@@ -488,10 +533,14 @@ impl ConsumerGroup {
     /// input.
     fn refresh_topics(&mut self, resolved: &BTreeMap<String, TopicMeta>, now: Instant) -> bool {
         self.resolved_at = Some(now);
-        let topics: BTreeMap<String, TopicMeta> = self
-            .subscribed_names()
-            .into_iter()
-            .filter_map(|name| resolved.get(&name).map(|meta| (name, meta.clone())))
+        let subscribed: BTreeSet<String> = Self::subscriptions(&self.members, resolved)
+            .into_values()
+            .flatten()
+            .collect();
+        let topics: BTreeMap<String, TopicMeta> = resolved
+            .iter()
+            .filter(|(name, _)| subscribed.contains(*name))
+            .map(|(name, meta)| (name.clone(), meta.clone()))
             .collect();
         let changed = topics != self.topics;
         self.topics = topics;
@@ -598,6 +647,11 @@ impl ConsumerGroup {
         }
         Ok(())
     }
+}
+
+/// A subscription regex as Kafka applies it: to whole topic names.
+pub fn whole_name(regex: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{regex})$"))
 }
 
 fn rebalance_timeout(m: &ConsumerMember) -> Duration {

@@ -272,3 +272,23 @@ fn commits_need_the_current_member_epoch() {
         Err(ResponseError::UnknownMemberId)
     );
 }
+
+#[test]
+fn a_regex_subscribes_to_the_whole_names_it_matches() {
+    const T3: Uuid = Uuid::from_u128(3);
+    let mut f = Fixture::new(topics(&[
+        ("orders-eu", T1, 1),
+        ("orders-us", T2, 1),
+        ("x-orders-eu", T3, 1),
+    ]));
+    let mut p = join("m1", &[]);
+    p.subscribed_regex = Some("orders-.*".into());
+    let (out, _) = f.send(p);
+    assert_eq!(out.assignment, Some(parts(&[(T1, &[0]), (T2, &[0])])));
+    // The empty regex librdkafka sends beside names is no regex.
+    let mut names = join("m2", &["x-orders-eu"]);
+    names.subscribed_regex = Some(String::new());
+    let (out, _) = f.send(names);
+    assert_eq!(out.assignment, Some(parts(&[(T3, &[0])])));
+    assert_eq!(f.group.members["m2"].subscribed_regex, None);
+}

@@ -28,27 +28,31 @@ pub(super) fn consumer_key(group: &str) -> String {
 }
 
 impl GroupCoordinator {
-    /// The topic names whose ids and partition counts a heartbeat needs, or `None` when those
-    /// the group holds will do: every name the group and the request subscribe to when the
-    /// member joins, names topics it did not before, or the group's are older than
-    /// [`TOPICS_REFRESH`].
+    /// The topic names and regexes whose topics' ids and partition counts a heartbeat needs,
+    /// or `None` when those the group holds will do: all that the group and the request
+    /// subscribe to when the member joins, subscribes to something new, or the group's are
+    /// older than [`TOPICS_REFRESH`].
     pub fn consumer_topics_to_resolve(
         &self,
         group_id: &str,
         p: &HeartbeatParams,
-    ) -> Option<BTreeSet<String>> {
+    ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
         let shard = self.shard_of(group_id);
         let groups = shard.groups.lock().expect("groups lock");
         let consumer = groups.get(group_id).and_then(|g| g.consumer.as_ref());
-        let mut wanted = consumer.map(|c| c.subscribed_names()).unwrap_or_default();
+        let mut names = consumer.map(|c| c.subscribed_names()).unwrap_or_default();
+        let mut regexes = consumer.map(|c| c.subscribed_regexes()).unwrap_or_default();
         let stale = consumer
             .and_then(|c| c.resolved_at)
             .is_none_or(|at| at.elapsed() >= TOPICS_REFRESH);
-        let mut new_names = false;
+        let mut new = false;
         for name in p.subscribed_names.iter().flatten() {
-            new_names |= wanted.insert(name.clone());
+            new |= names.insert(name.clone());
         }
-        (stale || new_names || p.member_epoch == 0).then_some(wanted)
+        if let Some(regex) = p.subscribed_regex.as_ref().filter(|r| !r.is_empty()) {
+            new |= regexes.insert(regex.clone());
+        }
+        (stale || new || p.member_epoch == 0).then_some((names, regexes))
     }
 
     pub async fn consumer_heartbeat(

@@ -31,6 +31,7 @@ import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.SubscriptionPattern;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -58,6 +59,8 @@ import org.junit.jupiter.api.Timeout;
  *       co-partitioned topics.</li>
  *   <li>A static member restarted within its session gets its partitions back at the same group
  *       epoch: no rebalance.</li>
+ *   <li>A {@link SubscriptionPattern} (a regular expression the coordinator evaluates) subscribes to
+ *       the whole topic names it matches, a topic created later included.</li>
  * </ol>
  */
 class ConsumerProtocolTest {
@@ -300,6 +303,24 @@ class ConsumerProtocolTest {
                 assertEquals(epoch, d.groupEpoch().orElseThrow(), "group epoch after a static restart");
                 assertEquals(2, d.members().size());
             }
+        }
+    }
+
+    @Test
+    @Timeout(240)
+    void theCoordinatorEvaluatesASubscriptionPattern() throws Exception {
+        String a = freshTopic("re-a", 2), b = freshTopic("re-b", 2);
+        freshTopic("other-re-c", 2);
+        String group = "kip848-regex-" + RUN;
+        // Whole names: "other-kip848-re-c-..." contains a match but is not one.
+        SubscriptionPattern pattern = new SubscriptionPattern("kip848-re-.-" + RUN);
+        try (KafkaConsumer<String, String> m = member(group, Map.of())) {
+            m.subscribe(pattern);
+            pollUntil("the matching topics", List.of(m), () -> m.assignment().size() == 4);
+            assertEquals(Set.of(a, b), m.assignment().stream().map(TopicPartition::topic).collect(Collectors.toSet()));
+            String c = freshTopic("re-c", 1);
+            pollUntil("a matching topic created later", List.of(m), () -> m.assignment().size() == 5);
+            assertTrue(m.assignment().contains(new TopicPartition(c, 0)));
         }
     }
 }
