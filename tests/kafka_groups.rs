@@ -785,32 +785,47 @@ async fn an_answer_already_due_is_not_held_back_by_a_slow_request_behind_it() {
 
     use e2e_tests::kafka_raw::{connect, request, response};
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, GroupId, JoinGroupRequest};
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, DescribeGroupsRequest, GroupId, JoinGroupRequest,
+    };
     use kafka_protocol::protocol::StrBytes;
 
     // JoinGroup v3 (no MEMBER_ID_REQUIRED) of a new group waits for the initial rebalance
     // delay, 3 s, capped by the member's rebalance timeout.
     let gw = InProcessGateway::start().await;
+    let (quick_group, slow_group) = (unique("quick-join"), unique("slow-join"));
     let join = |group: &str, rebalance_timeout_ms: i32, correlation: i32| {
         let mut protocol = JoinGroupRequestProtocol::default();
         protocol.name = StrBytes::from_static_str("range");
         let mut r = JoinGroupRequest::default();
-        r.group_id = GroupId(StrBytes::from_string(unique(group)));
+        r.group_id = GroupId(StrBytes::from_string(group.to_owned()));
         r.session_timeout_ms = 10_000;
         r.rebalance_timeout_ms = rebalance_timeout_ms;
         r.protocol_type = StrBytes::from_static_str("consumer");
         r.protocols = vec![protocol];
         request(ApiKey::JoinGroup, 3, correlation, r)
     };
-    let mut pipelined = join("quick-join", 300, 1);
+    let mut pipelined = join(&quick_group, 300, 1);
     pipelined.extend(request(
         ApiKey::ApiVersions,
         0,
         2,
         ApiVersionsRequest::default(),
     ));
-    pipelined.extend(join("slow-join", 10_000, 3));
+    pipelined.extend(join(&slow_group, 10_000, 3));
     let mut s = connect(gw.gateway.kafka_addr());
+    // A hang guard only: on a busy Pulsar (CI, 2 cores, other work beside it) the slow join once
+    // went unanswered for the default 10 s.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // The groups' shards are claimed first (on Pulsar a topic and a lease each, over a second on
+    // a fresh broker), so that the times below are the requests' own.
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = [&quick_group, &slow_group]
+        .map(|g| GroupId(StrBytes::from_string(g.clone())))
+        .to_vec();
+    s.write_all(&request(ApiKey::DescribeGroups, 0, 0, describe))
+        .unwrap();
+    response(&mut s, ApiKey::DescribeGroups, 0).expect("groups described");
     let sent = Instant::now();
     s.write_all(&pipelined).unwrap();
     let (quick, answers) = tokio::task::spawn_blocking(move || {
