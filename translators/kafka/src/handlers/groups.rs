@@ -34,7 +34,7 @@ use kafka_protocol::messages::{
 
 use kafka_protocol::protocol::StrBytes;
 
-use super::str_bytes;
+use super::{str_bytes, topic_entry};
 use crate::frontend::KafkaFrontend;
 use crate::groups::coordinator::{CommitRequest, Owner};
 use crate::groups::state::{Committed, JoinParams};
@@ -764,19 +764,16 @@ impl KafkaFrontend {
             Err(e) => response.error_code = e.code(),
             Ok(results) => {
                 for (name, partition, error) in results {
-                    let topic = match response
-                        .topics
-                        .iter_mut()
-                        .position(|t| t.name.0.as_str() == name)
-                    {
-                        Some(i) => &mut response.topics[i],
-                        None => {
+                    let topic = topic_entry(
+                        &mut response.topics,
+                        &name,
+                        |t| t.name.0.as_str(),
+                        || {
                             let mut t = OffsetDeleteResponseTopic::default();
-                            t.name = KafkaTopicName(str_bytes(name));
-                            response.topics.push(t);
-                            response.topics.last_mut().expect("pushed")
-                        }
-                    };
+                            t.name = KafkaTopicName(str_bytes(name.clone()));
+                            t
+                        },
+                    );
                     let mut p = OffsetDeleteResponsePartition::default();
                     p.partition_index = partition;
                     p.error_code = error;

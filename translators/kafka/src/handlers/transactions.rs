@@ -31,7 +31,7 @@ use kafka_protocol::messages::{
     TopicName as KafkaTopicName, TransactionalId,
 };
 
-use super::str_bytes;
+use super::{str_bytes, topic_entry};
 use crate::frontend::KafkaFrontend;
 use crate::transactions::TxnState;
 
@@ -142,22 +142,16 @@ impl KafkaFrontend {
         };
         let mut response = AddPartitionsToTxnResponse::default();
         for (topic, partition, error) in errors {
-            let result = match response
-                .results_by_topic_v3_and_below
-                .iter_mut()
-                .position(|r| r.name.0.as_str() == topic)
-            {
-                Some(i) => &mut response.results_by_topic_v3_and_below[i],
-                None => {
+            let result = topic_entry(
+                &mut response.results_by_topic_v3_and_below,
+                &topic,
+                |r| r.name.0.as_str(),
+                || {
                     let mut r = AddPartitionsToTxnTopicResult::default();
-                    r.name = KafkaTopicName(str_bytes(topic));
-                    response.results_by_topic_v3_and_below.push(r);
-                    response
-                        .results_by_topic_v3_and_below
-                        .last_mut()
-                        .expect("just pushed")
-                }
-            };
+                    r.name = KafkaTopicName(str_bytes(topic.clone()));
+                    r
+                },
+            );
             let mut p = AddPartitionsToTxnPartitionResult::default();
             p.partition_index = partition;
             p.partition_error_code = error.map_or(0, |e| e.code());
@@ -415,15 +409,17 @@ fn describe(s: &mut TransactionState, state: &TxnState) {
     s.producer_epoch = state.epoch;
     let mut topics: Vec<TopicData> = Vec::new();
     for (topic, partition) in &state.partitions {
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
-            Some(t) => t.partitions.push(*partition),
-            None => {
+        let entry = topic_entry(
+            &mut topics,
+            topic,
+            |t| t.topic.0.as_str(),
+            || {
                 let mut t = TopicData::default();
                 t.topic = KafkaTopicName(str_bytes(topic.clone()));
-                t.partitions.push(*partition);
-                topics.push(t);
-            }
-        }
+                t
+            },
+        );
+        entry.partitions.push(*partition);
     }
     s.topics = topics;
 }
