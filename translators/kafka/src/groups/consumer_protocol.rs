@@ -1,47 +1,11 @@
 //! Reading the "consumer" embedded protocol (the bytes Java, librdkafka and kafka-python put in
 //! JoinGroup metadata). The coordinator otherwise passes those bytes through untouched; it only
 //! looks inside to tell which topics a group subscribes to (OffsetDelete's
-//! GROUP_SUBSCRIBED_TO_TOPIC and the describe tools). It writes them only to describe a group of
-//! the consumer group protocol (KIP-848) through DescribeGroups, as Kafka does.
+//! GROUP_SUBSCRIBED_TO_TOPIC and the describe tools).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
-use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-/// A version 0 subscription of these topics.
-pub fn subscription_bytes<'a>(topics: impl IntoIterator<Item = &'a String>) -> Bytes {
-    let subscription = ConsumerProtocolSubscription::default().with_topics(
-        topics
-            .into_iter()
-            .map(|t| StrBytes::from_string(t.clone()))
-            .collect(),
-    );
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    subscription.encode(&mut out, 0).expect("encodes");
-    out.freeze()
-}
-
-/// A version 0 assignment of these partitions, by topic name.
-pub fn assignment_bytes<'a>(partitions: impl IntoIterator<Item = (&'a str, Vec<i32>)>) -> Bytes {
-    let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-        partitions
-            .into_iter()
-            .map(|(topic, partitions)| {
-                TopicPartition::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_partitions(partitions)
-            })
-            .collect(),
-    );
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    assignment.encode(&mut out, 0).expect("encodes");
-    out.freeze()
-}
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
 
 /// Highest ConsumerProtocolSubscription version the protocol crate knows; newer versions only
 /// append fields, so they are read as this one, as Kafka does.
@@ -71,6 +35,8 @@ pub fn subscribed_topics(metadata: &Bytes) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
 
     #[test]
     fn reads_topics_of_every_known_version() {

@@ -435,9 +435,6 @@ async fn tick_loop(coordinator: Weak<GroupCoordinator>) {
 }
 
 fn summarize(g: &Group) -> GroupSummary {
-    if let Some(c) = g.consumer_members() {
-        return summarize_consumer_group(c);
-    }
     let stable = g.state == GroupState::Stable;
     let protocol = g.protocol.clone().unwrap_or_default();
     GroupSummary {
@@ -471,41 +468,6 @@ fn summarize(g: &Group) -> GroupSummary {
                 } else {
                     Bytes::new()
                 },
-            })
-            .collect(),
-    }
-}
-
-/// A group of the consumer group protocol as DescribeGroups shows it, as Kafka does: its state
-/// in classic terms, the assignor as the protocol, and each member's subscription and assignment
-/// in the consumer protocol's bytes.
-fn summarize_consumer_group(c: &ConsumerGroup) -> GroupSummary {
-    let names: BTreeMap<uuid::Uuid, &str> =
-        c.topics.iter().map(|(n, m)| (m.id, n.as_str())).collect();
-    GroupSummary {
-        state: match c.state_name() {
-            "Assigning" => GroupState::PreparingRebalance.name(),
-            "Reconciling" => GroupState::CompletingRebalance.name(),
-            "Stable" => GroupState::Stable.name(),
-            _ => GroupState::Empty.name(),
-        },
-        protocol_type: "consumer".into(),
-        protocol: c.assignor().into(),
-        members: c
-            .members
-            .values()
-            .map(|m| MemberSummary {
-                member_id: m.id.clone(),
-                instance_id: m.instance_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
-                metadata: super::consumer_protocol::subscription_bytes(&m.subscribed_names),
-                assignment: super::consumer_protocol::assignment_bytes(m.assigned.iter().map(
-                    |(id, ps)| {
-                        let name = names.get(id).copied().unwrap_or_default();
-                        (name, ps.iter().copied().collect())
-                    },
-                )),
             })
             .collect(),
     }

@@ -314,6 +314,9 @@ impl GroupCoordinator {
         })
     }
 
+    /// DescribeGroups: a classic group, or `None`. A group of the consumer group protocol is not
+    /// one, and Kafka 4.3.1 describes it as it describes an unknown group (`Dead`, measured with
+    /// DescribeGroups v3 on a group with a live member; v6 would say GROUP_ID_NOT_FOUND).
     pub async fn describe(
         self: &Arc<Self>,
         group_id: &str,
@@ -321,7 +324,10 @@ impl GroupCoordinator {
         let shard = self.shard_of(group_id);
         self.serving(shard).await?;
         let groups = self.served(shard)?;
-        Ok(groups.get(group_id).map(summarize))
+        Ok(groups
+            .get(group_id)
+            .filter(|g| g.consumer.is_none() || !g.members.is_empty())
+            .map(summarize))
     }
 
     /// Every group coordinated here, with its state, protocol type and group type, and the other
