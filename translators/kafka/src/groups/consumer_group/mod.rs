@@ -355,7 +355,8 @@ impl ConsumerGroup {
         }
         self.reconcile(&p.member_id, p.owned.as_ref(), now);
         let member = &self.members[&p.member_id];
-        let moved = before != (member.epoch, member.state, member.assigned.clone());
+        let moved =
+            (before.0, before.1) != (member.epoch, member.state) || before.2 != member.assigned;
         fx.snapshot |= moved;
         HeartbeatOutcome {
             error: 0,
@@ -550,12 +551,6 @@ impl ConsumerGroup {
     /// Moves a member toward its target assignment (Kafka's `CurrentAssignmentBuilder`).
     fn reconcile(&mut self, member_id: &str, owned: Option<&Partitions>, now: Instant) {
         let mut member = self.members.remove(member_id).expect("known");
-        let target = self.target.get(member_id).cloned().unwrap_or_default();
-        let owned_by_others: BTreeSet<(Uuid, i32)> = self
-            .members
-            .values()
-            .flat_map(|m| flatten(&m.assigned).chain(flatten(&m.revoking)))
-            .collect();
         let next = match member.state {
             MemberState::UnrevokedPartitions => {
                 let gave_up = owned.is_some_and(|owned| {
@@ -571,6 +566,7 @@ impl ConsumerGroup {
             MemberState::Stable => member.epoch != self.assignment_epoch,
         };
         if next && member.epoch != STATIC_LEAVE_EPOCH {
+            let target = self.target.get(member_id).cloned().unwrap_or_default();
             let kept = collect(flatten(&member.assigned).filter(|(t, p)| contains(&target, t, *p)));
             let revoke: Partitions =
                 collect(flatten(&member.assigned).filter(|(t, p)| !contains(&target, t, *p)));
@@ -580,6 +576,12 @@ impl ConsumerGroup {
                 member.state = MemberState::UnrevokedPartitions;
                 member.revoke_deadline = Some(now + rebalance_timeout(&member));
             } else {
+                // Only here, not on every heartbeat: what the other members still hold.
+                let owned_by_others: BTreeSet<(Uuid, i32)> = self
+                    .members
+                    .values()
+                    .flat_map(|m| flatten(&m.assigned).chain(flatten(&m.revoking)))
+                    .collect();
                 let mut unreleased = false;
                 let mut assigned = kept;
                 for (t, partition) in flatten(&target) {
