@@ -216,7 +216,7 @@ impl KafkaFrontend {
             for part in parts.by_ref().take(count) {
                 let mut data = PartitionData::default();
                 data.partition_index = part.partition;
-                data.error_code = part.error.map_or(0, |e| e.code());
+                data.error_code = part.error.map_or(0, partition_error_code);
                 data.high_watermark = part.high_watermark;
                 data.last_stable_offset = part.high_watermark;
                 data.log_start_offset = part.log_start;
@@ -547,6 +547,17 @@ fn prefetch_bytes(partition_max: usize, request_max: usize) -> usize {
         .clamp(MIN_PREFETCH, MAX_PREFETCH)
 }
 
+/// A partition's error code in a Fetch answer. Kafka never answers a partition with
+/// REQUEST_TIMED_OUT: the Java consumer throws on it and librdkafka hands it to the application.
+/// A Pulsar call that timed out (typically a topic moving between brokers) is answered as a moved
+/// leader instead, which both clients retry quietly after refreshing their metadata.
+fn partition_error_code(error: ResponseError) -> i16 {
+    match error {
+        ResponseError::RequestTimedOut => ResponseError::NotLeaderOrFollower.code(),
+        other => other.code(),
+    }
+}
+
 /// The entry to start reading at for a fetch offset.
 fn start_entry(offset: i64) -> EntryId {
     to_message_id(offset).entry_id()
@@ -635,5 +646,22 @@ mod tests {
         assert_eq!(budget.in_use(), credit.bytes());
         drop(credit);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// A partition whose Pulsar call timed out is answered NOT_LEADER_OR_FOLLOWER, which clients
+    /// retry quietly, never REQUEST_TIMED_OUT, which librdkafka reported to the application
+    /// while a topic was unloaded every 2 s (CI, 2026-12-07).
+    #[test]
+    fn a_timed_out_partition_is_answered_as_a_moved_leader() {
+        assert_eq!(
+            partition_error_code(backend_error(gateway_core::BackendError::Timeout(
+                "no answer".into()
+            ))),
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        assert_eq!(
+            partition_error_code(ResponseError::OffsetOutOfRange),
+            ResponseError::OffsetOutOfRange.code()
+        );
     }
 }
