@@ -74,8 +74,11 @@ pub(crate) struct Subscription {
     pub(crate) consumer_id: u64,
     pub(crate) events: mpsc::UnboundedReceiver<ConsumerEvent>,
     used_permits: u32,
-    /// On-demand flow: permits granted whose messages have not come yet.
-    asked: u32,
+    /// On-demand flow: permits granted whose messages have not come yet, counted as the broker
+    /// counts them: below zero after a batch entry with more messages than there were permits
+    /// (the broker sends a whole entry on any permit left, and owes nothing until the deficit
+    /// is granted back).
+    asked: i64,
     /// Opened again since the owner last asked (`Flow::Owner`: its permits are gone).
     reopened: bool,
     /// Set once the broker confirmed the close; Drop then has nothing left to do.
@@ -136,7 +139,7 @@ impl Subscription {
         wait: Duration,
         reopen_at: Option<MessageIdData>,
     ) -> Result<Option<RawEntry>> {
-        if self.spec.flow == Flow::OnDemand && self.asked == 0 {
+        if self.spec.flow == Flow::OnDemand && self.asked <= 0 {
             self.want(1);
         }
         let event = match tokio::time::timeout(wait, self.events.recv()).await {
@@ -154,7 +157,7 @@ impl Subscription {
                 self.used_permits += messages;
                 match self.spec.flow {
                     Flow::OnDemand => {
-                        self.asked = self.asked.saturating_sub(messages);
+                        self.asked -= i64::from(messages);
                         self.used_permits = 0;
                     }
                     Flow::Window(window) if self.used_permits >= (window / 2).max(1) => {
@@ -203,8 +206,9 @@ impl Subscription {
     /// On-demand flow: the owner takes `messages` now (a link's credit, say), so that many
     /// are asked for at once rather than one per round trip. Never more than it said.
     pub(crate) fn want(&mut self, messages: u32) {
+        let messages = i64::from(messages);
         if self.spec.flow == Flow::OnDemand && self.asked < messages {
-            self.flow(messages - self.asked);
+            self.flow((messages - self.asked).min(i64::from(u32::MAX)) as u32);
             self.asked = messages;
         }
     }
