@@ -38,6 +38,7 @@ fn entry(values: &[&str]) -> EntryToSend {
     EntryToSend {
         messages: values.iter().map(|v| message(v)).collect(),
         dedup: None,
+        coalesce: false,
     }
 }
 
@@ -52,8 +53,9 @@ async fn persisted(
         .unwrap()
         .into_iter()
         .map(|r| match r {
-            SendReceipt::Persisted(id) => id,
-            SendReceipt::Duplicate => panic!("unexpected duplicate"),
+            // Sends awaited one at a time are never coalesced: each starts its own entry.
+            SendReceipt::Persisted(id) if id.batch_index == 0 => id.entry_id(),
+            other => panic!("unexpected receipt {other:?}"),
         })
         .collect()
 }
@@ -289,6 +291,7 @@ async fn deduplication(f: &dyn BackendFixture) {
     let with_seq = |seq: u64| EntryToSend {
         messages: vec![message("m")],
         dedup: Some(("producer-1".into(), seq)),
+        coalesce: false,
     };
     let first = b.send(&t, vec![with_seq(1), with_seq(2)]).await.unwrap();
     assert!(matches!(
@@ -309,6 +312,7 @@ async fn last_sequence(f: &mut dyn BackendFixture) {
     let with_seq = |name: &str, seq: u64| EntryToSend {
         messages: vec![message("m")],
         dedup: Some((name.into(), seq)),
+        coalesce: false,
     };
     {
         let b = f.backend();
@@ -344,6 +348,7 @@ async fn find_sequence(f: &mut dyn BackendFixture) {
     let with_seq = |name: &str, seq: u64, values: &[&str]| EntryToSend {
         messages: values.iter().map(|v| message(v)).collect(),
         dedup: Some((name.into(), seq)),
+        coalesce: false,
     };
     let early = {
         let b = f.backend();
@@ -376,13 +381,13 @@ async fn find_sequence(f: &mut dyn BackendFixture) {
     for (seq, id) in [(0, early[0]), (2, early[1]), (3, recent[0]), (5, recent[1])] {
         assert_eq!(
             b.find_sequence(&t, "kafka-1", seq).await.unwrap(),
-            Some(id),
+            Some(id.message(0)),
             "sequence {seq}"
         );
     }
     assert_eq!(
         b.find_sequence(&t, "kafka-2", 3).await.unwrap(),
-        Some(other[0])
+        Some(other[0].message(0))
     );
     // Inside an entry (not its first message), never written, another name.
     for (name, seq) in [
@@ -405,7 +410,7 @@ async fn find_sequence(f: &mut dyn BackendFixture) {
     assert_eq!(resent, [SendReceipt::Duplicate]);
     assert_eq!(
         b.find_sequence(&t, "kafka-1", 5).await.unwrap(),
-        Some(recent[1])
+        Some(recent[1].message(0))
     );
     // The bound: found as the SEQUENCE_LOOKBACK-th entry from the end, not one further back.
     let last = persisted(b.as_ref(), &t, vec![with_seq("kafka-1", 10, &["z"])]).await;
@@ -413,7 +418,7 @@ async fn find_sequence(f: &mut dyn BackendFixture) {
     persisted(b.as_ref(), &t, fillers(SEQUENCE_LOOKBACK - 1)).await;
     assert_eq!(
         b.find_sequence(&t, "kafka-1", 10).await.unwrap(),
-        Some(last[0]),
+        Some(last[0].message(0)),
         "the last entry of the bound"
     );
     persisted(b.as_ref(), &t, fillers(1)).await;
@@ -635,6 +640,7 @@ async fn failover_and_key_shared(f: &dyn BackendFixture) {
         vec![EntryToSend {
             messages,
             dedup: None,
+            coalesce: false,
         }],
     )
     .await
@@ -920,6 +926,7 @@ async fn deliver_at_round_trips(f: &mut dyn BackendFixture) {
             EntryToSend {
                 messages: vec![delayed.clone()],
                 dedup: None,
+                coalesce: false,
             },
             entry(&["now"]),
         ],
@@ -1375,6 +1382,153 @@ async fn partitioned_consumer(f: &dyn BackendFixture) {
     c.close().await;
 }
 
+/// Sends submitted one after another without waiting for the one before (as the Kafka front
+/// end pipelines produce requests) persist in order, and each receipt names where its messages
+/// are: a backend may store several sends that allow it (`coalesce`) as one entry (the Pulsar
+/// backend coalesces what queues while a write is in flight), each send's messages then
+/// starting at the batch index its receipt names. `find_sequence` finds each send there, and a
+/// resend of one is a duplicate. Sends that do not allow it stay one entry each.
+async fn pipelined_sends(f: &mut dyn BackendFixture) {
+    let b = f.backend();
+    let t = topic("pipelined");
+    b.create_topic(&t, 0).await.unwrap();
+    // Three rounds of 20 sends, each round awaited before the next: several entries.
+    let (mut sends, mut sequence) = (Vec::new(), 0u64);
+    for round in 0..3 {
+        let mut pending = Vec::new();
+        for i in round * 20..round * 20 + 20 {
+            let values: Vec<String> = (0..i % 3 + 1).map(|j| format!("{i}-{j}")).collect();
+            let send = EntryToSend {
+                messages: values.iter().map(|v| message(v)).collect(),
+                dedup: Some(("pipelined".into(), sequence)),
+                coalesce: true,
+            };
+            let receipt = b.submit(&t, vec![send]).await.unwrap();
+            pending.push((sequence, values.clone(), receipt));
+            sequence += values.len() as u64;
+        }
+        for (sequence, values, receipt) in pending {
+            let receipts = receipt.await.unwrap();
+            let [SendReceipt::Persisted(id)] = receipts[..] else {
+                panic!("send at {sequence}: {receipts:?}");
+            };
+            sends.push((sequence, values, id));
+        }
+    }
+    assert!(
+        sends.windows(2).all(|w| w[0].2 < w[1].2),
+        "positions ascend in send order"
+    );
+
+    let total: usize = sends.iter().map(|s| s.1.len()).sum();
+    let mut reader = b.open_reader(&t, EntryId::EARLIEST).await.unwrap();
+    let mut stored = std::collections::HashMap::new();
+    let mut entries = 0;
+    while stored.len() < total {
+        let read = reader.read(256, usize::MAX, ARRIVES).await.unwrap();
+        assert!(
+            !read.is_empty(),
+            "{} of {total} messages read",
+            stored.len()
+        );
+        for e in read {
+            entries += 1;
+            for (index, m) in e.indexed_messages() {
+                stored.insert(e.id.message(index), m.clone());
+            }
+        }
+    }
+    for (sequence, values, id) in &sends {
+        for (j, value) in values.iter().enumerate() {
+            let at = gateway_core::MessageId {
+                batch_index: id.batch_index + j as u32,
+                ..*id
+            };
+            assert_eq!(
+                stored.get(&at),
+                Some(&message(value)),
+                "send at {sequence}, message {j}, expected at {at}"
+            );
+        }
+        assert_eq!(
+            b.find_sequence(&t, "pipelined", *sequence).await.unwrap(),
+            Some(*id),
+            "found where its receipt said"
+        );
+    }
+    eprintln!("{}: 60 sends stored as {entries} entries", b.kind());
+
+    // A consumer that holds nothing ahead (prefetch 0) and takes fewer messages at a time than
+    // an entry may hold gets each message once, and its acknowledgements complete every entry.
+    // (On Pulsar the broker hands out a whole entry on any permit left and then counts the
+    // permits it overdrew; a consumer that forgot the deficit stalled after about 100.)
+    let subscribe = || async {
+        b.subscribe(
+            &t,
+            "pipelined",
+            SubscribeOptions {
+                sub_type: SubscriptionType::Shared,
+                initial: InitialPosition::Earliest,
+                prefetch: Some(0),
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let mut c = subscribe().await;
+    let mut received = Vec::new();
+    while received.len() < total {
+        let got = c.receive(7, ARRIVES).await.unwrap();
+        assert!(
+            !got.is_empty(),
+            "{} of {total} messages received",
+            received.len()
+        );
+        c.ack(&got.iter().map(|m| m.id).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        received.extend(values(&got));
+    }
+    let expected: Vec<String> = sends.iter().flat_map(|s| s.1.clone()).collect();
+    assert_eq!(received, expected, "each message once, in order");
+    c.close().await;
+    let mut c = subscribe().await;
+    assert!(
+        c.receive(1, QUIET).await.unwrap().is_empty(),
+        "every entry was acknowledged"
+    );
+    c.close().await;
+    let (sequence, values, _) = &sends[30];
+    let resend = EntryToSend {
+        messages: values.iter().map(|v| message(v)).collect(),
+        dedup: Some(("pipelined".into(), *sequence)),
+        coalesce: false,
+    };
+    assert_eq!(
+        b.send(&t, vec![resend]).await.unwrap(),
+        [SendReceipt::Duplicate]
+    );
+
+    // Pipelined sends that do not allow it keep an entry each.
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        let receipt = b
+            .submit(&t, vec![entry(&[&format!("alone-{i}")])])
+            .await
+            .unwrap();
+        pending.push(receipt);
+    }
+    let mut entries = std::collections::HashSet::new();
+    for receipt in pending {
+        let receipts = receipt.await.unwrap();
+        let [SendReceipt::Persisted(id)] = receipts[..] else {
+            panic!("{receipts:?}");
+        };
+        assert_eq!(id.batch_index, 0, "an entry of its own");
+        assert!(entries.insert(id.entry_id()), "an entry of its own");
+    }
+}
+
 conformance!(
     partitioned_consumer,
     topic_properties_and_policies,
@@ -1386,6 +1540,7 @@ conformance!(
     deduplication,
     last_sequence,
     find_sequence,
+    pipelined_sends,
     exclusive_subscription,
     shared_subscription_redelivery,
     failover_and_key_shared,

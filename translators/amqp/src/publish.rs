@@ -207,6 +207,7 @@ pub async fn submit_marked(
             vec![EntryToSend {
                 messages: vec![stored],
                 dedup: None,
+                coalesce: false,
             }],
         )
         .await

@@ -374,7 +374,7 @@ impl Vhost {
             .await?
             .await?;
         match receipts.first() {
-            Some(SendReceipt::Persisted(id)) => self.wait_applied(*id).await,
+            Some(SendReceipt::Persisted(id)) => self.wait_applied(id.entry_id()).await,
             _ => self.sync().await,
         }
     }

@@ -212,6 +212,7 @@ impl Transaction {
             let entry = EntryToSend {
                 messages: vec![message],
                 dedup: None,
+                coalesce: false,
             };
             match backend.submit(&topic, vec![entry]).await {
                 Ok(p) => pending.push(p),

@@ -116,7 +116,7 @@ impl Producing for Gated {
         topic: &TopicName,
         producer: &str,
         sequence: u64,
-    ) -> Result<Option<EntryId>> {
+    ) -> Result<Option<gateway_core::MessageId>> {
         self.inner.find_sequence(topic, producer, sequence).await
     }
 }

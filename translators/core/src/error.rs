@@ -14,7 +14,7 @@ pub enum ErrorSource {
     Internal,
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum BackendError {
     #[error("topic not found: {0}")]
     TopicNotFound(String),

@@ -90,6 +90,11 @@ pub struct EntryToSend {
     /// Producer name and sequence id for broker-side deduplication (Pulsar's dedup): an entry whose
     /// sequence id is not above the last one persisted for that producer name is a duplicate.
     pub dedup: Option<(String, u64)>,
+    /// Whether the backend may store this entry together with the entries of the sends queued
+    /// next to it, as one stored entry (see `SendReceipt::Persisted`). For front ends that find
+    /// messages by the receipts' ids (Kafka offsets); not for AMQP queues, whose message counts
+    /// come from Pulsar's backlog, which counts entries.
+    pub coalesce: bool,
 }
 
 /// An entry as stored: the messages plus what the broker stamped on them.

@@ -51,6 +51,16 @@ impl<V: Clone> Recent<V> {
         self.entries.insert(key, (Instant::now(), value));
     }
 
+    /// Changes a value that is still fresh, keeping the time it was put: what a caller learned
+    /// on the way (a watermark that grew) is kept without extending the trust in the rest.
+    pub fn update_fresh(&self, key: &str, update: impl FnOnce(&mut V)) {
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            if entry.0.elapsed() < self.ttl {
+                update(&mut entry.1);
+            }
+        }
+    }
+
     /// Drops the entries whose key `forget` accepts.
     pub fn forget(&self, forget: impl Fn(&str) -> bool) {
         self.entries.retain(|k, _| !forget(k));
@@ -92,6 +102,25 @@ mod tests {
         );
         recent.put("a".into(), 2);
         assert_eq!(recent.get_or_stale("a"), Some((2, false)));
+    }
+
+    #[test]
+    fn an_update_changes_only_a_fresh_value_and_keeps_its_age() {
+        let recent = Recent::new(Duration::from_millis(50));
+        recent.update_fresh("a", |v| *v = 5);
+        assert_eq!(recent.get("a"), None, "nothing to update");
+        recent.put("a".into(), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        recent.update_fresh("a", |v| *v = 2);
+        assert_eq!(recent.get("a"), Some(2));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(recent.get("a"), None, "expired as put, not as updated");
+        recent.update_fresh("a", |v| *v = 3);
+        assert_eq!(
+            recent.get_or_stale("a"),
+            Some((2, true)),
+            "an expired one stays"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn put(
             vec![EntryToSend {
                 messages: vec![message],
                 dedup: None,
+                coalesce: false,
             }],
         )
         .await?;
@@ -75,6 +76,7 @@ pub fn entry(records: Vec<(String, Option<Bytes>)>) -> EntryToSend {
     EntryToSend {
         messages,
         dedup: None,
+        coalesce: false,
     }
 }
 

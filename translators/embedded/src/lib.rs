@@ -250,7 +250,7 @@ impl Producing for EmbeddedBackend {
         topic: &TopicName,
         producer_name: &str,
         sequence: u64,
-    ) -> Result<Option<EntryId>> {
+    ) -> Result<Option<MessageId>> {
         let state = self.topics.clone().resolve_async(topic).await?;
         let (topics, name) = (self.topics.clone(), producer_name.to_owned());
         blocking(move || {
@@ -269,7 +269,7 @@ impl Producing for EmbeddedBackend {
                 };
                 if written.value() == (name.as_str(), sequence) {
                     let (_, ledger, entry) = key;
-                    return Ok(Some(EntryId { ledger, entry }));
+                    return Ok(Some(EntryId { ledger, entry }.message(0)));
                 }
             }
             Ok(None)

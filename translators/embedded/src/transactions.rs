@@ -319,6 +319,7 @@ mod tests {
                 ..Default::default()
             }],
             dedup: dedup.map(|(p, s)| (p.to_owned(), s)),
+            coalesce: false,
         }
     }
 
@@ -345,7 +346,7 @@ mod tests {
 
     async fn send(b: &EmbeddedBackend, t: &TopicName, value: &str) -> EntryId {
         match b.send(t, vec![entry(value, None)]).await.unwrap()[..] {
-            [SendReceipt::Persisted(id)] => id,
+            [SendReceipt::Persisted(id)] => id.entry_id(),
             ref other => panic!("{other:?}"),
         }
     }

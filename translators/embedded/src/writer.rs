@@ -218,7 +218,7 @@ fn append(
             transactions::record_append(txn, key, topic.id, id)?;
         }
         rt.next_entry += 1;
-        receipts.push(SendReceipt::Persisted(id));
+        receipts.push(SendReceipt::Persisted(id.message(0)));
     }
     Ok((
         receipts,

@@ -453,7 +453,7 @@ impl Producing for PulsarBackend {
         topic: &TopicName,
         producer_name: &str,
         sequence: u64,
-    ) -> Result<Option<EntryId>> {
+    ) -> Result<Option<MessageId>> {
         // From the last entry readers may read: the look-back reads forwards through readers,
         // which wait at an open transaction's first entry (and never return aborted ones).
         let Some(last) = reader::last_message_id(self.pool.clone(), topic).await? else {

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::{EntryId, Result, TopicName};
+use gateway_core::{EntryId, MessageId, Result, TopicName};
 
 use crate::admin::AdminClient;
 use crate::chunks::{Assembled, Assembler, Finish, Missing, RawEntry};
 use crate::connection::unavailable;
 use crate::pool::Pool;
-use crate::proto::sub_type;
+use crate::proto::{sub_type, MessageMetadata};
 use crate::subscription::{after, start_before, Flow, Spec, Subscription, PERMITS};
 
 /// How long a look-back waits for its next entry: they exist, so this only runs out when the
@@ -237,26 +237,28 @@ impl Lookup {
     }
 }
 
-/// The entry `producer_name` wrote with sequence id `sequence` (its metadata's `sequence_id`,
-/// the first of the entry's messages), among the `budget` entries up to and including `last`;
-/// the latest one if there are several. A chunked message's chunks share its sequence id, so it
-/// is found at its last chunk, where it is read.
+/// Where `producer_name` wrote sequence id `sequence`, among the `budget` entries up to and
+/// including `last`; the latest if there are several. An entry's metadata names its first
+/// sequence id and, when the producer coalesced several sends into it, the first sequence id of
+/// the last one (`highest_sequence_id`); its messages have consecutive ids from the first
+/// (`producer::pack`), so the sequence is the message at `sequence - first`. A chunked message's
+/// chunks share its sequence id, so it is found at its last chunk, where it is read.
 pub(crate) async fn find_sequence(
     source: &Lookback,
     last: EntryId,
     producer_name: &str,
     sequence: u64,
     budget: u64,
-) -> Result<Option<EntryId>> {
+) -> Result<Option<MessageId>> {
     let mut walk = Backwards::new(after(last), SEQUENCE_FIRST_WINDOW, budget);
     loop {
         let mut found = None;
         let window = walk
             .next(source, |raw| {
-                if raw.metadata.sequence_id == sequence
-                    && raw.metadata.producer_name == producer_name
-                {
-                    found = Some(raw.id);
+                if raw.metadata.producer_name == producer_name {
+                    if let Some(index) = index_of(&raw.metadata, sequence) {
+                        found = Some(raw.id.message(index));
+                    }
                 }
             })
             .await?;
@@ -268,6 +270,17 @@ pub(crate) async fn find_sequence(
             return Ok(found);
         }
     }
+}
+
+/// The batch index at which an entry with this metadata holds the send that started at
+/// `sequence`, if it holds one.
+fn index_of(metadata: &MessageMetadata, sequence: u64) -> Option<u32> {
+    let first = metadata.sequence_id;
+    let last = metadata.highest_sequence_id.unwrap_or(first).max(first);
+    (first..=last)
+        .contains(&sequence)
+        .then(|| u32::try_from(sequence - first).ok())
+        .flatten()
 }
 
 /// Where a look-back window of `span` entries that ends just before `hi` starts, given the
@@ -304,6 +317,23 @@ pub fn window_start(hi: EntryId, span: u64, ledgers: &[(u64, u64)]) -> Option<En
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_is_found_where_its_send_starts_in_a_coalesced_entry() {
+        let metadata = |first, highest| MessageMetadata {
+            sequence_id: first,
+            highest_sequence_id: highest,
+            ..Default::default()
+        };
+        // One send of 3 messages at sequence 10.
+        assert_eq!(index_of(&metadata(10, None), 10), Some(0));
+        assert_eq!(index_of(&metadata(10, None), 11), None);
+        // Sends at 10 (3 messages), 13 and 15 coalesced: 15 starts at batch index 5.
+        assert_eq!(index_of(&metadata(10, Some(15)), 13), Some(3));
+        assert_eq!(index_of(&metadata(10, Some(15)), 15), Some(5));
+        assert_eq!(index_of(&metadata(10, Some(15)), 16), None);
+        assert_eq!(index_of(&metadata(10, Some(15)), 9), None);
+    }
 
     #[test]
     fn windows_reach_back_across_ledgers() {

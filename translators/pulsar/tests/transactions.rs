@@ -54,6 +54,7 @@ fn entry(value: &str, dedup: Option<(&str, u64)>) -> EntryToSend {
             deliver_at: None,
         }],
         dedup: dedup.map(|(n, s)| (n.to_owned(), s)),
+        coalesce: false,
     }
 }
 
@@ -63,7 +64,7 @@ fn id(e: EntryId) -> MessageId {
 
 async fn persisted(receipts: Vec<SendReceipt>) -> EntryId {
     match receipts[..] {
-        [SendReceipt::Persisted(id)] => id,
+        [SendReceipt::Persisted(id)] => id.entry_id(),
         ref other => panic!("expected one persisted entry, got {other:?}"),
     }
 }

@@ -341,6 +341,7 @@ impl Incoming {
         let entry = EntryToSend {
             messages: vec![message],
             dedup: None,
+            coalesce: false,
         };
         let pending = match ctx.frontend.backend.submit(&topic, vec![entry]).await {
             Ok(pending) => pending,

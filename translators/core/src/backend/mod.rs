@@ -23,7 +23,9 @@ mod transactions;
 
 pub use admin::{Retention, TopicAdmin, TopicInfo, TopicPolicies};
 pub use coordination::{Announcement, Coordination, Lease};
-pub use producing::{PendingSend, Producing, SendReceipt, SEQUENCE_LOOKBACK};
+pub use producing::{
+    PendingSend, Producing, SendReceipt, MAX_COALESCED_MESSAGES, SEQUENCE_LOOKBACK,
+};
 pub use reading::{Reader, Reading};
 pub use subscriptions::{
     Acknowledged, Consumer, InitialPosition, SeekTarget, SubscribeOptions, SubscriptionType,

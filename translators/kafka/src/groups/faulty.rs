@@ -257,7 +257,7 @@ impl Producing for Faulty {
         topic: &TopicName,
         producer_name: &str,
         sequence: u64,
-    ) -> Result<Option<EntryId>> {
+    ) -> Result<Option<MessageId>> {
         self.inner
             .find_sequence(topic, producer_name, sequence)
             .await

@@ -88,9 +88,13 @@ struct PartitionFetch {
     records: BytesMut,
 }
 
-/// Encodes entries as Kafka batches (one per entry), skipping messages before `from_offset`.
-/// Returns the offset after the last record written. A message's offset is its entry's plus its
-/// batch index, so the messages a compacted view left out are gaps, as in a compacted Kafka log.
+/// Encodes entries as Kafka batches, skipping messages before `from_offset`. Returns the offset
+/// after the last record written. A message's offset is its entry's plus its batch index, so the
+/// messages a compacted view left out are gaps, as in a compacted Kafka log.
+///
+/// An entry is one batch, except where its messages were stamped with different append times:
+/// the backend may store the batches of several produce requests as one entry, and a
+/// LogAppendTime batch gives all its records one time, so each time gets a batch of its own.
 pub fn encode_entries(
     out: &mut BytesMut,
     entries: &[StoredEntry],
@@ -99,30 +103,45 @@ pub fn encode_entries(
     let mut next = None;
     let mut records = Vec::new();
     for entry in entries {
-        records.clear();
-        let mut first = None;
+        // (offset of the run's first record, its append time if stamped)
+        let mut run: Option<(i64, Option<Option<u64>>)> = None;
         for (index, message) in entry.indexed_messages() {
             let offset = offsets::to_offset(entry.id.message(index))?;
             if offset < from_offset {
                 continue;
             }
-            let first = *first.get_or_insert(offset);
+            let stamped = has_append_time(message).then_some(message.event_time);
+            if let Some((first, time)) = run {
+                if time != stamped {
+                    next = Some(flush_run(out, first, &mut records, time.is_some()));
+                    run = None;
+                }
+            }
+            let (first, _) = *run.get_or_insert((offset, stamped));
             records.push(message_to_record(
                 message,
                 (offset - first) as i32,
                 entry.publish_time,
             ));
         }
-        let Some(first) = first else {
-            continue;
-        };
-        // One produced batch is one entry: its messages are all stamped or none.
-        let log_append_time = entry.messages.first().is_some_and(has_append_time);
-        record_batch::encode_with(out, first, &records, log_append_time);
-        let last = records.last().map_or(0, |r| r.offset_delta as i64);
-        next = Some(first + last + 1);
+        if let Some((first, time)) = run {
+            next = Some(flush_run(out, first, &mut records, time.is_some()));
+        }
     }
     Ok(next)
+}
+
+/// Encodes `records` as one batch at `first` and empties them; returns the offset after it.
+fn flush_run(
+    out: &mut BytesMut,
+    first: i64,
+    records: &mut Vec<record_batch::Record>,
+    log_append_time: bool,
+) -> i64 {
+    record_batch::encode_with(out, first, records, log_append_time);
+    let last = records.last().map_or(0, |r| r.offset_delta as i64);
+    records.clear();
+    first + last + 1
 }
 
 impl KafkaFrontend {
@@ -200,6 +219,7 @@ impl KafkaFrontend {
             }
         }
 
+        self.remember_watermarks(&parts);
         tracing::debug!(
             partitions = parts.len(),
             errors = ?parts.iter().filter_map(|p| p.error).collect::<Vec<_>>(),
@@ -310,9 +330,25 @@ impl KafkaFrontend {
                 return Ok((high_watermark, log_start));
             }
         }
+        metrics::counter!("kafka_fetch_watermark_lookups_total").increment(1);
         let fresh = self.watermarks(topic).await?;
         self.watermark_cache.put(key, fresh);
         Ok(fresh)
+    }
+
+    /// Raises the cached high watermarks to what this fetch read, so that the next fetch of a
+    /// consumer that keeps up with its producers finds its offset covered and asks Pulsar again
+    /// only when the cache expires, not after every read that found new data. The cache keeps its
+    /// age: the watermarks reported for lag are never staler than `WATERMARK_TTL`.
+    fn remember_watermarks(&self, parts: &[PartitionFetch]) {
+        for part in parts.iter().filter(|p| p.error.is_none()) {
+            if let Some(topic) = &part.topic {
+                self.watermark_cache
+                    .update_fresh(&topic.to_string(), |(high_watermark, _)| {
+                        *high_watermark = (*high_watermark).max(part.high_watermark)
+                    });
+            }
+        }
     }
 
     /// (high watermark, log start offset) of a concrete topic.
@@ -618,6 +654,7 @@ mod tests {
                 vec![EntryToSend {
                     messages: vec![message],
                     dedup: None,
+                    coalesce: false,
                 }],
             )
             .await
@@ -663,5 +700,53 @@ mod tests {
             partition_error_code(ResponseError::OffsetOutOfRange),
             ResponseError::OffsetOutOfRange.code()
         );
+    }
+
+    /// Two produce batches stamped with different append times, stored as one entry (the Pulsar
+    /// backend coalesces pipelined sends), come back as two LogAppendTime batches, each with
+    /// its own time and offsets; an entry of one time stays one batch.
+    #[test]
+    fn an_entry_with_two_append_times_is_fetched_as_two_batches() {
+        let stamped = |time| {
+            let mut m = Message {
+                value: Some(bytes::Bytes::from_static(b"v")),
+                ..Message::default()
+            };
+            crate::mapping::stamp_append_time(&mut m, time);
+            m
+        };
+        let entry = StoredEntry {
+            id: gateway_core::EntryId {
+                ledger: 5,
+                entry: 2,
+            },
+            publish_time: 7,
+            messages: vec![stamped(100), stamped(100), stamped(200)],
+            batch_indexes: None,
+        };
+        let base = offsets::entry_offset(entry.id).unwrap();
+        let mut out = BytesMut::new();
+        let next = encode_entries(&mut out, std::slice::from_ref(&entry), base).unwrap();
+        assert_eq!(next, Some(base + 3));
+        let batches = record_batch::decode_all(out.freeze(), 1 << 20).unwrap();
+        let shape: Vec<_> = batches
+            .iter()
+            .map(|b| {
+                (
+                    b.header.base_offset,
+                    b.records.len(),
+                    b.header.log_append_time,
+                    b.header.max_timestamp,
+                )
+            })
+            .collect();
+        assert_eq!(shape, [(base, 2, true, 100), (base + 2, 1, true, 200)]);
+
+        // From the middle: only the later batch.
+        let mut out = BytesMut::new();
+        encode_entries(&mut out, std::slice::from_ref(&entry), base + 2).unwrap();
+        let batches = record_batch::decode_all(out.freeze(), 1 << 20).unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].header.base_offset, base + 2);
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture, FutureExt};
 use gateway_core::backend::{PendingSend, SendReceipt};
-use gateway_core::{BackendRef, EntryId, EntryToSend, TopicName};
+use gateway_core::{BackendRef, EntryToSend, MessageId, TopicName};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -79,6 +79,8 @@ pub fn batch_to_entries(
         entries.push(EntryToSend {
             messages,
             dedup: None,
+            // Offsets come from the receipts, so pipelined batches may share a Pulsar entry.
+            coalesce: true,
         });
     }
     if let Some((name, first)) = producer {
@@ -131,7 +133,7 @@ fn outcome_of(
 
 /// Where the batch's first entry was written before, when deduplication dropped it now; `None`
 /// when the backend does not find it (among the partition's last entries) or cannot say.
-async fn find_original(batch: &IdempotentBatch) -> Option<EntryId> {
+async fn find_original(batch: &IdempotentBatch) -> Option<MessageId> {
     let sequence = batch.sequence.dedup_sequence();
     let found = tokio::time::timeout(
         FIND_ORIGINAL_TIMEOUT,
@@ -157,14 +159,14 @@ async fn find_original(batch: &IdempotentBatch) -> Option<EntryId> {
 }
 
 /// The Kafka base offset of a written batch, from its entries' receipts. `original` is where
-/// the first entry was written before, when deduplication dropped it (`find_original`).
+/// the batch was written before, when deduplication dropped it (`find_original`).
 fn base_offset_of(
     topic: &str,
     receipts: gateway_core::Result<Vec<SendReceipt>>,
-    original: Option<EntryId>,
+    original: Option<MessageId>,
 ) -> Result<i64, ResponseError> {
     let receipts = receipts.map_err(backend_error)?;
-    let ids: Vec<EntryId> = receipts
+    let ids: Vec<MessageId> = receipts
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r {
@@ -177,16 +179,18 @@ fn base_offset_of(
         // Dropped by deduplication: written before, and its offset is not known here.
         return Err(ResponseError::DuplicateSequenceNumber);
     };
-    // A batch dropped whole was written whole before, by one call: consecutive entries.
+    // A batch dropped whole was written whole before, by one call: consecutive entries. A batch
+    // of several entries is never coalesced with others, so each starts its own entry.
     let written_before = receipts.iter().all(|r| *r == SendReceipt::Duplicate);
-    let contiguous = ids
-        .windows(2)
-        .all(|w| w[1].ledger == w[0].ledger && w[1].entry == w[0].entry + 1);
+    let contiguous = ids.len() == 1
+        || ids.windows(2).all(|w| {
+            w[1].ledger == w[0].ledger && w[1].entry == w[0].entry + 1 && w[1].batch_index == 0
+        });
     if !written_before && (!contiguous || ids.len() != receipts.len()) {
         metrics::counter!("kafka_produce_noncontiguous_total").increment(1);
         tracing::error!(topic, "entries of one batch are not consecutive; record offsets after the first entry differ from base_offset + i");
     }
-    offsets::entry_offset(*first).map_err(|e| {
+    offsets::to_offset(*first).map_err(|e| {
         tracing::error!(error = %e, "offset out of range");
         ResponseError::UnknownServerError
     })
@@ -464,7 +468,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::{Bytes, BytesMut};
-    use gateway_core::{BackendError, EntryId, Message};
+    use gateway_core::{BackendError, Message};
     use kafka_protocol::messages::produce_request::TopicProduceData;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
@@ -501,6 +505,7 @@ mod tests {
                     })
                     .collect(),
                 dedup: None,
+                coalesce: false,
             })
             .collect();
         set_dedup(&mut entries, "kafka-1", first);
@@ -553,7 +558,7 @@ mod tests {
             panic!("written: {written:?}");
         };
         backend.send(&t, entries(3, &[1])).await.unwrap();
-        let offset = offsets::entry_offset(original).unwrap();
+        let offset = offsets::to_offset(original).unwrap();
 
         let resent = backend.send(&t, entries(0, &[3])).await.unwrap();
         assert_eq!(resent, [SendReceipt::Duplicate]);
@@ -581,7 +586,7 @@ mod tests {
         let [SendReceipt::Persisted(first), SendReceipt::Persisted(_)] = written[..] else {
             panic!("written: {written:?}");
         };
-        let offset = offsets::entry_offset(first).unwrap();
+        let offset = offsets::to_offset(first).unwrap();
         let count = MAX_BATCH_MESSAGES + 4;
         let last = MAX_BATCH_MESSAGES as u64;
 
@@ -592,9 +597,9 @@ mod tests {
             (Ok(offset), Some(offset))
         );
 
-        let later = EntryId {
-            ledger: first.ledger,
+        let later = MessageId {
             entry: first.entry + 7,
+            ..first
         };
         let partly = vec![SendReceipt::Duplicate, SendReceipt::Persisted(later)];
         assert_eq!(
@@ -697,13 +702,14 @@ mod tests {
             pending,
             Some(idempotent(&backend, batch)),
         ));
-        let id = EntryId {
+        let id = MessageId {
             ledger: 3,
             entry: 7,
+            batch_index: 0,
         };
         // The backend persists it whether or not anyone still awaits the receipt.
         let _ = persist.send(Ok(vec![SendReceipt::Persisted(id)]));
-        let offset = offsets::entry_offset(id).unwrap();
+        let offset = offsets::to_offset(id).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             match sequences.accept(key.clone(), 0, 0, 10, None) {

@@ -520,7 +520,7 @@ impl GroupCoordinator {
             let outcome = match pending {
                 Ok(pending) => pending.await.map(|receipts| {
                     let written = receipts.iter().filter_map(|r| match r {
-                        SendReceipt::Persisted(entry) => Some(*entry),
+                        SendReceipt::Persisted(at) => Some(at.entry_id()),
                         SendReceipt::Duplicate => None,
                     });
                     let mut tail = tail.lock().expect("tail lock");

@@ -151,6 +151,7 @@ impl GroupCoordinator {
         let entry = EntryToSend {
             messages,
             dedup: None,
+            coalesce: false,
         };
         let written = match self
             .backend
@@ -179,6 +180,7 @@ impl GroupCoordinator {
             let entry = EntryToSend {
                 messages: vec![end_message(producer_id)],
                 dedup: None,
+                coalesce: false,
             };
             self.backend.send(&topic, vec![entry]).await.map_err(|e| {
                 tracing::warn!(%topic, error = %e, "writing a transaction's end marker failed");
