@@ -226,7 +226,7 @@ impl Producer {
     /// producer epoch).
     pub fn may_replace(&self, first_sequence: Option<u64>) -> Result<()> {
         let state = self.shared.state.lock().expect("producer state lock");
-        if !state.waiting.is_empty() || state.packing > 0 || !state.pending.is_empty() {
+        if !state.waiting.is_empty() || state.packing || !state.pending.is_empty() {
             return Err(unavailable(
                 "the previous producer still has sends in flight; retry",
             ));
@@ -251,8 +251,8 @@ struct State {
     waiting: VecDeque<Queued>,
     /// A flush task runs (it stops when it finds nothing queued).
     flushing: bool,
-    /// Sends taken from `waiting` whose frames are not in `pending` yet.
-    packing: usize,
+    /// A flush took sends from `waiting` and has not put their frames in `pending` yet.
+    packing: bool,
     /// Sequence ids of frames written that have no receipt yet.
     pending: BTreeSet<u64>,
     failed: BTreeSet<u64>,
@@ -379,7 +379,7 @@ async fn flush(shared: Arc<Shared>) {
                 state.flushing = false;
                 return;
             }
-            state.packing = state.waiting.len();
+            state.packing = true;
             state.waiting.drain(..).collect()
         };
         let mut sends = Vec::with_capacity(queued.len());
@@ -444,7 +444,7 @@ async fn write_frames(shared: &Shared, frames: Vec<Frame>) -> Vec<Written> {
         }
         written.push((frame.members, outcome));
     }
-    shared.state.lock().expect("producer state lock").packing = 0;
+    shared.state.lock().expect("producer state lock").packing = false;
     written
 }
 
